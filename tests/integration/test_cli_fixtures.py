@@ -1,0 +1,27 @@
+"""The shared fixtures themselves: a Redis namespace per test, a real database per run."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+
+async def test_redis_client_and_prefix(redis_client: redis.asyncio.Redis, redis_prefix: str) -> None:
+    assert redis_prefix.startswith("tytest:")
+    await redis_client.set(f"{redis_prefix}:probe", b"1")
+    assert await redis_client.get(f"{redis_prefix}:probe") == b"1"
+
+
+async def test_database_url_connects(database_url: str) -> None:
+    engine = create_async_engine(database_url, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(sa.text("SELECT 1"))).scalar_one() == 1
+    finally:
+        await engine.dispose()
