@@ -1,0 +1,407 @@
+"""Settings of the API process: read once from a mapping (the environment) plus an optional YAML file.
+
+Nothing here runs at import time. `load_settings(environ)` is called by entry points and tests with a
+plain mapping; every field has its docstring underneath, and the docs' table is generated from them.
+
+Environment names: `APP_ENV`, `HTTP_ADDR`, `JWT_SECRET`, `DATABASE_URL`, `REDIS_URL`, `TASKYARD_CONFIG`,
+`TASKYARD_REDIS_PREFIX`, `TASKYARD_DATA_DIR`, and `TASKYARD_API_<FIELD>` for every other field (for
+example `TASKYARD_API_ACCESS_TOKEN_TTL_S`). The YAML file holds the same fields grouped by section
+(`auth: {access_token_ttl_s: 900}`); the environment wins over the file.
+
+Dev JWT secret: with `APP_ENV=dev` and no `JWT_SECRET`, a random secret is kept in
+`<data dir>/jwt-secret` (created mode 0600 on first start) so restarts keep sessions; if the file
+cannot be written the secret is random per process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import os
+import secrets
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = (
+    "ApiSettings",
+    "AuthSettings",
+    "DatabaseSettings",
+    "HttpSettings",
+    "RateLimitSettings",
+    "RedisSettings",
+    "Secret",
+    "SettingsError",
+    "WsSettings",
+    "load_settings",
+)
+
+MIN_JWT_SECRET_BYTES = 32
+# Values people paste from examples; refused in production whatever their length.
+_KNOWN_DEFAULT_SECRETS = frozenset(
+    {"", "secret", "changeme", "change-me", "change_me", "dev", "dev-secret", "jwt-secret", "taskyard"}
+)
+
+
+class SettingsError(ValueError):
+    """Bad configuration; the message lists every bad variable, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid settings: " + "; ".join(problems))
+
+
+class Secret:
+    """A string that never shows itself in repr/str/logs; `.reveal()` is the only way to read it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def __str__(self) -> str:
+        return "**********"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    host: str = "127.0.0.1"
+    """Listen address (from `HTTP_ADDR=host:port`)."""
+    port: int = 8000
+    """Listen port (from `HTTP_ADDR=host:port`)."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins allowed by CORS and by the WebSocket Origin check (comma-separated in env). Empty: no CORS."""
+    request_max_body_size: int = 2 * 1024 * 1024
+    """Largest request body accepted, in bytes; larger ones get 413 `payload_too_large`."""
+    trust_forwarded_for: bool = False
+    """Take the client IP from `X-Forwarded-For` (only behind a trusted proxy); else the socket peer."""
+    access_log: bool = True
+    """Log one line per request (request id, method, path without query, status, latency)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    url: Secret = field(default_factory=lambda: Secret(""))
+    """SQLAlchemy async URL (`DATABASE_URL`); default a SQLite file in the data dir. May hold a password."""
+    echo: bool = False
+    """Log every SQL statement (debugging only)."""
+    pool_size: int = 10
+    """Connection pool size (ignored by SQLite)."""
+    sqlite_busy_timeout_ms: int = 5000
+    """SQLite `busy_timeout` pragma: how long a writer waits for the lock."""
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    url: Secret | None = None
+    """Redis URL (`REDIS_URL`). None: the dev supervisor provides one; `create_app` requires it set."""
+    prefix: str = "taskyard"
+    """Prefix of every Redis key and channel (`TASKYARD_REDIS_PREFIX`)."""
+    socket_timeout_s: float = 5.0
+    """Socket timeout of the command client (the blocking client has none)."""
+    max_connections: int = 100
+    """Connection pool size of each Redis client."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    jwt_secret: Secret = field(default_factory=lambda: Secret(""))
+    """HS256 key for access tokens (`JWT_SECRET`), at least 32 bytes in production."""
+    jwt_issuer: str = "taskyard"
+    """`iss` claim written and required."""
+    jwt_audience: str = "taskyard-api"
+    """`aud` claim written and required."""
+    access_token_ttl_s: int = 900
+    """Lifetime of an access token."""
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    """Absolute lifetime of a refresh token family (rotation never extends it)."""
+    jwt_leeway_s: int = 10
+    """Clock skew tolerated on exp/nbf/iat."""
+    argon2_time_cost: int = 3
+    """argon2id iterations (argon2-cffi default)."""
+    argon2_memory_cost_kib: int = 65536
+    """argon2id memory per hash in KiB (argon2-cffi default, 64 MiB)."""
+    argon2_parallelism: int = 4
+    """argon2id lanes (argon2-cffi default)."""
+    hash_concurrency: int = 0
+    """Most password hashes computed at once (bounds memory); 0 means the CPU count."""
+    allow_open_registration: bool | None = None
+    """Anyone may register. None: true in dev, false in prod (then only admins register users)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitSettings:
+    login_failures_per_account_ip: int = 5
+    """Failed logins allowed per (email, ip) in the window below; then 429."""
+    login_failures_window_s: int = 900
+    """Window of the (email, ip) failure count."""
+    login_failures_per_account: int = 100
+    """Failed logins allowed per account from all sources per hour."""
+    login_attempts_per_ip: int = 30
+    """Login attempts (any outcome) per ip in the window below."""
+    login_attempts_window_s: int = 60
+    """Window of the per-ip login attempt count."""
+    register_per_ip: int = 10
+    """Registrations per ip in the window below."""
+    register_window_s: int = 3600
+    """Window of the per-ip registration count."""
+    task_submit_per_user: int = 600
+    """Task submissions per user per window (used by the tasks API)."""
+    task_submit_window_s: int = 60
+    """Window of the per-user submission count."""
+
+
+@dataclass(frozen=True, slots=True)
+class WsSettings:
+    heartbeat_interval_s: float = 10.0
+    """Interval the server announces to agents in `auth/ok` and `heartbeat`."""
+    heartbeat_timeout_s: float = 30.0
+    """An agent silent this long is offline (its presence lease)."""
+    client_max_frame_bytes: int = 65536
+    """Largest client frame; larger closes with 1009."""
+    agent_max_frame_bytes: int = 1048576
+    """Largest agent frame; larger closes with 1009."""
+    idle_timeout_s: float = 300.0
+    """A client connection with no frame this long is closed (4408)."""
+    send_backlog: int = 1000
+    """Per-watcher bounded send queue; overflow closes with 4008."""
+    client_messages_per_minute: int = 100
+    """Control messages a client may send per minute."""
+    bad_frames_before_close: int = 10
+    """Bad frames within 60 s before the socket is closed with 1008."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    env: Literal["dev", "prod"] = "dev"
+    """`APP_ENV`: dev (embedded defaults, open registration) or prod (strict checks)."""
+    data_dir: Path = Path(".taskyard")
+    """`TASKYARD_DATA_DIR`: where the dev SQLite file and the dev JWT secret live."""
+    log_level: str = "INFO"
+    """Root log level of the API process."""
+    http: HttpSettings = field(default_factory=HttpSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    ratelimit: RateLimitSettings = field(default_factory=RateLimitSettings)
+    ws: WsSettings = field(default_factory=WsSettings)
+
+    @property
+    def is_prod(self) -> bool:
+        return self.env == "prod"
+
+    @property
+    def open_registration(self) -> bool:
+        if self.auth.allow_open_registration is not None:
+            return self.auth.allow_open_registration
+        return not self.is_prod
+
+    @property
+    def hash_concurrency(self) -> int:
+        return self.auth.hash_concurrency or (os.cpu_count() or 1)
+
+
+_GROUPS: dict[str, type[Any]] = {
+    "http": HttpSettings,
+    "database": DatabaseSettings,
+    "redis": RedisSettings,
+    "auth": AuthSettings,
+    "ratelimit": RateLimitSettings,
+    "ws": WsSettings,
+}
+
+# Fields whose environment name is not `TASKYARD_API_<FIELD>`.
+_SPECIAL_ENV: dict[tuple[str, str], str] = {
+    ("database", "url"): "DATABASE_URL",
+    ("redis", "url"): "REDIS_URL",
+    ("redis", "prefix"): "TASKYARD_REDIS_PREFIX",
+    ("auth", "jwt_secret"): "JWT_SECRET",
+}
+
+
+def env_name(group: str, name: str) -> str:
+    return _SPECIAL_ENV.get((group, name), f"TASKYARD_API_{name.upper()}")
+
+
+def _parse(raw: object, hint: Any) -> object:
+    """Convert an env string or a YAML value to the field's type."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+            return None
+        return _parse(raw, args[0])
+    if hint is Secret:
+        return Secret(str(raw))
+    if hint is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in {"1", "true", "yes", "on"}:
+            return True
+        if text in {"0", "false", "no", "off"}:
+            return False
+        raise ValueError("expected a boolean (true/false)")
+    if hint is int:
+        if isinstance(raw, bool):
+            raise ValueError("expected an integer")
+        return int(str(raw).strip())
+    if hint is float:
+        return float(str(raw).strip())
+    if origin is tuple:
+        items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+        return tuple(str(i).strip() for i in items if str(i).strip())
+    return str(raw)
+
+
+def _read_yaml(path: str, problems: list[str]) -> dict[str, Any]:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        problems.append(f"TASKYARD_CONFIG: cannot read {path!r} ({type(exc).__name__})")
+        return {}
+    if not isinstance(data, dict):
+        problems.append("TASKYARD_CONFIG: the file must hold a mapping of sections")
+        return {}
+    return data
+
+
+def _build_group(
+    group: str, cls: type[Any], environ: Mapping[str, str], file_data: Mapping[str, Any], problems: list[str]
+) -> Any:
+    hints = typing.get_type_hints(cls)
+    section = file_data.get(group) or {}
+    if not isinstance(section, dict):
+        problems.append(f"TASKYARD_CONFIG: section {group!r} must be a mapping")
+        section = {}
+    unknown = set(section) - {f.name for f in dataclasses.fields(cls)}
+    for name in sorted(unknown):
+        problems.append(f"TASKYARD_CONFIG: unknown field {group}.{name}")
+    values: dict[str, object] = {}
+    for f in dataclasses.fields(cls):
+        name = env_name(group, f.name)
+        if name in environ:
+            raw: object = environ[name]
+            source = name
+        elif f.name in section:
+            raw = section[f.name]
+            source = f"TASKYARD_CONFIG {group}.{f.name}"
+        else:
+            continue
+        try:
+            values[f.name] = _parse(raw, hints[f.name])
+        except ValueError as exc:
+            problems.append(f"{source}: {exc}")
+    return cls(**values)
+
+
+def _parse_addr(raw: str, problems: list[str]) -> tuple[str, int] | None:
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        problems.append("HTTP_ADDR: expected host:port, e.g. 127.0.0.1:8000")
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _dev_jwt_secret(data_dir: Path) -> str:
+    """The persisted dev secret, created on first use; random per process if the file is not writable."""
+    path = data_dir / "jwt-secret"
+    try:
+        existing = path.read_text(encoding="utf-8").strip()
+        if len(existing.encode()) >= MIN_JWT_SECRET_BYTES:
+            return existing
+    except OSError:
+        pass
+    value = secrets.token_urlsafe(48)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(value)
+    except OSError:
+        pass
+    return value
+
+
+def _check_jwt_secret(secret: str) -> str | None:
+    if not secret:
+        return "JWT_SECRET: required when APP_ENV=prod"
+    if secret.strip().lower() in _KNOWN_DEFAULT_SECRETS:
+        return "JWT_SECRET: a well-known default value is refused in prod"
+    if len(secret.encode()) < MIN_JWT_SECRET_BYTES:
+        return f"JWT_SECRET: must be at least {MIN_JWT_SECRET_BYTES} bytes in prod"
+    return None
+
+
+def load_settings(environ: Mapping[str, str]) -> ApiSettings:
+    """Build the settings from `environ` (and the YAML file it names); raise `SettingsError` listing every problem."""
+    problems: list[str] = []
+    file_data: dict[str, Any] = {}
+    if environ.get("TASKYARD_CONFIG"):
+        file_data = _read_yaml(environ["TASKYARD_CONFIG"], problems)
+
+    env_raw = environ.get("APP_ENV", str(file_data.get("env", "dev"))).strip().lower()
+    if env_raw not in ("dev", "prod"):
+        problems.append("APP_ENV: must be dev or prod")
+        env_raw = "dev"
+    env: Literal["dev", "prod"] = "prod" if env_raw == "prod" else "dev"
+    data_dir = Path(environ.get("TASKYARD_DATA_DIR", str(file_data.get("data_dir", ".taskyard"))))
+    log_level = environ.get("TASKYARD_API_LOG_LEVEL", str(file_data.get("log_level", "INFO"))).upper()
+
+    groups = {g: _build_group(g, cls, environ, file_data, problems) for g, cls in _GROUPS.items()}
+
+    http: HttpSettings = groups["http"]
+    addr = environ.get("HTTP_ADDR")
+    if addr:
+        parsed = _parse_addr(addr, problems)
+        if parsed:
+            http = dataclasses.replace(http, host=parsed[0], port=parsed[1])
+
+    database: DatabaseSettings = groups["database"]
+    if not database.url.reveal():
+        db_url = f"sqlite+aiosqlite:///{(data_dir / 'taskyard.db').resolve()}"
+        database = dataclasses.replace(database, url=Secret(db_url))
+
+    auth: AuthSettings = groups["auth"]
+    if env == "prod":
+        bad = _check_jwt_secret(auth.jwt_secret.reveal())
+        if bad:
+            problems.append(bad)
+    elif not auth.jwt_secret.reveal():
+        auth = dataclasses.replace(auth, jwt_secret=Secret(_dev_jwt_secret(data_dir)))
+
+    if problems:
+        raise SettingsError(problems)
+    return ApiSettings(
+        env=env,
+        data_dir=data_dir,
+        log_level=log_level,
+        http=http,
+        database=database,
+        redis=groups["redis"],
+        auth=auth,
+        ratelimit=groups["ratelimit"],
+        ws=groups["ws"],
+    )
