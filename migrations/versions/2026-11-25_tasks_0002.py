@@ -41,9 +41,7 @@ def upgrade() -> None:
         sa.Column("token_rotated_at", api.db.base.UTCDateTime(), nullable=False),
         sa.Column("created_at", api.db.base.UTCDateTime(), nullable=False),
         sa.Column("updated_at", api.db.base.UTCDateTime(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["owner_id"], ["users.id"], name=op.f("fk_agents_owner_id_users"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["owner_id"], ["users.id"], name=op.f("fk_agents_owner_id_users"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_agents")),
     )
     with op.batch_alter_table("agents", schema=None) as batch_op:
@@ -74,9 +72,7 @@ def upgrade() -> None:
         sa.Column("updated_at", api.db.base.UTCDateTime(), nullable=False),
         sa.Column("started_at", api.db.base.UTCDateTime(), nullable=True),
         sa.Column("finished_at", api.db.base.UTCDateTime(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["owner_id"], ["users.id"], name=op.f("fk_tasks_owner_id_users"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["owner_id"], ["users.id"], name=op.f("fk_tasks_owner_id_users"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tasks")),
         sa.UniqueConstraint("owner_id", "idempotency_key", name=op.f("uq_tasks_owner_id_idempotency_key")),
     )

@@ -5,7 +5,7 @@ Presence (online, load) lives in Redis, never here.
 
 from __future__ import annotations
 
-import datetime as dt
+import datetime as dt  # noqa: TC003 - SQLAlchemy resolves Mapped[] at runtime
 from typing import Any
 
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String

@@ -6,7 +6,7 @@ recorder copies events here; the reconciler rebuilds Redis from here.
 
 from __future__ import annotations
 
-import datetime as dt
+import datetime as dt  # noqa: TC003 - SQLAlchemy resolves Mapped[] at runtime
 from typing import Any
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
