@@ -189,6 +189,9 @@ def postgres_admin_url(request: pytest.FixtureRequest) -> str:
             pytest.fail(f"TASKYARD_TEST_REQUIRE_SERVICES=1 and {reason}")
         _services(request.config).postgres = f"absent ({reason})"
         pytest.skip(reason)
+    services = _services(request.config)
+    if services.postgres == "not used":
+        services.postgres = f"real PostgreSQL at {_redact(admin_url)}"
     return admin_url
 
 
@@ -233,7 +236,9 @@ def migrated_database_url(database_url: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_environ(*, database_url: str, redis_url: str, redis_prefix: str, **overrides: object) -> dict[str, str]:
+def test_environ(
+    *, database_url: str, redis_url: str, redis_prefix: str, data_dir: str, **overrides: object
+) -> dict[str, str]:
     """The env mapping of the test profile (RELIABILITY.md §3); `overrides` are env names -> values."""
     environ = {
         "APP_ENV": "dev",
@@ -244,6 +249,7 @@ def test_environ(*, database_url: str, redis_url: str, redis_prefix: str, **over
         "TASKYARD_REDIS_PREFIX": redis_prefix,
         "TASKYARD_API_HEARTBEAT_INTERVAL_S": "0.5",
         "TASKYARD_API_HEARTBEAT_TIMEOUT_S": "2",
+        "TASKYARD_DATA_DIR": data_dir,
     }
     environ.update({key: str(value) for key, value in overrides.items()})
     return environ
@@ -253,9 +259,13 @@ test_environ.__test__ = False  # type: ignore[attr-defined]  # a helper, not a t
 
 
 @pytest.fixture
-def make_settings(migrated_database_url: str, redis_url: str, redis_prefix: str) -> Callable[..., Any]:
+def make_settings(
+    migrated_database_url: str, redis_url: str, redis_prefix: str, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., Any]:
     """`make_settings(**overrides) -> ApiSettings` with the test profile; overrides are env names,
     e.g. `make_settings(TASKYARD_API_ACCESS_TOKEN_TTL_S=5)`."""
+
+    data_dir = tmp_path_factory.mktemp("data")
 
     def build(**overrides: object) -> Any:
         from api.settings import load_settings
@@ -265,6 +275,7 @@ def make_settings(migrated_database_url: str, redis_url: str, redis_prefix: str)
                 database_url=migrated_database_url,
                 redis_url=redis_url,
                 redis_prefix=redis_prefix,
+                data_dir=str(data_dir),
                 **overrides,
             )
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -25,3 +25,12 @@ async def test_database_url_connects(database_url: str) -> None:
             assert (await conn.execute(sa.text("SELECT 1"))).scalar_one() == 1
     finally:
         await engine.dispose()
+
+
+def test_make_settings_uses_the_test_profile(make_settings: Any, redis_url: str, redis_prefix: str) -> None:
+    settings = make_settings(TASKYARD_API_ACCESS_TOKEN_TTL_S=5)
+    assert settings.ws.heartbeat_interval_s == 0.5
+    assert settings.ws.heartbeat_timeout_s == 2.0
+    assert settings.auth.access_token_ttl_s == 5
+    assert settings.redis.url.reveal() == redis_url
+    assert settings.redis.prefix == redis_prefix
