@@ -57,6 +57,7 @@ from protocol.status import (
     can_transition,
     is_terminal,
 )
+from protocol.views import AgentView, TaskErrorInfo, TaskEventView, TaskPage, TaskView
 
 __all__ = (
     "ACTIVE_STATUSES",
@@ -71,6 +72,7 @@ __all__ = (
     "TERMINAL_STATUSES",
     "Ack",
     "AgentStatus",
+    "AgentView",
     "AuthError",
     "AuthOk",
     "ConnectionRole",
@@ -88,12 +90,16 @@ __all__ = (
     "TaskAccept",
     "TaskCancel",
     "TaskError",
+    "TaskErrorInfo",
+    "TaskEventView",
     "TaskProgress",
     "TaskRef",
+    "TaskPage",
     "TaskResult",
     "TaskStatus",
     "TaskStatusEvent",
     "TaskSubmit",
+    "TaskView",
     "Unsubscribe",
     "can_transition",
     "decode_frame",
