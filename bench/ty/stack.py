@@ -1,0 +1,141 @@
+"""Start taskyard for a bench run: migrate, create an admin, then the API, a scheduler and workers.
+
+Every process is started through its documented entry point, with its output in the run's log dir.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.procs import Proc, free_port, port_open, wait_until
+
+BIN = Path(sys.executable).parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class StackConfig:
+    redis_url: str
+    database_url: str
+    log_dir: Path
+    data_dir: Path
+    prefix: str = field(default_factory=lambda: f"bench:{secrets.token_hex(4)}")
+    admin_email: str = "bench-admin@example.com"
+    admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    jwt_secret: str = field(default_factory=lambda: secrets.token_hex(32))
+
+
+class TaskyardStack:
+    """The API, one scheduler and any number of workers, all on our Redis and our database."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.port = free_port()
+        self.procs: list[Proc] = []
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def env(self) -> dict[str, str]:
+        cfg = self.config
+        return dict(
+            os.environ,
+            APP_ENV="dev",
+            DATABASE_URL=cfg.database_url,
+            REDIS_URL=cfg.redis_url,
+            JWT_SECRET=cfg.jwt_secret,
+            TASKYARD_REDIS_PREFIX=cfg.prefix,
+            TASKYARD_DATA_DIR=str(cfg.data_dir),
+            # The bench measures the pipeline, not the submission rate limit (600/min per user by default).
+            TASKYARD_API_TASK_SUBMIT_PER_USER="100000000",
+            PYTHONPATH=str(REPO_ROOT),
+        )
+
+    def _run_once(self, name: str, argv: list[str], timeout_s: float = 120) -> None:
+        log = self.config.log_dir / f"taskyard-{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            done = subprocess.run(
+                argv,
+                env=self.env(),
+                cwd=REPO_ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout_s,
+                check=False,
+            )
+        if done.returncode != 0:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+            raise RuntimeError(f"`{' '.join(argv[:2])} ...` exited {done.returncode}; {log}:\n{tail}")
+
+    def _spawn(self, name: str, argv: list[str]) -> Proc:
+        proc = Proc(
+            name, argv, log_path=self.config.log_dir / f"taskyard-{name}.log", env=self.env(), cwd=REPO_ROOT
+        ).start()
+        self.procs.append(proc)
+        return proc
+
+    def prepare(self) -> None:
+        """Migrate the database and create the admin (both one-shot commands)."""
+        self._run_once("migrate", [str(BIN / "taskyard"), "migrate"])
+        self._run_once(
+            "create-admin",
+            [
+                str(BIN / "taskyard"),
+                "create-admin",
+                "--email",
+                self.config.admin_email,
+                "--password",
+                self.config.admin_password,
+            ],
+        )
+
+    def start_api_and_scheduler(self) -> None:
+        api = self._spawn("api", [str(BIN / "taskyard"), "api", "--host", "127.0.0.1", "--port", str(self.port)])
+        scheduler = self._spawn("scheduler", [str(BIN / "python"), "-m", "scheduler"])
+
+        def api_up() -> bool:
+            api.check_alive()
+            scheduler.check_alive()
+            return port_open("127.0.0.1", self.port)
+
+        wait_until(api_up, timeout_s=60, what="the taskyard API to listen")
+
+    def start_worker(self, index: int, agent_id: str, agent_token: str, concurrency: int) -> Proc:
+        return self._spawn(
+            f"worker-{index}",
+            [
+                str(BIN / "python"),
+                "-m",
+                "worker",
+                "--url",
+                self.ws_url,
+                "--agent-id",
+                agent_id,
+                "--agent-token",
+                agent_token,
+                "--concurrency",
+                str(concurrency),
+            ],
+        )
+
+    def check_alive(self) -> None:
+        for proc in self.procs:
+            proc.check_alive()
+
+    def stop(self) -> None:
+        # Workers first (they drain), then the scheduler, then the API.
+        for proc in reversed(self.procs):
+            proc.stop(timeout_s=10)
+        self.procs.clear()

@@ -1,0 +1,181 @@
+"""The no-op workload on taskyard: warm-up, batch throughput, sequential latency, dispatch latency.
+
+Throughput counts from the first batch request to the moment PostgreSQL holds every task as `done`
+(the recorder's write), and also reports when the last `done` event reached the watching client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from bench.stats import summarize_ms, throughput
+from bench.ty.rest import RestClient
+from bench.ty.ws import ProbeAgent, Watcher
+
+if TYPE_CHECKING:
+    from bench.ty.stack import TaskyardStack
+
+PROBE_CAPABILITY = "bench.probe"
+WORKERS = 2
+
+
+@dataclass(frozen=True)
+class Workload:
+    n: int
+    seq: int
+    batch: int
+    warmup: int
+    concurrency: int
+    submit_concurrency: int
+    timeout_s: float
+
+
+async def _wait_for(check: Any, *, timeout_s: float, what: str, interval_s: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        await asyncio.sleep(interval_s)
+
+
+async def _count_done(pg: psycopg.AsyncConnection[Any]) -> int:
+    row = await (await pg.execute("SELECT count(*) FROM tasks WHERE status = 'done'")).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _pg_done_at(pg_url: str, target: int, timeout_s: float) -> float:
+    """The perf_counter time PostgreSQL first held `target` done tasks (polled every 20 ms)."""
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as pg:
+        deadline = time.monotonic() + timeout_s
+        while await _count_done(pg) < target:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"PostgreSQL holds {await _count_done(pg)} of {target} done tasks")
+            await asyncio.sleep(0.02)
+        return time.perf_counter()
+
+
+async def _statuses(pg_url: str) -> dict[str, int]:
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as pg:
+        rows = await (await pg.execute("SELECT status, count(*) FROM tasks GROUP BY status")).fetchall()
+    return {str(status): int(count) for status, count in rows}
+
+
+async def _start_agents(stack: TaskyardStack, rest: RestClient, work: Workload) -> None:
+    agents = [
+        await rest.create_agent(f"bench-worker-{i}", concurrency=work.concurrency, capabilities=[])
+        for i in range(WORKERS)
+    ]
+    for index, (agent_id, token) in enumerate(agents):
+        stack.start_worker(index, agent_id, token, work.concurrency)
+
+    async def all_online() -> bool:
+        stack.check_alive()
+        return all([await rest.agent_online(agent_id) for agent_id, _ in agents])
+
+    await _wait_for(all_online, timeout_s=60, what="both workers to be online")
+
+
+async def _throughput(rest: RestClient, watcher: Watcher, pg_url: str, work: Workload) -> dict[str, Any]:
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as pg:
+        done_before = await _count_done(pg)
+    pg_done = asyncio.create_task(_pg_done_at(pg_url, done_before + work.n, work.timeout_s))
+    gate = asyncio.Semaphore(work.submit_concurrency)
+
+    async def submit(count: int) -> list[str]:
+        async with gate:
+            return await rest.submit_batch(count)
+
+    started = time.perf_counter()
+    sizes = [min(work.batch, work.n - offset) for offset in range(0, work.n, work.batch)]
+    try:
+        batches = await asyncio.gather(*(submit(size) for size in sizes))
+        submitted = time.perf_counter()
+        ids = [task_id for batch in batches for task_id in batch]
+        watcher.track(ids)
+        await watcher.wait_tracked(work.timeout_s)
+        events_done = time.perf_counter()
+        recorded = await pg_done
+    finally:
+        pg_done.cancel()
+    not_done = sum(1 for task_id in ids if watcher.ended_status.get(task_id) != "done")
+    return {
+        **throughput(work.n, recorded - started),
+        "measured_to": "every task done in PostgreSQL",
+        "submit_seconds": round(submitted - started, 3),
+        "events_seconds": round(events_done - started, 3),
+        "events_tasks_per_s": round(work.n / (events_done - started), 1),
+        "not_done": not_done,
+    }
+
+
+async def _sequential(rest: RestClient, watcher: Watcher, work: Workload) -> list[float]:
+    samples = []
+    for _ in range(work.seq):
+        started = time.perf_counter()
+        task_id = await rest.submit_one()
+        ended = await watcher.wait_ended(task_id, timeout_s=30)
+        if watcher.ended_status[task_id] != "done":
+            raise RuntimeError(f"task {task_id} ended {watcher.ended_status[task_id]}")
+        samples.append(ended - started)
+    return samples
+
+
+async def _dispatch(
+    stack: TaskyardStack, rest: RestClient, watcher: Watcher, work: Workload
+) -> tuple[list[float], list[float], int]:
+    """Sequential tasks only the probe agent can take: submit answer -> `task/submit` received."""
+    agent_id, token = await rest.create_agent("bench-probe", concurrency=1, capabilities=[PROBE_CAPABILITY])
+    probe = ProbeAgent(stack.ws_url, agent_id, token)
+    await probe.start()
+    try:
+        await _wait_for(lambda: rest.agent_online(agent_id), timeout_s=30, what="the probe agent to be online")
+        dispatch: list[float] = []
+        end_to_end: list[float] = []
+        early = 0
+        for _ in range(work.seq):
+            started = time.perf_counter()
+            task_id = await rest.submit_one(capabilities=[PROBE_CAPABILITY])
+            answered = time.perf_counter()
+            received = await probe.wait_received(task_id, timeout_s=30)
+            ended = await watcher.wait_ended(task_id, timeout_s=30)
+            # The agent may get the task before the HTTP answer reaches us: that counts as 0.
+            early += received < answered
+            dispatch.append(max(0.0, received - answered))
+            end_to_end.append(ended - started)
+        if probe.errors:
+            raise RuntimeError(f"probe agent got error frames: {probe.errors[:3]}")
+        return dispatch, end_to_end, early
+    finally:
+        await probe.close()
+
+
+async def run_workload(stack: TaskyardStack, pg_url: str, work: Workload) -> dict[str, Any]:
+    """Run every phase on a started stack (API and scheduler up); returns the result dict."""
+    rest = RestClient(stack.base_url)
+    try:
+        await rest.login(stack.config.admin_email, stack.config.admin_password)
+        await _start_agents(stack, rest, work)
+        watcher = Watcher(stack.ws_url, rest.access_token)
+        await watcher.start()
+        try:
+            warm = await rest.submit_batch(work.warmup)
+            watcher.track(warm)
+            await watcher.wait_tracked(60)
+            result: dict[str, Any] = {"throughput": await _throughput(rest, watcher, pg_url, work)}
+            stack.check_alive()
+            result["latency_e2e_ms"] = summarize_ms(await _sequential(rest, watcher, work))
+            dispatch, probe_e2e, early = await _dispatch(stack, rest, watcher, work)
+            result["latency_dispatch_ms"] = summarize_ms(dispatch)
+            result["latency_dispatch_ms"]["received_before_answer"] = early
+            result["latency_e2e_probe_ms"] = summarize_ms(probe_e2e)
+            result["db_statuses"] = await _statuses(pg_url)
+        finally:
+            await watcher.close()
+    finally:
+        await rest.aclose()
+    return result
