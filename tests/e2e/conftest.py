@@ -1,0 +1,66 @@
+"""Fixtures for end-to-end tests: a fresh stack of real processes per test."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import (
+    DEFAULT_POSTGRES_ADMIN_URL,
+    create_postgres_database,
+    drop_postgres_database,
+    postgres_reachable,
+    services_required,
+)
+from tests.e2e.stack import Stack
+
+
+@pytest.fixture
+def e2e_database_url(tmp_path: Path) -> Iterator[str]:
+    """A database of this test's own: PostgreSQL when present (required in CI), else SQLite."""
+    admin_url = os.environ.get("TASKYARD_TEST_POSTGRES_URL") or DEFAULT_POSTGRES_ADMIN_URL
+    if postgres_reachable(admin_url):
+        name = f"taskyard_e2e_{secrets.token_hex(6)}"
+        url = create_postgres_database(admin_url, name)
+        try:
+            yield url
+        finally:
+            drop_postgres_database(admin_url, name)
+        return
+    if services_required():
+        pytest.fail("TASKYARD_TEST_REQUIRE_SERVICES=1 and PostgreSQL is not reachable")
+    yield f"sqlite+aiosqlite:///{tmp_path / 'e2e.db'}"
+
+
+@pytest.fixture
+def stack(tmp_path: Path, e2e_database_url: str, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """Redis, a migrated database, one API and one scheduler; tests add agents and more processes."""
+    the_stack = Stack(workdir=tmp_path, database_url=e2e_database_url, prefix=f"e2e:{secrets.token_hex(4)}")
+    try:
+        the_stack.start_redis()
+        the_stack.migrate()
+        the_stack.start_api()
+        the_stack.start_scheduler()
+        yield the_stack
+    except BaseException:
+        print(the_stack.logs())
+        raise
+    finally:
+        if request.node.stash.get(_FAILED_KEY, False):
+            print(the_stack.logs())
+        the_stack.stop()
+
+
+_FAILED_KEY = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if report.when == "call" and report.failed:
+        item.stash[_FAILED_KEY] = True
+    return report
