@@ -85,6 +85,9 @@ class ScriptedAgent:
                 tasks: set[asyncio.Task[None]] = set()
                 reader = asyncio.create_task(self._read(socket, tasks))
                 beat = asyncio.create_task(self._heartbeat(socket))
+                # The server closing the socket (revoked, deleted) ends the agent.
+                stop = self._stop
+                reader.add_done_callback(lambda _: stop.set())
                 await self._stop.wait()
                 for task in (reader, beat, *tasks):
                     task.cancel()
