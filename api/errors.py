@@ -19,6 +19,7 @@ unexpected exception are mapped through `_STATUS_TO_CODE` to the same body, with
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -81,7 +82,6 @@ class ValidationFailedError(ApiError):
 class UnauthorizedError(ApiError):
     """Missing or bad credentials; always the same generic message to the client."""
 
-
     def __init__(self, message: str = "authentication required", details: dict[str, Any] | None = None) -> None:
         super().__init__(ErrorCode.UNAUTHORIZED, message, details)
 
@@ -89,14 +89,12 @@ class UnauthorizedError(ApiError):
 class ForbiddenError(ApiError):
     """Authenticated but not allowed."""
 
-
     def __init__(self, message: str = "forbidden", details: dict[str, Any] | None = None) -> None:
         super().__init__(ErrorCode.FORBIDDEN, message, details)
 
 
 class NotFoundError(ApiError):
     """Unknown id, or an id the caller may not see (same answer for both)."""
-
 
     def __init__(self, message: str = "not found", details: dict[str, Any] | None = None) -> None:
         super().__init__(ErrorCode.NOT_FOUND, message, details)
@@ -118,7 +116,6 @@ class PayloadTooLargeError(ApiError):
 
 class RateLimitedError(ApiError):
     """Too many requests; the client may retry after `retry_after_s`."""
-
 
     def __init__(self, retry_after_s: int, message: str = "too many requests, retry later") -> None:
         super().__init__(ErrorCode.RATE_LIMITED, message, {"retryAfterS": max(1, retry_after_s)})
@@ -179,9 +176,7 @@ def request_id_of(scope_state: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def error_body_bytes(
-    code: ErrorCode, message: str, details: dict[str, Any] | None, request_id: str | None
-) -> bytes:
+def error_body_bytes(code: ErrorCode, message: str, details: dict[str, Any] | None, request_id: str | None) -> bytes:
     return msgspec.json.encode(ErrorBody.of(code, message, details=details, request_id=request_id))
 
 
@@ -213,6 +208,8 @@ def _validation_details(exc: ValidationException) -> tuple[ErrorCode, str, dict[
             continue
         key = item.get("key")
         msg = str(item.get("message", "invalid value"))
+        if key == "data":  # the whole body: msgspec names the field in the message (`password`, `$.a.b`)
+            key = _field_from_message(msg) or "body"
         if key:
             fields.append({"field": str(key), "message": msg})
         elif "malformed" in msg.lower() or "json" in msg.lower() or "decode" in msg.lower():
@@ -222,6 +219,14 @@ def _validation_details(exc: ValidationException) -> tuple[ErrorCode, str, dict[
     if not fields:
         return ErrorCode.BAD_REQUEST, "malformed request", None
     return ErrorCode.VALIDATION_ERROR, "request validation failed", {"field": fields[0]["field"], "errors": fields}
+
+
+_FIELD_IN_MESSAGE = re.compile(r"(?:field|at) `(?:\$\.)?([^`]+)`")
+
+
+def _field_from_message(message: str) -> str | None:
+    match = _FIELD_IN_MESSAGE.search(message)
+    return match.group(1) if match else None
 
 
 def _handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:

@@ -1,0 +1,136 @@
+"""The Litestar app factory: wiring only. Clients and engines are built in the lifespan, on the server's loop."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+
+from api.auth.controllers import AuthController
+from api.auth.passwords import PasswordService
+from api.auth.tokens import AccessTokenCodec
+from api.db.session import create_engine, create_sessionmaker, provide_db_session
+from api.errors import exception_handlers
+from api.health import healthz, readyz
+from api.http import RequestContextMiddleware, require_json_body
+from api.ratelimit import RateLimiter
+from api.settings import SettingsError
+from api.tasks import wiring
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from api.settings import ApiSettings
+
+__all__ = ("AuthRuntime", "create_app")
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRuntime:
+    """`app.state.auth`: what the auth routes and guards share for the app's life."""
+
+    passwords: PasswordService
+    tokens: AccessTokenCodec
+    limiter: RateLimiter
+    control_channel: str
+
+
+def _redis_client(url: str, settings: ApiSettings, *, blocking: bool) -> redis.asyncio.Redis:
+    # redis-py 8 defaults (RESP3, 5 s timeouts) pinned explicitly; the blocking client has no read timeout.
+    return redis.asyncio.Redis.from_url(
+        url,
+        protocol=3,
+        legacy_responses=True,
+        decode_responses=False,
+        socket_timeout=None if blocking else settings.redis.socket_timeout_s,
+        socket_connect_timeout=5.0,
+        max_connections=settings.redis.max_connections,
+    )
+
+
+def _scheduler_client(app: Litestar, settings: ApiSettings) -> Any:
+    try:
+        from scheduler.client import SchedulerClient
+    except ModuleNotFoundError as exc:  # while scheduler/client.py is being written; auth does not need it
+        if exc.name != "scheduler.client":
+            raise
+        logger.warning("scheduler.client is not available; app.state.scheduler is None")
+        return None
+    return SchedulerClient(app.state.redis, prefix=settings.redis.prefix, blocking_redis=app.state.redis_blocking)
+
+
+def _core_lifespan(settings: ApiSettings, redis_url: str) -> Any:
+    @asynccontextmanager
+    async def core(app: Litestar) -> AsyncIterator[None]:
+        from scheduler.keys import Keys
+
+        engine = create_engine(settings.database)
+        app.state.settings = settings
+        app.state.db_engine = engine
+        app.state.db = create_sessionmaker(engine)
+        app.state.redis = _redis_client(redis_url, settings, blocking=False)
+        app.state.redis_blocking = _redis_client(redis_url, settings, blocking=True)
+        try:
+            app.state.scheduler = _scheduler_client(app, settings)
+            auth = settings.auth
+            app.state.auth = AuthRuntime(
+                passwords=PasswordService(
+                    time_cost=auth.argon2_time_cost,
+                    memory_cost_kib=auth.argon2_memory_cost_kib,
+                    parallelism=auth.argon2_parallelism,
+                    concurrency=settings.hash_concurrency,
+                ),
+                tokens=AccessTokenCodec(auth),
+                limiter=RateLimiter(app.state.redis, settings.redis.prefix),
+                control_channel=Keys(settings.redis.prefix).control_channel(),
+            )
+            logger.info("api started env=%s", settings.env)
+            yield
+        finally:
+            await app.state.redis_blocking.aclose()
+            await app.state.redis.aclose()
+            await engine.dispose()
+
+    return core
+
+
+def create_app(settings: ApiSettings) -> Litestar:
+    """The API app. `REDIS_URL` must be set (the dev supervisor sets it to its embedded server)."""
+    if settings.redis.url is None:
+        raise SettingsError(["REDIS_URL: required to run the API (the dev supervisor provides one)"])
+    cors = None
+    if settings.http.cors_origins:
+        cors = CORSConfig(
+            allow_origins=list(settings.http.cors_origins),
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+            allow_credentials=False,
+        )
+    app = Litestar(
+        route_handlers=[healthz, readyz, AuthController, *wiring.route_handlers()],
+        lifespan=[_core_lifespan(settings, settings.redis.url.reveal()), *wiring.lifespans()],
+        dependencies={"db_session": Provide(provide_db_session)},
+        exception_handlers=exception_handlers(),
+        middleware=[require_json_body],
+        cors_config=cors,
+        openapi_config=OpenAPIConfig(
+            title="taskyard", version="0.1.0", path="/schema", render_plugins=[SwaggerRenderPlugin()]
+        ),
+        request_max_body_size=settings.http.request_max_body_size,
+        logging_config=None,
+        debug=False,
+    )
+    # Wrap the whole handler (routing included) so 404/405 carry the request id and get logged too.
+    app.asgi_handler = RequestContextMiddleware(app.asgi_handler, access_log=settings.http.access_log)
+    return app

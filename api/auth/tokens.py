@@ -1,0 +1,189 @@
+"""Access tokens (JWT, HS256 pinned) and the check behind every authenticated request and WS handshake.
+
+Any failure is one `UnauthorizedError` with a generic message; the reason goes to the server log only.
+Checks, in order: size, signature/alg/claims (pyjwt), type, revocation (Redis cache, then the
+database, so an emptied Redis never revives a token), and the user row (exists, active, token
+version unchanged).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import jwt
+from redis.exceptions import RedisError
+from sqlalchemy import select
+
+from api.auth.identity import CurrentUser
+from api.auth.keys import revoked_token_key
+from api.db.models.auth import RevokedToken
+from api.db.models.users import User
+from api.errors import UnauthorizedError
+
+if TYPE_CHECKING:
+    import redis.asyncio
+    from litestar.datastructures import State
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from api.settings import AuthSettings
+
+__all__ = ("ACCESS_TOKEN_TYPE", "MAX_TOKEN_LENGTH", "AccessClaims", "AccessTokenCodec", "authenticate_access_token")
+
+logger = logging.getLogger(__name__)
+
+ACCESS_TOKEN_TYPE = "access"  # noqa: S105 - the typ claim value
+ALGORITHM = "HS256"
+MAX_TOKEN_LENGTH = 4096
+"""Longer bearer values are refused before any parsing."""
+_REQUIRED_CLAIMS = ("exp", "iat", "nbf", "jti", "aud", "iss", "sub", "typ", "roles")
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    user_id: str
+    jti: str
+    exp: int
+    roles: tuple[str, ...]
+    token_version: int
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedAccessToken:
+    token: str
+    jti: str
+    expires_in: int
+    exp: int
+
+
+class AccessTokenCodec:
+    def __init__(self, settings: AuthSettings) -> None:
+        self._key = settings.jwt_secret.reveal()
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self._ttl_s = settings.access_token_ttl_s
+        self._leeway_s = settings.jwt_leeway_s
+
+    def issue(self, *, user_id: str, role: str, token_version: int, session_id: str) -> IssuedAccessToken:
+        now = int(time.time())
+        jti = uuid.uuid4().hex
+        exp = now + self._ttl_s
+        claims: dict[str, Any] = {
+            "iss": self._issuer,
+            "aud": self._audience,
+            "sub": user_id,
+            "iat": now,
+            "nbf": now,
+            "exp": exp,
+            "jti": jti,
+            "typ": ACCESS_TOKEN_TYPE,
+            "roles": [role],
+            "ver": token_version,
+            "sid": session_id,
+        }
+        token = jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"typ": "JWT"})
+        return IssuedAccessToken(token=token, jti=jti, expires_in=self._ttl_s, exp=exp)
+
+    def decode(self, token: str) -> AccessClaims:
+        """Verify and parse; raises `UnauthorizedError` on any problem (reason logged, not returned)."""
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            raise _refuse("empty or oversized token")
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway_s,
+                options={"require": list(_REQUIRED_CLAIMS), "strict_aud": True},
+            )
+        except jwt.PyJWTError as exc:
+            raise _refuse(f"jwt: {type(exc).__name__}") from exc
+        try:
+            return _parse_claims(claims, now=int(time.time()), leeway_s=self._leeway_s)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _refuse(f"claims: {exc}") from exc
+
+
+def _parse_claims(claims: dict[str, Any], *, now: int, leeway_s: int) -> AccessClaims:
+    if claims["typ"] != ACCESS_TOKEN_TYPE:
+        raise ValueError("not an access token")
+    if int(claims["iat"]) > now + leeway_s:
+        raise ValueError("iat in the future")
+    roles = claims["roles"]
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise TypeError("roles must be a list of strings")
+    sub, jti = claims["sub"], claims["jti"]
+    if not isinstance(sub, str) or not isinstance(jti, str) or not sub or not jti:
+        raise TypeError("sub and jti must be strings")
+    version = claims.get("ver", 0)
+    if not isinstance(version, int):
+        raise TypeError("ver must be an integer")
+    sid = claims.get("sid", "")
+    return AccessClaims(
+        user_id=sub,
+        jti=jti,
+        exp=int(claims["exp"]),
+        roles=tuple(roles),
+        token_version=version,
+        session_id=sid if isinstance(sid, str) else "",
+    )
+
+
+def _refuse(reason: str) -> UnauthorizedError:
+    logger.info("access token refused: %s", reason)
+    return UnauthorizedError()
+
+
+async def _revoked_in_cache(redis: redis.asyncio.Redis | None, prefix: str, jti: str) -> bool:
+    if redis is None:
+        return False
+    try:
+        return bool(await redis.exists(revoked_token_key(prefix, jti)))
+    except RedisError:
+        # The database below is the source of truth; a Redis outage only loses the fast path.
+        logger.warning("revocation cache unavailable; checking the database")
+        return False
+
+
+async def load_current_user(session: AsyncSession, claims: AccessClaims) -> CurrentUser:
+    """The user behind valid claims: refused when revoked, missing, inactive or re-versioned."""
+    stmt = select(User, select(RevokedToken.jti).where(RevokedToken.jti == claims.jti).exists()).where(
+        User.id == claims.user_id
+    )
+    row = (await session.execute(stmt)).first()
+    if row is None:
+        raise _refuse("user not found")
+    user, revoked = row
+    if revoked:
+        raise _refuse("token revoked")
+    if not user.is_active:
+        raise _refuse("user inactive")
+    if user.token_version != claims.token_version:
+        raise _refuse("token version changed")
+    return CurrentUser(
+        id=user.id,
+        email=user.email,
+        name=user.name,
+        role=user.role,
+        jti=claims.jti,
+        token_exp=claims.exp,
+        session_id=claims.session_id,
+    )
+
+
+async def authenticate_access_token(state: State, token: str) -> CurrentUser:
+    """The full check of a bearer access token (REST guards and the WS handshake)."""
+    codec: AccessTokenCodec = state.auth.tokens
+    claims = codec.decode(token)
+    prefix: str = state.settings.redis.prefix
+    if await _revoked_in_cache(state.redis, prefix, claims.jti):
+        raise _refuse("token revoked (cache)")
+    maker: async_sessionmaker[AsyncSession] = state.db
+    async with maker() as session:
+        return await load_current_user(session, claims)

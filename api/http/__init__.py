@@ -1,0 +1,8 @@
+"""HTTP plumbing shared by every route: request ids, client IPs, the outer request middleware."""
+
+from __future__ import annotations
+
+from api.http.context import CallContext, call_context, client_ip, request_id
+from api.http.middleware import RequestContextMiddleware, require_json_body
+
+__all__ = ("CallContext", "RequestContextMiddleware", "call_context", "client_ip", "request_id", "require_json_body")

@@ -1,0 +1,27 @@
+-- Fixed-window counter: one atomic step, so every API replica shares one count.
+--
+-- KEYS[1]  the counter key of (bucket, subject)
+-- ARGV[1]  increment (1 to count a hit, 0 to only read the count)
+-- ARGV[2]  window length in milliseconds (the key expires when the window ends)
+--
+-- Returns {count, pttl_ms}: the count in the current window after the increment, and the
+-- milliseconds until the window ends (0 when there is no window yet).
+-- Invariant: a counter key always carries a TTL, so nothing here grows without bound.
+
+local incr = tonumber(ARGV[1])
+local window_ms = tonumber(ARGV[2])
+
+if incr == 0 then
+  local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl < 0 then ttl = 0 end
+  return {current, ttl}
+end
+
+local count = redis.call('INCRBY', KEYS[1], incr)
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], window_ms)
+  ttl = window_ms
+end
+return {count, ttl}
