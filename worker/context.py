@@ -1,0 +1,155 @@
+"""TaskContext: what a handler sees of its task (ids, deadline, cancellation, progress, resources).
+
+It never sends anything itself: progress goes to a sink the runtime (or `worker.testing`) provides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from protocol.limits import MAX_MESSAGE_LENGTH, MAX_PROGRESS_BYTES
+
+__all__ = ("ProgressSink", "ProgressUpdate", "TaskContext")
+
+logger = logging.getLogger(__name__)
+
+R_co = TypeVar("R_co", covariant=True)
+
+_PROGRESS_OVERHEAD_BYTES = 256
+"""Room left in `MAX_PROGRESS_BYTES` for the payload's other fields (ids, attempt, keys)."""
+
+
+class ProgressUpdate(msgspec.Struct, frozen=True):
+    """One progress report: `data_json` is the encoded `data` (None when absent)."""
+
+    data_json: bytes | None
+    message: str | None
+
+
+ProgressSink = Callable[[ProgressUpdate], bool]
+"""Takes a progress update on the event loop's thread; returns False when it dropped it."""
+
+
+class TaskContext(Generic[R_co]):
+    """The running task as its handler sees it.
+
+    Attributes:
+        task_id: the task's id.
+        attempt: the dispatch attempt (1 for the first run); the fencing token of every frame.
+        type: the task type.
+        deadline: when the server times the task out (aware UTC), None when unknown.
+        resources: what the agent's resources lifespan yielded (typed by the registry).
+    """
+
+    def __init__(
+        self,
+        *,
+        task_id: str,
+        attempt: int,
+        task_type: str,
+        resources: R_co,
+        sink: ProgressSink,
+        loop: asyncio.AbstractEventLoop,
+        timeout_s: float | None = None,
+    ) -> None:
+        self.task_id = task_id
+        self.attempt = attempt
+        self.type = task_type
+        self.resources = resources
+        self.deadline = datetime.now(UTC) + timedelta(seconds=timeout_s) if timeout_s is not None else None
+        self._deadline_monotonic = time.monotonic() + timeout_s if timeout_s is not None else None
+        self._sink = sink
+        self._loop = loop
+        # Two flags: a threading.Event for sync handlers polling from their thread, and an asyncio.Event
+        # for async code that wants to await the cancel. Both are set on the loop's thread.
+        self._cancelled = threading.Event()
+        self._cancelled_async = asyncio.Event()
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the task was cancelled (server cancel, fencing or shutdown). Safe from any thread.
+
+        Async handlers are also cancelled through asyncio; sync handlers (run in a thread) must poll this.
+        """
+        return self._cancelled.is_set()
+
+    async def wait_cancelled(self) -> None:
+        """Return once the task is cancelled."""
+        await self._cancelled_async.wait()
+
+    def remaining_s(self) -> float | None:
+        """Seconds left before the deadline (may be negative), None when there is no deadline."""
+        if self._deadline_monotonic is None:
+            return None
+        return self._deadline_monotonic - time.monotonic()
+
+    async def progress(self, data: Any = None, message: str | None = None) -> bool:
+        """Report progress. Best effort: may be dropped, never retried.
+
+        A report is dropped (and False returned) when it is over the protocol's progress size limit, when
+        the agent is disconnected, or when too many frames already wait to be written (backpressure: the
+        worker keeps a bounded backlog and drops the newest reports rather than grow memory or block the
+        handler). Watchers see every report that got through, in order.
+
+        Args:
+            data: any JSON-encodable value (dicts, lists, Structs, ...).
+            message: a human-readable line, truncated to the protocol's message limit.
+
+        Returns:
+            True when the report was queued for sending.
+
+        Raises:
+            TypeError: `data` cannot be encoded as JSON.
+        """
+        update = self._build(data, message)
+        return update is not None and self._sink(update)
+
+    def progress_nowait(self, data: Any = None, message: str | None = None) -> bool:
+        """Like `progress()`, callable from a sync handler's thread (or the loop). Same best-effort rules.
+
+        From another thread the report is handed to the loop; True then means "handed over", not "queued".
+        """
+        update = self._build(data, message)
+        if update is None:
+            return False
+        if _on_loop(self._loop):
+            return self._sink(update)
+        try:
+            self._loop.call_soon_threadsafe(self._sink, update)
+        except RuntimeError:  # the loop is closed: the worker is gone
+            return False
+        return True
+
+    def _build(self, data: Any, message: str | None) -> ProgressUpdate | None:
+        data_json = msgspec.json.encode(data) if data is not None else None
+        if message is not None and len(message) > MAX_MESSAGE_LENGTH:
+            message = message[:MAX_MESSAGE_LENGTH]
+        size = (len(data_json) if data_json else 0) + (len(message.encode()) if message else 0)
+        if size > MAX_PROGRESS_BYTES - _PROGRESS_OVERHEAD_BYTES:
+            logger.warning(
+                "progress dropped: %d bytes over the limit",
+                size,
+                extra={"task_id": self.task_id, "attempt": self.attempt},
+            )
+            return None
+        return ProgressUpdate(data_json, message)
+
+    def mark_cancelled(self) -> None:
+        """Mark the task cancelled. Called by the runtime on the loop's thread, not by handlers."""
+        self._cancelled.set()
+        self._cancelled_async.set()
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
