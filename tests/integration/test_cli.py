@@ -1,0 +1,167 @@
+"""The `taskyard` CLI through real subprocesses: help texts, migrate, create-admin (then a real login), create-agent."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.conftest import TEST_JWT_SECRET
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+SUBCOMMANDS = ("dev", "api", "scheduler", "worker", "migrate", "create-admin", "create-agent")
+# Variables that would point the CLI at the developer's real services or data folder.
+_SCRUBBED = ("DATABASE_URL", "REDIS_URL", "TASKYARD_DATA_DIR", "TASKYARD_CONFIG", "HTTP_ADDR", "JWT_SECRET", "APP_ENV")
+
+
+def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """The parent's environment minus anything that would select other services, plus a temp data folder."""
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED and not k.startswith("TASKYARD_API_")}
+    env.update({"TASKYARD_DATA_DIR": str(data_dir), "APP_ENV": "dev", "JWT_SECRET": TEST_JWT_SECRET})
+    # Cheaper argon2 keeps the test quick; the parameters are read back from the hash on verify.
+    env.update({"TASKYARD_API_ARGON2_MEMORY_COST_KIB": "8192", "TASKYARD_API_ARGON2_TIME_COST": "1"})
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, env: Mapping[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "api", *args],
+        env=dict(env),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_top_level_help_lists_every_subcommand(tmp_path: Path) -> None:
+    result = run_cli("--help", env=cli_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    for name in SUBCOMMANDS:
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("subcommand", SUBCOMMANDS)
+def test_each_subcommand_has_help(subcommand: str, tmp_path: Path) -> None:
+    result = run_cli(subcommand, "--help", env=cli_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: taskyard {subcommand}")
+
+
+def test_console_script_is_installed(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "taskyard"
+    if not script.exists():
+        pytest.skip("the taskyard console script is not installed in this environment (pip install -e .)")
+    result = subprocess.run(
+        [str(script), "--help"], env=cli_env(tmp_path), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0
+    assert "usage: taskyard" in result.stdout
+
+
+def test_cli_does_not_import_worker() -> None:
+    """api must not depend on worker: the CLI execs `python -m worker` instead of importing it."""
+    code = (
+        "import sys, api.cli, api.dev; api.cli.build_parser(); "
+        "print(sorted(m for m in sys.modules if m == 'worker' or m.startswith('worker.')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_migrate_upgrade_and_downgrade_on_the_dev_database(tmp_path: Path) -> None:
+    env = cli_env(tmp_path)
+    up = run_cli("migrate", env=env)
+    assert up.returncode == 0, up.stderr
+    assert "database at revision:" in up.stdout
+    assert "(empty)" not in up.stdout
+    assert (tmp_path / "taskyard.db").is_file(), "the dev SQLite file lives in the data folder"
+    refused = run_cli("migrate", "downgrade", env=env)
+    assert refused.returncode != 0
+    down = run_cli("migrate", "downgrade", "--revision", "base", env=env)
+    assert down.returncode == 0, down.stderr
+    assert "(empty)" in down.stdout
+
+
+def test_create_admin_requires_a_password_for_a_new_user(tmp_path: Path) -> None:
+    result = run_cli("create-admin", "--email", "nobody@example.com", env=cli_env(tmp_path), stdin="")
+    assert result.returncode != 0
+    assert "password" in result.stderr
+
+
+def _login(env: Mapping[str, str], redis_url: str, redis_prefix: str, email: str, password: str) -> Any:
+    """Log in through the real app built on the same settings the CLI used; returns the /me body."""
+    from litestar.testing import TestClient
+
+    from api.app import create_app
+    from api.settings import load_settings
+
+    settings = load_settings({**env, "REDIS_URL": redis_url, "TASKYARD_REDIS_PREFIX": redis_prefix})
+    with TestClient(app=create_app(settings)) as client:
+        response = client.post("/api/auth/login", json={"email": email, "password": password})
+        assert response.status_code == 200, response.text
+        token = response.json()["accessToken"]
+        me = client.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.status_code == 200, me.text
+        return me.json()
+
+
+def test_create_admin_then_login_works(tmp_path: Path, redis_url: str, redis_prefix: str) -> None:
+    env = cli_env(tmp_path)
+    created = run_cli("create-admin", "--email", "Root@Example.com", "--password-stdin", env=env, stdin="s3cret-pass\n")
+    assert created.returncode == 0, created.stderr
+    assert "root@example.com created" in created.stdout
+
+    me = _login(env, redis_url, redis_prefix, "root@example.com", "s3cret-pass")
+    assert me["email"] == "root@example.com"
+    assert "admin" in me["roles"]
+
+    # Run again: the same user is promoted, and a new password replaces the old one.
+    again = run_cli("create-admin", "--email", "root@example.com", "--password", "another-pass", env=env)
+    assert again.returncode == 0, again.stderr
+    assert "promoted" in again.stdout
+    assert "admin" in _login(env, redis_url, redis_prefix, "root@example.com", "another-pass")["roles"]
+
+
+def test_create_agent_prints_a_working_token(tmp_path: Path) -> None:
+    env = cli_env(tmp_path)
+    assert run_cli("create-admin", "--email", "ops@example.com", "--password", "ops-password", env=env).returncode == 0
+    result = run_cli("create-agent", "--name", "gpu-1", "--capability", "gpu", "--concurrency", "3", env=env)
+    assert result.returncode == 0, result.stderr
+    fields = dict(line.split(":", 1) for line in result.stdout.splitlines() if line.startswith("agent "))
+    agent_id, token = fields["agent id"].strip(), fields["agent token"].strip()
+    assert agent_id
+    assert len(token) >= 32
+
+    async def check() -> None:
+        from api.agents.service import AgentService
+        from api.db.session import create_engine, create_sessionmaker
+        from api.settings import load_settings
+
+        settings = load_settings(env)
+        engine = create_engine(settings.database)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                record = await AgentService(session, scheduler=None).authenticate(agent_id, token)  # type: ignore[arg-type]
+                assert record.capabilities == ("gpu",)
+                assert record.concurrency == 3
+        finally:
+            await engine.dispose()
+
+    asyncio.run(check())
+
+
+def test_create_agent_without_any_admin_fails_cleanly(tmp_path: Path) -> None:
+    result = run_cli("create-agent", "--name", "orphan", env=cli_env(tmp_path))
+    assert result.returncode != 0
+    assert "create-admin" in result.stderr
