@@ -1,0 +1,126 @@
+"""load_settings: env names, YAML file with env winning, prod secret refusal, masked secrets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from api.settings import MIN_JWT_SECRET_BYTES, Secret, SettingsError, load_settings
+
+GOOD_SECRET = "s" * MIN_JWT_SECRET_BYTES
+
+
+def test_defaults_run_the_embedded_dev_stack(tmp_path: Path) -> None:
+    settings = load_settings({"TASKYARD_DATA_DIR": str(tmp_path)})
+    assert settings.env == "dev"
+    assert settings.database.url.reveal() == f"sqlite+aiosqlite:///{(tmp_path / 'taskyard.db').resolve()}"
+    assert settings.redis.url is None
+    assert settings.redis.prefix == "taskyard"
+    assert (settings.http.host, settings.http.port) == ("127.0.0.1", 8000)
+    assert settings.open_registration is True
+
+
+def test_dev_secret_is_persisted_in_the_data_dir_so_restarts_keep_sessions(tmp_path: Path) -> None:
+    first = load_settings({"TASKYARD_DATA_DIR": str(tmp_path)})
+    second = load_settings({"TASKYARD_DATA_DIR": str(tmp_path)})
+    assert len(first.auth.jwt_secret.reveal()) >= MIN_JWT_SECRET_BYTES
+    assert first.auth.jwt_secret == second.auth.jwt_secret
+    secret_file = tmp_path / "jwt-secret"
+    assert secret_file.read_text() == first.auth.jwt_secret.reveal()
+    assert secret_file.stat().st_mode & 0o077 == 0
+
+
+def test_env_names_reach_their_fields(tmp_path: Path) -> None:
+    settings = load_settings(
+        {
+            "TASKYARD_DATA_DIR": str(tmp_path),
+            "HTTP_ADDR": "0.0.0.0:9000",
+            "DATABASE_URL": "postgresql+psycopg://u@h/db",
+            "REDIS_URL": "redis://r:6379/1",
+            "TASKYARD_REDIS_PREFIX": "p1",
+            "TASKYARD_API_ACCESS_TOKEN_TTL_S": "60",
+            "TASKYARD_API_HEARTBEAT_INTERVAL_S": "0.5",
+            "TASKYARD_API_CORS_ORIGINS": "https://a.example, https://b.example",
+            "TASKYARD_API_TRUST_FORWARDED_FOR": "true",
+        }
+    )
+    assert (settings.http.host, settings.http.port) == ("0.0.0.0", 9000)
+    assert settings.database.url.reveal() == "postgresql+psycopg://u@h/db"
+    assert settings.redis.url == Secret("redis://r:6379/1")
+    assert settings.redis.prefix == "p1"
+    assert settings.auth.access_token_ttl_s == 60
+    assert settings.ws.heartbeat_interval_s == 0.5
+    assert settings.http.cors_origins == ("https://a.example", "https://b.example")
+    assert settings.http.trust_forwarded_for is True
+
+
+def test_yaml_file_is_read_and_env_wins(tmp_path: Path) -> None:
+    config = tmp_path / "taskyard.yaml"
+    config.write_text("auth:\n  access_token_ttl_s: 120\n  refresh_token_ttl_s: 3600\nredis:\n  prefix: fromfile\n")
+    settings = load_settings(
+        {
+            "TASKYARD_DATA_DIR": str(tmp_path),
+            "TASKYARD_CONFIG": str(config),
+            "TASKYARD_API_ACCESS_TOKEN_TTL_S": "30",
+        }
+    )
+    assert settings.auth.access_token_ttl_s == 30
+    assert settings.auth.refresh_token_ttl_s == 3600
+    assert settings.redis.prefix == "fromfile"
+
+
+@pytest.mark.parametrize(
+    ("secret", "why"),
+    [(None, "required"), ("short-secret", "at least 32 bytes"), ("changeme", "well-known default")],
+)
+def test_prod_refuses_a_missing_short_or_default_jwt_secret(tmp_path: Path, secret: str | None, why: str) -> None:
+    environ = {"APP_ENV": "prod", "TASKYARD_DATA_DIR": str(tmp_path)}
+    if secret is not None:
+        environ["JWT_SECRET"] = secret
+    with pytest.raises(SettingsError) as info:
+        load_settings(environ)
+    assert any(p.startswith("JWT_SECRET:") and why in p for p in info.value.problems)
+    assert not (tmp_path / "jwt-secret").exists()
+
+
+def test_every_bad_variable_is_listed_at_once(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(
+            {
+                "APP_ENV": "prod",
+                "TASKYARD_DATA_DIR": str(tmp_path),
+                "JWT_SECRET": "x",
+                "TASKYARD_API_ACCESS_TOKEN_TTL_S": "soon",
+                "HTTP_ADDR": "nowhere",
+            }
+        )
+    names = sorted(p.split(":")[0] for p in info.value.problems)
+    assert names == ["HTTP_ADDR", "JWT_SECRET", "TASKYARD_API_ACCESS_TOKEN_TTL_S"]
+
+
+def test_prod_accepts_a_strong_secret_and_closes_registration(tmp_path: Path) -> None:
+    settings = load_settings({"APP_ENV": "prod", "JWT_SECRET": GOOD_SECRET, "TASKYARD_DATA_DIR": str(tmp_path)})
+    assert settings.is_prod
+    assert settings.open_registration is False
+
+
+def test_repr_of_loaded_settings_shows_no_secret(tmp_path: Path) -> None:
+    jwt_secret = "jwt-canary-" + os.urandom(16).hex()
+    db_password = "db-canary-" + os.urandom(8).hex()
+    settings = load_settings(
+        {
+            "APP_ENV": "prod",
+            "TASKYARD_DATA_DIR": str(tmp_path),
+            "JWT_SECRET": jwt_secret,
+            "DATABASE_URL": f"postgresql+psycopg://app:{db_password}@db/taskyard",
+            "REDIS_URL": f"redis://:{db_password}@r:6379/0",
+        }
+    )
+    text = repr(settings) + str(settings)
+    assert jwt_secret not in text
+    assert db_password not in text
+    assert "**********" in text
+    assert str(settings.auth.jwt_secret) == "**********"
+    assert settings.auth.jwt_secret.reveal() == jwt_secret
