@@ -1,0 +1,313 @@
+"""An agent's socket (`role=agent`): presence, inbox delivery, and the agent's task frames.
+
+Presence is refreshed on every agent heartbeat; a silent socket is closed at the heartbeat timeout.
+Closing the socket never requeues: the lease expiry does, so a short reconnect keeps running tasks.
+Inbox entries are acked when the agent accepts the submit (or at once for a cancel); entries a dead
+node read but never delivered are claimed on connect. Results and failures are acked to the agent
+only after the database commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import redis.exceptions
+from sqlalchemy.exc import SQLAlchemyError
+
+from api.errors import PayloadTooLargeError
+from api.tasks.service import Recorded, TaskService
+from api.ws.framing import CloseCode, SessionClosed
+from api.ws.session import Session
+from protocol.envelope import encode_payload, encode_raw_frame
+from protocol.errors import ErrorCode
+from protocol.messages import (
+    Ack,
+    ErrorFrame,
+    Heartbeat,
+    TaskAccept,
+    TaskCancel,
+    TaskError,
+    TaskProgress,
+    TaskResult,
+)
+from scheduler.types import AgentSpec, Outcome
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from api.agents.service import AgentRecord
+    from api.settings import WsSettings
+    from api.ws.framing import FrameSocket
+    from protocol.envelope import Frame
+    from protocol.errors import ProtocolError
+    from scheduler.client import SchedulerClient
+    from scheduler.types import Applied, InboxEntry
+
+__all__ = ("AgentSession",)
+
+logger = logging.getLogger(__name__)
+
+INBOX_BLOCK_MS = 2000
+"""Longest blocking inbox read; short so a closing session stops promptly."""
+INBOX_BATCH = 64
+MAX_UNACCEPTED = 10_000
+"""Delivered-but-not-accepted submits remembered for acking; older ones are redelivered on reconnect."""
+_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+_REFUSALS: dict[Outcome, ErrorCode] = {
+    Outcome.STALE_ATTEMPT: ErrorCode.STALE_ATTEMPT,
+    Outcome.NOT_ASSIGNED: ErrorCode.NOT_ASSIGNED,
+    Outcome.NOT_FOUND: ErrorCode.NOT_FOUND,
+    Outcome.TERMINAL: ErrorCode.TASK_NOT_RUNNABLE,
+}
+_REFUSAL_TEXT: dict[ErrorCode, str] = {
+    ErrorCode.STALE_ATTEMPT: "this attempt is no longer current",
+    ErrorCode.NOT_ASSIGNED: "the task is not assigned to this agent",
+    ErrorCode.NOT_FOUND: "task not found",
+    ErrorCode.TASK_NOT_RUNNABLE: "the task is already finished",
+}
+_TRANSIENT = (redis.exceptions.RedisError, OSError, SQLAlchemyError)
+
+
+def _refusal(code: ErrorCode, ref: str, task_id: str, attempt: int) -> ErrorFrame:
+    return ErrorFrame.of(
+        code, _REFUSAL_TEXT.get(code, "refused"), details={"taskId": task_id, "attempt": attempt}, ref=ref
+    )
+
+
+class AgentSession(Session):
+    """One agent socket; `start()` registers presence, `run()` serves it until it closes."""
+
+    role = "agent"
+
+    def __init__(
+        self,
+        conn: FrameSocket,
+        session_id: str,
+        *,
+        agent: AgentRecord,
+        spec: AgentSpec,
+        scheduler: SchedulerClient,
+        db: async_sessionmaker[AsyncSession],
+        settings: WsSettings,
+        consumer: str,
+    ) -> None:
+        super().__init__(conn, session_id)
+        self.agent = agent
+        self._spec = spec
+        self._scheduler = scheduler
+        self._db = db
+        self._settings = settings
+        self._consumer = consumer
+        self._unaccepted: OrderedDict[tuple[str, int], str] = OrderedDict()
+        conn.on_refused = self._on_refused
+
+    @property
+    def agent_id(self) -> str:
+        return self.agent.id
+
+    def log_context(self) -> dict[str, Any]:
+        return {**super().log_context(), "agent_id": self.agent.id}
+
+    def loops(self) -> list[Coroutine[Any, Any, None]]:
+        return [self._read_loop(), self._inbox_loop(), self._heartbeat_loop()]
+
+    async def register(self) -> None:
+        """Presence on connect (before `auth/ok`, so dispatch may start at once)."""
+        await self._scheduler.agent_online(self._spec, lease_s=self._settings.heartbeat_timeout_s)
+
+    # --- server -> agent ----------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        interval_s = self._settings.heartbeat_interval_s
+        while True:
+            await self.conn.send(Heartbeat(interval=interval_s))
+            await asyncio.sleep(interval_s)
+
+    async def _inbox_loop(self) -> None:
+        failures = 0
+        claimed = False
+        while True:
+            try:
+                if not claimed:
+                    # Entries read by a node (or an earlier session) that died before the agent accepted.
+                    await self._deliver(await self._scheduler.claim_inbox_pending(self.agent_id, self._consumer))
+                    claimed = True
+                entries = await self._scheduler.read_inbox(
+                    self.agent_id, self._consumer, block_ms=INBOX_BLOCK_MS, count=INBOX_BATCH
+                )
+                await self._deliver(entries)
+                failures = 0
+            except (redis.exceptions.RedisError, OSError):
+                delay = _RETRY_DELAYS_S[min(failures, len(_RETRY_DELAYS_S) - 1)]
+                failures += 1
+                logger.warning("inbox read failed; retrying in %.1f s", delay, extra=self.log_context(), exc_info=True)
+                await asyncio.sleep(delay)
+
+    async def _deliver(self, entries: list[InboxEntry]) -> None:
+        cancels: list[str] = []
+        for entry in entries:
+            if entry.kind == "submit":
+                await self.conn.send_text(encode_raw_frame("task/submit", entry.payload_json).decode())
+                self._remember(entry.task_id, entry.attempt, entry.entry_id)
+            else:
+                await self.conn.send_text(encode_raw_frame("task/cancel", entry.payload_json).decode())
+                cancels.append(entry.entry_id)
+            logger.debug(
+                "delivered %s task_id=%s attempt=%d", entry.kind, entry.task_id, entry.attempt, extra=self.log_context()
+            )
+        if cancels:
+            await self._scheduler.ack_inbox(self.agent_id, cancels)
+
+    def _remember(self, task_id: str, attempt: int, entry_id: str) -> None:
+        self._unaccepted[(task_id, attempt)] = entry_id
+        if len(self._unaccepted) > MAX_UNACCEPTED:
+            self._unaccepted.popitem(last=False)
+
+    async def _ack_entry(self, task_id: str, attempt: int) -> None:
+        entry_id = self._unaccepted.pop((task_id, attempt), None)
+        if entry_id is not None:
+            await self._scheduler.ack_inbox(self.agent_id, [entry_id])
+
+    # --- agent -> server ----------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        while True:
+            try:
+                frame = await self.conn.receive(self._settings.heartbeat_timeout_s)
+            except TimeoutError:
+                raise SessionClosed(CloseCode.IDLE, "no frame within the heartbeat timeout") from None
+            if frame is None:
+                continue
+            try:
+                await self._handle(frame)
+            except _TRANSIENT:
+                # Nothing was acked: the agent resends results and errors; progress is best effort.
+                logger.warning(
+                    "frame %s not applied (storage error)", frame.type, extra=self.log_context(), exc_info=True
+                )
+                await self.conn.send(
+                    ErrorFrame.of(ErrorCode.SERVICE_UNAVAILABLE, "temporarily unavailable, resend later", ref=frame.id)
+                )
+
+    async def _handle(self, frame: Frame) -> None:
+        payload = frame.payload
+        if isinstance(payload, Heartbeat):
+            await self._on_heartbeat(payload)
+        elif isinstance(payload, TaskAccept):
+            await self._on_accept(frame.id, payload)
+        elif isinstance(payload, TaskProgress):
+            await self._on_progress(frame.id, payload)
+        elif isinstance(payload, TaskResult):
+            await self._on_result(frame.id, payload)
+        elif isinstance(payload, TaskError):
+            await self._on_error(frame.id, payload)
+        else:  # decode_frame refuses types outside AGENT_SENDS; stay safe anyway
+            await self.conn.reject(ErrorCode.VALIDATION_ERROR, "agents may not send this type", ref=frame.id)
+
+    async def _on_heartbeat(self, beat: Heartbeat) -> None:
+        accepting = not beat.draining
+        if accepting != self._spec.accepting:
+            self._spec = AgentSpec(
+                agent_id=self._spec.agent_id,
+                owner_id=self._spec.owner_id,
+                capabilities=self._spec.capabilities,
+                concurrency=self._spec.concurrency,
+                accepting=accepting,
+            )
+            logger.info("agent %s", "accepting" if accepting else "draining", extra=self.log_context())
+        await self._scheduler.agent_online(self._spec, lease_s=self._settings.heartbeat_timeout_s)
+        if beat.running_tasks:
+            await self._cancel_stale([(ref.task_id, ref.attempt) for ref in beat.running_tasks])
+
+    async def _cancel_stale(self, reported: list[tuple[str, int]]) -> None:
+        """Tell the agent to drop attempts it runs that the scheduler no longer gives it."""
+        stale = await self._scheduler.stale_attempts(self.agent_id, reported)
+        for task_id, attempt in stale:
+            logger.warning(
+                "cancelling a stale attempt task_id=%s attempt=%d", task_id, attempt, extra=self.log_context()
+            )
+            await self.conn.send(TaskCancel(task_id=task_id, attempt=attempt, reason="stale attempt"))
+
+    async def _on_accept(self, ref: str, accept: TaskAccept) -> None:
+        applied = await self._scheduler.accept(accept.task_id, accept.attempt, self.agent_id)
+        # Whatever the outcome, the submit entry has served its purpose.
+        await self._ack_entry(accept.task_id, accept.attempt)
+        await self._answer(ref, applied, accept.task_id, accept.attempt)
+
+    async def _on_progress(self, ref: str, progress: TaskProgress) -> None:
+        # Agents leave `seq` out; the scheduler's script numbers the event.
+        payload = msgspec.structs.replace(progress, seq=None) if progress.seq is not None else progress
+        applied = await self._scheduler.progress(
+            progress.task_id, progress.attempt, self.agent_id, encode_payload(payload)
+        )
+        if applied.outcome not in (Outcome.OK, Outcome.DUPLICATE):
+            code = _REFUSALS.get(applied.outcome, ErrorCode.CONFLICT)
+            await self.conn.send(_refusal(code, ref, progress.task_id, progress.attempt))
+
+    async def _on_result(self, ref: str, result: TaskResult) -> None:
+        async with self._db() as session:
+            service = TaskService(session, self._scheduler)
+            try:
+                recorded = await service.record_result(result.task_id, result.attempt, self.agent_id, result.output)
+            except PayloadTooLargeError as exc:
+                await session.rollback()
+                await self._fail_oversized(result.task_id, result.attempt)
+                await self.conn.send(ErrorFrame.of(ErrorCode.PAYLOAD_TOO_LARGE, exc.message, ref=ref))
+                return
+        await self._send_recorded(ref, recorded, result.task_id, result.attempt)
+
+    async def _on_error(self, ref: str, error: TaskError) -> None:
+        async with self._db() as session:
+            recorded = await TaskService(session, self._scheduler).record_failure(
+                error.task_id,
+                error.attempt,
+                self.agent_id,
+                error=error.error,
+                message=error.message,
+                retryable=error.retryable,
+                retry_delay_s=error.retry_delay_s,
+            )
+        await self._send_recorded(ref, recorded, error.task_id, error.attempt)
+
+    async def _send_recorded(self, ref: str, recorded: Recorded, task_id: str, attempt: int) -> None:
+        if recorded.ack:
+            await self.conn.send(Ack(ref=ref, duplicate=True if recorded.duplicate else None))
+        else:
+            await self.conn.send(_refusal(recorded.error or ErrorCode.CONFLICT, ref, task_id, attempt))
+
+    async def _answer(self, ref: str, applied: Applied, task_id: str, attempt: int) -> None:
+        if applied.outcome in (Outcome.OK, Outcome.DUPLICATE):
+            await self.conn.send(Ack(ref=ref, duplicate=True if applied.outcome == Outcome.DUPLICATE else None))
+        else:
+            await self.conn.send(_refusal(_REFUSALS.get(applied.outcome, ErrorCode.CONFLICT), ref, task_id, attempt))
+
+    async def _on_refused(self, exc: ProtocolError) -> None:
+        """An oversized `task/result` fails its attempt (not retryable) instead of being resent forever."""
+        details = exc.details or {}
+        if exc.code is not ErrorCode.PAYLOAD_TOO_LARGE or details.get("type") != "task/result":
+            return
+        task_id, attempt = details.get("taskId"), details.get("attempt")
+        if isinstance(task_id, str) and isinstance(attempt, int):
+            try:
+                await self._fail_oversized(task_id, attempt)
+            except _TRANSIENT:
+                logger.warning("could not record an oversized result", extra=self.log_context(), exc_info=True)
+
+    async def _fail_oversized(self, task_id: str, attempt: int) -> None:
+        async with self._db() as session:
+            await TaskService(session, self._scheduler).record_failure(
+                task_id,
+                attempt,
+                self.agent_id,
+                error=ErrorCode.PAYLOAD_TOO_LARGE.error,
+                message="the result is over the size limit",
+                retryable=False,
+                retry_delay_s=None,
+            )

@@ -1,0 +1,223 @@
+"""A watcher's socket (`role=client`): subscribe/unsubscribe, history replay, live task events.
+
+Per task, events leave in `seq` order with no duplicate: live events that arrive while a replay is
+read are held back, merged with the history and deduplicated by seq. Everything the session sends
+goes through one bounded queue; when a slow reader lets it fill, the socket is closed with 4008
+rather than letting server memory grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from api.db.models.tasks import Task
+from api.ws.fanout import WatchEvent, event_from_payload
+from api.ws.framing import CloseCode, SessionClosed, ViolationBudget
+from api.ws.session import Session
+from protocol.envelope import encode_frame
+from protocol.errors import ErrorCode
+from protocol.messages import Ack, ErrorFrame, Heartbeat, Subscribe, Unsubscribe
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from api.auth.identity import CurrentUser
+    from api.settings import WsSettings
+    from api.ws.framing import FrameSocket
+    from api.ws.registry import SessionRegistry
+    from protocol.envelope import Frame
+    from protocol.messages import Message
+    from scheduler.client import SchedulerClient
+
+__all__ = ("ClientSession",)
+
+logger = logging.getLogger(__name__)
+
+MAX_TRACKED_TASKS = 10_000
+"""Tasks whose last sent seq a session remembers (LRU); an evicted task's next event is sent as is."""
+
+
+class ClientSession(Session):
+    """One client socket. `deliver()` is called synchronously by the fan-out; the rest runs on its loops."""
+
+    role = "client"
+
+    def __init__(
+        self,
+        conn: FrameSocket,
+        session_id: str,
+        *,
+        user: CurrentUser,
+        registry: SessionRegistry,
+        scheduler: SchedulerClient,
+        db: async_sessionmaker[AsyncSession],
+        settings: WsSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(conn, session_id)
+        self.user = user
+        self._registry = registry
+        self._scheduler = scheduler
+        self._db = db
+        self._settings = settings
+        self._clock = clock
+        self._outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=max(1, settings.send_backlog))
+        self._tasks: set[str] = set()
+        self._all = False
+        self._last_seq: OrderedDict[str, int] = OrderedDict()
+        self._replaying: dict[str, list[WatchEvent]] = {}
+        self._rate = ViolationBudget(settings.client_messages_per_minute, 60.0, time.monotonic)
+
+    def log_context(self) -> dict[str, Any]:
+        return {**super().log_context(), "user_id": self.user.id}
+
+    def loops(self) -> list[Coroutine[Any, Any, None]]:
+        return [self._read_loop(), self._write_loop()]
+
+    # --- outgoing -------------------------------------------------------------------------
+
+    def deliver(self, event: WatchEvent) -> None:
+        """Take one live event (from the fan-out); never blocks."""
+        if not self._wants(event):
+            return
+        held = self._replaying.get(event.task_id)
+        if held is not None:
+            held.append(event)
+            if len(held) > self._outbox.maxsize:
+                self.request_close(CloseCode.LAGGED, "send backlog over its cap")
+            return
+        self._push_event(event)
+
+    def _wants(self, event: WatchEvent) -> bool:
+        if event.task_id in self._tasks:
+            return True
+        return self._all and (self.user.is_admin or event.owner_id == self.user.id)
+
+    def _push_event(self, event: WatchEvent) -> None:
+        last = self._last_seq.get(event.task_id)
+        if last is not None and event.seq <= last:
+            return
+        self._last_seq[event.task_id] = event.seq
+        self._last_seq.move_to_end(event.task_id)
+        if len(self._last_seq) > MAX_TRACKED_TASKS:
+            self._last_seq.popitem(last=False)
+        self._enqueue(event.frame)
+
+    def _enqueue(self, text: str) -> None:
+        try:
+            self._outbox.put_nowait(text)
+        except asyncio.QueueFull:
+            self.request_close(CloseCode.LAGGED, "send backlog over its cap")
+
+    def _reply(self, message: Message) -> None:
+        self._enqueue(encode_frame(message).decode())
+
+    async def _write_loop(self) -> None:
+        while True:
+            text = await self._outbox.get()
+            await self.conn.send_text(text)
+
+    # --- incoming -------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        while True:
+            frame = await self._receive()
+            if frame is None:
+                continue
+            if self._rate.spend():
+                await self.conn.reject(
+                    ErrorCode.RATE_LIMITED,
+                    f"more than {self._settings.client_messages_per_minute} messages per minute",
+                    ref=frame.id,
+                )
+                continue
+            await self._handle(frame)
+
+    async def _receive(self) -> Frame | None:
+        now = self._clock()
+        expires_in = self.user.token_exp - now
+        if expires_in <= 0:
+            raise SessionClosed(CloseCode.POLICY_VIOLATION, "token expired")
+        timeout_s = min(self._settings.idle_timeout_s, expires_in)
+        try:
+            return await self.conn.receive(timeout_s)
+        except TimeoutError:
+            if self.user.token_exp <= self._clock():
+                raise SessionClosed(CloseCode.POLICY_VIOLATION, "token expired") from None
+            raise SessionClosed(CloseCode.IDLE, "idle timeout") from None
+
+    async def _handle(self, frame: Frame) -> None:
+        payload = frame.payload
+        if isinstance(payload, Subscribe):
+            await self._subscribe(frame.id, payload)
+        elif isinstance(payload, Unsubscribe):
+            self._unsubscribe(frame.id, payload)
+        elif isinstance(payload, Heartbeat):
+            return
+        else:  # decode_frame already refuses types outside CLIENT_SENDS; keep the session safe anyway
+            await self.conn.reject(ErrorCode.VALIDATION_ERROR, "clients may not send this type", ref=frame.id)
+
+    async def _subscribe(self, ref: str, sub: Subscribe) -> None:
+        if sub.all:
+            if self.user.is_admin:
+                self._registry.watch_everything(self)
+            else:
+                self._registry.watch_owner(self.user.id, self)
+            self._all = True
+            self._reply(Ack(ref=ref))
+            return
+        task_id = sub.task_id
+        if task_id is None:  # Subscribe's own check makes this unreachable
+            return
+        if not await self._may_watch(task_id):
+            # Same answer for another user's task and for a random id: existence is not revealed.
+            self._reply(ErrorFrame.of(ErrorCode.NOT_FOUND, "task not found", ref=ref))
+            return
+        self._tasks.add(task_id)
+        self._registry.watch_task(task_id, self)
+        if sub.last_seq is None:
+            self._reply(Ack(ref=ref))
+            return
+        await self._replay(ref, task_id, sub.last_seq)
+
+    async def _replay(self, ref: str, task_id: str, last_seq: int) -> None:
+        # Live events for this task are held while the history is read, then merged by seq.
+        self._replaying[task_id] = []
+        try:
+            history = await self._scheduler.history(task_id, last_seq)
+        finally:
+            held = self._replaying.pop(task_id, [])
+        replayed = [
+            event_from_payload(e.type, e.task_id, e.owner_id, e.seq, e.payload_json)
+            for e in history
+            if e.seq > last_seq
+        ]
+        self._reply(Ack(ref=ref))
+        self._last_seq[task_id] = last_seq
+        for event in sorted([*replayed, *held], key=lambda e: e.seq):
+            self._push_event(event)
+
+    async def _may_watch(self, task_id: str) -> bool:
+        async with self._db() as session:
+            owner_id = await session.scalar(select(Task.owner_id).where(Task.id == task_id))
+        if owner_id is None:
+            return False
+        return self.user.is_admin or owner_id == self.user.id
+
+    def _unsubscribe(self, ref: str, unsub: Unsubscribe) -> None:
+        if unsub.all:
+            self._registry.unwatch_owner(self.user.id, self)
+            self._registry.unwatch_everything(self)
+            self._all = False
+        elif unsub.task_id is not None:
+            self._registry.unwatch_task(unsub.task_id, self)
+            self._tasks.discard(unsub.task_id)
+        self._reply(Ack(ref=ref))

@@ -1,0 +1,179 @@
+"""Task events from Redis to this process' watchers: one pub/sub connection per API process.
+
+Why one pattern subscription (`{P}:watch:*`) rather than a channel per connected user: it is set up
+once at startup, so a new watcher only registers in memory before it reads the task's history —
+there is no window between "history read" and "SUBSCRIBE confirmed" in which an event could fall
+through — and admins watching everything need every owner's channel anyway. The price is that each
+replica reads every event; dispatch drops an event without decoding its payload when no local
+session wants it. The same connection listens to `{P}:control` (see control.py).
+
+Pub/sub is at most once. If the connection breaks, every local watcher is closed with 1013 so it
+reconnects and resumes from its `lastSeq` (history replay) instead of silently missing events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import msgspec
+import redis.asyncio
+import redis.exceptions
+
+from api.ws.control import apply_control
+from api.ws.framing import CloseCode
+from protocol.envelope import MESSAGE_TYPES, encode_raw_frame
+from scheduler.keys import Keys
+
+if TYPE_CHECKING:
+    from redis.asyncio.client import PubSub
+
+    from api.ws.registry import SessionRegistry
+    from protocol.envelope import MessageType
+
+__all__ = ("Fanout", "WatchEvent", "WatchMessage", "event_from_payload")
+
+logger = logging.getLogger(__name__)
+
+_WATCHED_TYPES = frozenset({"task/status", "task/progress"})
+_RETRY_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+
+class WatchMessage(msgspec.Struct, rename="camel", frozen=True):
+    """What the scheduler scripts PUBLISH on `{P}:watch:{ownerId}` (fields we don't read are ignored)."""
+
+    type: str
+    owner_id: str
+    task_id: str
+    seq: int
+    payload: msgspec.Raw
+
+
+_WATCH_DECODER = msgspec.json.Decoder(WatchMessage)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One task event ready for watchers: the frame is encoded once and shared by every session."""
+
+    task_id: str
+    owner_id: str
+    seq: int
+    frame: str
+
+
+def event_from_payload(message_type: str, task_id: str, owner_id: str, seq: int, payload_json: bytes) -> WatchEvent:
+    """Wrap a stored event payload (history or pub/sub) as a watcher frame."""
+    frame = encode_raw_frame(_checked_type(message_type), payload_json).decode()
+    return WatchEvent(task_id=task_id, owner_id=owner_id, seq=seq, frame=frame)
+
+
+def _checked_type(message_type: str) -> MessageType:
+    if message_type not in _WATCHED_TYPES or message_type not in MESSAGE_TYPES:
+        raise ValueError(f"not a watcher event type: {message_type!r}")
+    return message_type  # type: ignore[return-value]
+
+
+class Fanout:
+    """Owns the process' pub/sub connection and its reader task; `start()`/`stop()` bracket it."""
+
+    def __init__(self, redis: redis.asyncio.Redis, *, prefix: str, registry: SessionRegistry) -> None:
+        self._redis = redis
+        self._keys = Keys(prefix)
+        self._registry = registry
+        self._task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+        """Set while the subscriptions are live (tests and startup wait on it)."""
+
+    async def start(self, *, timeout_s: float = 10.0) -> None:
+        """Start the reader and wait until the first subscription is confirmed."""
+        self._task = asyncio.create_task(self._run(), name="ws-fanout")
+        try:
+            await asyncio.wait_for(self.ready.wait(), timeout_s)
+        except TimeoutError:
+            # Redis is down at startup: keep retrying in the background rather than failing the app.
+            logger.warning("ws fan-out not subscribed after %.1f s; retrying in the background", timeout_s)
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._listen()
+            except asyncio.CancelledError:
+                raise
+            except (redis.exceptions.RedisError, OSError):
+                logger.warning("ws fan-out connection lost; watchers will resume from lastSeq", exc_info=True)
+            except Exception:
+                logger.exception("ws fan-out reader failed; restarting it")
+            self.ready.clear()
+            self._registry_broken()
+            delay = _RETRY_DELAYS_S[min(failures, len(_RETRY_DELAYS_S) - 1)]
+            failures += 1
+            await asyncio.sleep(delay)
+
+    def _registry_broken(self) -> None:
+        for watcher in self._registry.all_watchers():
+            watcher.request_close(CloseCode.TRY_AGAIN_LATER, "event stream interrupted; resubscribe with lastSeq")
+
+    async def _listen(self) -> None:
+        pubsub: PubSub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.psubscribe(self._keys.watch_pattern())
+            await pubsub.subscribe(self._keys.control_channel())
+            # Subscribe replies come back in order; once the second is read both are live.
+            confirmed = 0
+            while confirmed < 2:
+                reply = await pubsub.get_message(ignore_subscribe_messages=False, timeout=5.0)
+                if reply is None:
+                    raise redis.exceptions.TimeoutError("no subscribe confirmation from Redis")
+                if reply["type"] in ("psubscribe", "subscribe"):
+                    confirmed += 1
+            self.ready.set()
+            logger.info("ws fan-out subscribed to %s", self._keys.watch_pattern())
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is not None:
+                    self._handle(message)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    def _handle(self, message: dict[str, object]) -> None:
+        data = message.get("data")
+        if not isinstance(data, bytes | str):
+            return
+        raw = data.encode() if isinstance(data, str) else data
+        if message.get("type") == "message":
+            apply_control(self._registry, raw)
+            return
+        self.dispatch_raw(raw)
+
+    def dispatch_raw(self, raw: bytes) -> int:
+        """Deliver one published watch message to the local sessions that want it; returns how many."""
+        try:
+            event = _WATCH_DECODER.decode(raw)
+        except msgspec.DecodeError:
+            logger.warning("dropping a malformed watch message (%d bytes)", len(raw))
+            return 0
+        targets = self._registry.targets(event.owner_id, event.task_id)
+        if not targets:
+            return 0
+        try:
+            watch = event_from_payload(event.type, event.task_id, event.owner_id, event.seq, bytes(event.payload))
+        except ValueError:
+            logger.warning("dropping a watch message of type %r task_id=%s", event.type, event.task_id)
+            return 0
+        for session in targets:
+            session.deliver(watch)
+        return len(targets)

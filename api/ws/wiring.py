@@ -1,0 +1,85 @@
+"""What the /ws package adds to the app: its route and its lifespan (fan-out listener, session registry).
+
+`api.tasks.wiring` includes `route_handlers()` and `lifespans()`; `app.state.ws` is the `WsRuntime`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from api.ws.endpoint import ws_endpoint
+from api.ws.fanout import Fanout
+from api.ws.framing import CloseCode
+from api.ws.registry import SessionRegistry
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Sequence
+
+    from litestar import Litestar
+
+__all__ = ("WsRuntime", "lifespans", "route_handlers")
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class WsRuntime:
+    """`app.state.ws`: this process' sessions, its fan-out listener, and its node id (inbox consumer names)."""
+
+    registry: SessionRegistry
+    fanout: Fanout | None = None
+    node_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    open_connections: Counter[str] = field(default_factory=Counter)
+    on_change: Callable[[str, int], None] | None = None
+    """Called with (role, open count) after every change (the metrics gauge hooks in here)."""
+
+    def connection_opened(self, role: str) -> None:
+        self.open_connections[role] += 1
+        self._changed(role)
+
+    def connection_closed(self, role: str) -> None:
+        self.open_connections[role] -= 1
+        self._changed(role)
+
+    def _changed(self, role: str) -> None:
+        if self.on_change is not None:
+            self.on_change(role, self.open_connections[role])
+
+
+def route_handlers() -> Sequence[Any]:
+    return [ws_endpoint]
+
+
+@asynccontextmanager
+async def _ws_lifespan(app: Litestar) -> AsyncIterator[None]:
+    registry = SessionRegistry()
+    runtime = WsRuntime(registry=registry, on_change=_gauge_hook())
+    runtime.fanout = Fanout(app.state.redis_blocking, prefix=app.state.settings.redis.prefix, registry=registry)
+    await runtime.fanout.start()
+    app.state.ws = runtime
+    try:
+        yield
+    finally:
+        registry.close_everything(CloseCode.GOING_AWAY, "server shutting down")
+        await runtime.fanout.stop()
+
+
+def _gauge_hook() -> Callable[[str, int], None] | None:
+    try:
+        from api.metrics import WS_CONNECTIONS  # type: ignore[import-not-found,attr-defined,unused-ignore]
+    except ImportError:
+        return None
+
+    def update(role: str, count: int) -> None:
+        WS_CONNECTIONS.labels(role=role).set(count)
+
+    return update
+
+
+def lifespans() -> Sequence[Callable[[Litestar], AbstractAsyncContextManager[None]]]:
+    return [_ws_lifespan]
