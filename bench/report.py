@@ -15,6 +15,8 @@ METRICS: tuple[tuple[str, tuple[str, str], bool], ...] = (
     ("submit->result p99 ms", ("latency_e2e_ms", "p99"), False),
     ("dispatch p50 ms", ("latency_dispatch_ms", "p50"), False),
     ("dispatch p99 ms", ("latency_dispatch_ms", "p99"), False),
+    ("submit->agent p50 ms", ("latency_submit_to_receive_ms", "p50"), False),
+    ("submit->agent p99 ms", ("latency_submit_to_receive_ms", "p99"), False),
 )
 OURS = "taskyard"
 

@@ -33,3 +33,19 @@ def summarize_ms(samples_s: list[float]) -> dict[str, Any]:
 def throughput(n: int, seconds: float) -> dict[str, Any]:
     """Tasks per second for `n` tasks finished in `seconds`."""
     return {"n": n, "seconds": round(seconds, 3), "tasks_per_s": round(n / seconds, 1) if seconds > 0 else None}
+
+
+def latency_fields(e2e: list[float], dispatch: list[float], submit_to_receive: list[float]) -> dict[str, Any]:
+    """The result fields of a sequential run, every system alike (samples in seconds).
+
+    A dispatch sample below zero means the worker had the task before the submit call returned to the
+    client; it counts as 0 and the count is reported as `received_before_answer`.
+    """
+    return {
+        "latency_e2e_ms": summarize_ms(e2e),
+        "latency_dispatch_ms": {
+            **summarize_ms([max(0.0, s) for s in dispatch]),
+            "received_before_answer": sum(1 for s in dispatch if s < 0),
+        },
+        "latency_submit_to_receive_ms": summarize_ms(submit_to_receive),
+    }

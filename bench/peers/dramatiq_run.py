@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bench.peers.common import REPO_ROOT, PeerArgs, emit, parse_args, versions
 from bench.procs import Proc
-from bench.stats import summarize_ms, throughput
+from bench.stats import latency_fields, throughput
 
 PROCESSES = 2
 THREADS = 8
@@ -45,17 +45,19 @@ def run_batch(actor, backend, n: int, timeout_s: float) -> float:
     return time.perf_counter() - started
 
 
-def run_sequential(actor, backend, n: int, timeout_s: float) -> tuple[list[float], list[float]]:
-    end_to_end: list[float] = []
-    dispatch: list[float] = []
+def run_sequential(actor, backend, n: int, timeout_s: float) -> dict[str, list[float]]:
+    """One message at a time: end to end, send() answered -> actor started, send() called -> actor started."""
+    samples: dict[str, list[float]] = {"e2e": [], "dispatch": [], "submit_to_receive": []}
     for _ in range(n):
         started = time.perf_counter()
+        called_at = time.time()
         message = actor.send()
         sent_at = time.time()
-        worker_started_at = backend.get_result(message, block=True, timeout=int(timeout_s * 1000))
-        end_to_end.append(time.perf_counter() - started)
-        dispatch.append(max(0.0, float(worker_started_at) - sent_at))
-    return end_to_end, dispatch
+        worker_started_at = float(backend.get_result(message, block=True, timeout=int(timeout_s * 1000)))
+        samples["e2e"].append(time.perf_counter() - started)
+        samples["dispatch"].append(worker_started_at - sent_at)
+        samples["submit_to_receive"].append(worker_started_at - called_at)
+    return samples
 
 
 def main() -> None:
@@ -69,7 +71,7 @@ def main() -> None:
         run_batch(dramatiq_app.noop, dramatiq_app.backend, args.warmup, timeout_s=60.0)
         workers.check_alive()
         seconds = run_batch(dramatiq_app.noop, dramatiq_app.backend, args.n, args.timeout_s)
-        end_to_end, dispatch = run_sequential(dramatiq_app.noop, dramatiq_app.backend, args.seq, args.timeout_s)
+        samples = run_sequential(dramatiq_app.noop, dramatiq_app.backend, args.seq, args.timeout_s)
     finally:
         workers.stop()
     emit(
@@ -79,8 +81,7 @@ def main() -> None:
             "setup": f"RedisBroker + Redis results backend, {PROCESSES} processes x {THREADS} threads; "
             "messages sent one by one (dramatiq has no batch enqueue)",
             "throughput": throughput(args.n, seconds),
-            "latency_e2e_ms": summarize_ms(end_to_end),
-            "latency_dispatch_ms": summarize_ms(dispatch),
+            **latency_fields(samples["e2e"], samples["dispatch"], samples["submit_to_receive"]),
             "dispatch_measured_as": "send() returned -> actor started (wall clock, worker side)",
         }
     )

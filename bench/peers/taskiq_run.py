@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.peers.common import REPO_ROOT, PeerArgs, emit, parse_args, versions
 from bench.procs import Proc
-from bench.stats import summarize_ms, throughput
+from bench.stats import latency_fields, throughput
 
 WORKERS = 2
 BATCH_POLL_S = 0.005
@@ -64,32 +64,35 @@ async def run_batch(task, n: int, batch: int, timeout_s: float) -> float:
     return time.perf_counter() - started
 
 
-async def run_sequential(task, n: int, timeout_s: float) -> tuple[list[float], list[float]]:
-    end_to_end: list[float] = []
-    dispatch: list[float] = []
+async def run_sequential(task, n: int, timeout_s: float) -> dict[str, list[float]]:
+    """One task at a time: end to end, kiq() answered -> task started, kiq() called -> task started."""
+    samples: dict[str, list[float]] = {"e2e": [], "dispatch": [], "submit_to_receive": []}
     for _ in range(n):
         started = time.perf_counter()
+        called_at = time.time()
         handle = await task.kiq()
         sent_at = time.time()
         result = await handle.wait_result(check_interval=SEQUENTIAL_POLL_S, timeout=timeout_s)
-        end_to_end.append(time.perf_counter() - started)
+        samples["e2e"].append(time.perf_counter() - started)
         if result.is_err:
             raise RuntimeError(f"taskiq no-op failed: {result.error!r}")
-        dispatch.append(max(0.0, float(result.return_value) - sent_at))
-    return end_to_end, dispatch
+        worker_started_at = float(result.return_value)
+        samples["dispatch"].append(worker_started_at - sent_at)
+        samples["submit_to_receive"].append(worker_started_at - called_at)
+    return samples
 
 
-async def measure(args: PeerArgs) -> tuple[float, list[float], list[float]]:
+async def measure(args: PeerArgs) -> tuple[float, dict[str, list[float]]]:
     from bench.peers import taskiq_app
 
     await taskiq_app.broker.startup()
     try:
         await run_batch(taskiq_app.noop, args.warmup, args.batch, timeout_s=60.0)
         seconds = await run_batch(taskiq_app.noop, args.n, args.batch, args.timeout_s)
-        end_to_end, dispatch = await run_sequential(taskiq_app.noop, args.seq, args.timeout_s)
+        samples = await run_sequential(taskiq_app.noop, args.seq, args.timeout_s)
     finally:
         await taskiq_app.broker.shutdown()
-    return seconds, end_to_end, dispatch
+    return seconds, samples
 
 
 def main() -> None:
@@ -97,7 +100,7 @@ def main() -> None:
     os.environ["BENCH_REDIS_URL"] = args.redis_url
     workers = start_workers(args)
     try:
-        seconds, end_to_end, dispatch = asyncio.run(measure(args))
+        seconds, samples = asyncio.run(measure(args))
         workers.check_alive()
     finally:
         workers.stop()
@@ -109,8 +112,7 @@ def main() -> None:
             f"submitted in concurrent chunks; results checked with is_ready, {CHECK_WINDOW} at once "
             f"(sequential run: wait_result polling every {SEQUENTIAL_POLL_S * 1000:.0f} ms)",
             "throughput": throughput(args.n, seconds),
-            "latency_e2e_ms": summarize_ms(end_to_end),
-            "latency_dispatch_ms": summarize_ms(dispatch),
+            **latency_fields(samples["e2e"], samples["dispatch"], samples["submit_to_receive"]),
             "dispatch_measured_as": "kiq() returned -> task started (wall clock, worker side)",
         }
     )

@@ -61,7 +61,7 @@ class TaskyardStack:
             PYTHONPATH=str(REPO_ROOT),
         )
 
-    def _run_once(self, name: str, argv: list[str], timeout_s: float = 120) -> None:
+    def _run_once(self, name: str, argv: list[str], *, stdin: bytes = b"", timeout_s: float = 120) -> None:
         log = self.config.log_dir / f"taskyard-{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
@@ -71,7 +71,7 @@ class TaskyardStack:
                 cwd=REPO_ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
+                input=stdin,
                 timeout=timeout_s,
                 check=False,
             )
@@ -91,14 +91,8 @@ class TaskyardStack:
         self._run_once("migrate", [str(BIN / "taskyard"), "migrate"])
         self._run_once(
             "create-admin",
-            [
-                str(BIN / "taskyard"),
-                "create-admin",
-                "--email",
-                self.config.admin_email,
-                "--password",
-                self.config.admin_password,
-            ],
+            [str(BIN / "taskyard"), "create-admin", "--email", self.config.admin_email, "--password-stdin"],
+            stdin=f"{self.config.admin_password}\n".encode(),
         )
 
     def start_api_and_scheduler(self) -> None:

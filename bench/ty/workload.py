@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from bench.stats import summarize_ms, throughput
+from bench.stats import latency_fields, summarize_ms, throughput
 from bench.ty.rest import RestClient
 from bench.ty.ws import ProbeAgent, Watcher
 
@@ -125,31 +125,28 @@ async def _sequential(rest: RestClient, watcher: Watcher, work: Workload) -> lis
     return samples
 
 
-async def _dispatch(
-    stack: TaskyardStack, rest: RestClient, watcher: Watcher, work: Workload
-) -> tuple[list[float], list[float], int]:
-    """Sequential tasks only the probe agent can take: submit answer -> `task/submit` received."""
+async def _probe_sequential(stack: TaskyardStack, rest: RestClient, watcher: Watcher, work: Workload) -> dict[str, Any]:
+    """Sequential tasks only the probe agent can take; times on this process' one clock."""
     agent_id, token = await rest.create_agent("bench-probe", concurrency=1, capabilities=[PROBE_CAPABILITY])
     probe = ProbeAgent(stack.ws_url, agent_id, token)
     await probe.start()
     try:
         await _wait_for(lambda: rest.agent_online(agent_id), timeout_s=30, what="the probe agent to be online")
+        e2e: list[float] = []
         dispatch: list[float] = []
-        end_to_end: list[float] = []
-        early = 0
+        submit_to_receive: list[float] = []
         for _ in range(work.seq):
             started = time.perf_counter()
             task_id = await rest.submit_one(capabilities=[PROBE_CAPABILITY])
             answered = time.perf_counter()
             received = await probe.wait_received(task_id, timeout_s=30)
             ended = await watcher.wait_ended(task_id, timeout_s=30)
-            # The agent may get the task before the HTTP answer reaches us: that counts as 0.
-            early += received < answered
-            dispatch.append(max(0.0, received - answered))
-            end_to_end.append(ended - started)
+            e2e.append(ended - started)
+            dispatch.append(received - answered)
+            submit_to_receive.append(received - started)
         if probe.errors:
             raise RuntimeError(f"probe agent got error frames: {probe.errors[:3]}")
-        return dispatch, end_to_end, early
+        return latency_fields(e2e, dispatch, submit_to_receive)
     finally:
         await probe.close()
 
@@ -169,10 +166,10 @@ async def run_workload(stack: TaskyardStack, pg_url: str, work: Workload) -> dic
             result: dict[str, Any] = {"throughput": await _throughput(rest, watcher, pg_url, work)}
             stack.check_alive()
             result["latency_e2e_ms"] = summarize_ms(await _sequential(rest, watcher, work))
-            dispatch, probe_e2e, early = await _dispatch(stack, rest, watcher, work)
-            result["latency_dispatch_ms"] = summarize_ms(dispatch)
-            result["latency_dispatch_ms"]["received_before_answer"] = early
-            result["latency_e2e_probe_ms"] = summarize_ms(probe_e2e)
+            probe = await _probe_sequential(stack, rest, watcher, work)
+            result["latency_dispatch_ms"] = probe["latency_dispatch_ms"]
+            result["latency_submit_to_receive_ms"] = probe["latency_submit_to_receive_ms"]
+            result["latency_e2e_probe_ms"] = probe["latency_e2e_ms"]
             result["db_statuses"] = await _statuses(pg_url)
         finally:
             await watcher.close()
