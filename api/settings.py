@@ -37,6 +37,7 @@ __all__ = (
     "RedisSettings",
     "Secret",
     "SettingsError",
+    "TasksSettings",
     "WsSettings",
     "load_settings",
 )
@@ -191,6 +192,22 @@ class WsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TasksSettings:
+    reconcile_interval_s: float = 5.0
+    """How often the reconciler re-enqueues recent rows Redis does not know; 0 turns the reconciler off."""
+    reconcile_window_s: float = 600.0
+    """How far back (by creation time) the reconciler looks for rows Redis may have missed."""
+    reconcile_grace_s: float = 2.0
+    """Rows younger than this are left alone (their own request may still be enqueuing them)."""
+    recorder_enabled: bool = True
+    """Run the recorder (event stream -> database) in this process."""
+    recorder_batch_size: int = 200
+    """Events the recorder applies per transaction."""
+    recorder_claim_idle_s: float = 30.0
+    """Events read by a crashed replica and idle this long are taken over by a live recorder."""
+
+
+@dataclass(frozen=True, slots=True)
 class ApiSettings:
     env: Literal["dev", "prod"] = "dev"
     """`APP_ENV`: dev (embedded defaults, open registration) or prod (strict checks)."""
@@ -204,6 +221,7 @@ class ApiSettings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     ratelimit: RateLimitSettings = field(default_factory=RateLimitSettings)
     ws: WsSettings = field(default_factory=WsSettings)
+    tasks: TasksSettings = field(default_factory=TasksSettings)
 
     @property
     def is_prod(self) -> bool:
@@ -227,6 +245,7 @@ _GROUPS: dict[str, type[Any]] = {
     "auth": AuthSettings,
     "ratelimit": RateLimitSettings,
     "ws": WsSettings,
+    "tasks": TasksSettings,
 }
 
 # Fields whose environment name is not `TASKYARD_API_<FIELD>`.
@@ -404,4 +423,5 @@ def load_settings(environ: Mapping[str, str]) -> ApiSettings:
         auth=auth,
         ratelimit=groups["ratelimit"],
         ws=groups["ws"],
+        tasks=groups["tasks"],
     )
