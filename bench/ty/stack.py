@@ -79,9 +79,13 @@ class TaskyardStack:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
             raise RuntimeError(f"`{' '.join(argv[:2])} ...` exited {done.returncode}; {log}:\n{tail}")
 
-    def _spawn(self, name: str, argv: list[str]) -> Proc:
+    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> Proc:
         proc = Proc(
-            name, argv, log_path=self.config.log_dir / f"taskyard-{name}.log", env=self.env(), cwd=REPO_ROOT
+            name,
+            argv,
+            log_path=self.config.log_dir / f"taskyard-{name}.log",
+            env={**self.env(), **(extra_env or {})},
+            cwd=REPO_ROOT,
         ).start()
         self.procs.append(proc)
         return proc
@@ -107,22 +111,10 @@ class TaskyardStack:
         wait_until(api_up, timeout_s=60, what="the taskyard API to listen")
 
     def start_worker(self, index: int, agent_id: str, agent_token: str, concurrency: int) -> Proc:
-        return self._spawn(
-            f"worker-{index}",
-            [
-                str(BIN / "python"),
-                "-m",
-                "worker",
-                "--url",
-                self.ws_url,
-                "--agent-id",
-                agent_id,
-                "--agent-token",
-                agent_token,
-                "--concurrency",
-                str(concurrency),
-            ],
-        )
+        # The token goes in the environment, not on the command line where `ps` shows it.
+        argv = [str(BIN / "python"), "-m", "worker", "--url", self.ws_url, "--agent-id", agent_id]
+        argv += ["--concurrency", str(concurrency)]
+        return self._spawn(f"worker-{index}", argv, {"TASKYARD_WORKER_AGENT_TOKEN": agent_token})
 
     def check_alive(self) -> None:
         for proc in self.procs:
