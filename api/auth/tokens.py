@@ -1,9 +1,9 @@
 """Access tokens (JWT, HS256 pinned) and the check behind every authenticated request and WS handshake.
 
 Any failure is one `UnauthorizedError` with a generic message; the reason goes to the server log only.
-Checks, in order: size, signature/alg/claims (pyjwt), type, revocation (Redis cache, then the
-database, so an emptied Redis never revives a token), and the user row (exists, active, token
-version unchanged).
+Checks, in order: size, signature/alg/claims (pyjwt), type, revocation of the token or of its session's
+refresh family (Redis cache, then the database, so an emptied Redis never revives a token), and
+the user row (exists, active, token version unchanged).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from api.auth.identity import CurrentUser
 from api.auth.keys import revoked_token_key
-from api.db.models.auth import RevokedToken
+from api.db.models.auth import RefreshToken, RevokedToken
 from api.db.models.users import User
 from api.errors import UnauthorizedError
 
@@ -153,15 +153,22 @@ async def _revoked_in_cache(redis: redis.asyncio.Redis | None, prefix: str, jti:
 
 async def load_current_user(session: AsyncSession, claims: AccessClaims) -> CurrentUser:
     """The user behind valid claims: refused when revoked, missing, inactive or re-versioned."""
-    stmt = select(User, select(RevokedToken.jti).where(RevokedToken.jti == claims.jti).exists()).where(
-        User.id == claims.user_id
+    revoked_jti = select(RevokedToken.jti).where(RevokedToken.jti == claims.jti).exists()
+    # Logout and refresh-token reuse revoke the session's family; its access tokens end with it.
+    revoked_session = (
+        select(RefreshToken.id)
+        .where(RefreshToken.family_id == claims.session_id, RefreshToken.revoked_at.is_not(None))
+        .exists()
     )
+    stmt = select(User, revoked_jti, revoked_session).where(User.id == claims.user_id)
     row = (await session.execute(stmt)).first()
     if row is None:
         raise _refuse("user not found")
-    user, revoked = row
-    if revoked:
+    user, jti_revoked, session_revoked = row
+    if jti_revoked:
         raise _refuse("token revoked")
+    if session_revoked:
+        raise _refuse("session revoked")
     if not user.is_active:
         raise _refuse("user inactive")
     if user.token_version != claims.token_version:
