@@ -1,0 +1,215 @@
+"""`SchedulerClient`: everything the API asks of the Redis side, as typed async calls.
+
+Every state change is one Lua script (see `scripts.py`); this module only composes them with
+the stream and presence readers. Never talks to the database.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Literal
+
+from scheduler.clock import Clock, SystemClock
+from scheduler.keys import INBOX_GROUP, RECORDER_GROUP, Keys
+from scheduler.presence import read_online
+from scheduler.scripts import Scripts, as_str
+from scheduler.settings import SchedulerSettings
+from scheduler.streams import claim_pending, parse_event, parse_inbox_entry, read_group, stream_entries
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from redis.asyncio import Redis
+
+    from scheduler.types import AgentPresence, AgentSpec, Applied, CancelResult, InboxEntry, TaskEvent, TaskSpec
+
+__all__ = ("SchedulerClient",)
+
+ENQUEUE_CHUNK = 200
+
+
+class SchedulerClient:
+    """The API's handle on queues, agent frames, presence, inboxes and events.
+
+    `blocking_redis` serves blocking stream reads (give it `socket_timeout=None`); without it the
+    command client is used, so keep `block_ms` below its socket timeout.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str,
+        clock: Clock | None = None,
+        settings: SchedulerSettings | None = None,
+        blocking_redis: Redis | None = None,
+    ) -> None:
+        self._redis = redis
+        self._blocking = blocking_redis or redis
+        self.settings = settings or SchedulerSettings(prefix=prefix)
+        self.keys = Keys(prefix)
+        self.clock: Clock = clock or SystemClock()
+        self.scripts = Scripts(redis, self.keys, self.settings)
+
+    def _now(self) -> int:
+        return self.clock.now_ms()
+
+    # --- tasks -------------------------------------------------------------------------------
+
+    async def enqueue(self, spec: TaskSpec) -> bool:
+        """Stores and queues a task; False when the task id is already known (idempotent)."""
+        return await self.scripts.enqueue(spec, self._now())
+
+    async def enqueue_many(self, specs: Iterable[TaskSpec]) -> int:
+        """Enqueues in pipelined chunks; returns how many were new."""
+        added = 0
+        batch = list(specs)
+        for start in range(0, len(batch), ENQUEUE_CHUNK):
+            pipe = self._redis.pipeline(transaction=False)
+            now = self._now()
+            for spec in batch[start : start + ENQUEUE_CHUNK]:
+                await self.scripts.enqueue_pipelined(pipe, spec, now)
+            added += sum(int(r) for r in await pipe.execute())
+        return added
+
+    async def cancel(self, task_id: str, *, reason: str = "canceled") -> CancelResult:
+        return await self.scripts.cancel(task_id, reason, self._now())
+
+    async def queue_depths(self) -> dict[int, int]:
+        """Queued tasks per priority (0..9), across every queue."""
+        routes: list[Any] = await self._redis.zrange(self.keys.queues(), 0, -1)
+        depths = dict.fromkeys(range(10), 0)
+        if not routes:
+            return depths
+        pipe = self._redis.pipeline(transaction=False)
+        for rid in routes:
+            for prio in range(10):
+                low = (9 - prio) * 10**14
+                pipe.zcount(self.keys.queue(as_str(rid)), low, f"({low + 10**14}")
+        counts = await pipe.execute()
+        for i, count in enumerate(counts):
+            depths[i % 10] += int(count)
+        return depths
+
+    # --- agent frames (fenced by task id, attempt, agent id) -----------------------------------
+
+    async def accept(self, task_id: str, attempt: int, agent_id: str) -> Applied:
+        return await self.scripts.accept(task_id, attempt, agent_id, self._now())
+
+    async def progress(self, task_id: str, attempt: int, agent_id: str, payload_json: bytes) -> Applied:
+        """`payload_json` is the encoded `TaskProgress` without `seq`; the script adds it."""
+        if not payload_json.startswith(b"{"):
+            raise ValueError("payload_json must be a JSON object")
+        return await self.scripts.progress(task_id, attempt, agent_id, payload_json, self._now())
+
+    async def complete(self, task_id: str, attempt: int, agent_id: str) -> Applied:
+        return await self.scripts.complete(task_id, attempt, agent_id, self._now())
+
+    async def fail(
+        self,
+        task_id: str,
+        attempt: int,
+        agent_id: str,
+        *,
+        error: str,
+        message: str,
+        retryable: bool,
+        retry_delay_s: float | None = None,
+    ) -> Applied:
+        return await self.scripts.fail(
+            task_id, attempt, agent_id, self._now(),
+            error=error, message=message, retryable=retryable, retry_delay_s=retry_delay_s,
+        )
+
+    # --- presence ------------------------------------------------------------------------------
+
+    async def agent_online(self, spec: AgentSpec, *, lease_s: float) -> bool:
+        """On connect and every heartbeat; True when the agent just came online."""
+        return await self.scripts.heartbeat(spec, int(lease_s * 1000), self._now())
+
+    async def agent_offline(self, agent_id: str, *, requeue_now: bool) -> int:
+        """requeue_now: tasks back to queued at once and presence removed (delete, rotate);
+        else the agent only stops getting work and the reaper acts when its lease runs out."""
+        return await self.scripts.agent_offline(agent_id, requeue_now, self._now())
+
+    async def online_agents(self) -> list[AgentPresence]:
+        return await read_online(self._redis, self.keys, self._now())
+
+    async def is_online(self, agent_id: str) -> bool:
+        lease = await self._redis.zscore(self.keys.agents(), agent_id)
+        return lease is not None and int(lease) > self._now()
+
+    # --- inboxes -------------------------------------------------------------------------------
+
+    async def read_inbox(self, agent_id: str, consumer: str, *, block_ms: int, count: int) -> list[InboxEntry]:
+        rows = await read_group(
+            self._blocking, self.keys.inbox(agent_id), INBOX_GROUP, consumer,
+            block_ms=block_ms, count=count, ttl_s=self.settings.inbox_ttl_s,
+        )
+        return [parse_inbox_entry(eid, f) for eid, f in rows]
+
+    async def claim_inbox_pending(
+        self, agent_id: str, consumer: str, *, min_idle_ms: int = 0, count: int = 1000
+    ) -> list[InboxEntry]:
+        """Entries delivered earlier (to any consumer: a dead session) and never acknowledged."""
+        rows = await claim_pending(
+            self._redis, self.keys.inbox(agent_id), INBOX_GROUP, consumer, min_idle_ms=min_idle_ms, count=count
+        )
+        return [parse_inbox_entry(eid, f) for eid, f in rows]
+
+    async def ack_inbox(self, agent_id: str, entry_ids: Sequence[str]) -> None:
+        if not entry_ids:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xack(self.keys.inbox(agent_id), INBOX_GROUP, *entry_ids)
+        pipe.xdel(self.keys.inbox(agent_id), *entry_ids)
+        await pipe.execute()
+
+    # --- events --------------------------------------------------------------------------------
+
+    async def read_events(self, consumer: str, *, block_ms: int, count: int) -> list[TaskEvent]:
+        rows = await read_group(
+            self._blocking, self.keys.events(), RECORDER_GROUP, consumer, block_ms=block_ms, count=count, ttl_s=None
+        )
+        return [parse_event(eid, f) for eid, f in rows]
+
+    async def claim_events_pending(self, consumer: str, *, min_idle_ms: int, count: int = 500) -> list[TaskEvent]:
+        """Events a crashed recorder read but never acknowledged."""
+        rows = await claim_pending(
+            self._redis, self.keys.events(), RECORDER_GROUP, consumer, min_idle_ms=min_idle_ms, count=count
+        )
+        return [parse_event(eid, f) for eid, f in rows]
+
+    async def ack_events(self, entry_ids: Sequence[str]) -> None:
+        if entry_ids:
+            await self._redis.xack(self.keys.events(), RECORDER_GROUP, *entry_ids)
+
+    async def history(self, task_id: str, after_seq: int = 0, *, count: int = 1000) -> list[TaskEvent]:
+        """The task's events with seq > after_seq (bounded history: old ones may be trimmed)."""
+        reply = await self._redis.xrange(self.keys.history(task_id), f"0-{after_seq + 1}", "+", count=count)
+        return [parse_event(eid, f) for eid, f in stream_entries([(b"", reply)])]
+
+    # --- fan-out and control -------------------------------------------------------------------
+
+    async def publish_control(
+        self, kind: Literal["agent_revoked", "token_revoked", "user_disabled"], subject_id: str
+    ) -> None:
+        await self._redis.publish(self.keys.control_channel(), json.dumps({"kind": kind, "id": subject_id}))
+
+    # --- rebuild after a Redis restart ---------------------------------------------------------
+
+    async def epoch_present(self) -> bool:
+        return bool(await self._redis.exists(self.keys.epoch()))
+
+    async def mark_epoch(self) -> None:
+        await self._redis.set(self.keys.epoch(), str(self._now()))
+
+    async def known_task_ids(self, ids: Iterable[str]) -> set[str]:
+        wanted = list(ids)
+        if not wanted:
+            return set()
+        pipe = self._redis.pipeline(transaction=False)
+        for task_id in wanted:
+            pipe.exists(self.keys.task(task_id))
+        found = await pipe.execute()
+        return {task_id for task_id, hit in zip(wanted, found, strict=True) if hit}

@@ -1,0 +1,187 @@
+-- Shared helpers, prepended by scheduler/scripts.py to every script (never run alone).
+--
+-- Common layout of every script:
+--   KEYS[1] events stream   KEYS[2] wake list     KEYS[3] queue registry   KEYS[4] routes hash
+--   KEYS[5] delayed zset    KEYS[6] deadlines zset KEYS[7] agents zset     (script keys from KEYS[8])
+--   ARGV[1] prefix  ARGV[2] now_ms  ARGV[3] history maxlen  ARGV[4] events maxlen
+--   ARGV[5] task ttl (s, once terminal)  ARGV[6] inbox maxlen  ARGV[7] inbox ttl (s)
+--   (script arguments from ARGV[8])
+-- Key builders below mirror scheduler/keys.py (the documented exception: keys that depend on
+-- state read inside the script).
+
+local P = ARGV[1]
+local NOW = tonumber(ARGV[2])
+local HIST_MAX = ARGV[3]
+local EVENTS_MAX = ARGV[4]
+local TASK_TTL = ARGV[5]
+local INBOX_MAX = ARGV[6]
+local INBOX_TTL = ARGV[7]
+local K_EVENTS, K_WAKE, K_QUEUES, K_ROUTES = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_DELAYED, K_DEADLINES, K_AGENTS = KEYS[5], KEYS[6], KEYS[7]
+
+local TERMINAL = { done = true, failed = true, canceled = true }
+
+local function k_task(id) return P .. ':task:' .. id end
+local function k_hist(id) return P .. ':hist:' .. id end
+local function k_queue(route) return P .. ':q:' .. route end
+local function k_agent(a) return P .. ':agent:' .. a end
+local function k_agent_tasks(a) return P .. ':agent:' .. a .. ':tasks' end
+local function k_inbox(a) return P .. ':agent:' .. a .. ':inbox' end
+local function k_watch(owner) return P .. ':watch:' .. owner end
+
+local enc = cjson.encode
+
+-- Integers as plain digits: Lua's tostring switches to exponent form past 14 digits.
+local function int(n) return string.format('%.0f', n) end
+
+local function wake()
+  redis.call('LPUSH', K_WAKE, '1')
+  redis.call('LTRIM', K_WAKE, 0, 0)
+  redis.call('EXPIRE', K_WAKE, 60)
+end
+
+-- RFC 3339 UTC with milliseconds (days-to-civil, proleptic Gregorian).
+local function iso(ms)
+  local s = math.floor(ms / 1000)
+  local frac = ms - s * 1000
+  local days = math.floor(s / 86400)
+  local rem = s - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', y, m, d,
+    math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60, frac)
+end
+
+-- Records one event: bumps seq, appends to the task history and the global stream, publishes to
+-- the owner's watch channel. `body` is the progress payload without seq (task/progress only).
+local function emit(id, owner, etype, status, attempt, agent, reason, body)
+  local tkey = k_task(id)
+  local seq = redis.call('HINCRBY', tkey, 'seq', 1)
+  local payload
+  if etype == 'task/status' then
+    payload = '{"taskId":' .. enc(id) .. ',"seq":' .. int(seq) .. ',"status":"' .. status
+      .. '","attempt":' .. int(attempt)
+    if agent ~= '' then payload = payload .. ',"agentId":' .. enc(agent) end
+    payload = payload .. ',"at":"' .. iso(NOW) .. '"'
+    if reason ~= '' then payload = payload .. ',"reason":' .. enc(reason) end
+    payload = payload .. '}'
+  elseif string.sub(body, 2, 2) == '}' then
+    payload = '{"seq":' .. int(seq) .. '}'
+  else
+    -- Splice seq after the opening brace so the caller's bytes are kept as they are.
+    payload = '{"seq":' .. int(seq) .. ',' .. string.sub(body, 2)
+  end
+  local fields = { 'task_id', id, 'owner_id', owner, 'seq', int(seq), 'type', etype, 'status', status,
+    'attempt', int(attempt), 'agent_id', agent, 'at_ms', int(NOW), 'reason', reason, 'payload', payload }
+  local hkey = k_hist(id)
+  -- pcall: a history left over from before a rebuild may hold higher ids; losing one replay entry
+  -- is better than aborting a half-applied script.
+  redis.pcall('XADD', hkey, 'MAXLEN', '~', HIST_MAX, '0-' .. int(seq), unpack(fields))
+  redis.call('EXPIRE', hkey, TASK_TTL)
+  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAX, '*', unpack(fields))
+  redis.call('PUBLISH', k_watch(owner), '{"type":"' .. etype .. '","ownerId":' .. enc(owner) .. ',"taskId":'
+    .. enc(id) .. ',"seq":' .. int(seq) .. ',"payload":' .. payload .. '}')
+  return seq
+end
+
+local function queue_score(prio, ord)
+  return int((9 - tonumber(prio)) * 1e14 + tonumber(ord))
+end
+
+-- Puts a task id into its route's queue and keeps the registry's head score and route info.
+local function queue_push(id, route, score, pin, caps)
+  redis.call('ZADD', k_queue(route), score, id)
+  redis.call('ZADD', K_QUEUES, 'LT', score, route)
+  redis.call('HSET', K_ROUTES, route, '{"pin":' .. enc(pin) .. ',"caps":' .. caps .. '}')
+end
+
+-- After removals: the registry holds the queue's new head, or forgets the queue once empty.
+local function queue_refresh(route)
+  local head = redis.call('ZRANGE', k_queue(route), 0, 0, 'WITHSCORES')
+  if #head == 0 then
+    redis.call('ZREM', K_QUEUES, route)
+    redis.call('HDEL', K_ROUTES, route)
+  else
+    redis.call('ZADD', K_QUEUES, head[2], route)
+  end
+end
+
+local function take_slot(agent, id)
+  local tasks = k_agent_tasks(agent)
+  redis.call('SADD', tasks, id)
+  redis.call('HINCRBY', k_agent(agent), 'running', 1)
+  local ttl = redis.call('PTTL', k_agent(agent))
+  if ttl > 0 then redis.call('PEXPIRE', tasks, ttl) end
+end
+
+-- Frees the slot only if the task still holds it, so a slot is never freed twice.
+local function release_slot(agent, id)
+  if agent == nil or agent == '' then return end
+  if redis.call('SREM', k_agent_tasks(agent), id) == 1 and redis.call('EXISTS', k_agent(agent)) == 1 then
+    if redis.call('HINCRBY', k_agent(agent), 'running', -1) < 0 then
+      redis.call('HSET', k_agent(agent), 'running', 0)
+    end
+  end
+end
+
+local function inbox_push(agent, kind, id, attempt, payload)
+  local ikey = k_inbox(agent)
+  redis.call('XADD', ikey, 'MAXLEN', '~', INBOX_MAX, '*', 'kind', kind, 'task_id', id,
+    'attempt', int(attempt), 'payload', payload)
+  redis.call('EXPIRE', ikey, INBOX_TTL)
+end
+
+local function cancel_payload(id, attempt, reason)
+  return '{"taskId":' .. enc(id) .. ',"attempt":' .. int(attempt) .. ',"reason":' .. enc(reason) .. '}'
+end
+
+-- Back to `queued` (agent lost, assign timeout): the task keeps its place (`ord`) in its queue.
+local function requeue(id, attempt, reason)
+  local tkey = k_task(id)
+  local f = redis.call('HMGET', tkey, 'prio', 'ord', 'route', 'pin', 'caps', 'owner')
+  redis.call('HSET', tkey, 'status', 'queued', 'agent', '')
+  redis.call('ZREM', K_DEADLINES, id)
+  queue_push(id, f[3], queue_score(f[1], f[2]), f[4], f[5])
+  emit(id, f[6], 'task/status', 'queued', attempt, '', reason, '')
+end
+
+-- Retry later: `scheduled` until now + full-jitter backoff (never below the agent's own delay).
+local function backoff(id, attempt, reason, base_ms, cap_ms, r, min_ms)
+  local tkey = k_task(id)
+  local delay = math.floor(r * math.min(cap_ms, base_ms * 2 ^ (attempt - 1)))
+  if min_ms and min_ms > delay then delay = min_ms end
+  redis.call('HSET', tkey, 'status', 'scheduled', 'agent', '', 'runat', int(NOW + delay))
+  redis.call('ZREM', K_DEADLINES, id)
+  redis.call('ZADD', K_DELAYED, int(NOW + delay), id)
+  emit(id, redis.call('HGET', tkey, 'owner'), 'task/status', 'scheduled', attempt, '', reason, '')
+end
+
+-- Terminal: leaves every index, and the task hash and history expire after TASK_TTL.
+local function finish(id, status, attempt, agent, reason)
+  local tkey = k_task(id)
+  redis.call('HSET', tkey, 'status', status)
+  redis.call('ZREM', K_DEADLINES, id)
+  redis.call('ZREM', K_DELAYED, id)
+  local seq = emit(id, redis.call('HGET', tkey, 'owner'), 'task/status', status, attempt, agent, reason, '')
+  redis.call('EXPIRE', tkey, TASK_TTL)
+  return seq
+end
+
+-- Fencing for agent frames: the frame's (attempt, agent) must be the task's current ones.
+-- Returns nil when the frame may apply, else the outcome name; plus the task fields.
+local function fence(id, attempt, agent)
+  local f = redis.call('HMGET', k_task(id), 'status', 'attempt', 'agent', 'fin', 'owner', 'timeout', 'maxatt')
+  if not f[1] then return 'not_found', f end
+  if tonumber(f[2]) ~= tonumber(attempt) then return 'stale_attempt', f end
+  if TERMINAL[f[1]] then return 'terminal', f end
+  if f[3] ~= agent then return 'not_assigned', f end
+  return nil, f
+end

@@ -1,0 +1,15 @@
+-- accept: the agent took the task (assigned -> running; run deadline starts).
+-- KEYS[8] task hash   ARGV[8] task id  [9] attempt  [10] agent id
+-- Returns {outcome, seq or '', status}. A repeat from the same attempt and agent is 'duplicate'.
+-- Invariant: only the current attempt's assigned agent changes the task (fencing).
+local id, attempt, agent = ARGV[8], ARGV[9], ARGV[10]
+local refused, f = fence(id, attempt, agent)
+if refused == 'terminal' and string.sub(f[4] or '', 1, #attempt + #agent + 2) == attempt .. ':' .. agent .. ':' then
+  return { 'duplicate', '', f[1] }
+end
+if refused then return { refused, '', f[1] or '' } end
+if f[1] == 'running' then return { 'duplicate', '', 'running' } end
+redis.call('HSET', KEYS[8], 'status', 'running')
+redis.call('ZADD', K_DEADLINES, int(NOW + tonumber(f[6]) * 1000), id)
+local seq = emit(id, f[5], 'task/status', 'running', attempt, agent, '', '')
+return { 'ok', seq, 'running' }

@@ -1,0 +1,207 @@
+"""Typed wrappers around the Lua scripts in `scheduler/lua/`, one per script.
+
+Callers never see KEYS/ARGV lists or byte replies. Each script is `_lib.lua` + its own file,
+registered once per client (redis-py's script object handles NOSCRIPT).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from scheduler.errors import ScriptReplyError
+from scheduler.keys import route_id
+from scheduler.types import Applied, CancelResult, Outcome, SweepResult
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.asyncio.client import Pipeline
+    from redis.commands.core import AsyncScript
+
+    from scheduler.keys import Keys
+    from scheduler.settings import SchedulerSettings
+    from scheduler.types import AgentSpec, TaskSpec
+
+__all__ = ("SCRIPT_NAMES", "Scripts", "as_str")
+
+SCRIPT_NAMES = (
+    "enqueue",
+    "dispatch",
+    "accept",
+    "progress",
+    "complete",
+    "fail",
+    "cancel",
+    "heartbeat",
+    "agent_offline",
+    "reap_agents",
+    "timeouts",
+    "release_due",
+)
+
+
+@cache
+def script_source(name: str) -> str:
+    """The full source of one script: the shared library, then the script itself."""
+    folder = resources.files("scheduler") / "lua"
+    return (folder / "_lib.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+
+
+def as_str(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value)
+
+
+def _opt_int(value: Any) -> int | None:
+    text = as_str(value) if value is not None else ""
+    return int(text) if text else None
+
+
+def _applied(reply: Any) -> Applied:
+    if not isinstance(reply, list) or len(reply) != 3:
+        raise ScriptReplyError(f"unexpected frame reply {reply!r}")
+    status = as_str(reply[2])
+    return Applied(Outcome(as_str(reply[0])), _opt_int(reply[1]), status or None)
+
+
+class Scripts:
+    """Every script bound to one Redis client, one key prefix and the settings' bounds."""
+
+    def __init__(self, redis: Redis, keys: Keys, settings: SchedulerSettings) -> None:
+        self._keys = keys
+        self._settings = settings
+        self._scripts: dict[str, AsyncScript] = {n: redis.register_script(script_source(n)) for n in SCRIPT_NAMES}
+        self._common_keys = [
+            keys.events(),
+            keys.wake(),
+            keys.queues(),
+            keys.routes(),
+            keys.delayed(),
+            keys.deadlines(),
+            keys.agents(),
+        ]
+        self._rng = random.Random()
+
+    def _common_args(self, now_ms: int) -> list[str | int]:
+        s = self._settings
+        return [
+            self._keys.prefix, now_ms, s.history_maxlen, s.events_maxlen, s.task_ttl_s, s.inbox_maxlen, s.inbox_ttl_s
+        ]
+
+    async def _run(
+        self, name: str, now_ms: int, keys: list[str], args: list[Any], client: Pipeline | None = None
+    ) -> Any:
+        return await self._scripts[name](
+            keys=[*self._common_keys, *keys], args=[*self._common_args(now_ms), *args], client=client
+        )
+
+    def _backoff_args(self) -> list[Any]:
+        s = self._settings
+        return [int(s.retry_base_s * 1000), int(s.retry_max_s * 1000), repr(self._rng.random())]
+
+    # --- tasks -------------------------------------------------------------------------------
+
+    def _enqueue_args(self, spec: TaskSpec) -> tuple[list[str], list[Any]]:
+        caps = sorted(set(spec.capabilities))
+        route = route_id(spec.agent_id, spec.capabilities)
+        run_at = spec.run_at_ms
+        args: list[Any] = [
+            spec.task_id, spec.owner_id, spec.type, spec.input_json, spec.priority, spec.agent_id or "",
+            json.dumps(caps), route, spec.timeout_s, spec.max_attempts, "" if run_at is None else run_at,
+            spec.attempt, spec.seq, spec.status,
+        ]
+        return [self._keys.task(spec.task_id), self._keys.ord_counter()], args
+
+    async def enqueue(self, spec: TaskSpec, now_ms: int) -> bool:
+        keys, args = self._enqueue_args(spec)
+        return int(await self._run("enqueue", now_ms, keys, args)) == 1
+
+    async def enqueue_pipelined(self, pipe: Pipeline, spec: TaskSpec, now_ms: int) -> None:
+        """Queues one enqueue on `pipe` (the caller executes it; each reply is 1 or 0)."""
+        keys, args = self._enqueue_args(spec)
+        await self._run("enqueue", now_ms, keys, args, client=pipe)
+
+    async def dispatch(
+        self, route: str, candidates: list[str], now_ms: int, *, max_tasks: int, stop_score: float | None
+    ) -> tuple[int, str]:
+        args: list[Any] = [
+            route, max_tasks, int(self._settings.assign_timeout_s * 1000),
+            "" if stop_score is None else repr(stop_score), *candidates,
+        ]
+        reply = await self._run("dispatch", now_ms, [self._keys.queue(route)], args)
+        return int(reply[0]), as_str(reply[1])
+
+    async def cancel(self, task_id: str, reason: str, now_ms: int) -> CancelResult:
+        reply = await self._run("cancel", now_ms, [self._keys.task(task_id)], [task_id, reason])
+        outcome = as_str(reply[0])
+        if outcome not in ("canceled", "not_found", "terminal"):
+            raise ScriptReplyError(f"unexpected cancel reply {reply!r}")
+        agent = as_str(reply[2])
+        return CancelResult(outcome, _opt_int(reply[1]), agent or None, _opt_int(reply[3]))  # type: ignore[arg-type]
+
+    # --- agent frames --------------------------------------------------------------------------
+
+    def _frame(self, task_id: str, attempt: int, agent_id: str) -> tuple[list[str], list[Any]]:
+        return [self._keys.task(task_id)], [task_id, str(attempt), agent_id]
+
+    async def accept(self, task_id: str, attempt: int, agent_id: str, now_ms: int) -> Applied:
+        keys, args = self._frame(task_id, attempt, agent_id)
+        return _applied(await self._run("accept", now_ms, keys, args))
+
+    async def progress(self, task_id: str, attempt: int, agent_id: str, payload: bytes, now_ms: int) -> Applied:
+        keys, args = self._frame(task_id, attempt, agent_id)
+        return _applied(await self._run("progress", now_ms, keys, [*args, payload]))
+
+    async def complete(self, task_id: str, attempt: int, agent_id: str, now_ms: int) -> Applied:
+        keys, args = self._frame(task_id, attempt, agent_id)
+        return _applied(await self._run("complete", now_ms, keys, args))
+
+    async def fail(
+        self,
+        task_id: str,
+        attempt: int,
+        agent_id: str,
+        now_ms: int,
+        *,
+        error: str,
+        message: str,
+        retryable: bool,
+        retry_delay_s: float | None,
+    ) -> Applied:
+        keys, args = self._frame(task_id, attempt, agent_id)
+        delay = "" if retry_delay_s is None else int(retry_delay_s * 1000)
+        extra = [error, message, "1" if retryable else "0", delay, *self._backoff_args()]
+        return _applied(await self._run("fail", now_ms, keys, [*args, *extra]))
+
+    # --- agents --------------------------------------------------------------------------------
+
+    def _agent_keys(self, agent_id: str) -> list[str]:
+        k = self._keys
+        return [k.agent(agent_id), k.agent_tasks(agent_id), k.inbox(agent_id)]
+
+    async def heartbeat(self, agent: AgentSpec, lease_ms: int, now_ms: int) -> bool:
+        args: list[Any] = [
+            agent.agent_id, agent.owner_id, json.dumps(sorted(set(agent.capabilities))), agent.concurrency,
+            "1" if agent.accepting else "0", lease_ms, int(self._settings.agent_keep_s * 1000),
+        ]
+        return int(await self._run("heartbeat", now_ms, self._agent_keys(agent.agent_id), args)) == 1
+
+    async def agent_offline(self, agent_id: str, requeue_now: bool, now_ms: int) -> int:
+        args = [agent_id, "1" if requeue_now else "0"]
+        return int(await self._run("agent_offline", now_ms, self._agent_keys(agent_id), args))
+
+    # --- sweeps --------------------------------------------------------------------------------
+
+    async def reap_agents(self, now_ms: int) -> SweepResult:
+        reply = await self._run("reap_agents", now_ms, [], [self._settings.sweep_batch])
+        return SweepResult(agents_reaped=int(reply[0]), tasks_requeued=int(reply[1]), tasks_failed=int(reply[2]))
+
+    async def timeouts(self, now_ms: int) -> int:
+        return int(await self._run("timeouts", now_ms, [], [self._settings.sweep_batch, *self._backoff_args()]))
+
+    async def release_due(self, now_ms: int) -> int:
+        return int(await self._run("release_due", now_ms, [], [self._settings.sweep_batch]))

@@ -1,0 +1,117 @@
+"""Reading the Redis Streams the scripts write: agent inboxes and the global events stream.
+
+Reads only (plus consumer-group bookkeeping); never changes task state.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ResponseError
+
+from scheduler.scripts import as_str
+from scheduler.types import InboxEntry, TaskEvent
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = ("ensure_group", "parse_event", "parse_inbox_entry", "read_group", "stream_entries")
+
+
+def _fields(raw: Any) -> dict[str, bytes]:
+    if raw is None:
+        return {}
+    if isinstance(raw, dict):
+        return {as_str(k): v if isinstance(v, bytes) else str(v).encode() for k, v in raw.items()}
+    it = iter(raw)
+    return {as_str(k): v if isinstance(v, bytes) else str(v).encode() for k, v in zip(it, it, strict=True)}
+
+
+def stream_entries(reply: Any) -> list[tuple[str, dict[str, bytes]]]:
+    """Flattens an XREAD/XREADGROUP reply (list or dict shaped) to (entry id, fields)."""
+    if not reply:
+        return []
+    groups = reply.items() if isinstance(reply, dict) else ((g[0], g[1]) for g in reply)
+    out: list[tuple[str, dict[str, bytes]]] = []
+    for _stream, entries in groups:
+        for entry_id, raw in entries:
+            if raw is not None:  # an entry deleted after delivery
+                out.append((as_str(entry_id), _fields(raw)))
+    return out
+
+
+def parse_inbox_entry(entry_id: str, f: dict[str, bytes]) -> InboxEntry:
+    kind = f["kind"].decode()
+    return InboxEntry(
+        entry_id=entry_id,
+        kind="cancel" if kind == "cancel" else "submit",
+        task_id=f["task_id"].decode(),
+        attempt=int(f["attempt"]),
+        payload_json=f["payload"],
+    )
+
+
+def parse_event(entry_id: str, f: dict[str, bytes]) -> TaskEvent:
+    status = f.get("status", b"").decode()
+    agent = f.get("agent_id", b"").decode()
+    reason = f.get("reason", b"").decode()
+    etype = f["type"].decode()
+    return TaskEvent(
+        entry_id=entry_id,
+        task_id=f["task_id"].decode(),
+        owner_id=f["owner_id"].decode(),
+        seq=int(f["seq"]),
+        type="task/progress" if etype == "task/progress" else "task/status",
+        status=status or None,
+        attempt=int(f["attempt"]),
+        agent_id=agent or None,
+        at_ms=int(f["at_ms"]),
+        reason=reason or None,
+        payload_json=f["payload"],
+    )
+
+
+async def ensure_group(redis: Redis, stream: str, group: str, *, ttl_s: int | None) -> None:
+    """Creates the consumer group (and the stream); a concurrent creator is fine."""
+    try:
+        await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+    if ttl_s is not None:
+        # Only a stream with no expiry yet: a live inbox keeps the TTL its scripts set.
+        await redis.expire(stream, ttl_s, nx=True)
+
+
+async def read_group(
+    redis: Redis, stream: str, group: str, consumer: str, *, block_ms: int, count: int, ttl_s: int | None
+) -> list[tuple[str, dict[str, bytes]]]:
+    """New entries for `consumer`; block_ms <= 0 means do not block."""
+    try:
+        reply = await redis.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms or None)
+    except ResponseError as exc:
+        if "NOGROUP" not in str(exc):
+            raise
+        await ensure_group(redis, stream, group, ttl_s=ttl_s)
+        return []
+    return stream_entries(reply)
+
+
+async def claim_pending(
+    redis: Redis, stream: str, group: str, consumer: str, *, min_idle_ms: int, count: int
+) -> list[tuple[str, dict[str, bytes]]]:
+    """Takes over entries delivered but not acknowledged (to any consumer, idle >= min_idle_ms)."""
+    out: list[tuple[str, dict[str, bytes]]] = []
+    cursor: Any = "0-0"
+    try:
+        while True:
+            # Reply: [next cursor, entries] on 6.2, plus deleted ids on 7.x.
+            reply = await redis.xautoclaim(stream, group, consumer, min_idle_ms, start_id=cursor, count=count)
+            cursor = reply[0]
+            out.extend((as_str(eid), _fields(raw)) for eid, raw in reply[1] if raw is not None)
+            if as_str(cursor) == "0-0" or len(out) >= count:
+                return out
+    except ResponseError as exc:
+        if "NOGROUP" not in str(exc):
+            raise
+        return out

@@ -1,0 +1,147 @@
+"""Dispatch order, routing and slots, through the real scripts on a real Redis."""
+
+from __future__ import annotations
+
+import json
+
+from scheduler.client import SchedulerClient
+from scheduler.service import SchedulerService
+from tests.integration.scheduler.conftest import spec
+
+
+async def test_enqueue_is_idempotent(sched: SchedulerClient) -> None:
+    s = spec("t1")
+    assert await sched.enqueue(s) is True
+    assert await sched.enqueue(s) is False
+    assert await sched.enqueue_many([s, spec("t2"), spec("t3")]) == 2
+    assert await sched.known_task_ids(["t1", "t2", "nope"]) == {"t1", "t2"}
+
+
+async def test_priority_order_and_fifo_within_priority(sched, service: SchedulerService, make_agent) -> None:
+    agent = make_agent("a1", concurrency=1)
+    await agent.online()
+    order = [("low-1", 1), ("high-1", 9), ("mid-1", 5), ("high-2", 9), ("low-2", 1), ("mid-2", 5)]
+    for task_id, prio in order:
+        await sched.enqueue(spec(task_id, priority=prio))
+    got = []
+    for _ in order:
+        assert await service.run_until_idle() == 1
+        (entry,) = await agent.inbox()
+        got.append(entry.task_id)
+        assert (await sched.complete(entry.task_id, entry.attempt, "a1")).outcome == "ok"
+    assert got == ["high-1", "high-2", "mid-1", "mid-2", "low-1", "low-2"]
+
+
+async def test_order_holds_across_routing_classes(sched, service: SchedulerService, make_agent) -> None:
+    agent = make_agent("a1", concurrency=1, caps=("gpu", "llm"))
+    await agent.online()
+    await sched.enqueue(spec("plain-5", priority=5))
+    await sched.enqueue(spec("gpu-7", priority=7, caps=("gpu",)))
+    await sched.enqueue(spec("llm-5", priority=5, caps=("llm",)))
+    await sched.enqueue(spec("both-9", priority=9, caps=("llm", "gpu")))
+    got = []
+    for _ in range(4):
+        await service.run_until_idle()
+        (entry,) = await agent.inbox()
+        got.append(entry.task_id)
+        await sched.complete(entry.task_id, entry.attempt, "a1")
+    assert got == ["both-9", "gpu-7", "plain-5", "llm-5"]
+
+
+async def test_submit_payload_is_the_wire_task_submit(sched, service: SchedulerService, make_agent) -> None:
+    agent = make_agent("a1")
+    await agent.online()
+    await sched.enqueue(spec("t1", priority=7, timeout_s=45))
+    await service.run_until_idle()
+    (entry,) = await agent.inbox()
+    assert (entry.kind, entry.task_id, entry.attempt) == ("submit", "t1", 1)
+    assert json.loads(entry.payload_json) == {
+        "taskId": "t1", "attempt": 1, "type": "echo", "input": {"text": "hi"}, "priority": 7, "timeoutSeconds": 45,
+    }
+
+
+async def test_capability_matching(sched, service: SchedulerService, make_agent) -> None:
+    plain = make_agent("plain", concurrency=5)
+    gpu = make_agent("gpu", concurrency=5, caps=("gpu", "x"))
+    await plain.online()
+    await gpu.online()
+    await sched.enqueue(spec("needs-gpu", caps=("gpu",)))
+    await sched.enqueue(spec("needs-gpu-x", caps=("x", "gpu")))
+    await service.run_until_idle()
+    assert await plain.inbox() == []
+    assert {e.task_id for e in await gpu.inbox()} == {"needs-gpu", "needs-gpu-x"}
+
+
+async def test_pinned_task_goes_only_to_its_agent(sched, service: SchedulerService, make_agent) -> None:
+    a = make_agent("a", concurrency=5)
+    b = make_agent("b", concurrency=5)
+    await a.online()
+    await b.online()
+    for i in range(4):
+        await sched.enqueue(spec(f"pin-{i}", agent_id="b"))
+    await service.run_until_idle()
+    assert await a.inbox() == []
+    assert len(await b.inbox()) == 4
+
+
+async def test_unrunnable_task_stays_queued_while_others_proceed(sched, service: SchedulerService, make_agent) -> None:
+    agent = make_agent("a1", concurrency=3)
+    await agent.online()
+    await sched.enqueue(spec("needs-tpu", priority=9, caps=("tpu",)))
+    await sched.enqueue(spec("pinned-elsewhere", priority=9, agent_id="ghost"))
+    await sched.enqueue(spec("ok-1", priority=1))
+    await sched.enqueue(spec("ok-2", priority=1))
+    await service.run_until_idle()
+    assert {e.task_id for e in await agent.inbox()} == {"ok-1", "ok-2"}
+    depths = await sched.queue_depths()
+    assert depths[9] == 2
+    assert sum(depths.values()) == 2
+
+
+async def test_least_loaded_agent_wins(sched, service: SchedulerService, make_agent) -> None:
+    a = make_agent("a", concurrency=4)
+    b = make_agent("b", concurrency=4)
+    await a.online()
+    for i in range(2):
+        await sched.enqueue(spec(f"first-{i}"))
+    await service.run_until_idle()
+    assert len(await a.inbox()) == 2
+    await b.online()
+    for i in range(2):
+        await sched.enqueue(spec(f"second-{i}"))
+    await service.run_until_idle()
+    assert len(await b.inbox()) == 2
+
+
+async def test_never_more_than_concurrency_per_agent(sched, service: SchedulerService, make_agent) -> None:
+    agents = [make_agent(f"a{i}", concurrency=c) for i, c in enumerate((1, 2, 3, 5))]
+    for a in agents:
+        await a.online()
+    ids = [f"t{i}" for i in range(200)]
+    await sched.enqueue_many([spec(t) for t in ids])
+    done: list[str] = []
+    while len(done) < len(ids):
+        await service.run_until_idle()
+        for a in agents:
+            entries = await a.inbox()
+            holding = [p for p in await sched.online_agents() if p.agent_id == a.agent_id][0]
+            assert holding.running <= a.concurrency
+            for e in entries:
+                await sched.accept(e.task_id, e.attempt, a.agent_id)
+            for e in entries:
+                assert (await sched.complete(e.task_id, e.attempt, a.agent_id)).outcome == "ok"
+                done.append(e.task_id)
+        running = {p.agent_id: p.running for p in await sched.online_agents()}
+        assert all(v == 0 for v in running.values())
+    assert sorted(done) == sorted(ids)
+
+
+async def test_not_accepting_agent_gets_nothing(sched, service: SchedulerService, make_agent) -> None:
+    agent = make_agent("a1", concurrency=2)
+    await agent.online(accepting=False)
+    await sched.enqueue(spec("t1"))
+    await service.run_until_idle()
+    assert await agent.inbox() == []
+    await agent.online(accepting=True)
+    await service.run_until_idle()
+    assert [e.task_id for e in await agent.inbox()] == ["t1"]
