@@ -58,6 +58,8 @@ class TaskyardStack:
             TASKYARD_DATA_DIR=str(cfg.data_dir),
             # The bench measures the pipeline, not the submission rate limit (600/min per user by default).
             TASKYARD_API_TASK_SUBMIT_PER_USER="100000000",
+            # A long run (--n 100000) must not outlive the watcher's access token (15 min by default).
+            TASKYARD_API_ACCESS_TOKEN_TTL_S="7200",
             PYTHONPATH=str(REPO_ROOT),
         )
 

@@ -21,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 logger = logging.getLogger(__name__)
 
 TERMINAL = {"done", "failed", "canceled"}
+KEEPALIVE_S = 60.0
 
 
 def frame(type_: str, payload: dict[str, Any]) -> tuple[str, str]:
@@ -45,6 +46,7 @@ class Watcher:
         self._token = access_token
         self._conn: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._keepalive: asyncio.Task[None] | None = None
         self.ended_at: dict[str, float] = {}
         self.ended_status: dict[str, str] = {}
         self._waiters: dict[str, asyncio.Future[float]] = {}
@@ -66,6 +68,14 @@ class Watcher:
             if msg.get("type") == "error":
                 raise RuntimeError(f"subscribe refused: {msg['payload']}")
         self._reader = asyncio.create_task(self._read())
+        self._keepalive = asyncio.create_task(self._keep_alive())
+
+    async def _keep_alive(self) -> None:
+        """A heartbeat now and then: the server closes a client that sends nothing for its idle timeout."""
+        assert self._conn is not None
+        while True:
+            await asyncio.sleep(KEEPALIVE_S)
+            await self._conn.send(frame("heartbeat", {})[1])
 
     async def _read(self) -> None:
         assert self._conn is not None
@@ -123,6 +133,8 @@ class Watcher:
         return await asyncio.wait_for(fut, timeout=timeout_s)
 
     async def close(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
         if self._conn is not None:
             await self._conn.close()
         if self._reader is not None:
