@@ -1,0 +1,127 @@
+"""`/api/agents`: admins manage agents; users see public ones. Thin: parse, call the service, commit."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, delete, get, post, put
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
+from sqlalchemy.ext.asyncio import AsyncSession  # noqa: TC002 - Litestar resolves handler hints at runtime
+
+from api import audit
+from api.agents.schemas import AgentCreate, AgentCreated, AgentList, AgentUpdate, RotateToken
+from api.agents.service import AgentService
+from api.auth.guards import requires_admin, requires_user
+from api.errors import request_id_of
+from protocol.views import AgentView  # noqa: TC001 - Litestar resolves handler hints at runtime
+
+if TYPE_CHECKING:
+    from api.auth.identity import CurrentUser
+
+__all__ = ("AgentController", "client_ip")
+
+
+def client_ip(request: Request[Any, Any, Any]) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _user(request: Request[Any, Any, Any]) -> CurrentUser:
+    user: CurrentUser = request.user
+    return user
+
+
+def _service(request: Request[Any, Any, Any], db_session: AsyncSession) -> AgentService:
+    return AgentService(db_session, request.app.state.scheduler)
+
+
+def _audit(
+    request: Request[Any, Any, Any], db_session: AsyncSession, action: str, agent_id: str, **details: Any
+) -> None:
+    user = _user(request)
+    audit.record(
+        db_session,
+        action=action,
+        outcome="success",
+        actor_id=user.id,
+        actor_role=user.role,
+        ip=client_ip(request),
+        request_id=request_id_of(request.scope.get("state", {})),
+        target_type="agent",
+        target_id=agent_id,
+        details=details or {},
+    )
+
+
+AgentIdParam = Annotated[str, Parameter(max_length=64)]
+
+
+class AgentController(Controller):
+    path = "/api/agents"
+    tags = ["agents"]
+    guards = [requires_user]
+
+    @get("/", status_code=HTTP_200_OK)
+    async def list_agents(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        page: Annotated[int, Parameter(ge=1, le=100000)] = 1,
+        page_size: Annotated[int, Parameter(query="pageSize", ge=1, le=200)] = 50,
+    ) -> AgentList:
+        items, total = await _service(request, db_session).list(
+            _user(request), limit=page_size, offset=(page - 1) * page_size
+        )
+        return AgentList(items=items, total=total)
+
+    @post("/", status_code=HTTP_201_CREATED, guards=[requires_admin])
+    async def create_agent(
+        self, request: Request[Any, Any, Any], db_session: AsyncSession, data: AgentCreate
+    ) -> AgentCreated:
+        agent, created = await _service(request, db_session).create(_user(request), data)
+        _audit(request, db_session, "agent.create", agent.id, tokenGenerated=data.token is None)
+        await db_session.commit()
+        return created
+
+    @get("/{agent_id:str}", status_code=HTTP_200_OK)
+    async def get_agent(
+        self, request: Request[Any, Any, Any], db_session: AsyncSession, agent_id: AgentIdParam
+    ) -> AgentView:
+        return await _service(request, db_session).view(_user(request), agent_id)
+
+    @put("/{agent_id:str}", status_code=HTTP_200_OK, guards=[requires_admin])
+    async def update_agent(
+        self, request: Request[Any, Any, Any], db_session: AsyncSession, agent_id: AgentIdParam, data: AgentUpdate
+    ) -> AgentView:
+        service = _service(request, db_session)
+        agent = await service.update(_user(request), agent_id, data)
+        changed = sorted(f for f in data.__struct_fields__ if getattr(data, f) is not msgspec.UNSET)
+        _audit(request, db_session, "agent.update", agent.id, fields=changed)
+        await db_session.commit()
+        return await service.view(_user(request), agent.id)
+
+    @delete("/{agent_id:str}", status_code=HTTP_204_NO_CONTENT, guards=[requires_admin])
+    async def delete_agent(
+        self, request: Request[Any, Any, Any], db_session: AsyncSession, agent_id: AgentIdParam
+    ) -> None:
+        service = _service(request, db_session)
+        agent = await service.delete(_user(request), agent_id)
+        _audit(request, db_session, "agent.delete", agent.id)
+        await db_session.commit()
+        await service.revoke(agent.id)
+
+    @post("/{agent_id:str}/rotate-token", status_code=HTTP_200_OK, guards=[requires_admin])
+    async def rotate_token(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        agent_id: AgentIdParam,
+        data: RotateToken | None = None,
+    ) -> AgentCreated:
+        service = _service(request, db_session)
+        agent, rotated = await service.rotate_token(_user(request), agent_id, data.token if data else None)
+        _audit(request, db_session, "agent.rotate_token", agent.id, tokenGenerated=not (data and data.token))
+        await db_session.commit()
+        await service.revoke(agent.id)
+        return rotated

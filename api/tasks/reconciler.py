@@ -1,0 +1,171 @@
+"""The reconciler: puts back into Redis what the database says Redis should hold.
+
+Runs in every API replica (no leader): every step is idempotent, because `enqueue` ignores a task
+Redis already knows. Two jobs:
+  (a) Redis came back empty (the epoch marker is gone): rebuild every non-terminal task from the
+      database, keeping attempt and seq so fencing and event order continue, then mark the epoch.
+  (b) Every interval: re-enqueue recent `queued`/`scheduled` rows Redis does not know (the API
+      crashed between its commit and its enqueue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from api.db.base import utcnow
+from api.db.models.tasks import Task
+from api.tasks.service import spec_for
+from protocol.status import ACTIVE_STATUSES, TaskStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from api.metrics import Metrics
+    from scheduler.client import SchedulerClient
+    from scheduler.types import TaskSpec
+
+__all__ = ("ReconcileResult", "Reconciler")
+
+logger = logging.getLogger(__name__)
+
+_ACTIVE = tuple(str(s) for s in ACTIVE_STATUSES)
+_WAITING = (str(TaskStatus.QUEUED), str(TaskStatus.SCHEDULED))
+_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileResult:
+    rebuilt: int | None
+    """Tasks enqueued by a rebuild (None: Redis still had its epoch, no rebuild)."""
+    reenqueued: int
+    """Recent rows Redis did not know, enqueued now."""
+
+
+def _rebuild_spec(task: Task, now: dt.datetime) -> TaskSpec:
+    # Its agent's inbox and slots are gone with Redis: an assigned/running task goes back to the
+    # queue and its next dispatch gets attempt + 1, so frames of the old attempt are refused.
+    waiting_for_time = task.status == TaskStatus.SCHEDULED and task.run_at is not None and task.run_at > now
+    return spec_for(task, status=str(TaskStatus.SCHEDULED if waiting_for_time else TaskStatus.QUEUED))
+
+
+class Reconciler:
+    """`run_once()` does both jobs; `run()` repeats it every `interval_s` until cancelled."""
+
+    def __init__(
+        self,
+        scheduler: SchedulerClient,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        interval_s: float = 5.0,
+        window_s: float = 600.0,
+        grace_s: float = 2.0,
+        clock: Callable[[], dt.datetime] = utcnow,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._scheduler = scheduler
+        self._sessionmaker = sessionmaker
+        self._interval_s = interval_s
+        self._window = dt.timedelta(seconds=window_s)
+        self._grace = dt.timedelta(seconds=grace_s)
+        self._clock = clock
+        self._metrics = metrics
+        self._task: asyncio.Task[None] | None = None
+
+    async def rebuild_if_needed(self) -> int | None:
+        """Rebuild from the database when the epoch marker is missing; returns the count or None."""
+        if await self._scheduler.epoch_present():
+            return None
+        now = self._clock()
+        total = 0
+        last_id = ""
+        async with self._sessionmaker() as session:
+            while True:
+                # Keyset pages by id: stable while new rows arrive, never loads the table at once.
+                page = (
+                    (
+                        await session.execute(
+                            select(Task)
+                            .where(Task.status.in_(_ACTIVE), Task.id > last_id)
+                            .order_by(Task.id)
+                            .limit(_CHUNK)
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+                if not page:
+                    break
+                total += await self._scheduler.enqueue_many([_rebuild_spec(t, now) for t in page])
+                last_id = page[-1].id
+        await self._scheduler.mark_epoch()
+        if self._metrics is not None:
+            self._metrics.reenqueued_tasks.labels(reason="rebuild").inc(total)
+        logger.warning("redis had no epoch marker: rebuilt queues from the database, enqueued=%d", total)
+        return total
+
+    async def reenqueue_recent(self) -> int:
+        """Enqueue recent waiting rows Redis does not know; returns how many."""
+        now = self._clock()
+        async with self._sessionmaker() as session:
+            rows = (
+                (
+                    await session.execute(
+                        select(Task).where(
+                            Task.status.in_(_WAITING),
+                            Task.created_at >= now - self._window,
+                            Task.created_at <= now - self._grace,
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        if not rows:
+            return 0
+        known = await self._scheduler.known_task_ids([t.id for t in rows])
+        missing = [t for t in rows if t.id not in known]
+        if not missing:
+            return 0
+        added = await self._scheduler.enqueue_many([spec_for(t) for t in missing])
+        if added:
+            if self._metrics is not None:
+                self._metrics.reenqueued_tasks.labels(reason="missing").inc(added)
+            logger.warning(
+                "re-enqueued tasks the database holds but Redis did not (commit without enqueue) count=%d", added
+            )
+        return added
+
+    async def run_once(self) -> ReconcileResult:
+        rebuilt = await self.rebuild_if_needed()
+        return ReconcileResult(rebuilt=rebuilt, reenqueued=await self.reenqueue_recent())
+
+    async def run(self) -> None:
+        """Loop until cancelled; a failed round is logged and retried next interval."""
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("reconcile round failed; retrying in %.1f s", self._interval_s)
+            await asyncio.sleep(self._interval_s)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name="reconciler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,0 +1,561 @@
+"""Tasks over REST and the result path for agents: validate, persist, enqueue, read, cancel, record.
+
+Owns the `tasks` rows' life outside the recorder. The database commit always comes first: a 2xx
+means the row is durable, whatever Redis does next (the reconciler closes that gap).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import redis.exceptions
+from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from api.agents.service import AgentService
+from api.db.base import utcnow
+from api.db.models.tasks import Task, TaskEvent
+from api.errors import (
+    ApiError,
+    ConflictError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RateLimitedError,
+    ServiceUnavailableError,
+    TaskNotRunnableError,
+    ValidationFailedError,
+)
+from api.tasks.events import insert_events_ignore_duplicates
+from protocol.errors import ErrorCode
+from protocol.limits import MAX_TASK_INPUT_BYTES, MAX_TASK_OUTPUT_BYTES
+from protocol.status import TERMINAL_STATUSES, TaskStatus
+from protocol.views import TaskErrorInfo, TaskEventView, TaskPage, TaskView
+from scheduler.types import Outcome, TaskSpec
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from api.auth.identity import CurrentUser
+    from api.ratelimit import RateLimiter
+    from api.tasks.schemas import TaskCreate
+    from scheduler.client import SchedulerClient
+
+__all__ = (
+    "HISTORY_LIMIT",
+    "Recorded",
+    "SubmitLimit",
+    "TaskService",
+    "spec_for",
+    "task_view",
+)
+
+logger = logging.getLogger(__name__)
+
+HISTORY_LIMIT = 1000
+"""Most events `GET /api/tasks/{id}` returns (the newest ones)."""
+_TERMINAL = tuple(str(s) for s in TERMINAL_STATUSES)
+_REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
+_SUBMIT_BUCKET = "task_submit"
+
+# What the agent is told when the scheduler refuses its frame.
+_REFUSALS: dict[Outcome, ErrorCode] = {
+    Outcome.STALE_ATTEMPT: ErrorCode.STALE_ATTEMPT,
+    Outcome.NOT_ASSIGNED: ErrorCode.NOT_ASSIGNED,
+    Outcome.NOT_FOUND: ErrorCode.NOT_FOUND,
+    Outcome.TERMINAL: ErrorCode.TASK_NOT_RUNNABLE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitLimit:
+    """Per-user submission rate: `limit` requests per `window_s` (a batch counts once)."""
+
+    limit: int
+    window_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What to tell the agent about a `task/result` or `task/error` frame.
+
+    `ack` is True only once the outcome is committed to the database: send `ack` (with
+    `duplicate`). Otherwise send an error frame with `error`.
+    """
+
+    ack: bool
+    duplicate: bool
+    status: str | None
+    error: ErrorCode | None = None
+
+
+@dataclass(slots=True)
+class _Prepared:
+    index: int
+    data: TaskCreate
+    key: str | None
+    request_hash: str
+    input_json: bytes
+
+
+def _ms(value: dt.datetime | None) -> int | None:
+    return None if value is None else int(value.timestamp() * 1000)
+
+
+def spec_for(task: Task, *, status: str | None = None, fresh: bool = False) -> TaskSpec:
+    """The scheduler's view of a row.
+
+    `fresh`: a task just submitted (seq 0, so the scheduler records its first status as event 1,
+    the same event the row was written with). Otherwise the row's attempt and seq carry over, so
+    fencing and event order continue. `status` overrides the row's (the rebuild requeues in-flight
+    tasks).
+    """
+    return TaskSpec(
+        task_id=task.id,
+        owner_id=task.owner_id,
+        type=task.type,
+        input_json=msgspec.json.encode(task.input),
+        priority=task.priority,
+        agent_id=task.agent_id,
+        capabilities=tuple(task.capabilities),
+        timeout_s=task.timeout_s,
+        max_attempts=task.max_attempts,
+        run_at_ms=_ms(task.run_at),
+        attempt=0 if fresh else task.attempt,
+        seq=0 if fresh else task.seq,
+        status=status or task.status,
+    )
+
+
+def _error_info(error: dict[str, Any] | None) -> TaskErrorInfo | None:
+    if not error:
+        return None
+    return TaskErrorInfo(error=str(error.get("error", "error")), message=str(error.get("message", "")))
+
+
+def task_view(task: Task, events: list[TaskEvent] | None = None) -> TaskView:
+    """The wire view of a row; `events` only for the single-task GET."""
+    return TaskView(
+        id=task.id,
+        type=task.type,
+        status=TaskStatus(task.status),
+        priority=task.priority,
+        input=task.input,
+        attempt=task.attempt,
+        max_attempts=task.max_attempts,
+        capabilities=list(task.capabilities),
+        timeout_seconds=task.timeout_s,
+        owner_id=task.owner_id,
+        created_at=task.created_at,
+        updated_at=task.updated_at,
+        result=task.result,
+        error=_error_info(task.error),
+        agent_id=task.assigned_agent_id,
+        pinned_agent_id=task.agent_id,
+        run_at=task.run_at,
+        idempotency_key=task.idempotency_key,
+        started_at=task.started_at,
+        finished_at=task.finished_at,
+        events=None if events is None else [_event_view(e) for e in events],
+    )
+
+
+def _event_view(event: TaskEvent) -> TaskEventView:
+    return TaskEventView(
+        seq=event.seq,
+        type="task/progress" if event.type == "task/progress" else "task/status",
+        attempt=event.attempt,
+        at=event.at,
+        status=TaskStatus(event.status) if event.status else None,
+        agent_id=event.agent_id,
+        data=event.data,
+    )
+
+
+def _request_hash(data: TaskCreate) -> str:
+    """Fingerprint of what was asked, so a replayed key can be told apart from a reused one.
+
+    Key order inside `input` and the offset of `runAt` do not change it; defaults and explicit
+    defaults hash alike.
+    """
+    canonical = msgspec.structs.replace(
+        data,
+        idempotency_key=None,
+        capabilities=sorted(set(data.capabilities)),
+        run_at=data.run_at.astimezone(dt.UTC) if data.run_at else None,
+    )
+    return hashlib.sha256(msgspec.json.encode(msgspec.to_builtins(canonical), order="sorted")).hexdigest()
+
+
+def _where(index: int | None, field: str) -> dict[str, Any]:
+    return {"field": field} if index is None else {"field": field, "index": index}
+
+
+class TaskService:
+    """One per request (or per agent frame): a database session and the scheduler client."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        scheduler: SchedulerClient,
+        *,
+        limiter: RateLimiter | None = None,
+        submit_limit: SubmitLimit | None = None,
+    ) -> None:
+        self._session = session
+        self._scheduler = scheduler
+        self._limiter = limiter
+        self._submit_limit = submit_limit
+
+    # --- submission ---------------------------------------------------------------------------
+
+    def _prepare(self, data: TaskCreate, header_key: str | None, index: int | None) -> _Prepared:
+        key = data.idempotency_key
+        if header_key is not None and key is not None and header_key != key:
+            raise ValidationFailedError(
+                "Idempotency-Key header and idempotencyKey field differ", _where(index, "idempotencyKey")
+            )
+        key = key or header_key
+        if data.agent_id is not None and data.capabilities:
+            raise ValidationFailedError("give agentId or capabilities, not both", _where(index, "capabilities"))
+        if data.run_at is not None and data.run_at.tzinfo is None:
+            raise ValidationFailedError("runAt needs a UTC offset (RFC 3339)", _where(index, "runAt"))
+        input_json = msgspec.json.encode(data.input)
+        if len(input_json) > MAX_TASK_INPUT_BYTES:
+            raise PayloadTooLargeError(f"input is over {MAX_TASK_INPUT_BYTES} bytes", _where(index, "input"))
+        return _Prepared(index or 0, data, key, _request_hash(data), input_json)
+
+    async def _check_rate(self, user: CurrentUser) -> None:
+        """Count one submission; Redis down here means 503 before anything is written."""
+        if self._limiter is None or self._submit_limit is None:
+            return
+        decision = await self._limiter.hit(
+            _SUBMIT_BUCKET, user.id, limit=self._submit_limit.limit, window_s=self._submit_limit.window_s
+        )
+        if not decision.allowed:
+            raise RateLimitedError(decision.retry_after_s)
+
+    async def _existing_by_key(self, user: CurrentUser, keys: list[str]) -> dict[str, Task]:
+        if not keys:
+            return {}
+        rows = await self._session.execute(select(Task).where(Task.owner_id == user.id, Task.idempotency_key.in_(keys)))
+        return {t.idempotency_key: t for t in rows.scalars() if t.idempotency_key is not None}
+
+    @staticmethod
+    def _replay(prepared: _Prepared, existing: Task) -> Task:
+        if existing.request_hash != prepared.request_hash:
+            raise ApiError(
+                ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                "this Idempotency-Key was used with a different request",
+                {"field": "idempotencyKey"}
+                if prepared.index == 0
+                else {"field": "idempotencyKey", "index": prepared.index},
+            )
+        return existing
+
+    async def _check_agents(self, user: CurrentUser, prepared: list[_Prepared]) -> None:
+        agents = AgentService(self._session, self._scheduler)
+        seen: set[str] = set()
+        for p in prepared:
+            agent_id = p.data.agent_id
+            if agent_id is None or agent_id in seen:
+                continue
+            try:
+                await agents.get_visible(user, agent_id)
+            except NotFoundError as exc:
+                raise NotFoundError("agent not found", {"field": "agentId", "index": p.index}) from exc
+            seen.add(agent_id)
+
+    def _new_row(self, user: CurrentUser, p: _Prepared, now: dt.datetime) -> Task:
+        data = p.data
+        run_at = data.run_at.astimezone(dt.UTC) if data.run_at else None
+        status = TaskStatus.SCHEDULED if run_at is not None and run_at > now else TaskStatus.QUEUED
+        task = Task(
+            id=str(uuid.uuid4()),
+            owner_id=user.id,
+            type=data.type,
+            input=data.input,
+            priority=data.priority,
+            agent_id=data.agent_id,
+            capabilities=sorted(set(data.capabilities)),
+            timeout_s=data.timeout_seconds,
+            max_attempts=data.max_attempts,
+            run_at=run_at,
+            idempotency_key=p.key,
+            request_hash=p.request_hash,
+            status=str(status),
+            attempt=0,
+            seq=1,
+            created_at=now,
+            updated_at=now,
+        )
+        # The first history entry is written with the row, so the history is whole even if
+        # Redis never hears of the task; the scheduler continues from seq 1.
+        self._session.add(task)
+        self._session.add(
+            TaskEvent(task_id=task.id, seq=1, type="task/status", status=str(status), attempt=0, data=None, at=now)
+        )
+        return task
+
+    async def _enqueue(self, tasks: list[Task]) -> None:
+        """After the commit. A Redis failure is logged, not raised: the reconciler enqueues the rows."""
+        if not tasks:
+            return
+        try:
+            if len(tasks) == 1:
+                await self._scheduler.enqueue(spec_for(tasks[0], fresh=True))
+            else:
+                await self._scheduler.enqueue_many([spec_for(t, fresh=True) for t in tasks])
+        except _REDIS_ERRORS:
+            logger.warning(
+                "enqueue failed after commit; the reconciler will enqueue count=%d first_task_id=%s",
+                len(tasks),
+                tasks[0].id,
+                exc_info=True,
+            )
+
+    async def submit(self, user: CurrentUser, data: TaskCreate, header_key: str | None) -> tuple[TaskView, bool]:
+        """Create one task; returns it and whether it was created now (False: an idempotent replay)."""
+        prepared = self._prepare(data, header_key, None)
+        if prepared.key is not None:
+            existing = (await self._existing_by_key(user, [prepared.key])).get(prepared.key)
+            if existing is not None:
+                return task_view(self._replay(prepared, existing)), False
+        await self._check_rate(user)
+        await self._check_agents(user, [prepared])
+        task = self._new_row(user, prepared, utcnow())
+        try:
+            await self._session.commit()
+        except IntegrityError:
+            # Another request with the same key committed first: answer as its replay.
+            await self._session.rollback()
+            if prepared.key is None:
+                raise
+            existing = (await self._existing_by_key(user, [prepared.key])).get(prepared.key)
+            if existing is None:
+                raise
+            return task_view(self._replay(prepared, existing)), False
+        await self._enqueue([task])
+        return task_view(task), True
+
+    async def submit_batch(self, user: CurrentUser, items: list[TaskCreate]) -> tuple[list[TaskView], bool]:
+        """All or nothing: every item is validated before one transaction inserts the new ones.
+
+        Items with an idempotency key already used by this user are answered with the existing task
+        (or refuse the whole batch when the request differs). Returns the tasks in request order and
+        whether any was created.
+        """
+        prepared = [self._prepare(item, None, i) for i, item in enumerate(items)]
+        keys = [p.key for p in prepared if p.key is not None]
+        if len(keys) != len(set(keys)):
+            raise ValidationFailedError("an idempotencyKey appears twice in the batch", {"field": "idempotencyKey"})
+        existing = await self._existing_by_key(user, keys)
+        results: list[Task | None] = []
+        fresh: list[_Prepared] = []
+        for p in prepared:
+            if p.key is not None and p.key in existing:
+                results.append(self._replay(p, existing[p.key]))
+            else:
+                results.append(None)
+                fresh.append(p)
+        if not fresh:
+            return [task_view(t) for t in results if t is not None], False
+        await self._check_rate(user)
+        await self._check_agents(user, fresh)
+        now = utcnow()
+        created: list[Task] = []
+        for p in fresh:
+            task = self._new_row(user, p, now)
+            results[p.index] = task
+            created.append(task)
+        try:
+            await self._session.commit()
+        except IntegrityError as exc:
+            await self._session.rollback()
+            raise ConflictError("a concurrent request used one of these idempotency keys; retry the batch") from exc
+        await self._enqueue(created)
+        return [task_view(t) for t in results if t is not None], True
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    async def get_visible(self, user: CurrentUser, task_id: str) -> Task:
+        """The task if `user` owns it (admins: any), else `NotFoundError` (same as an unknown id)."""
+        task = await self._session.get(Task, task_id) if len(task_id) <= 64 else None
+        if task is None or not (user.role == "admin" or task.owner_id == user.id):
+            raise NotFoundError()
+        return task
+
+    async def detail(self, user: CurrentUser, task_id: str) -> TaskView:
+        task = await self.get_visible(user, task_id)
+        newest = (
+            select(TaskEvent).where(TaskEvent.task_id == task.id).order_by(TaskEvent.seq.desc()).limit(HISTORY_LIMIT)
+        )
+        events = list((await self._session.execute(newest)).scalars())
+        events.reverse()
+        return task_view(task, events)
+
+    async def list(
+        self,
+        user: CurrentUser,
+        *,
+        status: str | None,
+        agent_id: str | None,
+        type_: str | None,
+        page: int,
+        page_size: int,
+    ) -> TaskPage:
+        conditions = []
+        if user.role != "admin":
+            conditions.append(Task.owner_id == user.id)
+        if status is not None:
+            try:
+                conditions.append(Task.status == str(TaskStatus(status)))
+            except ValueError as exc:
+                raise ValidationFailedError("unknown status", {"field": "status"}) from exc
+        if agent_id is not None:
+            conditions.append(or_(Task.agent_id == agent_id, Task.assigned_agent_id == agent_id))
+        if type_ is not None:
+            conditions.append(Task.type == type_)
+        where = and_(*conditions) if conditions else None
+        count = select(func.count()).select_from(Task)
+        query = select(Task).order_by(Task.created_at.desc(), Task.id.desc())
+        if where is not None:
+            count = count.where(where)
+            query = query.where(where)
+        total = int((await self._session.execute(count)).scalar_one())
+        rows = (await self._session.execute(query.limit(page_size).offset((page - 1) * page_size))).scalars()
+        return TaskPage(items=[task_view(t) for t in rows], total=total, page=page, page_size=page_size)
+
+    # --- cancel ---------------------------------------------------------------------------------
+
+    async def cancel(self, user: CurrentUser, task_id: str) -> Task:
+        """Cancel in Redis first (it decides against dispatch, atomically), then record it here.
+
+        The caller commits (with its audit row). A task Redis does not know (never enqueued after a
+        crash, or Redis lost it) is canceled in the database alone; the reconciler skips it then.
+        """
+        task = await self.get_visible(user, task_id)
+        if task.status in _TERMINAL:
+            raise TaskNotRunnableError(f"task is already {task.status}", {"status": task.status})
+        try:
+            result = await self._scheduler.cancel(task.id)
+        except _REDIS_ERRORS as exc:
+            raise ServiceUnavailableError("the queue is unavailable, retry later") from exc
+        if result.outcome == "terminal":
+            raise TaskNotRunnableError("task already finished", {"status": task.status})
+        seq = result.seq if result.outcome == "canceled" and result.seq else task.seq + 1
+        now = utcnow()
+        await self._session.execute(
+            update(Task)
+            .where(Task.id == task.id, Task.status.not_in(_TERMINAL))
+            .values(
+                status=str(TaskStatus.CANCELED),
+                seq=case((Task.seq < seq, seq), else_=Task.seq),
+                finished_at=now,
+                updated_at=now,
+            )
+        )
+        await insert_events_ignore_duplicates(
+            self._session,
+            [
+                {
+                    "task_id": task.id,
+                    "seq": seq,
+                    "type": "task/status",
+                    "status": str(TaskStatus.CANCELED),
+                    "attempt": result.attempt if result.outcome == "canceled" else task.attempt,
+                    "agent_id": result.agent_id if result.outcome == "canceled" else None,
+                    "data": {"reason": "canceled by request"},
+                    "at": now,
+                }
+            ],
+        )
+        await self._session.flush()
+        await self._session.refresh(task)
+        return task
+
+    # --- results from agents (the WebSocket engineer calls these) ---------------------------------
+    #
+    # Order: the scheduler first, then the database, then the ack.
+    #   1. `scheduler.complete/fail` is the fence: one Lua script checks (task, attempt, agent) and
+    #      moves the task, so two copies of a result, or a stale attempt, can never both win. The
+    #      database cannot fence by itself: its attempt/agent columns trail Redis (the recorder is
+    #      asynchronous), so a fast task's row may not show its assignment yet.
+    #   2. The outcome (result or error) is written with a conditional UPDATE that only fills an
+    #      empty slot, and committed. A duplicate frame (Redis says DUPLICATE) re-runs this step,
+    #      which also repairs a crash between 1 and 2.
+    #   3. Only then does the caller ack the agent. Until the ack, the agent resends.
+    # So a result is recorded exactly once (first committed write wins) and acked only after commit.
+
+    async def record_result(self, task_id: str, attempt: int, agent_id: str, output: Any) -> Recorded:
+        output_json = msgspec.json.encode(output)
+        if len(output_json) > MAX_TASK_OUTPUT_BYTES:
+            raise PayloadTooLargeError(f"output is over {MAX_TASK_OUTPUT_BYTES} bytes", {"field": "output"})
+        applied = await self._scheduler.complete(task_id, attempt, agent_id)
+        if applied.outcome not in (Outcome.OK, Outcome.DUPLICATE):
+            return Recorded(False, False, applied.status, _REFUSALS.get(applied.outcome, ErrorCode.CONFLICT))
+        now = utcnow()
+        values: dict[str, Any] = {
+            "result": output,
+            "status": str(TaskStatus.DONE),
+            "attempt": attempt,
+            "assigned_agent_id": agent_id,
+            "finished_at": func.coalesce(Task.finished_at, now),
+            "updated_at": now,
+        }
+        if applied.seq is not None:
+            values["seq"] = case((Task.seq < applied.seq, applied.seq), else_=Task.seq)
+        # Fill only an empty slot: not yet terminal, or `done` recorded by the recorder without the
+        # result (SQL NULL; a JSON null output is stored as JSON 'null', so it counts as filled).
+        await self._session.execute(
+            update(Task)
+            .where(
+                Task.id == task_id,
+                or_(Task.status.not_in(_TERMINAL), and_(Task.status == str(TaskStatus.DONE), Task.result.is_(None))),
+            )
+            .values(**values)
+        )
+        await self._session.commit()
+        return Recorded(True, applied.outcome == Outcome.DUPLICATE, str(TaskStatus.DONE))
+
+    async def record_failure(
+        self,
+        task_id: str,
+        attempt: int,
+        agent_id: str,
+        *,
+        error: str,
+        message: str,
+        retryable: bool,
+        retry_delay_s: float | None,
+    ) -> Recorded:
+        """Same order as `record_result`. A retry (`scheduled`) keeps the error as the latest one."""
+        applied = await self._scheduler.fail(
+            task_id, attempt, agent_id, error=error, message=message, retryable=retryable, retry_delay_s=retry_delay_s
+        )
+        if applied.outcome not in (Outcome.OK, Outcome.DUPLICATE):
+            return Recorded(False, False, applied.status, _REFUSALS.get(applied.outcome, ErrorCode.CONFLICT))
+        now = utcnow()
+        body = {"error": error, "message": message, "attempt": attempt, "retryable": retryable}
+        status = applied.status or str(TaskStatus.FAILED)
+        values: dict[str, Any] = {"error": body, "updated_at": now, "attempt": attempt}
+        if applied.seq is not None:
+            values["seq"] = case((Task.seq < applied.seq, applied.seq), else_=Task.seq)
+        if status == TaskStatus.FAILED:
+            values |= {"status": status, "finished_at": func.coalesce(Task.finished_at, now)}
+            condition = or_(
+                Task.status.not_in(_TERMINAL), and_(Task.status == str(TaskStatus.FAILED), Task.error.is_(None))
+            )
+        else:
+            # A retry: record the error; the status follows through the recorder (seq-ordered).
+            condition = Task.status.not_in(_TERMINAL)
+            if applied.seq is not None:
+                values["status"] = case((Task.seq < applied.seq, status), else_=Task.status)
+        await self._session.execute(update(Task).where(Task.id == task_id, condition).values(**values))
+        await self._session.commit()
+        return Recorded(True, applied.outcome == Outcome.DUPLICATE, status)
