@@ -5,6 +5,9 @@ import re
 from pathlib import Path
 from typing import get_args
 
+import msgspec
+import pytest
+
 from protocol.envelope import MESSAGE_TYPES, MessageType
 from protocol.schema import DEFAULT_OUTPUT, build_schema, main, render_schema
 
@@ -61,9 +64,22 @@ def test_check_mode_reports_stale_and_fresh_files(tmp_path: Path) -> None:
     assert main(["--output", str(target), "--check"]) == 0
 
 
-def test_protocol_doc_table_lists_every_message_type() -> None:
+def message_table_rows() -> dict[str, str]:
+    """The "Message types" table of docs/protocol.md: type -> the rest of its row."""
     text = (DOCS / "protocol.md").read_text(encoding="utf-8")
+    section = text.split("## Message types", 1)[1].split("\n## ", 1)[0]
+    return {
+        match.group(1): match.group(2) for match in re.finditer(r"^\| `([a-z/]+)` \|(.*)$", section, flags=re.MULTILINE)
+    }
 
-    documented = set(re.findall(r"^\| `([a-z/]+)` \|", text, flags=re.MULTILINE))
 
-    assert documented == set(get_args(MessageType))
+def test_protocol_doc_table_lists_every_message_type() -> None:
+    assert set(message_table_rows()) == set(get_args(MessageType))
+
+
+@pytest.mark.parametrize("message_type", sorted(MESSAGE_TYPES))
+def test_protocol_doc_table_names_every_payload_field(message_type: str) -> None:
+    row = message_table_rows()[message_type]
+
+    for field in msgspec.structs.fields(MESSAGE_TYPES[message_type]):  # type: ignore[index]
+        assert f"`{field.encode_name}" in row, f"docs/protocol.md: {message_type} row misses {field.encode_name}"
