@@ -120,7 +120,10 @@ def _infer_input_type(fn: Callable[..., Any]) -> Any:
     try:
         hints = typing.get_type_hints(fn)
     except Exception as exc:  # any failure to resolve a forward reference
-        raise RegistryError(f"cannot resolve the annotations of {fn!r}: {exc}") from exc
+        raise RegistryError(
+            f"cannot resolve the annotations of {fn!r} ({exc}); define the input type at module level "
+            "or pass input_type="
+        ) from exc
     return hints.get(positional[0].name, Any)
 
 
