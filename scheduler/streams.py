@@ -92,8 +92,9 @@ async def read_group(
     except ResponseError as exc:
         if "NOGROUP" not in str(exc):
             raise
+        # First reader of this stream (or it expired): create the group from the start, read again.
         await ensure_group(redis, stream, group, ttl_s=ttl_s)
-        return []
+        reply = await redis.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms or None)
     return stream_entries(reply)
 
 

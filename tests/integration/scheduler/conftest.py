@@ -82,7 +82,7 @@ class FakeAgent:
     agent_id: str
     concurrency: int = 1
     caps: tuple[str, ...] = ()
-    lease_s: float = 10.0
+    lease_s: float = 600.0
     received: list[InboxEntry] = field(default_factory=list)
 
     async def online(self, *, accepting: bool = True) -> bool:
@@ -99,7 +99,7 @@ class FakeAgent:
 
 @pytest.fixture
 def make_agent(sched: SchedulerClient):  # type: ignore[no-untyped-def]
-    def build(agent_id: str, concurrency: int = 1, caps: tuple[str, ...] = (), lease_s: float = 10.0) -> FakeAgent:
+    def build(agent_id: str, concurrency: int = 1, caps: tuple[str, ...] = (), lease_s: float = 600.0) -> FakeAgent:
         return FakeAgent(sched, agent_id, concurrency, caps, lease_s)
 
     return build

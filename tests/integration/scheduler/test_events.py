@@ -1,0 +1,116 @@
+"""Events: gap-free seq per task, history replay, the recorder stream, watch fan-out, TTLs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from scheduler.client import SchedulerClient
+from scheduler.keys import Keys
+from tests.integration.scheduler.conftest import spec
+
+
+async def _full_cycle(sched: SchedulerClient, service, make_agent, clock) -> None:  # type: ignore[no-untyped-def]
+    """Tasks through every path: done, progress, retry, cancel (queued and running), loss, delayed."""
+    a = make_agent("a", concurrency=4, lease_s=5)
+    await a.online()
+    await sched.enqueue_many([spec(f"t{i}", max_attempts=2) for i in range(4)])
+    await sched.enqueue(spec("late", run_at_ms=clock.now_ms() + 1000))
+    await sched.enqueue(spec("cancel-queued", caps=("nobody",)))
+    await service.run_until_idle()
+    entries = {e.task_id: e for e in await a.inbox()}
+    for e in entries.values():
+        await sched.accept(e.task_id, e.attempt, "a")
+    await sched.progress("t0", 1, "a", b'{"taskId":"t0","attempt":1,"message":"x"}')
+    await sched.complete("t0", 1, "a")
+    await sched.fail("t1", 1, "a", error="e", message="m", retryable=False)
+    await sched.fail("t2", 1, "a", error="e", message="m", retryable=True)
+    await sched.cancel("t3")
+    await sched.cancel("cancel-queued")
+    clock.advance(2_000)
+    await a.online()
+    await service.run_until_idle()
+    for e in await a.inbox():
+        await sched.complete(e.task_id, e.attempt, "a")
+    await service.run_until_idle()
+
+
+async def test_seq_is_gap_free_and_history_replays_after_a_seq(sched, service, make_agent, clock) -> None:
+    a = make_agent("a")
+    await a.online()
+    await sched.enqueue(spec("t1"))
+    await service.run_until_idle()
+    await a.inbox()
+    await sched.accept("t1", 1, "a")
+    for i in range(5):
+        await sched.progress("t1", 1, "a", b'{"taskId":"t1","attempt":1,"message":"%d"}' % i)
+    await sched.complete("t1", 1, "a")
+    history = await sched.history("t1")
+    assert [e.seq for e in history] == list(range(1, 10))
+    for e in history:
+        assert json.loads(e.payload_json)["seq"] == e.seq
+    assert [e.seq for e in await sched.history("t1", after_seq=6)] == [7, 8, 9]
+    assert await sched.history("t1", after_seq=9) == []
+    status = json.loads(history[-1].payload_json)
+    assert status["status"] == "done" and status["agentId"] == "a" and status["at"].endswith("Z")
+
+
+async def test_status_event_time_is_rfc3339_of_the_clock(sched: SchedulerClient, clock) -> None:
+    clock.advance(-clock.now_ms() + 1_709_251_199_123)  # 2024-02-29T23:59:59.123Z, a leap day
+    await sched.enqueue(spec("t1"))
+    (event,) = await sched.history("t1")
+    assert json.loads(event.payload_json)["at"] == "2024-02-29T23:59:59.123Z"
+    assert event.at_ms == 1_709_251_199_123
+
+
+async def test_recorder_stream_carries_every_event_in_order(sched, service, make_agent, clock) -> None:
+    await _full_cycle(sched, service, make_agent, clock)
+    events = []
+    while batch := await sched.read_events("rec-1", block_ms=0, count=100):
+        events.extend(batch)
+        await sched.ack_events([e.entry_id for e in batch])
+    by_task: dict[str, list[int]] = {}
+    for e in events:
+        by_task.setdefault(e.task_id, []).append(e.seq)
+    for task_id, seqs in by_task.items():
+        assert seqs == list(range(1, len(seqs) + 1)), task_id
+        assert [e.seq for e in await sched.history(task_id)] == seqs
+    finals = {e.task_id: e.status for e in events if e.type == "task/status"}
+    assert finals == {
+        "t0": "done", "t1": "failed", "t2": "done", "t3": "canceled", "late": "done", "cancel-queued": "canceled"
+    }
+    assert await sched.claim_events_pending("rec-2", min_idle_ms=0) == []
+
+
+async def test_events_are_published_to_the_owner_channel(sched, redis_client) -> None:
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(sched.keys.watch_channel("owner-1"))
+    try:
+        await sched.enqueue(spec("t1"))
+        async with asyncio.timeout(5):
+            while True:
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if msg:
+                    break
+        body = json.loads(msg["data"])
+        assert body["type"] == "task/status" and body["ownerId"] == "owner-1" and body["taskId"] == "t1"
+        assert body["seq"] == 1 and body["payload"]["status"] == "queued"
+    finally:
+        await pubsub.aclose()
+
+
+async def test_no_key_without_ttl_after_a_full_cycle(sched, service, make_agent, clock, redis_client) -> None:
+    await _full_cycle(sched, service, make_agent, clock)
+    await sched.read_events("rec-1", block_ms=0, count=1000)
+    await sched.mark_epoch()
+    keys = Keys(sched.keys.prefix)
+    # Bounded by design (see the key map): one counter, one stream capped by MAXLEN, one epoch
+    # marker, the agents lease index (one member per live agent).
+    allowed = {keys.ord_counter(), keys.events(), keys.epoch(), keys.agents()}
+    left = {k.decode() async for k in redis_client.scan_iter(match=keys.pattern(), count=1000)}
+    assert left, "the cycle wrote nothing?"
+    without_ttl = {k for k in left if await redis_client.ttl(k) == -1} - allowed
+    assert without_ttl == set()
+    # Every queue, registry and timer index drained with the tasks.
+    for empty in (keys.queues(), keys.routes(), keys.delayed(), keys.deadlines()):
+        assert empty not in left
