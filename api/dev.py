@@ -306,7 +306,8 @@ def _redact_url(url: str) -> str:
 
 def run_dev(options: DevOptions, environ: Mapping[str, str]) -> int:
     """Run the dev stack until SIGINT/SIGTERM or until a child dies. Returns the exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)
     stop = threading.Event()
     received: list[int] = []
 
