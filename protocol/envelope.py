@@ -175,6 +175,9 @@ _PAYLOAD_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
 _ID_DECODER = msgspec.json.Decoder(_IdOnly)
 _REF_DECODER = msgspec.json.Decoder(_LooseTaskRef)
 _AT_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
+_STRING_LITERAL = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_INNERMOST_PAIR = re.compile(rb"\[\]|\{\}")
+_NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
 _NAMED_FIELD = re.compile(r"(?:missing required field|contains unknown field) `(?P<name>[^`]+)`")
 
 
@@ -282,8 +285,8 @@ def decode_frame(data: str | bytes, *, max_bytes: int, accept: Collection[str] |
             ref=ref,
         )
     payload = _decode_payload(envelope.type, envelope.payload, "$.payload", ref)
-    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _depth_exceeds(payload, MAX_JSON_DEPTH - 2):
-        # Depth 1 is the envelope, 2 the payload; only frames with enough brackets get walked.
+    if _may_nest_deeper(raw, MAX_JSON_DEPTH) and _nesting_exceeds(raw, MAX_JSON_DEPTH):
+        # The envelope is level 1, so the payload may nest MAX_JSON_DEPTH - 1 levels.
         raise _too_deep("$.payload", ref)
     return Frame(id=ref, type=envelope.type, ts=envelope.ts, payload=payload)
 
@@ -296,7 +299,8 @@ def decode_payload(message_type: str, payload_json: bytes | str) -> Message:
     """
     raw = payload_json.encode() if isinstance(payload_json, str) else payload_json
     payload = _decode_payload(message_type, raw, "$", None)
-    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _depth_exceeds(payload, MAX_JSON_DEPTH - 1):
+    # Limit one less than in a frame: a payload accepted inside an envelope is accepted alone too.
+    if _may_nest_deeper(raw, MAX_JSON_DEPTH - 1) and _nesting_exceeds(raw, MAX_JSON_DEPTH - 1):
         raise _too_deep("$", None)
     return payload
 
@@ -390,6 +394,11 @@ def _read_task_ref(raw: bytes) -> dict[str, Any]:
     return found
 
 
+def _may_nest_deeper(raw: bytes, limit: int) -> bool:
+    # Cheap pre-check: fewer opening brackets than the limit cannot nest past it.
+    return raw.count(b"[") + raw.count(b"{") > limit
+
+
 def _is_utf8(raw: bytes) -> bool:
     try:
         raw.decode("utf-8")
@@ -398,22 +407,19 @@ def _is_utf8(raw: bytes) -> bool:
     return True
 
 
-def _depth_exceeds(value: object, limit: int) -> bool:
-    """Return True when `value` nests containers deeper than `limit` (1 = `value` itself). Iterative."""
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Collection[object] = item.values()
-        elif isinstance(item, list | tuple):
-            children = item
-        elif isinstance(item, msgspec.Struct):
-            children = msgspec.structs.astuple(item)
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend(
-            (child, depth + 1) for child in children if isinstance(child, dict | list | tuple | msgspec.Struct)
-        )
-    return False
+def _nesting_exceeds(raw: bytes, limit: int) -> bool:
+    """Return True when the (well-formed) JSON in `raw` nests arrays/objects deeper than `limit`.
+
+    Works on bytes at C speed instead of walking decoded objects: drop string literals, keep only
+    brackets, then peel the innermost pairs once per level. Stops after `limit` levels.
+    """
+    brackets = _STRING_LITERAL.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    for _ in range(limit):
+        if not brackets:
+            return False
+        before = len(brackets)
+        # One regex pass removes only the pairs innermost at its start: exactly one level.
+        brackets = _INNERMOST_PAIR.sub(b"", brackets)
+        if len(brackets) == before:  # unbalanced: cannot happen after a successful decode
+            return False
+    return bool(brackets)

@@ -23,7 +23,7 @@ from protocol.limits import (
     MAX_PROGRESS_BYTES,
     MAX_TASK_OUTPUT_BYTES,
 )
-from protocol.messages import TaskAccept, TaskCancel, TaskSubmit
+from protocol.messages import TaskAccept, TaskCancel, TaskResult, TaskSubmit
 from tests.unit.protocol.samples import FRAME_ID, TASK_ID
 
 ACCEPT = {"taskId": TASK_ID, "attempt": 1}
@@ -185,6 +185,46 @@ def test_nesting_just_past_the_depth_limit_is_refused_and_just_under_is_accepted
     exc = refused(result_frame(MAX_JSON_DEPTH - 1))
     assert exc.details == {"field": "$.payload", "maxDepth": MAX_JSON_DEPTH}
     assert exc.ref == FRAME_ID
+
+
+def nested(levels: int, *, innermost_array: bool = False) -> Any:
+    """Arrays and objects alternating, `levels` deep: [{"k": [{"k": ... 1}]}]."""
+    value: Any = 1
+    for level in range(levels):
+        value = [value] if (level % 2 == 0) == innermost_array else {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("innermost_array", [True, False])
+def test_alternating_arrays_and_objects_count_one_level_each(innermost_array: bool) -> None:
+    # Envelope and payload are levels 1 and 2: the output may take MAX_JSON_DEPTH - 2 more.
+    levels = MAX_JSON_DEPTH - 2
+    accepted = frame(type_="task/result", payload={**ACCEPT, "output": nested(levels, innermost_array=innermost_array)})
+    too_deep = frame(
+        type_="task/result", payload={**ACCEPT, "output": nested(levels + 1, innermost_array=innermost_array)}
+    )
+
+    assert decode_frame(accepted, max_bytes=MAX_AGENT_FRAME_BYTES).type == "task/result"
+    assert refused(too_deep).details == {"field": "$.payload", "maxDepth": MAX_JSON_DEPTH}
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    text = '[[{"\\"\\\\[' * 200
+    data = frame(type_="task/result", payload={**ACCEPT, "output": {"text": text, "list": [[["x"]]]}})
+
+    decoded = decode_frame(data, max_bytes=MAX_AGENT_FRAME_BYTES)
+
+    assert decoded.payload == TaskResult(task_id=TASK_ID, attempt=1, output={"text": text, "list": [[["x"]]]})
+
+
+def test_decode_payload_alone_allows_the_same_nesting_as_inside_a_frame() -> None:
+    ok = msgspec.json.encode({**ACCEPT, "output": nested(MAX_JSON_DEPTH - 2)})
+    deep = msgspec.json.encode({**ACCEPT, "output": nested(MAX_JSON_DEPTH - 1)})
+
+    assert isinstance(decode_payload("task/result", ok), TaskResult)
+    with pytest.raises(ProtocolError) as info:
+        decode_payload("task/result", deep)
+    assert info.value.details == {"field": "$", "maxDepth": MAX_JSON_DEPTH}
 
 
 @pytest.mark.parametrize(
