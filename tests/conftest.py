@@ -286,8 +286,9 @@ def make_settings(
 @pytest.fixture
 def api_client(make_settings: Callable[..., Any]) -> Iterator[Any]:
     """A Litestar TestClient around `create_app(make_settings())`, lifespan entered."""
-    from api.app import create_app
     from litestar.testing import TestClient
+
+    from api.app import create_app
 
     app = create_app(make_settings())
     with TestClient(app=app) as client:
