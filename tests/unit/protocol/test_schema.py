@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import get_args
 
@@ -83,3 +85,17 @@ def test_protocol_doc_table_names_every_payload_field(message_type: str) -> None
 
     for field in msgspec.structs.fields(MESSAGE_TYPES[message_type]):  # type: ignore[index]
         assert f"`{field.encode_name}" in row, f"docs/protocol.md: {message_type} row misses {field.encode_name}"
+
+
+def test_module_entry_point_checks_the_committed_file() -> None:
+    # The real `python -m protocol.schema --check`, as `make schema`/CI would run it.
+    done = subprocess.run(
+        [sys.executable, "-m", "protocol.schema", "--check"],
+        cwd=DOCS.parent,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
