@@ -70,6 +70,8 @@ _RETRY_LATER_ERRORS = frozenset(
 """The server could not apply the frame now: keep it, the resender tries again."""
 _FINISHED_MEMORY = 65536
 """How many finished attempts are remembered to ignore redelivered submits."""
+_ACCEPT_FLUSH_S = 1.0
+"""How long a handler waits for its `task/accept` to be written before it starts anyway (backpressure)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -145,6 +147,7 @@ class Agent(Generic[R]):
         self._refs = RecentRefs()
         self._sendq = SendQueue(progress_limit=settings.progress_backlog)
         self._send_ready = asyncio.Event()
+        self._written: dict[str, asyncio.Future[None]] = {}
         self._heartbeat_wakeup = asyncio.Event()
         self._conn: AgentConnection | None = None
         self._heartbeat_interval_s = 10.0
@@ -250,6 +253,10 @@ class Agent(Generic[R]):
         finally:
             self._conn = None
             self.connected.clear()
+            for waiter in self._written.values():  # nobody writes them on this connection any more
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._written.clear()
             await _cancel_and_wait(*loops)
             with contextlib.suppress(Exception):
                 await conn.close()
@@ -273,9 +280,8 @@ class Agent(Generic[R]):
                 continue
             data, frame_id = item
             await conn.send(data)
-            pending = self._outbox.get(frame_id) if frame_id is not None else None
-            if pending is not None:
-                pending.sent_at = time.monotonic()
+            if frame_id is not None:
+                self._mark_written(frame_id)
 
     async def _heartbeats(self) -> None:
         while True:
@@ -419,7 +425,8 @@ class Agent(Generic[R]):
     async def _execute(self, job: _Job) -> Outcome:
         submit = job.submit
         job.is_running = True
-        self._track(job.key, "accept", TaskAccept(task_id=submit.task_id, attempt=submit.attempt))
+        accept_id = self._track(job.key, "accept", TaskAccept(task_id=submit.task_id, attempt=submit.attempt))
+        await self._until_written(accept_id)
         job.ctx = TaskContext(
             task_id=submit.task_id,
             attempt=submit.attempt,
@@ -475,8 +482,8 @@ class Agent(Generic[R]):
             extra={"task_id": task_id, "attempt": attempt, "agent_id": self._settings.agent_id},
         )
 
-    def _track(self, key: TaskKey, kind: FrameKind, message: TaskAccept | TaskResult | TaskError) -> None:
-        """Send a frame and keep it in the outbox until the server acknowledges it."""
+    def _track(self, key: TaskKey, kind: FrameKind, message: TaskAccept | TaskResult | TaskError) -> str:
+        """Send a frame and keep it in the outbox until the server acknowledges it; returns its id."""
         frame_id = new_frame_id()
         data = encode_frame(message, frame_id=frame_id)
         self._outbox.add(PendingFrame(frame_id=frame_id, key=key, kind=kind, data=data))
@@ -485,6 +492,28 @@ class Agent(Generic[R]):
         if self._conn is not None:  # else the next connection sends it from the outbox
             self._sendq.put(data, frame_id=frame_id)
             self._send_ready.set()
+        return frame_id
+
+    async def _until_written(self, frame_id: str) -> None:
+        """Wait (briefly) until a queued frame is on the wire, so the server hears `accept` before the work
+        starts. Returns at once when disconnected: the outbox sends it on the next connection."""
+        if self._conn is None:
+            return
+        waiter = self._written.setdefault(frame_id, asyncio.get_running_loop().create_future())
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout=_ACCEPT_FLUSH_S)
+        except TimeoutError:
+            logger.debug("accept not written yet; starting the handler anyway")
+        finally:
+            self._written.pop(frame_id, None)
+
+    def _mark_written(self, frame_id: str) -> None:
+        pending = self._outbox.get(frame_id)
+        if pending is not None:
+            pending.sent_at = time.monotonic()
+        waiter = self._written.pop(frame_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _send_progress(self, job: _Job, update: ProgressUpdate) -> bool:
         if self._conn is None or job.cancel_reason is not None or self._jobs.get(job.key) is not job:

@@ -215,8 +215,11 @@ def load_registry(ref: str) -> Registry[Any]:
         target = getattr(module, attr)
     except (ImportError, AttributeError) as exc:
         raise RegistryError(f"cannot load handlers {ref!r}: {exc}") from exc
-    if not isinstance(target, Registry) and callable(target):
-        target = target()
+    if not isinstance(target, Registry) and callable(target) and not _is_async_callable(target):
+        try:
+            target = target()
+        except TypeError as exc:  # a callable that wants arguments is not a registry factory
+            raise RegistryError(f"{ref!r} is not a worker.Registry or a factory of one: {exc}") from exc
     if not isinstance(target, Registry):
         raise RegistryError(f"{ref!r} is not a worker.Registry")
     return target
