@@ -33,7 +33,12 @@ def stream_entries(reply: Any) -> list[tuple[str, dict[str, bytes]]]:
         return []
     groups = reply.items() if isinstance(reply, dict) else ((g[0], g[1]) for g in reply)
     out: list[tuple[str, dict[str, bytes]]] = []
-    for _stream, entries in groups:
+    for _stream, group_entries in groups:
+        # RESP3 (legacy_responses=True) wraps each stream's entries in one more list: [[(id, fields), ...]].
+        entries = group_entries
+        wrapped = len(entries) == 1 and isinstance(entries[0], list)
+        if wrapped and (not entries[0] or isinstance(entries[0][0], list | tuple)):
+            entries = entries[0]
         for entry_id, raw in entries:
             if raw is not None:  # an entry deleted after delivery
                 out.append((as_str(entry_id), _fields(raw)))
