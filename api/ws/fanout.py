@@ -127,7 +127,7 @@ class Fanout:
             watcher.request_close(CloseCode.TRY_AGAIN_LATER, "event stream interrupted; resubscribe with lastSeq")
 
     async def _listen(self) -> None:
-        pubsub: PubSub = self._redis.pubsub(ignore_subscribe_messages=True)
+        pubsub: PubSub = self._redis.pubsub()
         try:
             await pubsub.psubscribe(self._keys.watch_pattern())
             await pubsub.subscribe(self._keys.control_channel())

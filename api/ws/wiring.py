@@ -58,7 +58,7 @@ def route_handlers() -> Sequence[Any]:
 @asynccontextmanager
 async def _ws_lifespan(app: Litestar) -> AsyncIterator[None]:
     registry = SessionRegistry()
-    runtime = WsRuntime(registry=registry, on_change=_gauge_hook())
+    runtime = WsRuntime(registry=registry, on_change=_gauge_hook(app))
     runtime.fanout = Fanout(app.state.redis_blocking, prefix=app.state.settings.redis.prefix, registry=registry)
     await runtime.fanout.start()
     app.state.ws = runtime
@@ -69,14 +69,14 @@ async def _ws_lifespan(app: Litestar) -> AsyncIterator[None]:
         await runtime.fanout.stop()
 
 
-def _gauge_hook() -> Callable[[str, int], None] | None:
-    try:
-        from api.metrics import WS_CONNECTIONS  # type: ignore[import-not-found,attr-defined,unused-ignore]
-    except ImportError:
+def _gauge_hook(app: Litestar) -> Callable[[str, int], None] | None:
+    # `app.state.metrics` (api/metrics.py) is set by the tasks lifespan, which runs before ours.
+    metrics = getattr(app.state, "metrics", None)
+    if metrics is None:
         return None
 
     def update(role: str, count: int) -> None:
-        WS_CONNECTIONS.labels(role=role).set(count)
+        metrics.ws_connections.labels(role=role).set(count)
 
     return update
 
