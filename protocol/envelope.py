@@ -174,6 +174,8 @@ _PAYLOAD_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
 }
 _ID_DECODER = msgspec.json.Decoder(_IdOnly)
 _REF_DECODER = msgspec.json.Decoder(_LooseTaskRef)
+_MAX_ERROR_TEXT = 300
+_MAX_FIELD_PATH = 200
 _AT_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
 _STRING_LITERAL = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _INNERMOST_PAIR = re.compile(rb"\[\]|\{\}")
@@ -360,17 +362,27 @@ def _too_deep(field: str, ref: str | None) -> ProtocolError:
 
 
 def _translate(exc: msgspec.DecodeError | msgspec.ValidationError, base: str, ref: str | None) -> ProtocolError:
-    """Turn a msgspec error into a `validation_error` whose `field` is the full path from the frame root."""
+    """Turn a msgspec error into a `validation_error` whose `field` is the full path from the frame root.
+
+    Both are clipped: msgspec quotes the peer's own values and keys, which may be as long as the frame.
+    """
     text = str(exc)
-    if isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
-        return ProtocolError(ErrorCode.VALIDATION_ERROR, f"malformed JSON: {text}", {"field": base}, ref=ref)
+    if not isinstance(exc, msgspec.ValidationError):  # malformed JSON, not a schema mismatch
+        return ProtocolError(ErrorCode.VALIDATION_ERROR, _clip(text, _MAX_ERROR_TEXT), {"field": base}, ref=ref)
     match = _AT_PATH.match(text)
     message, path = (match.group("msg"), match.group("path")) if match else (text, None)
     field = base + (path[1:] if path else "")
     named = _NAMED_FIELD.search(message)
     if named:
         field = f"{field}.{named.group('name')}"
-    return ProtocolError(ErrorCode.VALIDATION_ERROR, f"{message} at {field}", {"field": field}, ref=ref)
+    field = _clip(field, _MAX_FIELD_PATH)
+    return ProtocolError(
+        ErrorCode.VALIDATION_ERROR, _clip(f"{message} at {field}", _MAX_ERROR_TEXT), {"field": field}, ref=ref
+    )
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def _read_ref(raw: bytes) -> str | None:

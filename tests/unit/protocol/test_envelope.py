@@ -318,3 +318,15 @@ def test_payload_type_for_unknown_type_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError) as info:
         payload_type_for("nope")
     assert info.value.details == {"field": "$.type"}
+
+
+def test_error_text_and_field_path_are_clipped_when_the_peer_sends_huge_names() -> None:
+    long_type = refused(frame(type_="x" * 100_000))
+    long_key = refused(frame(payload={**ACCEPT, "k" * 100_000: 1}))
+
+    for exc in (long_type, long_key):
+        assert len(exc.message) <= 300
+        assert exc.details is not None
+        assert len(exc.details["field"]) <= 200
+    assert long_key.details is not None
+    assert long_key.details["field"].startswith("$.payload.kkk")
