@@ -7,7 +7,6 @@ then the payload with the decoder for its type. Every failure is a `ProtocolErro
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 import uuid
 from types import MappingProxyType
@@ -15,7 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import msgspec
 
-from protocol.errors import CLOSE_MESSAGE_TOO_BIG, ErrorCode, InvalidUtf8Error, ProtocolError
+from protocol import _checks as checks
+from protocol.errors import ErrorCode, InvalidUtf8Error, ProtocolError
 from protocol.limits import MAX_JSON_DEPTH, MAX_PROGRESS_BYTES, MAX_TASK_OUTPUT_BYTES
 from protocol.messages import (
     Ack,
@@ -156,31 +156,11 @@ class _OutEnvelope(msgspec.Struct):
     payload: Any
 
 
-class _IdOnly(msgspec.Struct):
-    # Lenient read of a refused frame's id, so the error frame can name it in `ref`.
-    id: Any = None
-
-
-class _LooseTaskRef(msgspec.Struct, rename="camel"):
-    # Lenient read of an oversized payload's task, so the server can record `payload_too_large` on it.
-    task_id: Any = None
-    attempt: Any = None
-
-
 _ENCODER = msgspec.json.Encoder()
 _ENVELOPE_DECODER = msgspec.json.Decoder(Envelope)
 _PAYLOAD_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     name: msgspec.json.Decoder(cls) for name, cls in MESSAGE_TYPES.items()
 }
-_ID_DECODER = msgspec.json.Decoder(_IdOnly)
-_REF_DECODER = msgspec.json.Decoder(_LooseTaskRef)
-_MAX_ERROR_TEXT = 300
-_MAX_FIELD_PATH = 200
-_AT_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
-_STRING_LITERAL = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-_INNERMOST_PAIR = re.compile(rb"\[\]|\{\}")
-_NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
-_NAMED_FIELD = re.compile(r"(?:missing required field|contains unknown field) `(?P<name>[^`]+)`")
 
 
 def new_frame_id() -> str:
@@ -267,17 +247,17 @@ def decode_frame(data: str | bytes, *, max_bytes: int, accept: Collection[str] |
             payload over its type's limit: answer with an error frame), or `validation_error` with
             `details["field"]` naming the offending field, e.g. `$.payload.taskId`.
     """
-    raw = _to_bytes(data, max_bytes)
+    raw = checks.to_bytes(data, max_bytes)
     try:
         envelope = _ENVELOPE_DECODER.decode(raw)
     except RecursionError:
-        raise _too_deep("$", _read_ref(raw)) from None
+        raise checks.too_deep("$", checks.read_ref(raw)) from None
     except UnicodeDecodeError as exc:
         raise InvalidUtf8Error() from exc
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        if not _is_utf8(raw):
+        if not checks.is_utf8(raw):
             raise InvalidUtf8Error() from exc
-        raise _translate(exc, "$", _read_ref(raw)) from exc
+        raise checks.translate(exc, "$", checks.read_ref(raw)) from exc
     ref = str(envelope.id)
     if accept is not None and envelope.type not in accept:
         raise ProtocolError(
@@ -287,9 +267,9 @@ def decode_frame(data: str | bytes, *, max_bytes: int, accept: Collection[str] |
             ref=ref,
         )
     payload = _decode_payload(envelope.type, envelope.payload, "$.payload", ref)
-    if _may_nest_deeper(raw, MAX_JSON_DEPTH) and _nesting_exceeds(raw, MAX_JSON_DEPTH):
+    if checks.may_nest_deeper(raw, MAX_JSON_DEPTH) and checks.nesting_exceeds(raw, MAX_JSON_DEPTH):
         # The envelope is level 1, so the payload may nest MAX_JSON_DEPTH - 1 levels.
-        raise _too_deep("$.payload", ref)
+        raise checks.too_deep("$.payload", ref)
     return Frame(id=ref, type=envelope.type, ts=envelope.ts, payload=payload)
 
 
@@ -302,8 +282,8 @@ def decode_payload(message_type: str, payload_json: bytes | str) -> Message:
     raw = payload_json.encode() if isinstance(payload_json, str) else payload_json
     payload = _decode_payload(message_type, raw, "$", None)
     # Limit one less than in a frame: a payload accepted inside an envelope is accepted alone too.
-    if _may_nest_deeper(raw, MAX_JSON_DEPTH - 1) and _nesting_exceeds(raw, MAX_JSON_DEPTH - 1):
-        raise _too_deep("$", None)
+    if checks.may_nest_deeper(raw, MAX_JSON_DEPTH - 1) and checks.nesting_exceeds(raw, MAX_JSON_DEPTH - 1):
+        raise checks.too_deep("$", None)
     return payload
 
 
@@ -312,126 +292,16 @@ def _decode_payload(message_type: str, raw: bytes, base: str, ref: str | None) -
     limit = PAYLOAD_LIMITS.get(message_type)  # type: ignore[call-overload]
     if limit is not None and len(raw) > limit:
         details: dict[str, Any] = {"field": base, "limit": limit, "size": len(raw), "type": message_type}
-        details.update(_read_task_ref(raw))
+        details.update(checks.read_task_ref(raw))
         raise ProtocolError(
             ErrorCode.PAYLOAD_TOO_LARGE, f"{message_type} payload is larger than {limit} bytes", details, ref=ref
         )
     try:
         result: Message = _PAYLOAD_DECODERS[message_type].decode(raw)
     except RecursionError:
-        raise _too_deep(base, ref) from None
+        raise checks.too_deep(base, ref) from None
     except UnicodeDecodeError as exc:
         raise InvalidUtf8Error() from exc
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise _translate(exc, base, ref) from exc
+        raise checks.translate(exc, base, ref) from exc
     return result
-
-
-def _to_bytes(data: str | bytes, max_bytes: int) -> bytes:
-    if isinstance(data, str):
-        # Every character is at least one UTF-8 byte: refuse long text before paying for the encode.
-        if len(data) > max_bytes:
-            raise _too_large(max_bytes)
-        try:
-            raw = data.encode("utf-8")
-        except UnicodeEncodeError as exc:  # lone surrogates
-            raise InvalidUtf8Error() from exc
-    else:
-        raw = bytes(data)
-    if len(raw) > max_bytes:
-        raise _too_large(max_bytes)
-    return raw
-
-
-def _too_large(max_bytes: int) -> ProtocolError:
-    return ProtocolError(
-        ErrorCode.PAYLOAD_TOO_LARGE,
-        f"frame is larger than {max_bytes} bytes",
-        {"field": "$", "limit": max_bytes},
-        close_code=CLOSE_MESSAGE_TOO_BIG,
-    )
-
-
-def _too_deep(field: str, ref: str | None) -> ProtocolError:
-    return ProtocolError(
-        ErrorCode.VALIDATION_ERROR,
-        f"JSON nested deeper than {MAX_JSON_DEPTH} levels",
-        {"field": field, "maxDepth": MAX_JSON_DEPTH},
-        ref=ref,
-    )
-
-
-def _translate(exc: msgspec.DecodeError | msgspec.ValidationError, base: str, ref: str | None) -> ProtocolError:
-    """Turn a msgspec error into a `validation_error` whose `field` is the full path from the frame root.
-
-    Both are clipped: msgspec quotes the peer's own values and keys, which may be as long as the frame.
-    """
-    text = str(exc)
-    if not isinstance(exc, msgspec.ValidationError):  # malformed JSON, not a schema mismatch
-        return ProtocolError(ErrorCode.VALIDATION_ERROR, _clip(text, _MAX_ERROR_TEXT), {"field": base}, ref=ref)
-    match = _AT_PATH.match(text)
-    message, path = (match.group("msg"), match.group("path")) if match else (text, None)
-    field = base + (path[1:] if path else "")
-    named = _NAMED_FIELD.search(message)
-    if named:
-        field = f"{field}.{named.group('name')}"
-    field = _clip(field, _MAX_FIELD_PATH)
-    return ProtocolError(
-        ErrorCode.VALIDATION_ERROR, _clip(f"{message} at {field}", _MAX_ERROR_TEXT), {"field": field}, ref=ref
-    )
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
-
-
-def _read_ref(raw: bytes) -> str | None:
-    try:
-        candidate = _ID_DECODER.decode(raw).id
-        return str(uuid.UUID(candidate)) if isinstance(candidate, str) else None
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError, ValueError):
-        return None
-
-
-def _read_task_ref(raw: bytes) -> dict[str, Any]:
-    try:
-        loose = _REF_DECODER.decode(raw)
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
-        return {}
-    found: dict[str, Any] = {}
-    if isinstance(loose.task_id, str) and len(loose.task_id) <= 64:
-        found["taskId"] = loose.task_id
-    if isinstance(loose.attempt, int) and not isinstance(loose.attempt, bool):
-        found["attempt"] = loose.attempt
-    return found
-
-
-def _may_nest_deeper(raw: bytes, limit: int) -> bool:
-    # Cheap pre-check: fewer opening brackets than the limit cannot nest past it.
-    return raw.count(b"[") + raw.count(b"{") > limit
-
-
-def _is_utf8(raw: bytes) -> bool:
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _nesting_exceeds(raw: bytes, limit: int) -> bool:
-    """Return True when the (well-formed) JSON in `raw` nests arrays/objects deeper than `limit`.
-
-    Works on bytes at C speed instead of walking decoded objects: drop string literals, keep only
-    brackets, then peel the innermost pairs once per level. Stops after `limit` levels.
-    """
-    brackets = _STRING_LITERAL.sub(b"", raw).translate(None, _NOT_BRACKETS)
-    for _ in range(limit):
-        if not brackets:
-            return False
-        before = len(brackets)
-        # One regex pass removes only the pairs innermost at its start: exactly one level.
-        brackets = _INNERMOST_PAIR.sub(b"", brackets)
-        if len(brackets) == before:  # unbalanced: cannot happen after a successful decode
-            return False
-    return bool(brackets)
