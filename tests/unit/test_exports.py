@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL_MODULES = (
     "protocol",
+    "protocol._checks",
     "protocol.envelope",
     "protocol.errors",
     "protocol.limits",
