@@ -39,7 +39,7 @@ async def test_malformed_frames_get_error_frames_naming_the_field_and_the_socket
     peer = await stack.client_peer(person)
     cases = [
         ("{not json", "$"),
-        ('{"id": "x"}', "$"),
+        ('{"id": "x"}', "$.id"),
         (_frame("no/such", {}), "$.type"),
         (_frame("subscribe", {"taskId": 5}), "$.payload.taskId"),
         (_frame("subscribe", {"all": True, "extra": 1}), "$.payload.extra"),
