@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,7 @@ from api.errors import (
 )
 from api.tasks.events import insert_events_ignore_duplicates
 from protocol.errors import ErrorCode
-from protocol.limits import MAX_TASK_INPUT_BYTES, MAX_TASK_OUTPUT_BYTES
+from protocol.limits import MAX_IDEMPOTENCY_KEY_LENGTH, MAX_TASK_INPUT_BYTES, MAX_TASK_OUTPUT_BYTES
 from protocol.status import TERMINAL_STATUSES, TaskStatus
 from protocol.views import TaskErrorInfo, TaskEventView, TaskPage, TaskView
 from scheduler.types import Outcome, TaskSpec
@@ -62,6 +63,7 @@ HISTORY_LIMIT = 1000
 _TERMINAL = tuple(str(s) for s in TERMINAL_STATUSES)
 _REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
 _SUBMIT_BUCKET = "task_submit"
+_KEY_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")
 
 # What the agent is told when the scheduler refuses its frame.
 _REFUSALS: dict[Outcome, ErrorCode] = {
@@ -215,6 +217,11 @@ class TaskService:
     # --- submission ---------------------------------------------------------------------------
 
     def _prepare(self, data: TaskCreate, header_key: str | None, index: int | None) -> _Prepared:
+        if header_key is not None and not _KEY_PATTERN.fullmatch(header_key):
+            raise ValidationFailedError(
+                f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters",
+                {"field": "Idempotency-Key"},
+            )
         key = data.idempotency_key
         if header_key is not None and key is not None and header_key != key:
             raise ValidationFailedError(
