@@ -89,7 +89,7 @@ class Metrics:
 
     async def _refresh_database(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         async with sessionmaker() as session:
-            rows = (await session.execute(select(Task.status, func.count()).group_by(Task.status))).tuples().all()
+            rows = (await session.execute(select(Task.status, func.count()).group_by(Task.status))).all()
         counts = {str(s): 0 for s in TaskStatus}
         counts.update({status: int(n) for status, n in rows})
         for status, n in counts.items():

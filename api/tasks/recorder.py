@@ -212,15 +212,8 @@ class Recorder:
         )
         for task_id, seq, at in rows.all():
             queued.setdefault(task_id, []).append((seq, at))
-        created = dict(
-            (
-                await session.execute(
-                    select(Task.id, func.coalesce(Task.run_at, Task.created_at)).where(Task.id.in_(ids))
-                )
-            )
-            .tuples()
-            .all()
-        )
+        starts = select(Task.id, func.coalesce(Task.run_at, Task.created_at)).where(Task.id.in_(ids))
+        created = {r[0]: r[1] for r in (await session.execute(starts)).all()}
         out: list[float] = []
         for event in assigned:
             before = [at for seq, at in queued.get(event.task_id, []) if seq < event.seq]
