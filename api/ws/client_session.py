@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from api.db.models.tasks import Task
-from api.ws.fanout import WatchEvent, event_from_payload
 from api.ws.framing import CloseCode, SessionClosed, ViolationBudget
+from api.ws.replay import replay_events
 from api.ws.session import Session
 from protocol.envelope import encode_frame
 from protocol.errors import ErrorCode
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from api.auth.identity import CurrentUser
     from api.settings import WsSettings
+    from api.ws.fanout import WatchEvent
     from api.ws.framing import FrameSocket
     from api.ws.registry import SessionRegistry
     from protocol.envelope import Frame
@@ -177,7 +178,8 @@ class ClientSession(Session):
         task_id = sub.task_id
         if task_id is None:  # Subscribe's own check makes this unreachable
             return
-        if not await self._may_watch(task_id):
+        owner_id = await self._visible_owner(task_id)
+        if owner_id is None:
             # Same answer for another user's task and for a random id: existence is not revealed.
             self._reply(ErrorFrame.of(ErrorCode.NOT_FOUND, "task not found", ref=ref))
             return
@@ -186,31 +188,29 @@ class ClientSession(Session):
         if sub.last_seq is None:
             self._reply(Ack(ref=ref))
             return
-        await self._replay(ref, task_id, sub.last_seq)
+        await self._replay(ref, task_id, owner_id, sub.last_seq)
 
-    async def _replay(self, ref: str, task_id: str, last_seq: int) -> None:
+    async def _replay(self, ref: str, task_id: str, owner_id: str, last_seq: int) -> None:
         # Live events for this task are held while the history is read, then merged by seq.
         self._replaying[task_id] = []
         try:
-            history = await self._scheduler.history(task_id, last_seq)
+            replayed = await replay_events(
+                self._scheduler, self._db, task_id=task_id, owner_id=owner_id, after_seq=last_seq
+            )
         finally:
             held = self._replaying.pop(task_id, [])
-        replayed = [
-            event_from_payload(e.type, e.task_id, e.owner_id, e.seq, e.payload_json)
-            for e in history
-            if e.seq > last_seq
-        ]
         self._reply(Ack(ref=ref))
         self._last_seq[task_id] = last_seq
         for event in sorted([*replayed, *held], key=lambda e: e.seq):
             self._push_event(event)
 
-    async def _may_watch(self, task_id: str) -> bool:
+    async def _visible_owner(self, task_id: str) -> str | None:
+        """The task's owner when this user may watch it, else None (unknown and foreign look the same)."""
         async with self._db() as session:
             owner_id = await session.scalar(select(Task.owner_id).where(Task.id == task_id))
-        if owner_id is None:
-            return False
-        return self.user.is_admin or owner_id == self.user.id
+        if owner_id is None or not (self.user.is_admin or owner_id == self.user.id):
+            return None
+        return str(owner_id)
 
     def _unsubscribe(self, ref: str, unsub: Unsubscribe) -> None:
         if unsub.all:

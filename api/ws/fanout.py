@@ -147,7 +147,7 @@ class Fanout:
                     self._handle(message)
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _handle(self, message: dict[str, object]) -> None:
         data = message.get("data")

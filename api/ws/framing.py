@@ -122,7 +122,7 @@ class FrameSocket:
         if event["type"] == "websocket.disconnect":
             raise PeerGoneError
         text = event.get("text")
-        if text is None:
+        if not isinstance(text, str):
             raise SessionClosed(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
         if _utf8_len_over(text, self.max_frame_bytes):
             raise SessionClosed(CloseCode.MESSAGE_TOO_BIG, f"frame over {self.max_frame_bytes} bytes")

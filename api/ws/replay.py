@@ -1,0 +1,97 @@
+"""History for a watcher's `lastSeq` replay: Redis' bounded per-task history, topped up from the database.
+
+Redis keeps the recent events of live tasks (`scheduler.history`); once it is trimmed or expired,
+the older events come from `task_events` (written by the recorder). The result is in seq order,
+without duplicates; whatever neither holds yet (the recorder lags) is simply not there, and the
+live fan-out brings newer events anyway.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from api.db.models.tasks import TaskEvent as TaskEventRow
+from api.ws.fanout import WatchEvent, event_from_payload
+from protocol.envelope import encode_payload
+from protocol.messages import TaskProgress, TaskStatusEvent
+from protocol.status import TaskStatus
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from protocol.messages import Message
+    from scheduler.client import SchedulerClient
+
+__all__ = ("MAX_REPLAY", "replay_events")
+
+MAX_REPLAY = 1000
+"""Most events one `subscribe` replays (the agreed bound on history)."""
+_STATUSES = frozenset(str(s) for s in TaskStatus)
+
+
+async def replay_events(
+    scheduler: SchedulerClient,
+    db: async_sessionmaker[AsyncSession],
+    *,
+    task_id: str,
+    owner_id: str,
+    after_seq: int,
+) -> list[WatchEvent]:
+    """The task's events with seq > `after_seq`, oldest first, at most `MAX_REPLAY`."""
+    recent = [
+        event_from_payload(e.type, e.task_id, owner_id, e.seq, e.payload_json)
+        for e in await scheduler.history(task_id, after_seq, count=MAX_REPLAY)
+        if e.seq > after_seq
+    ]
+    first_recent = recent[0].seq if recent else None
+    if first_recent == after_seq + 1:
+        return recent
+    # Redis lost the beginning (trimmed, expired, or never had it after a rebuild): read the rest from SQL.
+    older = await _stored_events(db, task_id=task_id, owner_id=owner_id, after_seq=after_seq, before_seq=first_recent)
+    return (older + recent)[:MAX_REPLAY]
+
+
+async def _stored_events(
+    db: async_sessionmaker[AsyncSession], *, task_id: str, owner_id: str, after_seq: int, before_seq: int | None
+) -> list[WatchEvent]:
+    query = select(TaskEventRow).where(TaskEventRow.task_id == task_id, TaskEventRow.seq > after_seq)
+    if before_seq is not None:
+        query = query.where(TaskEventRow.seq < before_seq)
+    async with db() as session:
+        rows = (await session.scalars(query.order_by(TaskEventRow.seq).limit(MAX_REPLAY))).all()
+    events: list[WatchEvent] = []
+    for row in rows:
+        message = _message_of(row)
+        if message is None:
+            continue
+        kind = "task/progress" if isinstance(message, TaskProgress) else "task/status"
+        events.append(event_from_payload(kind, task_id, owner_id, row.seq, encode_payload(message)))
+    return events
+
+
+def _message_of(row: TaskEventRow) -> Message | None:
+    data = row.data or {}
+    if row.type == "task/progress":
+        message = data.get("message")
+        return TaskProgress(
+            task_id=row.task_id,
+            attempt=row.attempt,
+            data=data.get("data"),
+            message=message if isinstance(message, str) else None,
+            seq=row.seq,
+        )
+    if row.type != "task/status" or row.status not in _STATUSES:
+        return None
+    reason = data.get("reason")
+    return TaskStatusEvent(
+        task_id=row.task_id,
+        seq=row.seq,
+        status=TaskStatus(row.status),
+        attempt=row.attempt,
+        agent_id=row.agent_id,
+        at=row.at.astimezone(dt.UTC),
+        reason=reason if isinstance(reason, str) else None,
+    )
