@@ -1,0 +1,135 @@
+"""The reconciler: rows committed without an enqueue come back, and an emptied Redis is rebuilt."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from api.tasks.reconciler import Reconciler
+from api.tasks.recorder import Recorder
+from api.tasks.service import TaskService
+from scheduler.types import AgentSpec
+from tests.integration.api.test_tasks_support import Env
+
+pytest_plugins = ["tests.integration.api.test_tasks_support"]
+pytestmark = pytest.mark.redis
+
+
+def insert_row_behind_redis(env: Env, owner_id: str, *, age_s: float = 5) -> str:
+    """What a crash between the commit and the enqueue leaves: a committed row Redis never saw."""
+    task_id = str(uuid.uuid4())
+    created = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age_s)
+    with env.db.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO tasks (id, owner_id, type, input, priority, capabilities, timeout_s, max_attempts,"
+                " status, attempt, seq, created_at, updated_at) VALUES (:id, :o, 'echo', '{\"n\": 1}', 5, '[]',"
+                " 60, 3, 'queued', 0, 1, :at, :at)"
+            ),
+            {"id": task_id, "o": owner_id, "at": created},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO task_events (task_id, seq, type, status, attempt, at)"
+                " VALUES (:id, 1, 'task/status', 'queued', 0, :at)"
+            ),
+            {"id": task_id, "at": created},
+        )
+    return task_id
+
+
+async def wait_until(predicate: Any, timeout_s: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not await predicate():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_row_committed_without_enqueue_is_enqueued_by_the_running_app(make_env, sched) -> None:
+    await sched.mark_epoch()  # Redis is not "fresh": only the periodic job can bring the row back
+    env = make_env(TASKYARD_API_RECONCILE_INTERVAL_S=0.5)
+    user = env.user()
+    task_id = insert_row_behind_redis(env, user.id)
+
+    async def known() -> bool:
+        return task_id in await sched.known_task_ids([task_id])
+
+    await wait_until(known)
+
+
+async def test_reenqueue_leaves_young_and_known_rows_alone(env: Env, sched, sessionmaker) -> None:
+    user = env.user()
+    young = insert_row_behind_redis(env, user.id, age_s=0)
+    old = insert_row_behind_redis(env, user.id, age_s=5)
+    known = env.submit(user)["id"]
+    reconciler = Reconciler(sched, sessionmaker, grace_s=2.0)
+    assert await reconciler.reenqueue_recent() >= 1
+    assert await sched.known_task_ids([young, old, known]) == {old, known}
+    # Idempotent: a second round finds nothing of ours to do.
+    await reconciler.reenqueue_recent()
+    assert await sched.known_task_ids([young]) == set()
+
+
+async def wipe_prefix(redis_client: Any, prefix: str) -> None:
+    keys = [k async for k in redis_client.scan_iter(match=f"{prefix}:*", count=1000)]
+    if keys:
+        await redis_client.unlink(*keys)
+
+
+async def test_emptied_redis_is_rebuilt_from_the_database(
+    env: Env, sched, sched_service, sessionmaker, redis_client, redis_prefix
+) -> None:
+    user = env.user()
+    queued = env.submit(user, {"type": "echo", "capabilities": ["nobody-has-this"]})["id"]
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+    scheduled = env.submit(user, {"type": "echo", "runAt": later})["id"]
+    done = env.submit(user, {"type": "echo", "capabilities": ["special"]})["id"]
+    in_flight = env.submit(user, {"type": "echo", "capabilities": ["special"]})["id"]
+
+    agent = "agent-" + uuid.uuid4().hex[:8]
+    await sched.agent_online(AgentSpec(agent, user.id, ("special",), 1), lease_s=30)
+    # One slot: the first "special" task runs and finishes, then the second one is left running.
+    await sched_service.run_until_idle()
+    async with sessionmaker() as session:
+        service = TaskService(session, sched)
+        await sched.accept(done, 1, agent)
+        assert (await service.record_result(done, 1, agent, {"ok": True})).ack
+    await sched_service.run_until_idle()
+    await sched.accept(in_flight, 1, agent)
+    await Recorder(sched, sessionmaker, consumer="test").drain()
+    rows = dict(env.rows("SELECT id, status FROM tasks WHERE id IN (:a, :b)", a=done, b=in_flight))
+    assert rows == {done: "done", in_flight: "running"}
+
+    await wipe_prefix(redis_client, redis_prefix)
+    assert not await sched.epoch_present()
+
+    result = await Reconciler(sched, sessionmaker).run_once()
+    assert result.rebuilt is not None
+    assert result.rebuilt >= 3
+    assert await sched.epoch_present()
+    assert await sched.known_task_ids([queued, scheduled, in_flight, done]) == {queued, scheduled, in_flight}
+    # A second round is a no-op: the epoch is back.
+    assert (await Reconciler(sched, sessionmaker).run_once()).rebuilt is None
+
+    # The in-flight task was requeued with its attempt kept: the next dispatch is attempt 2, and
+    # the old attempt's result is refused.
+    await sched.agent_online(AgentSpec(agent, user.id, ("special",), 1), lease_s=30)
+    await sched_service.run_until_idle()
+    async with sessionmaker() as session:
+        service = TaskService(session, sched)
+        stale = await service.record_result(in_flight, 1, agent, {"late": True})
+        assert stale.ack is False
+        assert (await service.record_result(in_flight, 2, agent, {"ok": 2})).ack is True
+    await Recorder(sched, sessionmaker, consumer="test").drain()
+    [(status, attempt, result_json)] = env.rows("SELECT status, attempt, result FROM tasks WHERE id = :i", i=in_flight)
+    assert (status, attempt) == ("done", 2)
+    assert "late" not in str(result_json)
+    # Event numbering continued after the rebuild: seqs stay unique and increasing.
+    seqs = [r[0] for r in env.rows("SELECT seq FROM task_events WHERE task_id = :i ORDER BY seq", i=in_flight)]
+    assert seqs == sorted(set(seqs))
