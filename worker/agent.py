@@ -37,7 +37,15 @@ from worker.backoff import Backoff
 from worker.connection import AgentConnection, ConnectParams, open_connection
 from worker.context import ProgressUpdate, TaskContext
 from worker.errors import AuthenticationError, ConnectionLostError
-from worker.execution import ERROR_WORKER_SHUTDOWN, Failed, Outcome, Succeeded, execute
+from worker.execution import (
+    ERROR_WORKER_SHUTDOWN,
+    Failed,
+    Outcome,
+    Succeeded,
+    error_name,
+    execute,
+    truncate_message,
+)
 from worker.outbox import FrameKind, Outbox, PendingFrame, RecentRefs, SendQueue, TaskKey
 
 if TYPE_CHECKING:
@@ -384,6 +392,10 @@ class Agent(Generic[R]):
             self._outbox.ack(pending.frame_id)  # resending cannot help
             self._note_outbox_change()
             logger.error("server refused a %s frame: %s", pending.kind, error.message, extra=log_extra)
+            if pending.kind == "result":
+                # Report the task as failed rather than leave it running on the server until its timeout.
+                message = truncate_message(f"the server refused the result: {error.message}")
+                self._send_outcome(pending.key, Failed(error_name(error.error), message, False))
         else:
             logger.warning("error frame from the server: %s", error.message, extra=log_extra)
 

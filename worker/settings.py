@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from protocol.limits import MAX_HEARTBEAT_TASKS
 from worker.errors import WorkerSettingsError
 
 if TYPE_CHECKING:
@@ -116,6 +117,13 @@ def _parse_positive_int(raw: str) -> int:
     return value
 
 
+def _parse_concurrency(raw: str) -> int:
+    value = _parse_positive_int(raw)
+    if value > MAX_HEARTBEAT_TASKS:
+        raise ValueError(f"must be at most {MAX_HEARTBEAT_TASKS} (the heartbeat lists every running task)")
+    return value
+
+
 def _parse_positive_float(raw: str) -> float:
     value = float(raw.strip())
     if not math.isfinite(value) or value <= 0:
@@ -152,7 +160,7 @@ _FIELDS: dict[str, Callable[[str], Any]] = {
     "agent_id": str.strip,
     "agent_token": lambda raw: Secret(raw.strip()),
     "token_in_query": _parse_bool,
-    "concurrency": _parse_positive_int,
+    "concurrency": _parse_concurrency,
     "drain_timeout_s": _parse_positive_float,
     "shutdown_ack_timeout_s": _parse_positive_float,
     "handlers": _parse_handlers,

@@ -355,3 +355,31 @@ async def test_stop_drains_finishes_short_tasks_and_hands_back_long_ones() -> No
         # ... and the last handback came before the agent stopped heartbeating.
         last_handback = max(i for i, r in enumerate(api.received) if r.frame.type == "task/error")
         assert any(r.frame.type == "heartbeat" for r in api.received[: last_handback + 1])
+
+
+async def test_refused_result_is_reported_as_a_non_retryable_error() -> None:
+    async with FakeApi(auto_ack=False) as api:
+        agent = Agent(make_settings(api), gated_registry(Gate()))
+        async with running(agent):
+            await api.submit("t1", "noop")
+            await api.wait_for(lambda: bool(api.frames("task/result", "t1")))
+            await api.refuse(api.frames("task/result", "t1")[0], ErrorCode.VALIDATION_ERROR)
+            await api.wait_for(lambda: bool(api.frames("task/error", "t1")))
+        error = api.frames("task/error", "t1")[0].frame.payload
+        assert isinstance(error, TaskError)
+        assert (error.error, error.retryable) == ("validation_error", False)
+
+
+async def test_progress_refused_by_the_server_does_not_stop_the_task() -> None:
+    gate = Gate()
+    async with FakeApi() as api:
+        agent = Agent(make_settings(api), gated_registry(gate))
+        async with running(agent):
+            await api.submit("t1", "gated")
+            await api.wait_for(lambda: bool(api.frames("task/progress", "t1")))
+            await api.refuse(api.frames("task/progress", "t1")[0], ErrorCode.PAYLOAD_TOO_LARGE)
+            await api.submit("t2", "noop")  # a barrier: the refusal was read before t2's result
+            await api.wait_for(lambda: bool(api.frames("task/result", "t2")))
+            gate.opened.set()
+            await api.wait_for(lambda: bool(api.frames("task/result", "t1")))
+        assert gate.cancelled == []
