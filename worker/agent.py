@@ -63,9 +63,15 @@ R = TypeVar("R")
 CancelReason = Literal["server", "fenced", "shutdown"]
 
 _FENCED_ERRORS = frozenset(
-    {ErrorCode.STALE_ATTEMPT.error, ErrorCode.NOT_ASSIGNED.error, ErrorCode.TASK_NOT_RUNNABLE.error}
+    {
+        ErrorCode.STALE_ATTEMPT.error,
+        ErrorCode.NOT_ASSIGNED.error,
+        ErrorCode.TASK_NOT_RUNNABLE.error,
+        ErrorCode.NOT_FOUND.error,
+    }
 )
-"""The server no longer wants this attempt from us: drop its frames and stop running it."""
+"""The server no longer wants this attempt from us (superseded, reassigned, finished, or gone): drop its
+frames and stop running it."""
 _RETRY_LATER_ERRORS = frozenset(
     {
         ErrorCode.INTERNAL_ERROR.error,

@@ -228,7 +228,9 @@ async def test_cancel_stops_the_running_handler_and_sends_no_result() -> None:
         assert api.task_types("t1") == ["task/accept", "task/progress"]
 
 
-@pytest.mark.parametrize("error", [ErrorCode.STALE_ATTEMPT, ErrorCode.NOT_ASSIGNED, ErrorCode.TASK_NOT_RUNNABLE])
+@pytest.mark.parametrize(
+    "error", [ErrorCode.STALE_ATTEMPT, ErrorCode.NOT_ASSIGNED, ErrorCode.TASK_NOT_RUNNABLE, ErrorCode.NOT_FOUND]
+)
 async def test_fencing_error_frame_cancels_the_task_and_drops_its_frames(error: ErrorCode) -> None:
     gate = Gate()
     async with FakeApi(auto_ack=False) as api:
