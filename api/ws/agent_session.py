@@ -18,7 +18,8 @@ import msgspec
 import redis.exceptions
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.errors import PayloadTooLargeError
+from api.agents.service import AgentService
+from api.errors import PayloadTooLargeError, UnauthorizedError
 from api.tasks.service import Recorded, TaskService
 from api.ws.framing import CloseCode, SessionClosed
 from api.ws.session import Session
@@ -60,6 +61,9 @@ INBOX_BATCH = 64
 MAX_UNACCEPTED = 10_000
 """Delivered-but-not-accepted submits remembered for acking; older ones are redelivered on reconnect."""
 _RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+REVALIDATE_INTERVAL_S = 300.0
+"""How often an open agent socket re-checks its token against the database. The control channel closes
+revoked sockets at once; this is the backstop for a control message lost in pub/sub (OWASP: re-validate)."""
 
 _REFUSALS: dict[Outcome, ErrorCode] = {
     Outcome.STALE_ATTEMPT: ErrorCode.STALE_ATTEMPT,
@@ -99,8 +103,10 @@ class AgentSession(Session):
         db: async_sessionmaker[AsyncSession],
         settings: WsSettings,
         consumer: str,
+        token: str,
     ) -> None:
         super().__init__(conn, session_id)
+        self._token = token
         self.agent = agent
         self._spec = spec
         self._scheduler = scheduler
@@ -119,7 +125,7 @@ class AgentSession(Session):
         return {**super().log_context(), "agent_id": self.agent.id}
 
     def loops(self) -> list[Coroutine[Any, Any, None]]:
-        return [self._read_loop(), self._inbox_loop(), self._heartbeat_loop()]
+        return [self._read_loop(), self._inbox_loop(), self._heartbeat_loop(), self._revalidate_loop()]
 
     async def register(self) -> None:
         """Presence on connect (before `auth/ok`, so dispatch may start at once)."""
@@ -132,6 +138,17 @@ class AgentSession(Session):
         while True:
             await self.conn.send(Heartbeat(interval=interval_s))
             await asyncio.sleep(interval_s)
+
+    async def _revalidate_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REVALIDATE_INTERVAL_S)
+            try:
+                async with self._db() as session:
+                    await AgentService(session, self._scheduler).authenticate(self.agent_id, self._token)
+            except UnauthorizedError:
+                raise SessionClosed(CloseCode.POLICY_VIOLATION, "agent token revoked") from None
+            except _TRANSIENT:
+                logger.warning("agent token re-check skipped (storage error)", extra=self.log_context())
 
     async def _inbox_loop(self) -> None:
         failures = 0

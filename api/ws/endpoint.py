@@ -138,6 +138,7 @@ async def _agent_session(socket: WebSocket[Any, Any, Any], state: State, runtime
         db=state.db,
         settings=settings.ws,
         consumer=f"{runtime.node_id}:{session_id}",
+        token=token,
     )
     try:
         await session.register()

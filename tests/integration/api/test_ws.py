@@ -322,3 +322,53 @@ async def test_token_revoked_closes_that_tokens_client_sockets(stack: Stack) -> 
     assert await peer.closed_with() == 1008
     ref = await bystander.send(Subscribe(all=True))
     assert payload(await bystander.recv())["ref"] == ref
+
+
+async def test_user_disabled_closes_the_users_sockets(stack: Stack) -> None:
+    person = await stack.person()
+    peer = await stack.client_peer(person)
+    await publish_control(stack.redis, stack.settings.redis.prefix, "user_disabled", person.id)
+    assert await peer.closed_with() == 1008
+
+
+async def test_cancel_of_a_running_task_reaches_the_agent(stack: Stack) -> None:
+    from api.tasks.service import TaskService
+
+    owner = await stack.person()
+    agent_id, token = await stack.agent(owner)
+    agent = await stack.agent_peer(agent_id, token)
+    task_id = await stack.submit(owner, agent_id=agent_id)
+    await stack.dispatch()
+    attempt = payload(await agent.recv_type("task/submit"))["attempt"]
+    await agent.send(TaskAccept(task_id=task_id, attempt=attempt))
+    await agent.recv_type("ack")
+    async with stack.db() as session:
+        await TaskService(session, stack.scheduler).cancel(owner.user, task_id)
+        await session.commit()
+    cancel = payload(await agent.recv_type("task/cancel"))
+    assert cancel["taskId"] == task_id
+    assert cancel["attempt"] == attempt
+
+
+async def test_draining_heartbeat_stops_new_work_for_the_agent(stack: Stack) -> None:
+    owner = await stack.person()
+    agent_id, token = await stack.agent(owner)
+    agent = await stack.agent_peer(agent_id, token)
+    await agent.send(Heartbeat(running=0, capacity=4, draining=True))
+
+    async def accepting() -> bool:
+        online = {p.agent_id: p for p in await stack.scheduler.online_agents()}
+        return online[agent_id].accepting
+
+    async with asyncio.timeout(WAIT_S):
+        while await accepting():
+            await asyncio.sleep(0.02)
+    task_id = await stack.submit(owner, agent_id=agent_id)
+    assert await stack.dispatch() == 0
+    assert (await stack.task_row(task_id)).status == "queued"
+    await agent.send(Heartbeat(running=0, capacity=4, draining=False))
+    async with asyncio.timeout(WAIT_S):
+        while not await accepting():
+            await asyncio.sleep(0.02)
+    await stack.dispatch()
+    assert payload(await agent.recv_type("task/submit"))["taskId"] == task_id
