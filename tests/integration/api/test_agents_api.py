@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
-from api.agents.service import AgentService
+from api.agents.service import AgentRecord, AgentService
 from api.errors import UnauthorizedError
 from tests.integration.api.test_tasks_support import Env, assert_error
 
@@ -155,3 +156,54 @@ async def test_rotate_invalidates_old_token_and_delete_removes_agent(env: Env, s
     details = str(env.rows("SELECT details FROM audit_log WHERE target_id = :i", i=agent["id"]))
     assert old not in details
     assert new not in details
+
+
+async def test_online_state_and_load_come_from_presence(env: Env, sched) -> None:
+    admin = env.user(admin=True)
+    agent = create_agent(env, admin.headers, isPublic=True)
+    assert env.client.get(f"/api/agents/{agent['id']}", headers=admin.headers).json()["online"] is False
+    await sched.agent_online(AgentService.spec(_record(agent, admin.id)), lease_s=30)
+    body = env.client.get(f"/api/agents/{agent['id']}", headers=admin.headers).json()
+    assert body["online"] is True
+    assert body["running"] == 0
+
+
+async def test_delete_requeues_running_tasks_and_announces_revocation(
+    env: Env, sched, sched_service, redis_client
+) -> None:
+    admin = env.user(admin=True)
+    agent = create_agent(env, admin.headers, capabilities=[])
+    await sched.agent_online(AgentService.spec(_record(agent, admin.id)), lease_s=30)
+    task = env.client.post("/api/tasks", json={"type": "echo", "agentId": agent["id"]}, headers=admin.headers).json()
+    await sched_service.run_until_idle()
+    assert (await sched.accept(task["id"], 1, agent["id"])).outcome == "ok"
+
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(sched.keys.control_channel())
+    try:
+        assert env.client.delete(f"/api/agents/{agent['id']}", headers=admin.headers).status_code == 204
+        message = None
+        for _ in range(50):
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+            if message is not None:
+                break
+        assert message is not None
+        assert json.loads(message["data"]) == {"kind": "agent_revoked", "id": agent["id"]}
+    finally:
+        await pubsub.aclose()
+    assert not await sched.is_online(agent["id"])
+    # Back in the queue at once, not after the heartbeat timeout; its old attempt is now stale.
+    history = await sched.history(task["id"])
+    assert history[-1].status == "queued"
+
+
+def _record(agent: dict, owner_id: str) -> AgentRecord:
+    return AgentRecord(
+        id=agent["id"],
+        owner_id=owner_id,
+        name=agent["name"],
+        type=agent["type"],
+        capabilities=tuple(agent["capabilities"]),
+        concurrency=agent["concurrency"],
+        is_public=agent["isPublic"],
+    )

@@ -192,3 +192,16 @@ def assert_cancel_conflict(env: Env, headers: dict[str, str], task_id: str) -> N
     r = env.client.post(f"/api/tasks/{task_id}/cancel", headers=headers)
     assert r.status_code == 409, r.text
     assert r.json()["error"] == "task_not_runnable"
+
+
+async def test_events_left_by_a_crashed_recorder_are_taken_over(env: Env, sched, sessionmaker) -> None:
+    user = env.user()
+    task = env.submit(user)
+    env.client.post(f"/api/tasks/{task['id']}/cancel", headers=user.headers)
+    # A replica reads the batch and dies before applying and acking it.
+    crashed = await sched.read_events("crashed-replica", block_ms=0, count=1000)
+    assert any(e.task_id == task["id"] for e in crashed)
+    survivor = Recorder(sched, sessionmaker, consumer="survivor", claim_idle_ms=0)
+    assert await survivor.drain() == 0  # nothing new: the entries sit in the dead consumer's pending list
+    assert await survivor.claim_stale() >= len(crashed)
+    assert await sched.claim_events_pending("anyone", min_idle_ms=0) == []
