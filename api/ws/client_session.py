@@ -14,7 +14,9 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+import redis.exceptions
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.db.models.tasks import Task
 from api.ws.framing import CloseCode, SessionClosed, ViolationBudget
@@ -44,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 MAX_TRACKED_TASKS = 10_000
 """Tasks whose last sent seq a session remembers (LRU); an evicted task's next event is sent as is."""
+MAX_TASK_SUBSCRIPTIONS = 1000
+"""Single-task subscriptions one socket may hold (`all: true` covers any number)."""
+_TRANSIENT = (redis.exceptions.RedisError, OSError, SQLAlchemyError)
 
 
 class ClientSession(Session):
@@ -140,7 +145,18 @@ class ClientSession(Session):
                     ref=frame.id,
                 )
                 continue
-            await self._handle(frame)
+            try:
+                await self._handle(frame)
+            except _TRANSIENT:
+                logger.warning("%s not served (storage error)", frame.type, extra=self.log_context(), exc_info=True)
+                self._reply(ErrorFrame.of(ErrorCode.SERVICE_UNAVAILABLE, "temporarily unavailable", ref=frame.id))
+
+    def detach(self) -> None:
+        """Drop this session's subscriptions from the registry (called once, when the socket ends)."""
+        for task_id in self._tasks:
+            self._registry.unwatch_task(task_id, self)
+        self._registry.unwatch_owner(self.user.id, self)
+        self._registry.unwatch_everything(self)
 
     async def _receive(self) -> Frame | None:
         now = self._clock()
@@ -177,6 +193,16 @@ class ClientSession(Session):
             return
         task_id = sub.task_id
         if task_id is None:  # Subscribe's own check makes this unreachable
+            return
+        if task_id not in self._tasks and len(self._tasks) >= MAX_TASK_SUBSCRIPTIONS:
+            self._reply(
+                ErrorFrame.of(
+                    ErrorCode.VALIDATION_ERROR,
+                    f"at most {MAX_TASK_SUBSCRIPTIONS} task subscriptions per socket; use all: true",
+                    details={"field": "$.payload.taskId"},
+                    ref=ref,
+                )
+            )
             return
         owner_id = await self._visible_owner(task_id)
         if owner_id is None:

@@ -213,6 +213,7 @@ async def _serve(
         if isinstance(session, AgentSession):
             runtime.registry.remove_agent(subject_id, session.agent.owner_id, session)
         else:
+            session.detach()
             runtime.registry.remove_client(subject_id, session.user.jti, session)
         runtime.connection_closed(session.role)
         logger.info("ws %s closed code=%s", session.role, session.conn.close_code, extra=session.log_context())

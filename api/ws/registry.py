@@ -70,11 +70,11 @@ class SessionRegistry:
         if jti:
             _add(self._clients_by_jti, jti, session)
 
-    def remove_client(self, user_id: str, jti: str | None, session: Watcher) -> None:
+    def remove_client(self, user_id: str, jti: str | None, session: Closable) -> None:
+        """Forget a client connection; its subscriptions are dropped by the session itself (it knows them)."""
         _discard(self._clients_by_user, user_id, session)
         if jti:
             _discard(self._clients_by_jti, jti, session)
-        self.unwatch_all(session)
 
     def agent_sessions(self, agent_id: str) -> int:
         return len(self._agents.get(agent_id, ()))
@@ -104,12 +104,6 @@ class SessionRegistry:
         self._watch_everything.add(session)
 
     def unwatch_everything(self, session: Watcher) -> None:
-        self._watch_everything.discard(session)
-
-    def unwatch_all(self, session: Watcher) -> None:
-        for index in (self._watch_task, self._watch_owner):
-            for key in [k for k, members in index.items() if session in members]:
-                _discard(index, key, session)
         self._watch_everything.discard(session)
 
     def targets(self, owner_id: str, task_id: str) -> set[Watcher]:
