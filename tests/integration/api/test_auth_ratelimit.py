@@ -1,0 +1,94 @@
+"""Login and registration limits: Redis-backed, answered 429 with Retry-After, counted before hashing."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio
+from litestar.testing import TestClient
+
+from api.app import create_app
+from api.ratelimit import RateLimiter
+from tests.integration.api.test_auth_flow import CHEAP_ARGON2, PASSWORD, register, unique_email
+
+
+@pytest.fixture
+def client(make_settings: Callable[..., Any]) -> Iterator[TestClient[Any]]:
+    settings = make_settings(
+        **CHEAP_ARGON2,
+        TASKYARD_API_LOGIN_FAILURES_PER_ACCOUNT_IP=3,
+        TASKYARD_API_LOGIN_ATTEMPTS_PER_IP=8,
+        TASKYARD_API_REGISTER_PER_IP=3,
+        TASKYARD_API_TRUST_FORWARDED_FOR="true",
+    )
+    with TestClient(app=create_app(settings)) as test_client:
+        yield test_client
+
+
+def _login(client: TestClient[Any], email: str, password: str, ip: str) -> Any:
+    return client.post("/api/auth/login", json={"email": email, "password": password}, headers={"X-Forwarded-For": ip})
+
+
+def assert_rate_limited(response: Any) -> None:
+    assert response.status_code == 429, response.text
+    assert int(response.headers["retry-after"]) >= 1
+    body = response.json()
+    assert body["error"] == "rate_limited"
+    assert body["code"] == 1029
+    assert body["requestId"] == response.headers["x-request-id"]
+
+
+def test_failures_per_account_and_ip_lock_that_pair_only(client: TestClient[Any]) -> None:
+    email = unique_email()
+    register(client, email, PASSWORD)
+    for _ in range(3):
+        assert _login(client, email, "wrong password", "10.0.0.1").status_code == 401
+    # Locked for this (account, ip): even the right password gets 429, so the lock is no oracle.
+    assert_rate_limited(_login(client, email, PASSWORD, "10.0.0.1"))
+    # The same account from another address still logs in.
+    assert _login(client, email, PASSWORD, "10.0.0.2").status_code == 200
+
+
+def test_attempts_per_ip_are_capped_across_accounts(client: TestClient[Any]) -> None:
+    ip = f"10.1.{secrets.randbelow(250)}.{secrets.randbelow(250)}"
+    statuses = [_login(client, unique_email(), "whatever-pass", ip).status_code for _ in range(10)]
+    assert statuses[:8] == [401] * 8
+    assert statuses[8:] == [429, 429]
+    assert_rate_limited(_login(client, unique_email(), "whatever-pass", ip))
+
+
+def test_registration_is_limited_per_ip(client: TestClient[Any]) -> None:
+    def attempt() -> Any:
+        return client.post(
+            "/api/auth/register",
+            json={"email": unique_email(), "password": PASSWORD, "name": "x"},
+            headers={"X-Forwarded-For": "10.2.0.1"},
+        )
+
+    assert [attempt().status_code for _ in range(3)] == [201, 201, 201]
+    assert_rate_limited(attempt())
+
+
+async def test_limiter_counts_atomically_and_every_key_expires(redis_url: str, redis_prefix: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        limiter = RateLimiter(client, redis_prefix)
+        decisions = [await limiter.hit("b", "subject", limit=2, window_s=60) for _ in range(3)]
+        assert [d.allowed for d in decisions] == [True, True, False]
+        assert 1 <= decisions[2].retry_after_s <= 60
+        peek = await limiter.peek("b", "subject", limit=2, window_s=60)
+        assert not peek.allowed
+        assert peek.count == 3  # peeking does not count
+        assert (await limiter.peek("b", "other", limit=2, window_s=60)).allowed
+        keys = [key async for key in client.scan_iter(match=f"{redis_prefix}*")]
+        assert keys
+        for key in keys:
+            assert await client.pttl(key) > 0
+            assert b"subject" not in key  # subjects are hashed out of key names
+        await limiter.reset("b", "subject")
+        assert (await limiter.hit("b", "subject", limit=2, window_s=60)).allowed
+    finally:
+        await client.aclose()
