@@ -15,6 +15,7 @@ from api.agents.schemas import AgentCreate, AgentCreated, AgentList, AgentUpdate
 from api.agents.service import AgentService
 from api.auth.guards import requires_admin, requires_user
 from api.errors import request_id_of
+from api.tasks.http_errors import dependency_error_handlers
 from protocol.views import AgentView  # noqa: TC001 - Litestar resolves handler hints at runtime
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class AgentController(Controller):
     path = "/api/agents"
     tags = ["agents"]
     guards = [requires_user]
+    exception_handlers = dependency_error_handlers()
 
     @get("/", status_code=HTTP_200_OK)
     async def list_agents(

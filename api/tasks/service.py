@@ -98,7 +98,8 @@ class Recorded:
 
 @dataclass(slots=True)
 class _Prepared:
-    index: int
+    index: int | None
+    """Position in a batch (None for a single submission)."""
     data: TaskCreate
     key: str | None
     request_hash: str
@@ -235,7 +236,7 @@ class TaskService:
         input_json = msgspec.json.encode(data.input)
         if len(input_json) > MAX_TASK_INPUT_BYTES:
             raise PayloadTooLargeError(f"input is over {MAX_TASK_INPUT_BYTES} bytes", _where(index, "input"))
-        return _Prepared(index or 0, data, key, _request_hash(data), input_json)
+        return _Prepared(index, data, key, _request_hash(data), input_json)
 
     async def _check_rate(self, user: CurrentUser) -> None:
         """Count one submission; Redis down here means 503 before anything is written."""
@@ -259,9 +260,7 @@ class TaskService:
             raise ApiError(
                 ErrorCode.IDEMPOTENCY_KEY_REUSED,
                 "this Idempotency-Key was used with a different request",
-                {"field": "idempotencyKey"}
-                if prepared.index == 0
-                else {"field": "idempotencyKey", "index": prepared.index},
+                _where(prepared.index, "idempotencyKey"),
             )
         return existing
 
@@ -275,7 +274,7 @@ class TaskService:
             try:
                 await agents.get_visible(user, agent_id)
             except NotFoundError as exc:
-                raise NotFoundError("agent not found", {"field": "agentId", "index": p.index}) from exc
+                raise NotFoundError("agent not found", _where(p.index, "agentId")) from exc
             seen.add(agent_id)
 
     def _new_row(self, user: CurrentUser, p: _Prepared, now: dt.datetime) -> Task:
@@ -301,8 +300,9 @@ class TaskService:
             created_at=now,
             updated_at=now,
         )
-        # The first history entry is written with the row, so the history is whole even if
-        # Redis never hears of the task; the scheduler continues from seq 1.
+        # The first history entry is written with the row, so the history is whole even if Redis
+        # never hears of the task. The enqueue (seq 0) makes the scheduler record the same event as
+        # seq 1, which the recorder then finds already stored.
         self._session.add(task)
         self._session.add(
             TaskEvent(task_id=task.id, seq=1, type="task/status", status=str(status), attempt=0, data=None, at=now)
@@ -376,9 +376,11 @@ class TaskService:
         await self._check_agents(user, fresh)
         now = utcnow()
         created: list[Task] = []
-        for p in fresh:
+        for position, p in enumerate(prepared):
+            if results[position] is not None:
+                continue
             task = self._new_row(user, p, now)
-            results[p.index] = task
+            results[position] = task
             created.append(task)
         try:
             await self._session.commit()
@@ -500,9 +502,13 @@ class TaskService:
     # So a result is recorded exactly once (first committed write wins) and acked only after commit.
 
     async def record_result(self, task_id: str, attempt: int, agent_id: str, output: Any) -> Recorded:
-        output_json = msgspec.json.encode(output)
-        if len(output_json) > MAX_TASK_OUTPUT_BYTES:
-            raise PayloadTooLargeError(f"output is over {MAX_TASK_OUTPUT_BYTES} bytes", {"field": "output"})
+        """Record an agent's result; ack the agent only when the answer says `ack`.
+
+        Raises whatever Redis or the database raise when they are down: then nothing is acked and
+        the agent resends (a resend is answered as a duplicate once the first one got through).
+        """
+        if len(msgspec.json.encode(output)) > MAX_TASK_OUTPUT_BYTES:
+            return Recorded(False, False, None, ErrorCode.PAYLOAD_TOO_LARGE)
         applied = await self._scheduler.complete(task_id, attempt, agent_id)
         if applied.outcome not in (Outcome.OK, Outcome.DUPLICATE):
             return Recorded(False, False, applied.status, _REFUSALS.get(applied.outcome, ErrorCode.CONFLICT))

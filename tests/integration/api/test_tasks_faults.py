@@ -136,3 +136,18 @@ async def test_app_recorder_follows_the_task(make_env: Any, sched, sched_service
         return body["status"] == "running" and body["agentId"] == agent and body["startedAt"] is not None
 
     await wait_until(running)
+
+
+def test_database_down_is_503_not_500(make_env: Any) -> None:
+    healthy = make_env()
+    user = healthy.user()
+    broken = make_env(DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/nothing")
+    for method, path, body in (
+        ("POST", "/api/tasks", {"type": "echo"}),
+        ("GET", "/api/tasks", None),
+        ("GET", "/api/agents", None),
+    ):
+        r = broken.client.request(method, path, json=body, headers=user.headers)
+        assert r.status_code == 503, (path, r.status_code, r.text)
+        assert r.json()["error"] == "service_unavailable"
+        assert r.json()["requestId"] == r.headers["x-request-id"]
