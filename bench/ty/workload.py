@@ -65,6 +65,31 @@ async def _statuses(pg_url: str) -> dict[str, int]:
     return {str(status): int(count) for status, count in rows}
 
 
+STAGES = (("queued", "assigned"), ("assigned", "running"), ("running", "done"), ("queued", "done"))
+
+
+async def _stage_breakdown(pg_url: str, task_ids: list[str]) -> dict[str, Any]:
+    """Where the time went, from the recorded `task/status` event times (the scripts' clock), per stage."""
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as pg:
+        cur = await pg.execute(
+            "SELECT task_id, status, at FROM task_events WHERE type = 'task/status' AND task_id = ANY(%s)",
+            (task_ids,),
+        )
+        rows = await cur.fetchall()
+    times: dict[str, dict[str, float]] = {}
+    for task_id, status, at in rows:
+        # The first time a task reached a status (a retried task reaches some twice).
+        times.setdefault(task_id, {}).setdefault(status, at.timestamp())
+    out: dict[str, Any] = {}
+    for a, b in STAGES:
+        out[f"{a}->{b}_ms"] = summarize_ms([t[b] - t[a] for t in times.values() if a in t and b in t])
+    firsts = [t["queued"] for t in times.values() if "queued" in t]
+    lasts = [t["done"] for t in times.values() if "done" in t]
+    if firsts and lasts:
+        out["first_queued_to_last_done_s"] = round(max(lasts) - min(firsts), 3)
+    return out
+
+
 async def _start_agents(stack: TaskyardStack, rest: RestClient, work: Workload) -> None:
     agents = [
         await rest.create_agent(f"bench-worker-{i}", concurrency=work.concurrency, capabilities=[])
@@ -110,6 +135,7 @@ async def _throughput(rest: RestClient, watcher: Watcher, pg_url: str, work: Wor
         "events_seconds": round(events_done - started, 3),
         "events_tasks_per_s": round(work.n / (events_done - started), 1),
         "not_done": not_done,
+        "stages": await _stage_breakdown(pg_url, ids),
     }
 
 

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 TERMINAL = {"done", "failed", "canceled"}
 KEEPALIVE_S = 60.0
+STALL_S = 60.0
 
 
 def frame(type_: str, payload: dict[str, Any]) -> tuple[str, str]:
@@ -116,14 +117,23 @@ class Watcher:
         if self._tracked:
             self._tracked_done.clear()
 
-    async def wait_tracked(self, timeout_s: float) -> None:
-        """Wait until every tracked task has ended; TimeoutError names how many are still open."""
-        try:
-            await asyncio.wait_for(self._tracked_done.wait(), timeout=timeout_s)
-        except TimeoutError:
-            raise TimeoutError(f"{len(self._tracked)} tasks not ended after {timeout_s:.0f}s") from None
-        if self._tracked:
-            raise RuntimeError(f"watcher stopped with {len(self._tracked)} tasks open: {self.closed_reason}")
+    async def wait_tracked(self, timeout_s: float, *, stall_s: float = STALL_S) -> None:
+        """Wait until every tracked task has ended.
+
+        Raises TimeoutError (naming how many are still open) after `timeout_s`, or sooner when no
+        tracked task has ended for `stall_s`: a stuck run fails fast instead of waiting out the bound.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self._tracked:
+            before = len(self._tracked)
+            remaining = deadline - time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._tracked_done.wait(), timeout=max(0.0, min(stall_s, remaining)))
+            if self.closed_reason is not None and self._tracked:
+                raise RuntimeError(f"watcher stopped with {len(self._tracked)} tasks open: {self.closed_reason}")
+            if self._tracked and (len(self._tracked) == before or time.monotonic() >= deadline):
+                why = f"none ended for {stall_s:.0f}s" if len(self._tracked) == before else f"after {timeout_s:.0f}s"
+                raise TimeoutError(f"{len(self._tracked)} tasks not ended ({why})")
 
     async def wait_ended(self, task_id: str, timeout_s: float) -> float:
         """The perf_counter time the task's terminal status arrived."""
