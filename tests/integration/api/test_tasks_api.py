@@ -273,3 +273,21 @@ def test_cancel_of_a_task_redis_never_heard_of(env: Env) -> None:
     r = env.client.post(f"/api/tasks/{ghost}/cancel", headers=user.headers)
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "canceled"
+
+
+def test_concurrent_submissions_with_one_key_make_one_task(env: Env) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    user = env.user()
+    headers = {**user.headers, "Idempotency-Key": f"race-{uuid.uuid4()}"}
+
+    def post(_: int) -> tuple[int, str]:
+        r = env.client.post("/api/tasks", json={"type": "echo", "input": {"x": 1}}, headers=headers)
+        return r.status_code, r.json().get("id", r.text)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(post, range(8)))
+    assert sorted(code for code, _ in answers).count(201) == 1, answers
+    assert {code for code, _ in answers} <= {200, 201}
+    assert len({task_id for _, task_id in answers}) == 1
+    assert env.count_tasks(user.id) == 1
