@@ -233,9 +233,8 @@ def _handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) 
     if isinstance(exc, ValidationException):
         code, message, details = _validation_details(exc)
         return _response(request, code, message, details)
-    code = _STATUS_TO_CODE.get(exc.status_code)
-    if code is None:
-        code = ErrorCode.INTERNAL_ERROR if exc.status_code >= 500 else ErrorCode.BAD_REQUEST
+    fallback = ErrorCode.INTERNAL_ERROR if exc.status_code >= 500 else ErrorCode.BAD_REQUEST
+    code = _STATUS_TO_CODE.get(exc.status_code, fallback)
     message = _GENERIC_MESSAGES.get(code) or (exc.detail if exc.status_code < 500 else "internal error")
     headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() in ("allow", "retry-after")}
     return _response(request, code, message, None, headers)

@@ -28,7 +28,7 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 OpaqueToken = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 
 
-class _Body(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True, kw_only=True):
+class _Body(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
     pass
 
 

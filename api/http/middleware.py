@@ -10,6 +10,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from litestar.enums import ScopeType
+
 from api.errors import ApiError, error_body_bytes
 from api.http.context import REQUEST_ID_HEADER, new_request_id, valid_request_id
 from protocol.errors import ErrorCode
@@ -43,12 +45,12 @@ class RequestContextMiddleware:
         self._access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        if scope["type"] not in (ScopeType.HTTP, ScopeType.WEBSOCKET):
             await self._app(scope, receive, send)
             return
         rid = valid_request_id(_header(scope, REQUEST_ID_HEADER.encode())) or new_request_id()
-        scope.setdefault("state", {})["request_id"] = rid  # type: ignore[typeddict-unknown-key]
-        if scope["type"] == "websocket":
+        scope.setdefault("state", {})["request_id"] = rid
+        if scope["type"] == ScopeType.WEBSOCKET:
             await self._app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -96,7 +98,7 @@ def require_json_body(app: ASGIApp) -> ASGIApp:
     """Route middleware: a body sent with POST/PUT/PATCH must be JSON, else 415 (after routing, so 404/405 win)."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("method") in _BODY_METHODS:
+        if scope["type"] == ScopeType.HTTP and scope.get("method") in _BODY_METHODS:
             length = _header(scope, b"content-length")
             has_body = (length is not None and length.strip() not in ("", "0")) or (
                 _header(scope, b"transfer-encoding") is not None
