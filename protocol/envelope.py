@@ -206,6 +206,10 @@ def encode_frame(message: Message, *, frame_id: str | None = None, ts: int | Non
         message: the payload.
         frame_id: the envelope id; a fresh UUID when None.
         ts: the envelope time in Unix seconds; now when None.
+
+    Returns:
+        UTF-8 JSON. Send it as a text frame (`.decode()` it, or websockets' `send(data, text=True)`):
+        the server closes binary frames with 1003.
     """
     envelope = _OutEnvelope(
         id=frame_id if frame_id is not None else new_frame_id(),
