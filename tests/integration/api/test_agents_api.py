@@ -9,9 +9,16 @@ import pytest
 
 from api.agents.service import AgentRecord, AgentService
 from api.errors import UnauthorizedError
-from tests.integration.api.test_tasks_support import Env, assert_error
-
-pytest_plugins = ["tests.integration.api.test_tasks_support"]
+from tests.integration.api.test_tasks_support import (  # noqa: F401 - fixtures, used by name
+    Env,
+    assert_error,
+    env_fixture,
+    make_env_fixture,
+    sched_fixture,
+    sched_service_fixture,
+    sched_settings_fixture,
+    sessionmaker_fixture,
+)
 
 pytestmark = pytest.mark.redis
 

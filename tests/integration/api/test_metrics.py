@@ -8,9 +8,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.types import AgentSpec
-from tests.integration.api.test_tasks_support import Env
+from tests.integration.api.test_tasks_support import (  # noqa: F401 - fixtures, used by name
+    Env,
+    env_fixture,
+    make_env_fixture,
+    sched_fixture,
+    sched_service_fixture,
+    sched_settings_fixture,
+    sessionmaker_fixture,
+)
 
-pytest_plugins = ["tests.integration.api.test_tasks_support"]
 pytestmark = pytest.mark.redis
 
 

@@ -19,9 +19,16 @@ from api.tasks.recorder import Recorder
 from api.tasks.service import TaskService
 from protocol.errors import ErrorCode
 from scheduler.types import AgentSpec
-from tests.integration.api.test_tasks_support import Env
+from tests.integration.api.test_tasks_support import (  # noqa: F401 - fixtures, used by name
+    Env,
+    env_fixture,
+    make_env_fixture,
+    sched_fixture,
+    sched_service_fixture,
+    sched_settings_fixture,
+    sessionmaker_fixture,
+)
 
-pytest_plugins = ["tests.integration.api.test_tasks_support"]
 pytestmark = pytest.mark.redis
 
 

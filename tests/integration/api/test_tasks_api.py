@@ -9,9 +9,17 @@ import pytest
 
 from protocol.limits import MAX_BATCH_SIZE, MAX_TASK_INPUT_BYTES
 from scheduler.client import SchedulerClient
-from tests.integration.api.test_tasks_support import Env, assert_error
+from tests.integration.api.test_tasks_support import (  # noqa: F401 - fixtures, used by name
+    Env,
+    assert_error,
+    env_fixture,
+    make_env_fixture,
+    sched_fixture,
+    sched_service_fixture,
+    sched_settings_fixture,
+    sessionmaker_fixture,
+)
 
-pytest_plugins = ["tests.integration.api.test_tasks_support"]
 pytestmark = pytest.mark.redis
 
 

@@ -12,9 +12,17 @@ import redis.exceptions
 from api.tasks.reconciler import Reconciler
 from api.tasks.service import TaskService
 from scheduler.types import AgentSpec, Outcome
-from tests.integration.api.test_tasks_support import Env, assert_error
+from tests.integration.api.test_tasks_support import (  # noqa: F401 - fixtures, used by name
+    Env,
+    assert_error,
+    env_fixture,
+    make_env_fixture,
+    sched_fixture,
+    sched_service_fixture,
+    sched_settings_fixture,
+    sessionmaker_fixture,
+)
 
-pytest_plugins = ["tests.integration.api.test_tasks_support"]
 pytestmark = pytest.mark.redis
 
 

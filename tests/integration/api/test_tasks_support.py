@@ -1,5 +1,8 @@
 """Shared fixtures and helpers for the agents/tasks/recorder/reconciler/metrics tests (no tests here).
 
+Test modules import the `*_fixture` functions (the fixtures keep their short names), which keeps
+them local to those modules instead of registering a plugin for the whole run.
+
 The app runs in the TestClient's own thread and loop; tests that drive the scheduler or the recorder
 build their own clients on the test's loop against the same Redis prefix and database.
 """
@@ -100,8 +103,8 @@ def assert_error(response: Any, status: int, error: str) -> dict[str, Any]:
     return body
 
 
-@pytest.fixture
-def make_env(
+@pytest.fixture(name="make_env")
+def make_env_fixture(
     make_settings: Callable[..., Any], redis_url: str, redis_prefix: str, migrated_database_url: str
 ) -> Iterator[Callable[..., Env]]:
     """`make_env(**env_overrides)` -> an `Env` around a fresh app (background loops off unless overridden)."""
@@ -133,29 +136,29 @@ def make_env(
     engine.dispose()
 
 
-@pytest.fixture
-def env(make_env: Callable[..., Env]) -> Env:
+@pytest.fixture(name="env")
+def env_fixture(make_env: Callable[..., Env]) -> Env:
     return make_env()
 
 
-@pytest.fixture
-def sched_settings(redis_prefix: str) -> SchedulerSettings:
+@pytest.fixture(name="sched_settings")
+def sched_settings_fixture(redis_prefix: str) -> SchedulerSettings:
     return SchedulerSettings(prefix=redis_prefix, sweep_interval_s=0.05, assign_timeout_s=30, retry_base_s=0.2)
 
 
-@pytest.fixture
-def sched(redis_client: redis.asyncio.Redis, sched_settings: SchedulerSettings) -> SchedulerClient:
+@pytest.fixture(name="sched")
+def sched_fixture(redis_client: redis.asyncio.Redis, sched_settings: SchedulerSettings) -> SchedulerClient:
     """A scheduler client on the test's loop, same prefix as the app."""
     return SchedulerClient(redis_client, prefix=sched_settings.prefix, settings=sched_settings)
 
 
-@pytest.fixture
-def sched_service(redis_client: redis.asyncio.Redis, sched_settings: SchedulerSettings) -> SchedulerService:
+@pytest.fixture(name="sched_service")
+def sched_service_fixture(redis_client: redis.asyncio.Redis, sched_settings: SchedulerSettings) -> SchedulerService:
     return SchedulerService(redis_client, sched_settings)
 
 
-@pytest.fixture
-async def sessionmaker(migrated_database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+@pytest.fixture(name="sessionmaker")
+async def sessionmaker_fixture(migrated_database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     """An async session factory on the test's loop."""
     engine = create_async_engine(migrated_database_url)
     try:
