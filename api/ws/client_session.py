@@ -159,15 +159,15 @@ class ClientSession(Session):
         self._registry.unwatch_everything(self)
 
     async def _receive(self) -> Frame | None:
-        now = self._clock()
-        expires_in = self.user.token_exp - now
+        expires_in = self.user.token_exp - self._clock()
         if expires_in <= 0:
             raise SessionClosed(CloseCode.POLICY_VIOLATION, "token expired")
-        timeout_s = min(self._settings.idle_timeout_s, expires_in)
+        # Whichever comes first: the token's expiry (1008) or the idle timeout (4408).
+        expiry_first = expires_in <= self._settings.idle_timeout_s
         try:
-            return await self.conn.receive(timeout_s)
+            return await self.conn.receive(min(self._settings.idle_timeout_s, expires_in))
         except TimeoutError:
-            if self.user.token_exp <= self._clock():
+            if expiry_first:
                 raise SessionClosed(CloseCode.POLICY_VIOLATION, "token expired") from None
             raise SessionClosed(CloseCode.IDLE, "idle timeout") from None
 
