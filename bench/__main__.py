@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seq", type=int, help="tasks in each sequential latency run (default 300; --quick 100)")
     parser.add_argument("--batch", type=int, default=500, help="tasks per submit batch (max 500)")
     parser.add_argument("--warmup", type=int, default=50, help="tasks run before measuring")
+    parser.add_argument("--workers", type=int, default=2, help="taskyard worker processes (peers use 2)")
     parser.add_argument("--concurrency", type=int, default=64, help="taskyard worker concurrency (per process)")
     parser.add_argument("--submit-concurrency", type=int, default=2, help="taskyard batch requests in flight")
     parser.add_argument("--only", choices=SYSTEMS, action="append", help="run only these systems (repeatable)")
@@ -72,12 +73,13 @@ def run_taskyard(args: argparse.Namespace, redis: RedisServer, log_dir: Path) ->
         seq=args.seq,
         batch=args.batch,
         warmup=args.warmup,
+        workers=args.workers,
         concurrency=args.concurrency,
         submit_concurrency=args.submit_concurrency,
         timeout_s=args.timeout_s,
     )
     setup = (
-        f"1 API process, 1 scheduler, {2} worker processes x concurrency {args.concurrency}; "
+        f"1 API process, 1 scheduler, {args.workers} worker processes x concurrency {args.concurrency}; "
         f"batches of {args.batch} ({args.submit_concurrency} in flight); results in PostgreSQL {{pg}}"
     )
     try:
@@ -120,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if "taskyard" in wanted:
             print("running taskyard ...", flush=True)
+            load_before = os.getloadavg()
             results["taskyard"] = run_taskyard(args, redis, log_dir)
+            results["taskyard"]["loadavg"] = {"before": load_before, "after": os.getloadavg()}
         peers = [name for name in wanted if name in PEER_DB]
         if peers:
             from bench.peers.runner import run_peer
@@ -129,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             python = peers_python(log=log_dir / "peers-venv.log")
             for name in peers:
                 print(f"running {name} ...", flush=True)
+                load_before = os.getloadavg()
                 results[name] = run_peer(
                     name,
                     python=python,
@@ -139,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                     log_dir=log_dir,
                     timeout_s=args.timeout_s,
                 )
+                results[name]["loadavg"] = {"before": load_before, "after": os.getloadavg()}
         redis_version = redis.version()
     finally:
         redis.stop()
@@ -151,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             "seq": args.seq,
             "batch": args.batch,
             "warmup": args.warmup,
+            "workers": args.workers,
             "concurrency": args.concurrency,
             "quick": args.quick,
         },

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from bench.ty.stack import TaskyardStack
 
 PROBE_CAPABILITY = "bench.probe"
-WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -30,6 +29,7 @@ class Workload:
     seq: int
     batch: int
     warmup: int
+    workers: int
     concurrency: int
     submit_concurrency: int
     timeout_s: float
@@ -93,7 +93,7 @@ async def _stage_breakdown(pg_url: str, task_ids: list[str]) -> dict[str, Any]:
 async def _start_agents(stack: TaskyardStack, rest: RestClient, work: Workload) -> None:
     agents = [
         await rest.create_agent(f"bench-worker-{i}", concurrency=work.concurrency, capabilities=[])
-        for i in range(WORKERS)
+        for i in range(work.workers)
     ]
     for index, (agent_id, token) in enumerate(agents):
         stack.start_worker(index, agent_id, token, work.concurrency)
@@ -102,7 +102,7 @@ async def _start_agents(stack: TaskyardStack, rest: RestClient, work: Workload) 
         stack.check_alive()
         return all([await rest.agent_online(agent_id) for agent_id, _ in agents])
 
-    await _wait_for(all_online, timeout_s=60, what="both workers to be online")
+    await _wait_for(all_online, timeout_s=60, what="every worker to be online")
 
 
 async def _throughput(rest: RestClient, watcher: Watcher, pg_url: str, work: Workload) -> dict[str, Any]:
