@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from alembic import context
-from sqlalchemy import pool
+from sqlalchemy import pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import api.db.models  # noqa: F401 - registers every table on Base.metadata
@@ -51,9 +51,17 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+# Any constant works; it only has to be the same for every replica running migrations.
+_PG_MIGRATION_LOCK = 0x7461736B79617264  # "taskyard"
+
+
 def _run_sync(connection: Connection) -> None:
     _configure(connection=connection)
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Replicas starting at once take turns: the lock lasts until this transaction commits,
+            # and alembic reads the current revision only after it is held.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
         context.run_migrations()
 
 

@@ -142,3 +142,33 @@ def test_auth_revision_alone_matches_auth_models(blank_database: str) -> None:
             await engine.dispose()
 
     assert asyncio.run(read()) == []
+
+
+@pytest.mark.postgres
+def test_replicas_migrating_at_once_take_turns(postgres_admin_url: str, tmp_path: Path) -> None:
+    """Several API pods run `taskyard migrate` at start (separate processes); the advisory lock makes that safe."""
+    import os
+    import subprocess
+    import sys
+
+    name = f"taskyard_test_mig_{secrets.token_hex(5)}"
+    url = create_postgres_database(postgres_admin_url, name)
+    env = {**os.environ, "DATABASE_URL": url, "TASKYARD_DATA_DIR": str(tmp_path), "APP_ENV": "dev"}
+    try:
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-m", "api", "migrate"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        for process in processes:
+            out, err = process.communicate(timeout=120)
+            assert process.returncode == 0, err
+            assert f"database at revision: {_head()}" in out
+        assert current_revision(url) == _head()
+    finally:
+        drop_postgres_database(postgres_admin_url, name)
