@@ -22,6 +22,7 @@ from api.agents.service import AgentService
 from api.errors import PayloadTooLargeError, UnauthorizedError
 from api.tasks.service import Recorded, TaskService
 from api.ws.framing import CloseCode, SessionClosed
+from api.ws.progress_gate import ProgressGate
 from api.ws.session import Session
 from protocol.envelope import encode_payload, encode_raw_frame
 from protocol.errors import ErrorCode
@@ -61,6 +62,8 @@ INBOX_BATCH = 64
 MAX_UNACCEPTED = 10_000
 """Delivered-but-not-accepted submits remembered for acking; older ones are redelivered on reconnect."""
 _RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+PROGRESS_PER_S = 20.0
+"""Progress frames applied per task attempt per second; the ones in between are coalesced (latest wins)."""
 REVALIDATE_INTERVAL_S = 300.0
 """How often an open agent socket re-checks its token against the database. The control channel closes
 revoked sockets at once; this is the backstop for a control message lost in pub/sub (OWASP: re-validate)."""
@@ -80,7 +83,7 @@ _REFUSAL_TEXT: dict[ErrorCode, str] = {
 _TRANSIENT = (redis.exceptions.RedisError, OSError, SQLAlchemyError)
 
 
-def _refusal(code: ErrorCode, ref: str, task_id: str, attempt: int) -> ErrorFrame:
+def _refusal(code: ErrorCode, ref: str | None, task_id: str, attempt: int) -> ErrorFrame:
     return ErrorFrame.of(
         code, _REFUSAL_TEXT.get(code, "refused"), details={"taskId": task_id, "attempt": attempt}, ref=ref
     )
@@ -115,6 +118,7 @@ class AgentSession(Session):
         self._settings = settings
         self._consumer = consumer
         self._unaccepted: OrderedDict[tuple[str, int], str] = OrderedDict()
+        self._gate = ProgressGate(PROGRESS_PER_S)
         conn.on_refused = self._on_refused
 
     @property
@@ -198,11 +202,23 @@ class AgentSession(Session):
     # --- agent -> server ----------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_frame_at = loop.time()
         while True:
             try:
-                frame = await self.conn.receive(self._settings.heartbeat_timeout_s)
+                await self._flush_progress(loop.time())
+            except _TRANSIENT:
+                logger.warning("held progress dropped (storage error)", extra=self.log_context(), exc_info=True)
+            # Wake up early while progress is held back, to apply it when its window opens.
+            silence_left = self._settings.heartbeat_timeout_s - (loop.time() - last_frame_at)
+            wait_s = min(silence_left, self._gate.interval_s) if self._gate.holding else silence_left
+            try:
+                frame = await self.conn.receive(max(wait_s, 0.0))
             except TimeoutError:
-                raise SessionClosed(CloseCode.IDLE, "no frame within the heartbeat timeout") from None
+                if loop.time() - last_frame_at >= self._settings.heartbeat_timeout_s:
+                    raise SessionClosed(CloseCode.IDLE, "no frame within the heartbeat timeout") from None
+                continue
+            last_frame_at = loop.time()
             if frame is None:
                 continue
             try:
@@ -281,6 +297,20 @@ class AgentSession(Session):
         await self._answer(ref, applied, accept.task_id, accept.attempt)
 
     async def _on_progress(self, ref: str, progress: TaskProgress) -> None:
+        if self._gate.admit(progress, asyncio.get_running_loop().time()):
+            await self._apply_progress(ref, progress)
+
+    async def _flush_progress(self, now: float) -> None:
+        for held in self._gate.due(now):
+            await self._apply_progress(None, held)
+
+    async def _flush_attempt(self, task_id: str, attempt: int) -> None:
+        """Apply the attempt's held-back progress before its outcome, so its last state is kept."""
+        held = self._gate.take(task_id, attempt)
+        if held is not None:
+            await self._apply_progress(None, held)
+
+    async def _apply_progress(self, ref: str | None, progress: TaskProgress) -> None:
         # Agents leave `seq` out; the scheduler's script numbers the event.
         payload = msgspec.structs.replace(progress, seq=None) if progress.seq is not None else progress
         applied = await self._scheduler.progress(
@@ -291,6 +321,7 @@ class AgentSession(Session):
             await self.conn.send(_refusal(code, ref, progress.task_id, progress.attempt))
 
     async def _on_result(self, ref: str, result: TaskResult) -> None:
+        await self._flush_attempt(result.task_id, result.attempt)
         async with self._db() as session:
             service = TaskService(session, self._scheduler)
             try:
@@ -303,6 +334,7 @@ class AgentSession(Session):
         await self._send_recorded(ref, recorded, result.task_id, result.attempt)
 
     async def _on_error(self, ref: str, error: TaskError) -> None:
+        await self._flush_attempt(error.task_id, error.attempt)
         async with self._db() as session:
             recorded = await TaskService(session, self._scheduler).record_failure(
                 error.task_id,

@@ -169,8 +169,10 @@ async def test_agent_runs_a_task_and_the_watcher_sees_every_event_in_seq_order(s
     assert seqs == list(range(1, len(seqs) + 1)), seqs
     statuses = [payload(f)["status"] for f in events if f.type == "task/status"]
     assert statuses == ["queued", "assigned", "running", "done"]
-    progress = [payload(f) for f in events if f.type == "task/progress"]
-    assert [p["data"] for p in progress] == [{"i": 0}, {"i": 1}, {"i": 2}]
+    # Progress may be coalesced (best effort), but in order and with the last state kept.
+    progress = [payload(f)["data"]["i"] for f in events if f.type == "task/progress"]
+    assert progress == sorted(set(progress))
+    assert progress[-1] == 2
 
     row = await stack.task_row(task_id)
     assert row.status == "done"
@@ -204,8 +206,10 @@ async def test_watcher_reconnecting_with_last_seq_gets_exactly_the_missed_events
     frames = await again.recv_until(_is_done)
     assert frames[0].type == "ack"
     seqs = [payload(f)["seq"] for f in frames[1:]]
-    assert seqs == list(range(last_seq + 1, last_seq + 1 + len(seqs)))
-    assert len(seqs) == 6  # running, 4 x progress, done
+    # Exactly what the task produced after last_seq (running, progress (possibly coalesced), done).
+    produced = [e.seq for e in await stack.scheduler.history(task_id, 0)]
+    assert seqs == [seq for seq in produced if seq > last_seq]
+    assert seqs == list(range(last_seq + 1, produced[-1] + 1))
     # Nothing more follows: a heartbeat subscribe round trip proves the queue is empty.
     ref = await again.send(Unsubscribe(task_id=task_id))
     nxt = await again.recv()

@@ -223,3 +223,29 @@ async def test_slow_watcher_is_closed_with_4008_when_its_backlog_is_full(
             target.deliver(WatchEvent(task_id="t1", owner_id="u1", seq=seq, frame="{}"))
     await asyncio.wait_for(runner, 10)
     assert sock.closed_with == CloseCode.LAGGED
+
+
+async def test_progress_flood_is_coalesced_and_the_last_state_survives(stack: Stack) -> None:
+    owner = await stack.person()
+    agent_id, token = await stack.agent(owner)
+    agent = await stack.agent_peer(agent_id, token)
+    task_id = await stack.submit(owner, agent_id=agent_id)
+    watcher = await stack.client_peer(owner)
+    await watcher.send(Subscribe(task_id=task_id))
+    await watcher.recv_type("ack")
+    await stack.dispatch()
+    attempt = payload(await agent.recv_type("task/submit"))["attempt"]
+    await agent.send(TaskAccept(task_id=task_id, attempt=attempt))
+    await agent.recv_type("ack")
+    sent = 300
+    for i in range(sent):
+        await agent.send(TaskProgress(task_id=task_id, attempt=attempt, data={"i": i}))
+    await agent.send(TaskResult(task_id=task_id, attempt=attempt, output="end"))
+    await agent.recv_type("ack")
+
+    frames = await watcher.recv_until(lambda f: f.type == "task/status" and payload(f)["status"] == "done")
+    progress = [payload(f) for f in frames if f.type == "task/progress"]
+    seqs = [payload(f)["seq"] for f in frames if f.type != "ack"]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # gap-free, in order
+    assert progress[-1]["data"] == {"i": sent - 1}  # the last state is kept
+    assert len(progress) < sent  # the flood was coalesced, not applied frame by frame
