@@ -56,8 +56,9 @@ class ScriptedAgent:
         return self
 
     def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
+                self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
             self._thread.join(timeout=10)
 
@@ -100,10 +101,19 @@ class ScriptedAgent:
         while True:
             with self._lock:
                 running = self.running_now
-            await socket.send(encode_frame(Heartbeat(running=running, capacity=0)))
+            await socket.send(encode_frame(Heartbeat(running=running, capacity=0)).decode())
             await asyncio.sleep(0.3)
 
     async def _read(self, socket: ClientConnection, tasks: set[asyncio.Task[None]]) -> None:
+        try:
+            await self._read_frames(socket, tasks)
+        except Exception as exc:
+            self.errors.append(f"reader: {exc!r}")
+            raise
+        if socket.close_code is not None:
+            self.errors.append(f"closed by server: {socket.close_code} {socket.close_reason}")
+
+    async def _read_frames(self, socket: ClientConnection, tasks: set[asyncio.Task[None]]) -> None:
         seen: set[tuple[str, int]] = set()
         async for raw in socket:
             frame = decode_frame(raw, max_bytes=MAX_AGENT_FRAME_BYTES)
@@ -127,7 +137,7 @@ class ScriptedAgent:
             self.running_now += 1
             self.max_running = max(self.max_running, self.running_now)
         try:
-            await socket.send(encode_frame(TaskAccept(task_id=submit.task_id, attempt=submit.attempt)))
+            await socket.send(encode_frame(TaskAccept(task_id=submit.task_id, attempt=submit.attempt)).decode())
             hold = self.hold_s
             if isinstance(submit.input, dict) and "holdS" in submit.input:
                 hold = float(submit.input["holdS"])
@@ -143,7 +153,7 @@ class ScriptedAgent:
         await socket.send(
             encode_frame(
                 TaskResult(task_id=submit.task_id, attempt=submit.attempt, output=output), frame_id=str(uuid.uuid4())
-            )
+            ).decode()
         )
         with self._lock:
             self.finished.append(key)

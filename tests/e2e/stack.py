@@ -286,11 +286,11 @@ class Stack:
         page = 1
         with self.http(token) as client:
             while True:
-                response = client.get("/api/tasks", params={**params, "page": page, "pageSize": 500})
+                response = client.get("/api/tasks", params={**params, "page": page, "pageSize": 100})
                 response.raise_for_status()
                 body = response.json()
                 yield from body["items"]
-                if page * 500 >= body["total"]:
+                if page * 100 >= body["total"]:
                     return
                 page += 1
 

@@ -36,7 +36,7 @@ def test_user_b_cannot_read_list_cancel_or_watch_user_a_tasks(stack: Stack) -> N
         url = stack.api_url.replace("http://", "ws://") + "/ws?role=client"
         async with connect(url, additional_headers={"Authorization": f"Bearer {bob}"}) as socket:
             assert decode_frame(await socket.recv(), max_bytes=MAX_AGENT_FRAME_BYTES).type == "auth/ok"
-            await socket.send(encode_frame(Subscribe(task_id=task_id)))
+            await socket.send(encode_frame(Subscribe(task_id=task_id)).decode())
             while True:
                 frame = decode_frame(await asyncio.wait_for(socket.recv(), 10), max_bytes=MAX_AGENT_FRAME_BYTES)
                 if frame.type in ("error", "ack"):

@@ -26,7 +26,7 @@ def test_priority_order_then_fifo_within_a_priority(stack: Stack) -> None:
     }
     agent = ScriptedAgent(stack.api_url, agent_id, token, name="serial").start()
     try:
-        wait_until(lambda: len(agent.finished) == len(plan), timeout_s=30, what="all six tasks")
+        wait_until(lambda: len(agent.finished) == len(plan), timeout_s=30, what=f"all six tasks {agent.errors}")
         order = [created[task_id] for task_id, _ in agent.received]
         assert order == ["c", "f", "b", "d", "a", "e"]
     finally:
@@ -87,6 +87,7 @@ def test_observed_concurrency_never_exceeds_the_agent_limit(stack: Stack) -> Non
             agent.stop()
 
 
+@pytest.mark.timeout(300)
 def test_two_schedulers_dispatch_each_task_exactly_once(stack: Stack) -> None:
     stack.start_scheduler(name="scheduler-2")
     admin = stack.create_admin()

@@ -23,6 +23,7 @@ def _attempt_events(task: dict) -> list[dict]:
     return [e for e in task.get("events") or [] if e.get("type") == "task/status"]
 
 
+@pytest.mark.timeout(180)
 def test_kill_9_agent_requeues_its_running_tasks_which_finish_once_elsewhere(stack: Stack) -> None:
     admin = stack.create_admin()
     a_id, a_token = stack.create_agent(capabilities=["slow"], concurrency=3, name="A")
@@ -59,6 +60,7 @@ def test_kill_9_agent_requeues_its_running_tasks_which_finish_once_elsewhere(sta
         assert len(done_events) == 1
 
 
+@pytest.mark.timeout(180)
 def test_scheduler_killed_and_restarted_mid_run_loses_nothing(stack: Stack) -> None:
     admin = stack.create_admin()
     agent_id, token = stack.create_agent(capabilities=["k"], concurrency=20, name="k")
@@ -83,6 +85,7 @@ def test_scheduler_killed_and_restarted_mid_run_loses_nothing(stack: Stack) -> N
         agent.stop()
 
 
+@pytest.mark.timeout(180)
 def test_redis_emptied_mid_run_rebuilds_every_unfinished_task(stack: Stack) -> None:
     admin = stack.create_admin()
     agent_id, token = stack.create_agent(capabilities=["r"], concurrency=5, name="r")
