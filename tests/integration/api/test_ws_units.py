@@ -1,0 +1,96 @@
+"""The pure parts of /ws: the Origin rule, the bad-frame budget, progress coalescing, the session registry,
+and the control-message decoder. No network, no services.
+"""
+
+from __future__ import annotations
+
+from api.ws.control import apply_control
+from api.ws.endpoint import origin_allowed
+from api.ws.framing import ViolationBudget
+from api.ws.progress_gate import ProgressGate
+from api.ws.registry import SessionRegistry
+from protocol.messages import TaskProgress
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _Session:
+    def __init__(self) -> None:
+        self.closed: list[tuple[int, str]] = []
+
+    def request_close(self, code: int, reason: str) -> None:
+        self.closed.append((code, reason))
+
+    def deliver(self, event: object) -> None:
+        raise AssertionError("not used here")
+
+
+def test_origin_allow_list_same_host_and_wildcard() -> None:
+    allowed = ("https://app.example.com",)
+    assert origin_allowed("https://app.example.com", allowed, "api.example.com")
+    assert origin_allowed("HTTPS://APP.EXAMPLE.COM/", allowed, None)
+    assert origin_allowed("http://api.example.com:8000", allowed, "api.example.com:8000")
+    assert not origin_allowed("https://evil.example.net", allowed, "api.example.com")
+    assert not origin_allowed("null", allowed, "api.example.com")
+    assert origin_allowed("https://anything.example", ("*",), None)
+
+
+def test_violation_budget_allows_ten_per_window_and_forgets_old_ones() -> None:
+    clock = _Clock()
+    budget = ViolationBudget(10, 60.0, clock)
+    assert not any(budget.spend() for _ in range(10))
+    assert budget.spend()  # the 11th within 60 s
+    clock.now = 61.0
+    assert not budget.spend()
+
+
+def test_progress_gate_coalesces_to_the_latest_frame() -> None:
+    gate = ProgressGate(10.0)  # one every 0.1 s
+    frames = [TaskProgress(task_id="t", attempt=1, data=i) for i in range(5)]
+    assert gate.admit(frames[0], 0.0)
+    assert not any(gate.admit(f, 0.01 * i) for i, f in enumerate(frames[1:], start=1))
+    assert gate.holding
+    assert gate.due(0.05) == []
+    assert gate.due(0.2) == [frames[4]]  # only the latest survives
+    assert not gate.holding
+    assert gate.admit(TaskProgress(task_id="t", attempt=2, data="other attempt"), 0.2)
+
+
+def test_progress_gate_hands_over_the_held_frame_before_an_outcome() -> None:
+    gate = ProgressGate(1.0)
+    assert gate.admit(TaskProgress(task_id="t", attempt=1, data=1), 0.0)
+    held = TaskProgress(task_id="t", attempt=1, data=2)
+    assert not gate.admit(held, 0.1)
+    assert gate.take("t", 1) == held
+    assert gate.take("t", 1) is None
+
+
+def test_registry_targets_and_closing() -> None:
+    registry = SessionRegistry()
+    task_watcher, owner_watcher, admin_watcher, other = _Session(), _Session(), _Session(), _Session()
+    registry.watch_task("t1", task_watcher)  # type: ignore[arg-type]
+    registry.watch_owner("alice", owner_watcher)  # type: ignore[arg-type]
+    registry.watch_everything(admin_watcher)  # type: ignore[arg-type]
+    registry.watch_owner("bob", other)  # type: ignore[arg-type]
+    assert registry.targets("alice", "t1") == {task_watcher, owner_watcher, admin_watcher}
+    assert registry.targets("bob", "t9") == {other, admin_watcher}
+    registry.unwatch_task("t1", task_watcher)  # type: ignore[arg-type]
+    assert task_watcher not in registry.targets("alice", "t1")
+
+    agent, client = _Session(), _Session()
+    registry.add_agent("a1", "alice", agent)
+    registry.add_client("alice", "jti-1", client)
+    assert apply_control(registry, b'{"kind": "token_revoked", "id": "jti-1"}') == 1
+    assert client.closed == [(1008, "session revoked")]
+    assert apply_control(registry, b'{"kind": "user_disabled", "id": "alice"}') == 2
+    assert agent.closed == [(1008, "user disabled")]
+    assert apply_control(registry, b'{"kind": "nonsense", "id": "x"}') == 0
+    assert apply_control(registry, b"not json") == 0
+    registry.remove_agent("a1", "alice", agent)
+    assert registry.close_agent("a1", 1008, "gone") == 0
