@@ -90,6 +90,9 @@ class TaskyardStack:
             cwd=REPO_ROOT,
         ).start()
         self.procs.append(proc)
+        # For profiling a run from outside (py-spy record --pid ...).
+        with (self.config.log_dir / "pids.txt").open("a") as pids:
+            pids.write(f"{name} {proc.pid}\n")
         return proc
 
     def prepare(self) -> None:
