@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import traceback
@@ -57,6 +58,24 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "platform": platform.platform()}
+
+
+def git_commit() -> str:
+    """The commit the taskyard numbers belong to (`+dirty` when the tree has local changes)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head}+dirty" if dirty else head
 
 
 def run_taskyard(args: argparse.Namespace, redis: RedisServer, log_dir: Path) -> dict[str, Any]:
@@ -152,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": stamp,
         "machine": machine(),
         "redis": redis_version,
+        "taskyard_commit": git_commit(),
         "params": {
             "n": args.n,
             "seq": args.seq,
