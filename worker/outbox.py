@@ -33,14 +33,16 @@ class PendingFrame:
 
 
 class Outbox:
-    """Unacknowledged frames by envelope id, in the order they were added."""
+    """Unacknowledged frames by envelope id, in the order they were added, indexed by task attempt."""
 
     def __init__(self) -> None:
         self._frames: dict[str, PendingFrame] = {}
+        self._by_key: dict[TaskKey, list[str]] = {}
 
     def add(self, frame: PendingFrame) -> None:
         """Track a frame until it is acknowledged."""
         self._frames[frame.frame_id] = frame
+        self._by_key.setdefault(frame.key, []).append(frame.frame_id)
 
     def get(self, frame_id: str) -> PendingFrame | None:
         """The pending frame with this id, if any."""
@@ -49,20 +51,29 @@ class Outbox:
     def ack(self, frame_id: str) -> PendingFrame | None:
         """Drop the acknowledged frame; an acked result/error also settles the task's earlier frames."""
         frame = self._frames.pop(frame_id, None)
-        if frame is not None and frame.kind in TERMINAL_KINDS:
+        if frame is None:
+            return None
+        if frame.kind in TERMINAL_KINDS:
             self.purge(frame.key)
+        else:
+            ids = self._by_key.get(frame.key, [])
+            if frame_id in ids:
+                ids.remove(frame_id)
+            if not ids:
+                self._by_key.pop(frame.key, None)
         return frame
 
     def purge(self, key: TaskKey) -> int:
         """Drop every frame about one task attempt (fenced, cancelled or settled); return how many."""
-        doomed = [fid for fid, frame in self._frames.items() if frame.key == key]
-        for fid in doomed:
-            del self._frames[fid]
-        return len(doomed)
+        dropped = 0
+        for fid in self._by_key.pop(key, []):
+            if self._frames.pop(fid, None) is not None:
+                dropped += 1
+        return dropped
 
     def has_terminal(self, key: TaskKey) -> bool:
         """True when a result or error for `key` waits for its ack."""
-        return any(f.key == key and f.kind in TERMINAL_KINDS for f in self._frames.values())
+        return any(self._frames[fid].kind in TERMINAL_KINDS for fid in self._by_key.get(key, ()) if fid in self._frames)
 
     def all(self) -> list[PendingFrame]:
         """Every pending frame, oldest first (the order to resend them in after a reconnect)."""
