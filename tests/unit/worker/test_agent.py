@@ -388,3 +388,69 @@ async def test_progress_refused_by_the_server_does_not_stop_the_task() -> None:
             gate.opened.set()
             await api.wait_for(lambda: bool(api.frames("task/result", "t1")))
         assert gate.cancelled == []
+
+
+async def test_short_disconnect_keeps_running_tasks_and_delivers_their_result_once() -> None:
+    gate = Gate()
+    async with FakeApi() as api:
+        agent = Agent(make_settings(api), gated_registry(gate))
+        async with running(agent):
+            await api.submit("t1", "gated")
+            await gate.wait_active(1)
+            await api.wait_for(lambda: bool(api.frames("task/accept", "t1")))
+            await api.drop()
+            await api.wait_for(lambda: api.connections == 2)
+            await api.submit("t1", "gated")  # the new session redelivers the inbox entry: still one run
+            gate.opened.set()
+            await api.wait_for(lambda: bool(api.frames("task/result", "t1")))
+            await api.submit("t2", "noop")
+            await api.wait_for(lambda: bool(api.frames("task/result", "t2")))
+        assert gate.runs == [("t1", 1)]
+        assert [r.conn for r in api.frames("task/result", "t1")] == [2]
+        assert len(api.frames("task/accept", "t1")) == 1  # acked on the first connection: not resent
+
+
+async def test_progress_is_dropped_under_backpressure_and_the_task_still_finishes() -> None:
+    registry: Registry[Any] = Registry()
+    outcomes: list[bool] = []
+
+    @registry.handler("flood")
+    async def flood(input: Any, ctx: TaskContext[Any]) -> dict[str, int]:
+        for i in range(2000):  # never yields to the loop: the writer cannot keep up
+            outcomes.append(await ctx.progress({"i": i}))
+        return {"sent": sum(outcomes)}
+
+    async with FakeApi() as api:
+        agent = Agent(make_settings(api, progress_backlog=16), registry)
+        async with running(agent):
+            await api.submit("t1", "flood")
+            await api.wait_for(lambda: bool(api.frames("task/result", "t1")))
+        assert 0 < sum(outcomes) < 2000
+        assert len(api.frames("task/progress", "t1")) == sum(outcomes)
+        assert api.task_types("t1")[-1] == "task/result"
+
+
+async def test_handlers_get_the_resources_the_lifespan_yields() -> None:
+    events: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def resources() -> AsyncIterator[dict[str, str]]:
+        events.append("enter")
+        yield {"model": "offline"}
+        events.append("exit")
+
+    registry: Registry[dict[str, str]] = Registry()
+
+    @registry.handler("model")
+    async def model(input: Any, ctx: TaskContext[dict[str, str]]) -> str:
+        return ctx.resources["model"]
+
+    async with FakeApi() as api:
+        agent = Agent(make_settings(api), registry, resources=resources)
+        async with running(agent):
+            await api.submit("t1", "model")
+            await api.wait_for(lambda: bool(api.frames("task/result", "t1")))
+        result = api.frames("task/result", "t1")[0].frame.payload
+        assert isinstance(result, TaskResult)
+        assert result.output == "offline"
+        assert events == ["enter", "exit"]
