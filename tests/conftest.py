@@ -129,8 +129,11 @@ async def redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
     """An asyncio client on the test's loop: bytes replies, 5 s socket timeout (not for blocking reads)."""
     import redis.asyncio
 
+    # The same shape as the app's clients (api/app.py): RESP3 with RESP2-shaped replies, bytes.
     client = redis.asyncio.Redis.from_url(
         redis_url,
+        protocol=3,
+        legacy_responses=True,
         socket_timeout=5,
         socket_connect_timeout=2,
         decode_responses=False,
