@@ -36,6 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=500, help="tasks per submit batch (max 500)")
     parser.add_argument("--warmup", type=int, default=50, help="tasks run before measuring")
     parser.add_argument("--workers", type=int, default=2, help="taskyard worker processes (peers use 2)")
+    parser.add_argument("--api-replicas", type=int, default=1, help="taskyard API processes (workers spread over them)")
     parser.add_argument("--concurrency", type=int, default=64, help="taskyard worker concurrency (per process)")
     parser.add_argument("--submit-concurrency", type=int, default=2, help="taskyard batch requests in flight")
     parser.add_argument("--only", choices=SYSTEMS, action="append", help="run only these systems (repeatable)")
@@ -85,7 +86,8 @@ def run_taskyard(args: argparse.Namespace, redis: RedisServer, log_dir: Path) ->
     db = PgDatabase()
     data_dir = Path(tempfile.mkdtemp(prefix="taskyard-bench-data-"))
     stack = TaskyardStack(
-        StackConfig(redis_url=redis.url(0), database_url=db.sqlalchemy_url, log_dir=log_dir, data_dir=data_dir)
+        StackConfig(redis_url=redis.url(0), database_url=db.sqlalchemy_url, log_dir=log_dir, data_dir=data_dir),
+        api_replicas=args.api_replicas,
     )
     work = Workload(
         n=args.n,
@@ -98,7 +100,8 @@ def run_taskyard(args: argparse.Namespace, redis: RedisServer, log_dir: Path) ->
         timeout_s=args.timeout_s,
     )
     setup = (
-        f"1 API process, 1 scheduler, {args.workers} worker processes x concurrency {args.concurrency}; "
+        f"{args.api_replicas} API process(es), 1 scheduler, "
+        f"{args.workers} worker processes x concurrency {args.concurrency}; "
         f"batches of {args.batch} ({args.submit_concurrency} in flight); results in PostgreSQL {{pg}}"
     )
     try:
@@ -177,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             "seq": args.seq,
             "batch": args.batch,
             "warmup": args.warmup,
+            "api_replicas": args.api_replicas,
             "workers": args.workers,
             "concurrency": args.concurrency,
             "quick": args.quick,

@@ -31,20 +31,27 @@ class StackConfig:
 
 
 class TaskyardStack:
-    """The API, one scheduler and any number of workers, all on our Redis and our database."""
+    """API replicas, one scheduler and any number of workers, all on our Redis and our database.
 
-    def __init__(self, config: StackConfig) -> None:
+    The bench's REST calls and its own sockets use replica 0; worker i connects to replica i mod N,
+    so with several replicas the events cross replicas through Redis as in production.
+    """
+
+    def __init__(self, config: StackConfig, *, api_replicas: int = 1) -> None:
         self.config = config
-        self.port = free_port()
+        self.ports = [free_port() for _ in range(max(1, api_replicas))]
         self.procs: list[Proc] = []
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://127.0.0.1:{self.ports[0]}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+        return self.replica_ws_url(0)
+
+    def replica_ws_url(self, index: int) -> str:
+        return f"ws://127.0.0.1:{self.ports[index % len(self.ports)]}/ws"
 
     def env(self) -> dict[str, str]:
         cfg = self.config
@@ -105,19 +112,24 @@ class TaskyardStack:
         )
 
     def start_api_and_scheduler(self) -> None:
-        api = self._spawn("api", [str(BIN / "taskyard"), "api", "--host", "127.0.0.1", "--port", str(self.port)])
+        apis = [
+            self._spawn(
+                f"api-{i}" if i else "api", [str(BIN / "taskyard"), "api", "--host", "127.0.0.1", "--port", str(port)]
+            )
+            for i, port in enumerate(self.ports)
+        ]
         scheduler = self._spawn("scheduler", [str(BIN / "python"), "-m", "scheduler"])
 
         def api_up() -> bool:
-            api.check_alive()
-            scheduler.check_alive()
-            return port_open("127.0.0.1", self.port)
+            for proc in [*apis, scheduler]:
+                proc.check_alive()
+            return all(port_open("127.0.0.1", port) for port in self.ports)
 
         wait_until(api_up, timeout_s=60, what="the taskyard API to listen")
 
     def start_worker(self, index: int, agent_id: str, agent_token: str, concurrency: int) -> Proc:
         # The token goes in the environment, not on the command line where `ps` shows it.
-        argv = [str(BIN / "python"), "-m", "worker", "--url", self.ws_url, "--agent-id", agent_id]
+        argv = [str(BIN / "python"), "-m", "worker", "--url", self.replica_ws_url(index), "--agent-id", agent_id]
         argv += ["--concurrency", str(concurrency)]
         return self._spawn(f"worker-{index}", argv, {"TASKYARD_WORKER_AGENT_TOKEN": agent_token})
 
