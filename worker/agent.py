@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import OrderedDict
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -17,9 +16,8 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
 import msgspec
 
-from protocol.envelope import SERVER_SENDS, decode_frame, encode_frame, new_frame_id
-from protocol.errors import ErrorCode, ProtocolError
-from protocol.limits import MAX_AGENT_FRAME_BYTES
+from protocol.envelope import encode_frame, new_frame_id
+from protocol.errors import ErrorCode
 from protocol.messages import (
     Ack,
     ErrorFrame,
@@ -34,7 +32,7 @@ from protocol.messages import (
     TaskSubmit,
 )
 from worker.backoff import Backoff
-from worker.connection import AgentConnection, ConnectParams, open_connection
+from worker.connection import ConnectParams, open_connection
 from worker.context import ProgressUpdate, TaskContext
 from worker.errors import AuthenticationError, ConnectionLostError
 from worker.execution import (
@@ -46,7 +44,8 @@ from worker.execution import (
     execute,
     truncate_message,
 )
-from worker.outbox import FrameKind, Outbox, PendingFrame, RecentRefs, SendQueue, TaskKey
+from worker.link import Link, cancel_and_wait
+from worker.outbox import FrameKind, Outbox, PendingFrame, RecentRefs, TaskKey
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -159,12 +158,13 @@ class Agent(Generic[R]):
         self._finished = _Finished()
         self._outbox = Outbox()
         self._refs = RecentRefs()
-        self._sendq = SendQueue(progress_limit=settings.progress_backlog)
-        self._send_ready = asyncio.Event()
-        self._written: dict[str, asyncio.Future[None]] = {}
-        self._heartbeat_wakeup = asyncio.Event()
-        self._conn: AgentConnection | None = None
-        self._heartbeat_interval_s = 10.0
+        self._link = Link(
+            self._outbox,
+            on_frame=self._dispatch,
+            heartbeat=self._heartbeat,
+            progress_backlog=settings.progress_backlog,
+            resend_interval_s=settings.resend_interval_s,
+        )
         self._draining = False
         self._stop_requested = asyncio.Event()
         self._force_stop = asyncio.Event()
@@ -172,7 +172,7 @@ class Agent(Generic[R]):
         self._jobs_idle.set()
         self._outbox_empty = asyncio.Event()
         self._outbox_empty.set()
-        self.connected = asyncio.Event()
+        self.connected = self._link.connected
         """Set while an authenticated connection is up (for tests and probes)."""
 
     # -- public surface ---------------------------------------------------------------------------------
@@ -209,7 +209,7 @@ class Agent(Generic[R]):
                     connection_loop.result()  # an AuthenticationError ends the run here
                 await self._drain()
             finally:
-                await _cancel_and_wait(stop_wait, connection_loop)
+                await cancel_and_wait(stop_wait, connection_loop)
                 await self._cancel_jobs(None)
 
     # -- connection lifecycle ---------------------------------------------------------------------------
@@ -239,80 +239,12 @@ class Agent(Generic[R]):
             backoff.reset()
             logger.info("agent connected", extra={"agent_id": agent_id, "session_id": conn.auth.session_id})
             try:
-                await self._session(conn)
+                await self._link.serve(conn)
             except ConnectionLostError as exc:
                 logger.warning("connection lost: %s", exc, extra={"agent_id": agent_id})
             except Exception:  # the session boundary: log, reconnect, keep the tasks running
                 logger.exception("agent session failed", extra={"agent_id": agent_id})
             await asyncio.sleep(backoff.next_delay_s())
-
-    async def _session(self, conn: AgentConnection) -> None:
-        self._heartbeat_interval_s = conn.auth.heartbeat_interval_s
-        self._sendq.clear()
-        for pending in self._outbox.all():  # resend everything unacknowledged, oldest first
-            pending.sent_at = None
-            self._sendq.put(pending.data, frame_id=pending.frame_id)
-        self._conn = conn
-        self.connected.set()
-        loops = [
-            asyncio.create_task(self._reader(conn), name="agent-reader"),
-            asyncio.create_task(self._writer(conn), name="agent-writer"),
-            asyncio.create_task(self._heartbeats(), name="agent-heartbeats"),
-            asyncio.create_task(self._resender(), name="agent-resender"),
-        ]
-        try:
-            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
-            for finished in done:
-                finished.result()
-        finally:
-            self._conn = None
-            self.connected.clear()
-            for waiter in self._written.values():  # nobody writes them on this connection any more
-                if not waiter.done():
-                    waiter.set_result(None)
-            self._written.clear()
-            await _cancel_and_wait(*loops)
-            with contextlib.suppress(Exception):
-                await conn.close()
-
-    async def _reader(self, conn: AgentConnection) -> None:
-        while True:
-            raw = await conn.recv()
-            try:
-                frame = decode_frame(raw, max_bytes=MAX_AGENT_FRAME_BYTES, accept=SERVER_SENDS)
-            except ProtocolError as exc:
-                logger.warning("unreadable frame from the server: %s", exc.message)
-                continue
-            self._dispatch(frame.payload)
-
-    async def _writer(self, conn: AgentConnection) -> None:
-        while True:
-            item = self._sendq.pop()
-            if item is None:
-                self._send_ready.clear()
-                await self._send_ready.wait()
-                continue
-            data, frame_id = item
-            await conn.send(data)
-            if frame_id is not None:
-                self._mark_written(frame_id)
-
-    async def _heartbeats(self) -> None:
-        while True:
-            self._sendq.put_urgent(encode_frame(self._heartbeat()))
-            self._send_ready.set()
-            self._heartbeat_wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._heartbeat_wakeup.wait(), timeout=self._heartbeat_interval_s)
-
-    async def _resender(self) -> None:
-        interval_s = self._settings.resend_interval_s
-        while True:
-            await asyncio.sleep(interval_s / 2)
-            for pending in self._outbox.due(time.monotonic(), interval_s):
-                pending.sent_at = None
-                self._sendq.put(pending.data, frame_id=pending.frame_id)
-                self._send_ready.set()
 
     def _heartbeat(self) -> Heartbeat:
         running = [job for job in self._jobs.values() if job.is_running]
@@ -336,9 +268,8 @@ class Agent(Generic[R]):
         elif isinstance(payload, ErrorFrame):
             self._on_error(payload)
         elif isinstance(payload, Heartbeat):
-            if payload.interval is not None and payload.interval != self._heartbeat_interval_s:
-                self._heartbeat_interval_s = payload.interval
-                self._heartbeat_wakeup.set()
+            if payload.interval is not None:
+                self._link.set_heartbeat_interval(payload.interval)
         else:
             logger.debug("ignoring %s frame", type(payload).__name__)
 
@@ -438,13 +369,14 @@ class Agent(Generic[R]):
                 self._jobs_idle.set()
             if outcome is not None and job.cancel_reason in (None, "shutdown"):
                 self._send_outcome(job.key, outcome)
-            self._heartbeat_wakeup.set()  # report the freed slot now, not at the next tick
+            self._link.heartbeat_now()  # report the freed slot now, not at the next tick
 
     async def _execute(self, job: _Job) -> Outcome:
         submit = job.submit
         job.is_running = True
         accept_id = self._track(job.key, "accept", TaskAccept(task_id=submit.task_id, attempt=submit.attempt))
-        await self._until_written(accept_id)
+        # The server hears `accept` before the work starts (bounded: under backpressure, start anyway).
+        await self._link.until_written(accept_id, _ACCEPT_FLUSH_S)
         job.ctx = TaskContext(
             task_id=submit.task_id,
             attempt=submit.attempt,
@@ -507,34 +439,11 @@ class Agent(Generic[R]):
         self._outbox.add(PendingFrame(frame_id=frame_id, key=key, kind=kind, data=data))
         self._refs.add(frame_id, key)
         self._note_outbox_change()
-        if self._conn is not None:  # else the next connection sends it from the outbox
-            self._sendq.put(data, frame_id=frame_id)
-            self._send_ready.set()
+        self._link.send_tracked(frame_id, data)
         return frame_id
 
-    async def _until_written(self, frame_id: str) -> None:
-        """Wait (briefly) until a queued frame is on the wire, so the server hears `accept` before the work
-        starts. Returns at once when disconnected: the outbox sends it on the next connection."""
-        if self._conn is None:
-            return
-        waiter = self._written.setdefault(frame_id, asyncio.get_running_loop().create_future())
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout=_ACCEPT_FLUSH_S)
-        except TimeoutError:
-            logger.debug("accept not written yet; starting the handler anyway")
-        finally:
-            self._written.pop(frame_id, None)
-
-    def _mark_written(self, frame_id: str) -> None:
-        pending = self._outbox.get(frame_id)
-        if pending is not None:
-            pending.sent_at = time.monotonic()
-        waiter = self._written.pop(frame_id, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
     def _send_progress(self, job: _Job, update: ProgressUpdate) -> bool:
-        if self._conn is None or job.cancel_reason is not None or self._jobs.get(job.key) is not job:
+        if not self._link.is_up or job.cancel_reason is not None or self._jobs.get(job.key) is not job:
             return False
         frame_id = new_frame_id()
         message = TaskProgress(
@@ -543,10 +452,9 @@ class Agent(Generic[R]):
             data=msgspec.Raw(update.data_json) if update.data_json is not None else None,
             message=update.message,
         )
-        if not self._sendq.put_progress(encode_frame(message, frame_id=frame_id)):
+        if not self._link.send_progress(encode_frame(message, frame_id=frame_id)):
             return False
         self._refs.add(frame_id, job.key)
-        self._send_ready.set()
         return True
 
     def _note_outbox_change(self) -> None:
@@ -560,7 +468,7 @@ class Agent(Generic[R]):
     async def _drain(self) -> None:
         agent_id = self._settings.agent_id
         self._draining = True
-        self._heartbeat_wakeup.set()
+        self._link.heartbeat_now()
         logger.info("draining: %d task(s) running", self.running, extra={"agent_id": agent_id})
         for job in list(self._jobs.values()):
             if not job.is_running:  # waiting for a slot, never accepted: hand back at once
@@ -578,15 +486,9 @@ class Agent(Generic[R]):
         try:
             await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await _cancel_and_wait(*waiters)
+            await cancel_and_wait(*waiters)
         return event.is_set()
 
 
 def _handed_back() -> Failed:
     return Failed(ERROR_WORKER_SHUTDOWN, "the worker shut down before the task finished", True, 0.0)
-
-
-async def _cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)

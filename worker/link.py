@@ -1,0 +1,192 @@
+"""The live link to the server: one connection's reader, writer, heartbeat and resend loops.
+
+It owns the write path (one FIFO `SendQueue`, so a task's frames leave in order) and knows nothing about
+tasks: the agent hands it encoded frames and gets decoded payloads back through a callback. Unacknowledged
+frames live in the agent's `Outbox`; the link only resends them (after a reconnect, and when overdue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from protocol.envelope import SERVER_SENDS, decode_frame, encode_frame
+from protocol.errors import ProtocolError
+from protocol.limits import MAX_AGENT_FRAME_BYTES
+from worker.outbox import SendQueue
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from protocol.messages import Heartbeat, Message
+    from worker.connection import AgentConnection
+    from worker.outbox import Outbox
+
+__all__ = ("Link",)
+
+logger = logging.getLogger(__name__)
+
+
+class Link:
+    """Serves one connection at a time with `serve()`; between connections, frames wait in the outbox.
+
+    Args:
+        outbox: the agent's unacknowledged frames (resent on every new connection, and when overdue).
+        on_frame: called with each payload the server sends, on the loop, in order.
+        heartbeat: builds the agent's current heartbeat.
+        progress_backlog: most progress frames waiting to be written (more are refused).
+        resend_interval_s: resend an unacknowledged frame this long after it was written.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        on_frame: Callable[[Message], None],
+        heartbeat: Callable[[], Heartbeat],
+        progress_backlog: int,
+        resend_interval_s: float,
+    ) -> None:
+        self._outbox = outbox
+        self._on_frame = on_frame
+        self._heartbeat = heartbeat
+        self._resend_interval_s = resend_interval_s
+        self._queue = SendQueue(progress_limit=progress_backlog)
+        self._ready = asyncio.Event()
+        self._heartbeat_due = asyncio.Event()
+        self._written: dict[str, asyncio.Future[None]] = {}
+        self._conn: AgentConnection | None = None
+        self.heartbeat_interval_s = 10.0
+        """Seconds between heartbeats; from `auth/ok`, updated by the server's `heartbeat` frames."""
+        self.connected = asyncio.Event()
+        """Set while an authenticated connection is up."""
+
+    @property
+    def is_up(self) -> bool:
+        """True while a connection is being served."""
+        return self._conn is not None
+
+    def send_tracked(self, frame_id: str, data: bytes) -> None:
+        """Write an outbox frame now if connected; otherwise the next connection sends it from the outbox."""
+        if self._conn is not None:
+            self._queue.put(data, frame_id=frame_id)
+            self._ready.set()
+
+    def send_progress(self, data: bytes) -> bool:
+        """Queue a progress frame; False (dropped) when disconnected or the progress backlog is full."""
+        if self._conn is None or not self._queue.put_progress(data):
+            return False
+        self._ready.set()
+        return True
+
+    def heartbeat_now(self) -> None:
+        """Send a heartbeat at once (load or draining changed), then keep the usual rhythm."""
+        self._heartbeat_due.set()
+
+    def set_heartbeat_interval(self, interval_s: float) -> None:
+        """Adopt the interval the server asks for."""
+        if interval_s != self.heartbeat_interval_s:
+            self.heartbeat_interval_s = interval_s
+            self._heartbeat_due.set()
+
+    async def until_written(self, frame_id: str, timeout_s: float) -> None:
+        """Wait up to `timeout_s` until a queued frame is on the wire; at once when disconnected."""
+        if self._conn is None:
+            return
+        waiter = self._written.setdefault(frame_id, asyncio.get_running_loop().create_future())
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout=timeout_s)
+        except TimeoutError:
+            logger.debug("frame not written within %.1f s; going on", timeout_s)
+        finally:
+            self._written.pop(frame_id, None)
+
+    async def serve(self, conn: AgentConnection) -> None:
+        """Run the connection's loops until it fails.
+
+        Raises:
+            ConnectionLostError: the connection closed (the caller reconnects).
+        """
+        self.heartbeat_interval_s = conn.auth.heartbeat_interval_s
+        self._queue.clear()
+        for pending in self._outbox.all():  # resend everything unacknowledged, oldest first
+            pending.sent_at = None
+            self._queue.put(pending.data, frame_id=pending.frame_id)
+        self._conn = conn
+        self.connected.set()
+        loops = [
+            asyncio.create_task(self._reader(conn), name="agent-reader"),
+            asyncio.create_task(self._writer(conn), name="agent-writer"),
+            asyncio.create_task(self._heartbeats(), name="agent-heartbeats"),
+            asyncio.create_task(self._resender(), name="agent-resender"),
+        ]
+        try:
+            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
+            for finished in done:
+                finished.result()
+        finally:
+            self._conn = None
+            self.connected.clear()
+            for waiter in self._written.values():  # nothing more is written on this connection
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._written.clear()
+            await cancel_and_wait(*loops)
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def _reader(self, conn: AgentConnection) -> None:
+        while True:
+            raw = await conn.recv()
+            try:
+                frame = decode_frame(raw, max_bytes=MAX_AGENT_FRAME_BYTES, accept=SERVER_SENDS)
+            except ProtocolError as exc:
+                logger.warning("unreadable frame from the server: %s", exc.message)
+                continue
+            self._on_frame(frame.payload)
+
+    async def _writer(self, conn: AgentConnection) -> None:
+        while True:
+            item = self._queue.pop()
+            if item is None:
+                self._ready.clear()
+                await self._ready.wait()
+                continue
+            data, frame_id = item
+            await conn.send(data)
+            if frame_id is not None:
+                self._mark_written(frame_id)
+
+    def _mark_written(self, frame_id: str) -> None:
+        pending = self._outbox.get(frame_id)
+        if pending is not None:
+            pending.sent_at = time.monotonic()
+        waiter = self._written.pop(frame_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            self._queue.put_urgent(encode_frame(self._heartbeat()))
+            self._ready.set()
+            self._heartbeat_due.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._heartbeat_due.wait(), timeout=self.heartbeat_interval_s)
+
+    async def _resender(self) -> None:
+        while True:
+            await asyncio.sleep(self._resend_interval_s / 2)
+            for pending in self._outbox.due(time.monotonic(), self._resend_interval_s):
+                pending.sent_at = None
+                self._queue.put(pending.data, frame_id=pending.frame_id)
+                self._ready.set()
+
+
+async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
+    """Cancel tasks and wait until they are done, whatever they raise."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
