@@ -62,12 +62,16 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 label.ljust(width)
                 + "".join(("-" if rat[n][label] is None else f"{rat[n][label]:.2f}x").rjust(14) for n in rat)
             )
-    stages = results.get(OURS, {}).get("throughput", {}).get("stages")
-    if stages:
-        lines += ["", f"{OURS} throughput run, time per stage from the recorded status events (p50 / p99 ms):"]
-        for key, value in stages.items():
-            if isinstance(value, dict) and value.get("n"):
-                lines.append(f"  {key.removesuffix('_ms'):<20} {_cell(value['p50']):>10} / {_cell(value['p99'])}")
+    ours = results.get(OURS, {})
+    for title, stages in (
+        ("throughput run", ours.get("throughput", {}).get("stages")),
+        ("idle sequential (probe agent) run", ours.get("dispatch_stages")),
+    ):
+        if stages:
+            lines += ["", f"{OURS} {title}, time per stage from the recorded status events (p50 / p99 ms):"]
+            for key, value in stages.items():
+                if isinstance(value, dict) and value.get("n"):
+                    lines.append(f"  {key.removesuffix('_ms'):<20} {_cell(value['p50']):>10} / {_cell(value['p99'])}")
     errors = [f"{n}: {r['error']}" for n, r in results.items() if "error" in r]
     if errors:
         lines += ["", "FAILED:", *errors]

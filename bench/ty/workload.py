@@ -151,7 +151,21 @@ async def _sequential(rest: RestClient, watcher: Watcher, work: Workload) -> lis
     return samples
 
 
-async def _probe_sequential(stack: TaskyardStack, rest: RestClient, watcher: Watcher, work: Workload) -> dict[str, Any]:
+async def _wait_recorded(pg_url: str, task_ids: list[str], timeout_s: float) -> None:
+    """Wait until PostgreSQL holds every one of these tasks as done (the recorder may lag a little)."""
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as pg:
+
+        async def all_done() -> bool:
+            cur = await pg.execute("SELECT count(*) FROM tasks WHERE status = 'done' AND id = ANY(%s)", (task_ids,))
+            row = await cur.fetchone()
+            return bool(row) and int(row[0]) == len(task_ids)
+
+        await _wait_for(all_done, timeout_s=timeout_s, what="the recorder to write the probe tasks", interval_s=0.05)
+
+
+async def _probe_sequential(
+    stack: TaskyardStack, rest: RestClient, watcher: Watcher, pg_url: str, work: Workload
+) -> dict[str, Any]:
     """Sequential tasks only the probe agent can take; times on this process' one clock."""
     agent_id, token = await rest.create_agent("bench-probe", concurrency=1, capabilities=[PROBE_CAPABILITY])
     probe = ProbeAgent(stack.ws_url, agent_id, token)
@@ -161,9 +175,11 @@ async def _probe_sequential(stack: TaskyardStack, rest: RestClient, watcher: Wat
         e2e: list[float] = []
         dispatch: list[float] = []
         submit_to_receive: list[float] = []
+        task_ids: list[str] = []
         for _ in range(work.seq):
             started = time.perf_counter()
             task_id = await rest.submit_one(capabilities=[PROBE_CAPABILITY])
+            task_ids.append(task_id)
             answered = time.perf_counter()
             received = await probe.wait_received(task_id, timeout_s=30)
             ended = await watcher.wait_ended(task_id, timeout_s=30)
@@ -172,9 +188,14 @@ async def _probe_sequential(stack: TaskyardStack, rest: RestClient, watcher: Wat
             submit_to_receive.append(received - started)
         if probe.errors:
             raise RuntimeError(f"probe agent got error frames: {probe.errors[:3]}")
-        return latency_fields(e2e, dispatch, submit_to_receive)
+        fields = latency_fields(e2e, dispatch, submit_to_receive)
     finally:
         await probe.close()
+    # The same tasks seen from the status events' own times (the scripts' clock): queued->assigned is
+    # the scheduler's pick-up on an idle system, assigned->running the inbox -> agent -> accept path.
+    await _wait_recorded(pg_url, task_ids, timeout_s=30)
+    fields["stages"] = await _stage_breakdown(pg_url, task_ids)
+    return fields
 
 
 async def run_workload(stack: TaskyardStack, pg_url: str, work: Workload) -> dict[str, Any]:
@@ -192,10 +213,11 @@ async def run_workload(stack: TaskyardStack, pg_url: str, work: Workload) -> dic
             result: dict[str, Any] = {"throughput": await _throughput(rest, watcher, pg_url, work)}
             stack.check_alive()
             result["latency_e2e_ms"] = summarize_ms(await _sequential(rest, watcher, work))
-            probe = await _probe_sequential(stack, rest, watcher, work)
+            probe = await _probe_sequential(stack, rest, watcher, pg_url, work)
             result["latency_dispatch_ms"] = probe["latency_dispatch_ms"]
             result["latency_submit_to_receive_ms"] = probe["latency_submit_to_receive_ms"]
             result["latency_e2e_probe_ms"] = probe["latency_e2e_ms"]
+            result["dispatch_stages"] = probe["stages"]
             result["db_statuses"] = await _statuses(pg_url)
         finally:
             await watcher.close()
