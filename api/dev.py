@@ -2,9 +2,10 @@
 
 Resolves Redis (REDIS_URL, else an embedded redis-server) and the database (DATABASE_URL, else
 SQLite in the data folder), migrates, ensures a dev admin and a dev agent (kept in `dev.json` so
-restarts reuse them), then supervises the API, a scheduler and workers as child processes. A
-signal is forwarded and everything stops in reverse order; a child that dies stops the stack
-with a non-zero exit. Development only: it prints credentials.
+restarts reuse them), then supervises the API, a scheduler and workers as child processes. On
+SIGINT/SIGTERM every child gets SIGTERM in reverse start order; a child that dies stops the stack
+with a non-zero exit; if the supervisor itself is killed, Linux ends the children too. Development
+only: it prints credentials.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from api.embedded import EmbeddedRedis, redis_server_binary
+from api.embedded import EmbeddedRedis, die_with_parent, redis_server_binary
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -153,6 +154,7 @@ def _spawn(stack: _Stack, name: str, argv: list[str], env: Mapping[str, str]) ->
         stdin=subprocess.DEVNULL,
         # Own process group: a terminal Ctrl-C reaches only the supervisor, which stops children in order.
         start_new_session=True,
+        preexec_fn=die_with_parent,  # noqa: PLW1509 - the supervisor runs no threads
     )
     stack.children.append(_Child(name, process))
     _say(f"started {name} (pid {process.pid})")
@@ -233,6 +235,7 @@ def _resolve_redis(options: DevOptions, environ: Mapping[str, str], data_dir: Pa
         binary=redis_server_binary(prefer_path=options.redis_from_path),
         data_dir=data_dir / "redis",
         log_file=data_dir / "redis.log",
+        tie_to_parent=True,
     )
     stack.redis = server
     url = server.start()
@@ -290,6 +293,8 @@ def _start(options: DevOptions, environ: Mapping[str, str], stack: _Stack, stop:
             "TASKYARD_WORKER_AGENT_TOKEN": state["agent"]["token"],
         }
     )
+    # Ctrl-C in dev should not wait the production drain (30 s); the supervisor kills after 10 s.
+    worker_env.setdefault("TASKYARD_WORKER_DRAIN_TIMEOUT_S", "5")
     for index in range(options.workers):
         _spawn(stack, f"worker-{index + 1}", [python, "-m", "worker"], worker_env)
     _banner(base_url, state, created, env["REDIS_URL"], _redact_url(database_url))

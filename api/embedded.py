@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ("EmbeddedRedis", "EmbeddedRedisError", "find_free_port", "redis_server_binary")
+__all__ = ("EmbeddedRedis", "EmbeddedRedisError", "die_with_parent", "find_free_port", "redis_server_binary")
 
 _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 5.0
@@ -26,6 +28,23 @@ _STOP_TIMEOUT_S = 5.0
 
 class EmbeddedRedisError(RuntimeError):
     """The embedded redis-server could not be found or did not start."""
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """`preexec_fn` for dev children: on Linux, SIGTERM the child when its parent dies (even by SIGKILL).
+
+    Without it a killed `taskyard dev` would leave the embedded Redis and the stack running.
+    Elsewhere it does nothing; the supervisor's own teardown still applies.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def find_free_port(host: str = "127.0.0.1") -> int:
@@ -91,12 +110,15 @@ class EmbeddedRedis:
         data_dir: Path | None = None,
         binary: str | None = None,
         log_file: Path | None = None,
+        tie_to_parent: bool = False,
     ) -> None:
         self.host = host
         self.port = port or 0
         self.data_dir = data_dir
         self.binary = binary
         self.log_file = log_file
+        self.tie_to_parent = tie_to_parent
+        """Stop the server when this process dies, however it dies (Linux); the dev supervisor sets it."""
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -143,6 +165,7 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop it in order
+            preexec_fn=die_with_parent if self.tie_to_parent else None,  # noqa: PLW1509 - no threads run yet
         )
         deadline = time.monotonic() + _START_TIMEOUT_S
         while time.monotonic() < deadline:

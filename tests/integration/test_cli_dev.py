@@ -169,9 +169,8 @@ def _online_in_redis(dev: DevProcess, agent_id: str) -> bool:
 def dev_processes() -> Iterator[list[DevProcess]]:
     started: list[DevProcess] = []
     yield started
-    for dev in started:  # a failed test must not leave a stack behind
-        if dev.process.poll() is None:
-            dev.stop(signal.SIGTERM)
+    for dev in started:  # a failed test must not leave a stack behind; stop() also closes the pipe
+        dev.stop(signal.SIGTERM)
 
 
 def _needs_module(name: str) -> None:
@@ -232,3 +231,18 @@ def test_dev_stops_with_an_error_when_a_child_dies_and_reuses_credentials(
     assert "(reused)" in second.output
     assert _login(second)
     assert second.stop(signal.SIGTERM) == 0, second.output
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux only")
+def test_killing_the_supervisor_takes_the_children_down(tmp_data_dir: Path, dev_processes: list[DevProcess]) -> None:
+    dev = DevProcess(tmp_data_dir, free_port(), "--workers", "0", "--no-scheduler")
+    dev_processes.append(dev)
+    wait_for(lambda: _ready(dev), timeout_s=90, what="/readyz 200", dev=dev)
+    pids = dev.pids()
+    assert {"api", "redis"} <= set(pids), dev.output
+    dev.process.kill()  # no teardown runs: only the kernel's parent-death signal can stop the children
+    dev.process.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while not _all_gone(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _all_gone(pids), f"children left behind: {pids}"
