@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     log_dir = args.results_dir / f"{stamp}-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    wanted = args.only or list(SYSTEMS)
+    wanted = [name for name in SYSTEMS if not args.only or name in args.only]
     print(
         f"bench {stamp}: n={args.n} seq={args.seq} batch={args.batch}; systems {', '.join(wanted)}; logs in {log_dir}",
         flush=True,
