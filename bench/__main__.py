@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -127,6 +128,7 @@ def run_taskyard(args: argparse.Namespace, redis: RedisServer, log_dir: Path) ->
     finally:
         stack.stop()
         db.drop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
