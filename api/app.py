@@ -52,9 +52,9 @@ def _redis_client(url: str, settings: ApiSettings, *, blocking: bool) -> redis.a
         protocol=3,
         legacy_responses=True,
         decode_responses=False,
-        socket_timeout=None if blocking else settings.redis.socket_timeout_s,
+        socket_timeout=None if blocking else settings.redis.redis_socket_timeout_s,
         socket_connect_timeout=5.0,
-        max_connections=settings.redis.max_connections,
+        max_connections=settings.redis.redis_max_connections,
     )
 
 

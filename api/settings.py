@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+import itertools
 import os
 import secrets
 import types
@@ -103,9 +104,9 @@ class HttpSettings:
 class DatabaseSettings:
     url: Secret = field(default_factory=lambda: Secret(""))
     """SQLAlchemy async URL (`DATABASE_URL`); default a SQLite file in the data dir. May hold a password."""
-    echo: bool = False
+    sql_echo: bool = False
     """Log every SQL statement (debugging only)."""
-    pool_size: int = 10
+    db_pool_size: int = 10
     """Connection pool size (ignored by SQLite)."""
     sqlite_busy_timeout_ms: int = 5000
     """SQLite `busy_timeout` pragma: how long a writer waits for the lock."""
@@ -117,9 +118,9 @@ class RedisSettings:
     """Redis URL (`REDIS_URL`). None: the dev supervisor provides one; `create_app` requires it set."""
     prefix: str = "taskyard"
     """Prefix of every Redis key and channel (`TASKYARD_REDIS_PREFIX`)."""
-    socket_timeout_s: float = 5.0
+    redis_socket_timeout_s: float = 5.0
     """Socket timeout of the command client (the blocking client has none)."""
-    max_connections: int = 100
+    redis_max_connections: int = 100
     """Connection pool size of each Redis client."""
 
 
@@ -189,6 +190,14 @@ class WsSettings:
     """Control messages a client may send per minute."""
     bad_frames_before_close: int = 10
     """Bad frames within 60 s before the socket is closed with 1008."""
+    progress_rate_per_s: float = 20.0
+    """Agent progress frames applied per task attempt per second; the rest are coalesced (latest wins); 0: all."""
+    token_recheck_interval_s: float = 300.0
+    """How often an open agent socket re-checks its token in the database (backstop for lost control); 0: never."""
+    agent_frame_concurrency: int = 32
+    """Frames of one agent socket handled at once (frames of one task stay in arrival order)."""
+    agent_status_interval_s: float = 5.0
+    """How often each API process polls agent presence for `agent/status` frames (only while someone watches)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,3 +434,44 @@ def load_settings(environ: Mapping[str, str]) -> ApiSettings:
         ws=groups["ws"],
         tasks=groups["tasks"],
     )
+
+
+def _field_docs(cls: type[Any]) -> dict[str, str]:
+    """The docstring written under each field of `cls` (read from the source: Python does not keep them)."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs: dict[str, str] = {}
+    for node, following in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def settings_reference() -> str:
+    """A Markdown table of every setting: env name, default, meaning (the docs' configuration table)."""
+    lines = ["| env | default | meaning |", "| --- | --- | --- |"]
+    top = _field_docs(ApiSettings)
+    for name, default in (("APP_ENV", "dev"), ("TASKYARD_DATA_DIR", ".taskyard"), ("TASKYARD_API_LOG_LEVEL", "INFO")):
+        key = {"APP_ENV": "env", "TASKYARD_DATA_DIR": "data_dir", "TASKYARD_API_LOG_LEVEL": "log_level"}[name]
+        lines.append(f"| `{name}` | `{default}` | {top.get(key, '')} |")
+    lines.append("| `HTTP_ADDR` | `127.0.0.1:8000` | Listen address, host:port. |")
+    lines.append("| `TASKYARD_CONFIG` | (none) | Optional YAML file with the same fields by section; env wins. |")
+    for group, cls in _GROUPS.items():
+        docs = _field_docs(cls)
+        for f in dataclasses.fields(cls):
+            if group == "http" and f.name in ("host", "port"):
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else None
+            shown = "(secret)" if isinstance(default, Secret) or f.name in ("url", "jwt_secret") else repr(default)
+            lines.append(f"| `{env_name(group, f.name)}` | `{shown}` | {docs.get(f.name, '')} |")
+    return "\n".join(lines) + "\n"

@@ -25,9 +25,9 @@ def _is_sqlite(url: str) -> bool:
 def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     """An async engine; on SQLite every connection gets WAL, busy_timeout and foreign_keys=ON."""
     url = settings.url.reveal()
-    kwargs: dict[str, Any] = {"echo": settings.echo, "pool_pre_ping": True}
+    kwargs: dict[str, Any] = {"echo": settings.sql_echo, "pool_pre_ping": True}
     if not _is_sqlite(url):
-        kwargs["pool_size"] = settings.pool_size
+        kwargs["pool_size"] = settings.db_pool_size
     engine = create_async_engine(url, **kwargs)
     if _is_sqlite(url):
         busy_ms = int(settings.sqlite_busy_timeout_ms)

@@ -124,3 +124,12 @@ def test_repr_of_loaded_settings_shows_no_secret(tmp_path: Path) -> None:
     assert "**********" in text
     assert str(settings.auth.jwt_secret) == "**********"
     assert settings.auth.jwt_secret.reveal() == jwt_secret
+
+
+def test_every_setting_has_a_distinct_env_name_and_a_docstring() -> None:
+    from api.settings import settings_reference
+
+    rows = [line for line in settings_reference().splitlines()[2:] if line.strip()]
+    names = [row.split("|")[1].strip() for row in rows]
+    assert len(names) == len(set(names))
+    assert all(row.split("|")[3].strip() for row in rows)
