@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--api-replicas", type=int, default=1, help="taskyard API processes (workers spread over them)")
     parser.add_argument("--concurrency", type=int, default=64, help="taskyard worker concurrency (per process)")
     parser.add_argument("--submit-concurrency", type=int, default=2, help="taskyard batch requests in flight")
+    parser.add_argument("--repeat", type=int, default=1, help="throughput runs per system; the median is reported")
     parser.add_argument("--only", choices=SYSTEMS, action="append", help="run only these systems (repeatable)")
     parser.add_argument("--timeout-s", type=float, default=300.0, help="bound on each measured phase")
     parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "bench" / "results")
@@ -99,6 +100,7 @@ def run_taskyard(args: argparse.Namespace, redis: RedisServer, log_dir: Path) ->
         concurrency=args.concurrency,
         submit_concurrency=args.submit_concurrency,
         timeout_s=args.timeout_s,
+        repeat=max(1, args.repeat),
     )
     setup = (
         f"{args.api_replicas} API process(es), 1 scheduler, "
@@ -167,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                     batch=args.batch,
                     log_dir=log_dir,
                     timeout_s=args.timeout_s,
+                    repeat=max(1, args.repeat),
                 )
                 results[name]["loadavg"] = {"before": load_before, "after": os.getloadavg()}
         redis_version = redis.version()
@@ -186,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             "workers": args.workers,
             "concurrency": args.concurrency,
             "quick": args.quick,
+            "repeat": args.repeat,
         },
         "results": results,
         "ratios": ratios(results),

@@ -22,6 +22,7 @@ class PeerArgs:
     warmup: int
     log_dir: Path
     timeout_s: float
+    repeat: int
 
 
 def parse_args(argv: list[str] | None = None) -> PeerArgs:
@@ -33,8 +34,9 @@ def parse_args(argv: list[str] | None = None) -> PeerArgs:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--log-dir", type=Path, required=True)
     parser.add_argument("--timeout-s", type=float, default=300.0, help="bound on each phase")
+    parser.add_argument("--repeat", type=int, default=1, help="throughput runs (the median is reported)")
     ns = parser.parse_args(argv)
-    return PeerArgs(ns.redis_url, ns.n, ns.seq, ns.batch, ns.warmup, ns.log_dir, ns.timeout_s)
+    return PeerArgs(ns.redis_url, ns.n, ns.seq, ns.batch, ns.warmup, ns.log_dir, ns.timeout_s, max(1, ns.repeat))
 
 
 def versions(*dists: str) -> dict[str, str]:

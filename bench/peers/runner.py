@@ -15,7 +15,16 @@ PEERS = {"dramatiq": "bench.peers.dramatiq_run", "taskiq": "bench.peers.taskiq_r
 
 
 def run_peer(
-    name: str, *, python: Path, redis_url: str, n: int, seq: int, batch: int, log_dir: Path, timeout_s: float
+    name: str,
+    *,
+    python: Path,
+    redis_url: str,
+    n: int,
+    seq: int,
+    batch: int,
+    log_dir: Path,
+    timeout_s: float,
+    repeat: int = 1,
 ) -> dict[str, Any]:
     """The peer's result dict, or `{"name", "error"}` when it failed (the run goes on with the others)."""
     argv = [
@@ -34,12 +43,19 @@ def run_peer(
         str(log_dir),
         "--timeout-s",
         str(timeout_s),
+        "--repeat",
+        str(repeat),
     ]
     log_path = log_dir / f"{name}-client.log"
     try:
         with log_path.open("ab") as stderr:
             done = subprocess.run(
-                argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=stderr, timeout=timeout_s * 3 + 120, check=False
+                argv,
+                cwd=REPO_ROOT,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                timeout=timeout_s * (2 + repeat) + 120,
+                check=False,
             )
     except subprocess.TimeoutExpired:
         return {"name": name, "error": f"timed out; see {log_path}"}

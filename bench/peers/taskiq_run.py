@@ -11,10 +11,11 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.peers.common import REPO_ROOT, PeerArgs, emit, parse_args, versions
 from bench.procs import Proc
-from bench.stats import latency_fields, throughput
+from bench.stats import latency_fields, median_run, throughput
 
 WORKERS = 2
 BATCH_POLL_S = 0.005
@@ -86,17 +87,20 @@ async def run_sequential(task, n: int, timeout_s: float) -> dict[str, list[float
     return samples
 
 
-async def measure(args: PeerArgs) -> tuple[float, float, dict[str, list[float]]]:
+async def measure(args: PeerArgs) -> tuple[dict[str, Any], dict[str, list[float]]]:
     from bench.peers import taskiq_app
 
     await taskiq_app.broker.startup()
     try:
         await run_batch(taskiq_app.noop, args.warmup, args.batch, timeout_s=60.0)
-        seconds, submit_s = await run_batch(taskiq_app.noop, args.n, args.batch, args.timeout_s)
+        runs = []
+        for _ in range(args.repeat):
+            seconds, submit_s = await run_batch(taskiq_app.noop, args.n, args.batch, args.timeout_s)
+            runs.append({**throughput(args.n, seconds), "submit_seconds": round(submit_s, 3)})
         samples = await run_sequential(taskiq_app.noop, args.seq, args.timeout_s)
     finally:
         await taskiq_app.broker.shutdown()
-    return seconds, submit_s, samples
+    return median_run(runs), samples
 
 
 def main() -> None:
@@ -104,7 +108,7 @@ def main() -> None:
     os.environ["BENCH_REDIS_URL"] = args.redis_url
     workers = start_workers(args)
     try:
-        seconds, submit_s, samples = asyncio.run(measure(args))
+        tput, samples = asyncio.run(measure(args))
         workers.check_alive()
     finally:
         workers.stop()
@@ -115,7 +119,7 @@ def main() -> None:
             "setup": f"taskiq-redis ListQueueBroker + RedisAsyncResultBackend, {WORKERS} worker processes; "
             f"submitted in concurrent chunks; results checked with is_ready, {CHECK_WINDOW} at once "
             f"(sequential run: wait_result polling every {SEQUENTIAL_POLL_S * 1000:.0f} ms)",
-            "throughput": {**throughput(args.n, seconds), "submit_seconds": round(submit_s, 3)},
+            "throughput": tput,
             **latency_fields(samples["e2e"], samples["dispatch"], samples["submit_to_receive"]),
             "dispatch_measured_as": "kiq() returned -> task started (wall clock, worker side)",
         }

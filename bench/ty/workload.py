@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from bench.stats import latency_fields, summarize_ms, throughput
+from bench.stats import latency_fields, median_run, summarize_ms, throughput
 from bench.ty.rest import RestClient
 from bench.ty.ws import ProbeAgent, Watcher
 
@@ -33,6 +33,7 @@ class Workload:
     concurrency: int
     submit_concurrency: int
     timeout_s: float
+    repeat: int = 1
 
 
 async def _wait_for(check: Any, *, timeout_s: float, what: str, interval_s: float = 0.1) -> None:
@@ -127,6 +128,7 @@ async def _throughput(rest: RestClient, watcher: Watcher, pg_url: str, work: Wor
         recorded = await pg_done
     finally:
         pg_done.cancel()
+    history = await _wait_events_recorded(pg_url, ids, timeout_s=work.timeout_s)
     not_done = sum(1 for task_id in ids if watcher.ended_status.get(task_id) != "done")
     return {
         **throughput(work.n, recorded - started),
@@ -135,6 +137,7 @@ async def _throughput(rest: RestClient, watcher: Watcher, pg_url: str, work: Wor
         "events_seconds": round(events_done - started, 3),
         "events_tasks_per_s": round(work.n / (events_done - started), 1),
         "not_done": not_done,
+        "history_recorded_seconds": None if history is None else round(history - started, 3),
         "stages": await _stage_breakdown(pg_url, ids),
     }
 
@@ -149,6 +152,27 @@ async def _sequential(rest: RestClient, watcher: Watcher, work: Workload) -> lis
             raise RuntimeError(f"task {task_id} ended {watcher.ended_status[task_id]}")
         samples.append(ended - started)
     return samples
+
+
+async def _wait_events_recorded(pg_url: str, task_ids: list[str], timeout_s: float) -> float | None:
+    """perf_counter time every task's `done` event row is in `task_events`, or None after `timeout_s`.
+
+    The result row and the event history are written by different paths (the result on the agent's
+    frame, the history by the recorder), so the history may trail the `done` status.
+    """
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as pg:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            cur = await pg.execute(
+                "SELECT count(*) FROM task_events WHERE type = 'task/status' AND status = 'done' AND task_id = ANY(%s)",
+                (task_ids,),
+            )
+            row = await cur.fetchone()
+            if row and int(row[0]) >= len(task_ids):
+                return time.perf_counter()
+            if time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(0.05)
 
 
 async def _wait_recorded(pg_url: str, task_ids: list[str], timeout_s: float) -> None:
@@ -194,6 +218,7 @@ async def _probe_sequential(
     # The same tasks seen from the status events' own times (the scripts' clock): queued->assigned is
     # the scheduler's pick-up on an idle system, assigned->running the inbox -> agent -> accept path.
     await _wait_recorded(pg_url, task_ids, timeout_s=30)
+    await _wait_events_recorded(pg_url, task_ids, timeout_s=30)
     fields["stages"] = await _stage_breakdown(pg_url, task_ids)
     return fields
 
@@ -210,7 +235,8 @@ async def run_workload(stack: TaskyardStack, pg_url: str, work: Workload) -> dic
             warm = await rest.submit_batch(work.warmup)
             watcher.track(warm)
             await watcher.wait_tracked(60)
-            result: dict[str, Any] = {"throughput": await _throughput(rest, watcher, pg_url, work)}
+            runs = [await _throughput(rest, watcher, pg_url, work) for _ in range(work.repeat)]
+            result: dict[str, Any] = {"throughput": median_run(runs)}
             stack.check_alive()
             result["latency_e2e_ms"] = summarize_ms(await _sequential(rest, watcher, work))
             probe = await _probe_sequential(stack, rest, watcher, pg_url, work)
