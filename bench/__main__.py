@@ -156,8 +156,14 @@ def main(argv: list[str] | None = None) -> int:
             from bench.peers.runner import run_peer
             from bench.peers.venv import peers_python
 
-            python = peers_python(log=log_dir / "peers-venv.log")
-            for name in peers:
+            try:
+                python = peers_python(log=log_dir / "peers-venv.log")
+            except (OSError, subprocess.SubprocessError) as exc:
+                # No PyPI, or a failed install: report it and keep the numbers we have.
+                python = None
+                for name in peers:
+                    results[name] = {"name": name, "error": f"peers' venv: {exc}; see {log_dir / 'peers-venv.log'}"}
+            for name in peers if python is not None else []:
                 print(f"running {name} ...", flush=True)
                 load_before = os.getloadavg()
                 results[name] = run_peer(
