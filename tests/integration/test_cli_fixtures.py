@@ -34,3 +34,11 @@ def test_make_settings_uses_the_test_profile(make_settings: Any, redis_url: str,
     assert settings.auth.access_token_ttl_s == 5
     assert settings.redis.url.reveal() == redis_url
     assert settings.redis.prefix == redis_prefix
+
+
+def test_api_client_serves_the_app_on_the_test_services(api_client: Any) -> None:
+    assert api_client.get("/healthz").status_code == 200
+    ready = api_client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["database"] == "ok"
+    assert ready.json()["redis"] == "ok"
