@@ -60,6 +60,14 @@ async def _pg_done_at(pg_url: str, target: int, timeout_s: float) -> float:
         return time.perf_counter()
 
 
+async def _retried(pg_url: str, task_ids: list[str]) -> int:
+    """How many of these tasks needed more than one attempt (a no-op never should)."""
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as pg:
+        cur = await pg.execute("SELECT count(*) FROM tasks WHERE attempt > 1 AND id = ANY(%s)", (task_ids,))
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
 async def _statuses(pg_url: str) -> dict[str, int]:
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as pg:
         rows = await (await pg.execute("SELECT status, count(*) FROM tasks GROUP BY status")).fetchall()
@@ -137,6 +145,7 @@ async def _throughput(rest: RestClient, watcher: Watcher, pg_url: str, work: Wor
         "events_seconds": round(events_done - started, 3),
         "events_tasks_per_s": round(work.n / (events_done - started), 1),
         "not_done": not_done,
+        "retried": await _retried(pg_url, ids),
         "history_recorded_seconds": None if history is None else round(history - started, 3),
         "stages": await _stage_breakdown(pg_url, ids),
     }
