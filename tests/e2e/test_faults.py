@@ -168,3 +168,41 @@ def test_retries_exhausted_fail_and_timeout_fails(stack: Stack) -> None:
     second = stack.task(admin, slow)
     assert second["status"] == "failed"
     assert second["error"]["error"] == "timeout"
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_drain_finishes_short_tasks_and_hands_back_long_ones(stack: Stack) -> None:
+    admin = stack.create_admin()
+    a_id, a_token = stack.create_agent(capabilities=["d"], concurrency=5, name="A")
+    worker_a = stack.start_worker(a_id, a_token, concurrency=5, name="worker-A")
+    short = [stack.submit(admin, type="sleep", input={"seconds": 1}, capabilities=["d"])["id"] for _ in range(3)]
+    long = [stack.submit(admin, type="sleep", input={"seconds": 60}, capabilities=["d"])["id"] for _ in range(2)]
+    everything = short + long
+    wait_until(
+        lambda: list(_statuses(stack, admin, everything).values()).count("running") == 5,
+        timeout_s=20,
+        what="5 tasks running on A",
+    )
+    b_id, b_token = stack.create_agent(capabilities=["d"], concurrency=5, name="B")
+
+    stack.kill(worker_a, signal.SIGTERM)  # drain timeout is 3 s in the test profile
+    assert worker_a.popen.wait(timeout=15) == 0
+    # The long ones were handed back at once (queued again), not left for the lease to expire.
+    for task_id in long:
+        task = stack.task(admin, task_id)
+        assert task["status"] in ("queued", "scheduled"), task["status"]
+    for task_id in short:
+        task = stack.task(admin, task_id)
+        assert (task["status"], task["attempt"], task.get("agentId")) == ("done", 1, a_id), task
+
+    stack.start_worker(b_id, b_token, concurrency=5, name="worker-B")
+    # B runs the handed-back tasks as their second attempt (they sleep 60 s: seeing B run them is enough).
+    wait_until(
+        lambda: all(
+            stack.task(admin, t).get("agentId") == b_id and stack.task(admin, t)["status"] == "running" for t in long
+        ),
+        timeout_s=20,
+        what="long tasks running on B",
+    )
+    for task_id in long:
+        assert stack.task(admin, task_id)["attempt"] == 2
