@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -187,6 +188,8 @@ def _cmd_api(args: argparse.Namespace) -> int:
     from protocol.limits import MAX_AGENT_FRAME_BYTES
 
     settings = _load_settings()
+    # The entry point owns logging (the app never configures it); uvicorn keeps its own handlers.
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     host = args.host or settings.http.host
     port = args.port if args.port is not None else settings.http.port
     uvicorn.run(
