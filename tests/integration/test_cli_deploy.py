@@ -170,3 +170,15 @@ async def test_readme_handler_example_runs() -> None:
     exec(compile(code, "README.md", "exec"), namespace)
     run = await run_handler(namespace["summarize"], {"text": "hello"})
     assert run.output == {"summary": "hello"}
+
+
+def test_operations_doc_config_tables_are_fresh() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("configdoc", DEPLOY / "configdoc.py")
+    assert spec is not None
+    assert spec.loader is not None
+    configdoc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(configdoc)
+    text = (ROOT / "docs" / "operations.md").read_text()
+    assert configdoc.rewrite(text) == text, "settings changed: run `.venv/bin/python deploy/configdoc.py`"
