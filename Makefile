@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help dev test test-fast lint fmt typecheck check bench migrate schema clean install
+.PHONY: help dev test test-fast lint fmt typecheck check bench migrate schema docs clean install
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ migrate: $(STAMP) ## Apply database migrations (DATABASE_URL, else the dev SQLit
 
 schema: $(STAMP) ## Export the protocol JSON Schema into docs/
 	$(BIN)/python -m protocol.schema
+
+docs: $(STAMP) ## Regenerate the configuration tables in docs/operations.md from the settings classes
+	$(BIN)/python deploy/configdoc.py
 
 clean: ## Remove the virtualenv, caches and dev data
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .taskyard *.egg-info

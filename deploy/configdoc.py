@@ -1,6 +1,6 @@
 """Generate the configuration tables of docs/operations.md from the settings classes and their field docstrings.
 
-Run `.venv/bin/python deploy/configdoc.py` after changing any settings class; a test fails while the
+Run `make docs` (or `.venv/bin/python deploy/configdoc.py`) after changing any settings class; a test fails while the
 tables in the doc differ from what this renders. Reads code only: no environment, no services.
 """
 

@@ -181,4 +181,4 @@ def test_operations_doc_config_tables_are_fresh() -> None:
     configdoc = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(configdoc)
     text = (ROOT / "docs" / "operations.md").read_text()
-    assert configdoc.rewrite(text) == text, "settings changed: run `.venv/bin/python deploy/configdoc.py`"
+    assert configdoc.rewrite(text) == text, "settings changed: run `make docs` (deploy/configdoc.py)"
