@@ -57,6 +57,14 @@ def test_each_subcommand_has_help(subcommand: str, tmp_path: Path) -> None:
     assert result.stdout.startswith(f"usage: taskyard {subcommand}")
 
 
+@pytest.mark.parametrize("module", ["scheduler", "worker"])
+def test_scheduler_and_worker_exec_their_module_with_the_arguments(module: str, tmp_path: Path) -> None:
+    """`taskyard worker -- ARGS` replaces itself with `python -m worker ARGS` (no import of worker by api)."""
+    result = run_cli(module, "--", "--help", env=cli_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: python -m {module}")
+
+
 def test_console_script_is_installed(tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "taskyard"
     if not script.exists():
