@@ -322,6 +322,24 @@ def tmp_data_dir() -> Iterator[Path]:
 # ---------------------------------------------------------------------------------------------
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With TASKYARD_TEST_REQUIRE_SERVICES=1 (CI), a missing real service stops the run before any test."""
+    if not services_required():
+        return
+    redis_candidate = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    postgres_candidate = os.environ.get("TASKYARD_TEST_POSTGRES_URL") or DEFAULT_POSTGRES_ADMIN_URL
+    missing = [
+        f"{kind} at {_redact(url)}"
+        for kind, url, reachable in (
+            ("Redis", redis_candidate, redis_reachable),
+            ("PostgreSQL", postgres_candidate, postgres_reachable),
+        )
+        if not reachable(url)
+    ]
+    if missing:
+        pytest.exit(f"TASKYARD_TEST_REQUIRE_SERVICES=1 but not reachable: {', '.join(missing)}", returncode=3)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests using the real-service fixtures get the matching marker, so `-m "not postgres"` works."""
     for item in items:
