@@ -254,7 +254,7 @@ def _supervise(stack: _Stack, stop: threading.Event) -> int:
 
 
 def _start(options: DevOptions, environ: Mapping[str, str], stack: _Stack, stop: threading.Event) -> int:
-    from api.migrate import upgrade
+    from api.migrate import async_database_url, upgrade
     from api.settings import load_settings
 
     data_dir = Path(options.data_dir or environ.get("TASKYARD_DATA_DIR") or ".taskyard").resolve()
@@ -265,6 +265,9 @@ def _start(options: DevOptions, environ: Mapping[str, str], stack: _Stack, stop:
         {"TASKYARD_DATA_DIR": str(data_dir), "HTTP_ADDR": f"{host}:{port}", "APP_ENV": env.get("APP_ENV", "dev")}
     )
     env["REDIS_URL"] = _resolve_redis(options, environ, data_dir, stack)
+    if env.get("DATABASE_URL"):
+        # Accept the usual `postgresql://` spelling; every process needs the async driver's URL.
+        env["DATABASE_URL"] = async_database_url(env["DATABASE_URL"])
     settings = load_settings(env)
     database_url = settings.database.url.reveal()
     env["DATABASE_URL"] = database_url
@@ -297,11 +300,12 @@ def _start(options: DevOptions, environ: Mapping[str, str], stack: _Stack, stop:
     worker_env.setdefault("TASKYARD_WORKER_DRAIN_TIMEOUT_S", "5")
     for index in range(options.workers):
         _spawn(stack, f"worker-{index + 1}", [python, "-m", "worker"], worker_env)
-    _banner(base_url, state, created, env["REDIS_URL"], _redact_url(database_url))
+    _banner(base_url, state, created, _redact_url(env["REDIS_URL"]), _redact_url(database_url))
     return _supervise(stack, stop)
 
 
 def _redact_url(url: str) -> str:
+    """The URL without its password (`redis://:pw@h` and `postgresql://u:pw@h` alike)."""
     scheme, sep, rest = url.partition("://")
     creds, at, host = rest.rpartition("@")
     if not at or ":" not in creds:
@@ -314,12 +318,10 @@ def run_dev(options: DevOptions, environ: Mapping[str, str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)
     stop = threading.Event()
-    received: list[int] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if not stop.is_set():
             _say(f"received {signal.Signals(signum).name}; stopping")
-        received.append(signum)
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}

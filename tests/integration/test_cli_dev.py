@@ -36,8 +36,8 @@ _BANNER_END = "Ctrl-C stops everything."
 class DevProcess:
     """`python -m api dev` with its merged output collected by a reader thread (a full pipe would block it)."""
 
-    def __init__(self, data_dir: Path, port: int, *extra: str) -> None:
-        env = cli_env(data_dir)
+    def __init__(self, data_dir: Path, port: int, *extra: str, env_extra: dict[str, str] | None = None) -> None:
+        env = cli_env(data_dir, **(env_extra or {}))
         env.pop("JWT_SECRET")  # the dev stack keeps its own secret in the data folder
         self.port = port
         self.data_dir = data_dir
@@ -246,3 +246,34 @@ def test_killing_the_supervisor_takes_the_children_down(tmp_data_dir: Path, dev_
     while not _all_gone(pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _all_gone(pids), f"children left behind: {pids}"
+
+
+@pytest.mark.postgres
+def test_dev_uses_the_given_redis_and_database(
+    tmp_data_dir: Path, dev_processes: list[DevProcess], redis_url: str, redis_prefix: str, postgres_admin_url: str
+) -> None:
+    import secrets
+
+    from tests.conftest import create_postgres_database, drop_postgres_database
+
+    name = f"taskyard_test_dev_{secrets.token_hex(5)}"
+    url = create_postgres_database(postgres_admin_url, name)
+    try:
+        # The plain `postgresql://` spelling people paste; dev turns it into the async driver's URL.
+        plain_url = url.replace("postgresql+psycopg://", "postgresql://")
+        dev = DevProcess(
+            tmp_data_dir,
+            free_port(),
+            "--workers",
+            "0",
+            "--no-scheduler",
+            env_extra={"REDIS_URL": redis_url, "DATABASE_URL": plain_url, "TASKYARD_REDIS_PREFIX": redis_prefix},
+        )
+        dev_processes.append(dev)
+        wait_for(lambda: _ready(dev), timeout_s=90, what="/readyz 200", dev=dev)
+        assert "embedded redis-server" not in dev.output
+        assert f"database: postgresql+psycopg://postgres@127.0.0.1:5432/{name}" in dev.output
+        assert _login(dev)
+        assert dev.stop() == 0, dev.output
+    finally:
+        drop_postgres_database(postgres_admin_url, name)
