@@ -276,3 +276,31 @@ def test_production_argon2_parameters_are_used_by_default(make_settings: Callabl
         stored = conn.execute(sa.text("SELECT password_hash FROM users WHERE id = :u"), {"u": user_id}).scalar_one()
     assert stored.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
     assert PASSWORD not in stored
+
+
+def test_refresh_past_the_family_lifetime_is_refused(client: TestClient[Any], db: sa.Engine) -> None:
+    email = unique_email()
+    user_id = register(client, email)
+    tokens = login(client, email)
+    with db.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE refresh_tokens SET family_expires_at = :past WHERE user_id = :u"),
+            {"past": "2000-01-01T00:00:00+00:00", "u": user_id},
+        )
+    assert_unauthorized(client.post("/api/auth/refresh", json={"refreshToken": tokens["refreshToken"]}))
+
+
+def test_role_and_token_version_are_read_on_every_request(client: TestClient[Any], db: sa.Engine) -> None:
+    email = unique_email()
+    user_id = register(client, email)
+    token = login(client, email)["accessToken"]
+    with db.begin() as conn:
+        conn.execute(sa.text("UPDATE users SET role = 'admin' WHERE id = :u"), {"u": user_id})
+    assert client.get("/api/auth/me", headers=bearer(token)).json()["roles"] == ["admin"]
+    with db.begin() as conn:
+        conn.execute(sa.text("UPDATE users SET role = 'user' WHERE id = :u"), {"u": user_id})
+    assert client.get("/api/auth/me", headers=bearer(token)).json()["roles"] == ["user"]
+    # Bumping the token version (password change, forced sign-out) ends every outstanding token.
+    with db.begin() as conn:
+        conn.execute(sa.text("UPDATE users SET token_version = token_version + 1 WHERE id = :u"), {"u": user_id})
+    assert_unauthorized(client.get("/api/auth/me", headers=bearer(token)))
