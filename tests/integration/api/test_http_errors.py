@@ -112,12 +112,15 @@ def test_probes(client: TestClient[Any]) -> None:
     assert client.get("/readyz").json() == {"status": "ok", "database": "ok", "redis": "ok"}
 
 
-def test_readyz_is_503_when_redis_is_down(app_factory: Callable[..., Any]) -> None:
+def test_with_redis_down_readyz_is_503_and_login_fails_closed(app_factory: Callable[..., Any]) -> None:
     from tests.conftest import free_port
 
     with TestClient(app=app_factory(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")) as broken:
         body = assert_error(broken.get("/readyz"), 503, "service_unavailable", 5003)
         assert body["details"] == {"database": "ok", "redis": "unavailable"}
+        # No rate limiter means no login (never unlimited), and no 500 either.
+        login = broken.post("/api/auth/login", json={"email": "a@example.com", "password": "whatever-pass"})
+        assert_error(login, 503, "service_unavailable", 5003)
 
 
 def test_unexpected_exception_is_500_with_details_hidden(
