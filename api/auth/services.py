@@ -6,6 +6,7 @@ Rate limits are checked before any password hashing, so a flood costs no argon2 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import time
@@ -136,6 +137,22 @@ class AuthService:
         if not per_account.allowed:
             raise RateLimitedError(per_account.retry_after_s)
 
+    async def _audit_rate_limited(self, ctx: CallContext, email: str) -> None:
+        """One audit row per (email, ip) per window, so a flood of refused logins cannot flood the table."""
+        window_s = self._settings.ratelimit.login_failures_window_s
+        first = await self._limiter.hit("login_limited_audit", f"{email}\x00{ctx.ip}", limit=1, window_s=window_s)
+        if not first.allowed:
+            return
+        audit.record(
+            self._session,
+            action="login",
+            outcome="rate_limited",
+            ip=ctx.ip,
+            request_id=ctx.request_id,
+            details={"emailSha256": hashlib.sha256(email.encode()).hexdigest()[:16]},
+        )
+        await self._session.commit()
+
     async def _count_failure(self, ctx: CallContext, email: str) -> None:
         limits = self._settings.ratelimit
         await self._limiter.hit(
@@ -146,7 +163,11 @@ class AuthService:
 
     async def login(self, ctx: CallContext, *, email: str, password: str) -> Tokens:
         email = normalize_email(email)
-        await self._check_login_limits(ctx, email)
+        try:
+            await self._check_login_limits(ctx, email)
+        except RateLimitedError:
+            await self._audit_rate_limited(ctx, email)
+            raise
         user = (await self._session.execute(select(User).where(User.email == email))).scalar_one_or_none()
         if user is None:
             await self._passwords.verify_dummy(password)

@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 import redis.asyncio
+import sqlalchemy as sa
 from litestar.testing import TestClient
 
 from api.app import create_app
 from api.ratelimit import RateLimiter
-from tests.integration.api.test_auth_flow import CHEAP_ARGON2, PASSWORD, register, unique_email
+from tests.integration.api.test_auth_flow import CHEAP_ARGON2, PASSWORD, register, sync_url, unique_email
 
 
 @pytest.fixture
@@ -43,13 +44,24 @@ def assert_rate_limited(response: Any) -> None:
 
 def test_failures_per_account_and_ip_lock_that_pair_only(client: TestClient[Any]) -> None:
     email = unique_email()
+    ip = f"10.0.{secrets.randbelow(250)}.{secrets.randbelow(250)}"
     register(client, email, PASSWORD)
     for _ in range(3):
-        assert _login(client, email, "wrong password", "10.0.0.1").status_code == 401
+        assert _login(client, email, "wrong password", ip).status_code == 401
     # Locked for this (account, ip): even the right password gets 429, so the lock is no oracle.
-    assert_rate_limited(_login(client, email, PASSWORD, "10.0.0.1"))
+    assert_rate_limited(_login(client, email, PASSWORD, ip))
+    assert_rate_limited(_login(client, email, PASSWORD, ip))
     # The same account from another address still logs in.
     assert _login(client, email, PASSWORD, "10.0.0.2").status_code == 200
+    # Refusals are audited once per (account, ip) and window, not once per request.
+    engine = sa.create_engine(sync_url(client.app.state.settings.database.url.reveal()))
+    with engine.connect() as conn:
+        limited = conn.execute(
+            sa.text("SELECT count(*) FROM audit_log WHERE action = 'login' AND outcome = 'rate_limited' AND ip = :ip"),
+            {"ip": ip},
+        ).scalar_one()
+    engine.dispose()
+    assert limited == 1
 
 
 def test_attempts_per_ip_are_capped_across_accounts(client: TestClient[Any]) -> None:
