@@ -117,8 +117,14 @@ class SchedulerClient:
         retry_delay_s: float | None = None,
     ) -> Applied:
         return await self.scripts.fail(
-            task_id, attempt, agent_id, self._now(),
-            error=error, message=message, retryable=retryable, retry_delay_s=retry_delay_s,
+            task_id,
+            attempt,
+            agent_id,
+            self._now(),
+            error=error,
+            message=message,
+            retryable=retryable,
+            retry_delay_s=retry_delay_s,
         )
 
     # --- presence ------------------------------------------------------------------------------
@@ -143,8 +149,13 @@ class SchedulerClient:
 
     async def read_inbox(self, agent_id: str, consumer: str, *, block_ms: int, count: int) -> list[InboxEntry]:
         rows = await read_group(
-            self._blocking, self.keys.inbox(agent_id), INBOX_GROUP, consumer,
-            block_ms=block_ms, count=count, ttl_s=self.settings.inbox_ttl_s,
+            self._blocking,
+            self.keys.inbox(agent_id),
+            INBOX_GROUP,
+            consumer,
+            block_ms=block_ms,
+            count=count,
+            ttl_s=self.settings.inbox_ttl_s,
         )
         return [parse_inbox_entry(eid, f) for eid, f in rows]
 

@@ -1,8 +1,8 @@
 """Errors the scheduler package raises.
 
-    SchedulerError
-    ├── SchedulerSettingsError   bad configuration (lists every bad variable)
-    └── ScriptReplyError         a Lua script answered something its wrapper does not understand
+SchedulerError
+├── SchedulerSettingsError   bad configuration (lists every bad variable)
+└── ScriptReplyError         a Lua script answered something its wrapper does not understand
 """
 
 from __future__ import annotations

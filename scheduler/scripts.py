@@ -89,7 +89,13 @@ class Scripts:
     def _common_args(self, now_ms: int) -> list[str | int]:
         s = self._settings
         return [
-            self._keys.prefix, now_ms, s.history_maxlen, s.events_maxlen, s.task_ttl_s, s.inbox_maxlen, s.inbox_ttl_s
+            self._keys.prefix,
+            now_ms,
+            s.history_maxlen,
+            s.events_maxlen,
+            s.task_ttl_s,
+            s.inbox_maxlen,
+            s.inbox_ttl_s,
         ]
 
     async def _run(
@@ -110,9 +116,20 @@ class Scripts:
         route = route_id(spec.agent_id, spec.capabilities)
         run_at = spec.run_at_ms
         args: list[Any] = [
-            spec.task_id, spec.owner_id, spec.type, spec.input_json, spec.priority, spec.agent_id or "",
-            json.dumps(caps), route, spec.timeout_s, spec.max_attempts, "" if run_at is None else run_at,
-            spec.attempt, spec.seq, spec.status,
+            spec.task_id,
+            spec.owner_id,
+            spec.type,
+            spec.input_json,
+            spec.priority,
+            spec.agent_id or "",
+            json.dumps(caps),
+            route,
+            spec.timeout_s,
+            spec.max_attempts,
+            "" if run_at is None else run_at,
+            spec.attempt,
+            spec.seq,
+            spec.status,
         ]
         return [self._keys.task(spec.task_id), self._keys.ord_counter()], args
 
@@ -129,8 +146,11 @@ class Scripts:
         self, route: str, candidates: list[str], now_ms: int, *, max_tasks: int, stop_score: float | None
     ) -> tuple[int, str]:
         args: list[Any] = [
-            route, max_tasks, int(self._settings.assign_timeout_s * 1000),
-            "" if stop_score is None else repr(stop_score), *candidates,
+            route,
+            max_tasks,
+            int(self._settings.assign_timeout_s * 1000),
+            "" if stop_score is None else repr(stop_score),
+            *candidates,
         ]
         reply = await self._run("dispatch", now_ms, [self._keys.queue(route)], args)
         return int(reply[0]), as_str(reply[1])
@@ -185,8 +205,13 @@ class Scripts:
 
     async def heartbeat(self, agent: AgentSpec, lease_ms: int, now_ms: int) -> bool:
         args: list[Any] = [
-            agent.agent_id, agent.owner_id, json.dumps(sorted(set(agent.capabilities))), agent.concurrency,
-            "1" if agent.accepting else "0", lease_ms, int(self._settings.agent_keep_s * 1000),
+            agent.agent_id,
+            agent.owner_id,
+            json.dumps(sorted(set(agent.capabilities))),
+            agent.concurrency,
+            "1" if agent.accepting else "0",
+            lease_ms,
+            int(self._settings.agent_keep_s * 1000),
         ]
         return int(await self._run("heartbeat", now_ms, self._agent_keys(agent.agent_id), args)) == 1
 

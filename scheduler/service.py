@@ -87,13 +87,18 @@ class SchedulerService:
         if reaped.agents_reaped:
             logger.warning(
                 "reaped %d expired agents: %d tasks requeued, %d failed",
-                reaped.agents_reaped, reaped.tasks_requeued, reaped.tasks_failed,
+                reaped.agents_reaped,
+                reaped.tasks_requeued,
+                reaped.tasks_failed,
             )
         if timed_out:
             logger.warning("took back %d timed-out tasks", timed_out)
         return SweepResult(
-            agents_reaped=reaped.agents_reaped, tasks_requeued=reaped.tasks_requeued,
-            tasks_failed=reaped.tasks_failed, timed_out=timed_out, released=released,
+            agents_reaped=reaped.agents_reaped,
+            tasks_requeued=reaped.tasks_requeued,
+            tasks_failed=reaped.tasks_failed,
+            timed_out=timed_out,
+            released=released,
         )
 
     async def _drain(self, step: Callable[[int], Awaitable[int]], now: int) -> int:
@@ -127,13 +132,18 @@ class SchedulerService:
         logger.info("scheduler started (prefix=%s, instance=%s)", self._settings.prefix, self._settings.instance)
 
     async def stop(self) -> None:
+        """Lets both loops finish their current step, then returns. Cancels only as a last resort:
+        cancelling a task inside a redis-py 8.1 command can wedge the pool's lock (Python 3.11)."""
         self._stopping.set()
         tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if tasks:
+            grace = self._settings.sweep_interval_s + 10.0
+            _done, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         with contextlib.suppress(Exception):
             await self._redis.delete(self._keys.scheduler_heartbeat(self._settings.instance))
         logger.info("scheduler stopped (dispatched=%d)", self.dispatched)
@@ -155,7 +165,8 @@ class SchedulerService:
                 raise
             except Exception:
                 logger.exception("dispatch pass failed; retrying")
-                await asyncio.sleep(self._settings.sweep_interval_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self._settings.sweep_interval_s)
 
     async def _sweep_loop(self) -> None:
         while not self._stopping.is_set():
@@ -167,4 +178,5 @@ class SchedulerService:
             except Exception:
                 # One failed sweep must not stop the next one.
                 logger.exception("sweep failed; next one in %.2fs", self._settings.sweep_interval_s)
-            await asyncio.sleep(self._settings.sweep_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._settings.sweep_interval_s)

@@ -82,8 +82,19 @@ def load_settings(environ: Mapping[str, str]) -> SchedulerSettings:
             values[f.name] = _convert(f.type, raw)
         except ValueError:
             problems.append(f"{name}: not a {f.type}")
-    positive = ("sweep_interval_s", "assign_timeout_s", "retry_base_s", "retry_max_s", "dispatch_batch",
-                "sweep_batch", "history_maxlen", "events_maxlen", "inbox_maxlen", "task_ttl_s", "inbox_ttl_s")
+    positive = (
+        "sweep_interval_s",
+        "assign_timeout_s",
+        "retry_base_s",
+        "retry_max_s",
+        "dispatch_batch",
+        "sweep_batch",
+        "history_maxlen",
+        "events_maxlen",
+        "inbox_maxlen",
+        "task_ttl_s",
+        "inbox_ttl_s",
+    )
     for key in positive:
         if key in values and values[key] <= 0:
             problems.append(f"{env_name(key)}: must be > 0")

@@ -83,9 +83,10 @@ async def ensure_group(redis: Redis, stream: str, group: str, *, ttl_s: int | No
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
-    if ttl_s is not None:
+    if ttl_s is not None and await redis.ttl(stream) == -1:
         # Only a stream with no expiry yet: a live inbox keeps the TTL its scripts set.
-        await redis.expire(stream, ttl_s, nx=True)
+        # (EXPIRE NX would say this in one call, but needs Redis 7; the embedded server is 6.2.)
+        await redis.expire(stream, ttl_s)
 
 
 async def read_group(

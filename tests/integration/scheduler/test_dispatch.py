@@ -56,7 +56,12 @@ async def test_submit_payload_is_the_wire_task_submit(sched, service: SchedulerS
     (entry,) = await agent.inbox()
     assert (entry.kind, entry.task_id, entry.attempt) == ("submit", "t1", 1)
     assert json.loads(entry.payload_json) == {
-        "taskId": "t1", "attempt": 1, "type": "echo", "input": {"text": "hi"}, "priority": 7, "timeoutSeconds": 45,
+        "taskId": "t1",
+        "attempt": 1,
+        "type": "echo",
+        "input": {"text": "hi"},
+        "priority": 7,
+        "timeoutSeconds": 45,
     }
 
 
@@ -124,7 +129,7 @@ async def test_never_more_than_concurrency_per_agent(sched, service: SchedulerSe
         await service.run_until_idle()
         for a in agents:
             entries = await a.inbox()
-            holding = [p for p in await sched.online_agents() if p.agent_id == a.agent_id][0]
+            holding = next(p for p in await sched.online_agents() if p.agent_id == a.agent_id)
             assert holding.running <= a.concurrency
             for e in entries:
                 await sched.accept(e.task_id, e.attempt, a.agent_id)

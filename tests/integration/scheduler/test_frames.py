@@ -27,7 +27,9 @@ async def test_accept_progress_complete_happy_path(sched, service, make_agent) -
     assert prog.outcome == Outcome.OK
     done = await sched.complete("t1", 1, "a1")
     assert (done.outcome, done.status) == (Outcome.OK, "done")
-    assert done.seq is not None and prog.seq is not None and accepted.seq is not None
+    assert accepted.seq is not None
+    assert prog.seq is not None
+    assert done.seq is not None
     assert accepted.seq < prog.seq < done.seq
 
 
@@ -68,7 +70,7 @@ async def test_progress_payload_gets_seq_spliced(sched, service, make_agent) -> 
     raw = b'{"taskId":"t1","attempt":1,"data":{"tokens":["a","b"]},"message":"m"}'
     applied = await sched.progress("t1", 1, "a1", raw)
     event = (await sched.history("t1"))[-1]
-    assert event.type == "task/progress" and event.seq == applied.seq
+    assert (event.type, event.seq) == ("task/progress", applied.seq)
     assert json.loads(event.payload_json) == {"seq": applied.seq, **json.loads(raw)}
 
 
