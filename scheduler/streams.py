@@ -96,6 +96,9 @@ async def read_group(
     try:
         reply = await redis.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms or None)
     except ResponseError as exc:
+        if "UNBLOCKED" in str(exc):
+            # The stream was deleted while we blocked on it (agent_offline): nothing to deliver.
+            return []
         if "NOGROUP" not in str(exc):
             raise
         # First reader of this stream (or it expired): create the group from the start, read again.

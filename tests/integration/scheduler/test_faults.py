@@ -172,3 +172,14 @@ async def test_started_service_dispatches_on_its_own(sched, make_agent, redis_cl
         assert entries[0].task_id == "t1"
     finally:
         await live.stop()
+
+
+async def test_blocked_inbox_reader_survives_agent_removal(sched, make_agent) -> None:
+    a = make_agent("a")
+    await a.online()
+    reader = asyncio.create_task(sched.read_inbox("a", "c", block_ms=3000, count=10))
+    # Give the read a moment to block; if it has not yet, the test is only weaker, never flaky.
+    await asyncio.sleep(0.1)
+    await sched.agent_offline("a", requeue_now=True)
+    async with asyncio.timeout(5):
+        assert await reader == []

@@ -32,9 +32,7 @@ async def _check(env: dict[str, str]) -> int:
 async def test_process_dispatches_answers_check_and_stops_on_sigterm(redis_url, redis_prefix, redis_client) -> None:
     env = _env(redis_url, redis_prefix, f"proc-{uuid.uuid4().hex[:8]}")
     assert await _check(env) == 1  # nothing running yet
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "scheduler"], env=env, stderr=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "scheduler"], env=env, stderr=subprocess.PIPE, text=True)
     try:
         async with asyncio.timeout(20):
             while await _check(env) != 0:
