@@ -7,12 +7,14 @@ JSONB on PostgreSQL, and every timestamp is an aware UTC datetime on the way in 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, DateTime, MetaData, String, TypeDecorator
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Dialect
 
 __all__ = ("ID_LENGTH", "Base", "IdColumn", "JsonColumn", "UTCDateTime", "utcnow")
 
