@@ -179,4 +179,20 @@ class SchedulerService:
                 # One failed sweep must not stop the next one.
                 logger.exception("sweep failed; next one in %.2fs", self._settings.sweep_interval_s)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._settings.sweep_interval_s)
+                await asyncio.wait_for(self._stopping.wait(), await self._next_sweep_in())
+
+    async def _next_sweep_in(self) -> float:
+        """Seconds until the next sweep: the sweep interval, or sooner when a timer falls due first."""
+        interval = self._settings.sweep_interval_s
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.zrange(self._keys.delayed(), 0, 0, withscores=True)
+            pipe.zrange(self._keys.deadlines(), 0, 0, withscores=True)
+            heads = [float(score) for rows in await pipe.execute() for _member, score in rows]
+        except Exception:  # best effort: the interval is always a safe answer
+            logger.debug("could not read timer heads", exc_info=True)
+            return interval
+        if not heads:
+            return interval
+        due_in = (min(heads) - self._clock.now_ms()) / 1000
+        return max(0.005, min(interval, due_in))
