@@ -194,8 +194,8 @@ class WsSettings:
     """Agent progress frames applied per task attempt per second; the rest are coalesced (latest wins); 0: all."""
     token_recheck_interval_s: float = 300.0
     """How often an open agent socket re-checks its token in the database (backstop for lost control); 0: never."""
-    agent_frame_concurrency: int = 32
-    """Frames of one agent socket handled at once (frames of one task stay in arrival order)."""
+    agent_frame_concurrency: int = 16
+    """Agent frames the process handles at once, per kind (accept/progress; result/error); within the Redis pool."""
     agent_status_interval_s: float = 5.0
     """How often each API process polls agent presence for `agent/status` frames (only while someone watches)."""
 

@@ -1,6 +1,11 @@
 """An agent's socket (`role=agent`): presence, inbox delivery, and the agent's task frames.
 
-Presence is refreshed on every agent heartbeat; a silent socket is closed at the heartbeat timeout.
+Liveness never waits on the database: the read loop only reads. Heartbeats are handled inline at
+once; task frames go to handlers that run side by side (at most `agent_frame_concurrency` per
+socket; the frames of one task in arrival order). The presence lease is renewed on every heartbeat
+and, at most every half interval, on any other frame; while the reader waits for a free handler
+slot (a backlog of this agent's own frames) the lease is kept too: the agent is alive, we are slow.
+A socket is idle only when no frame arrived for the heartbeat timeout, however long processing took.
 Closing the socket never requeues: the lease expiry does, so a short reconnect keeps running tasks.
 Inbox entries are acked when the agent accepts the submit (or at once for a cancel); entries a dead
 node read but never delivered are claimed on connect. Results and failures are acked to the agent
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -52,7 +58,7 @@ if TYPE_CHECKING:
     from scheduler.client import SchedulerClient
     from scheduler.types import Applied, InboxEntry
 
-__all__ = ("AgentSession",)
+__all__ = ("AgentSession", "FrameLanes")
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +67,33 @@ INBOX_BLOCK_MS = 2000
 INBOX_BATCH = 64
 MAX_UNACCEPTED = 10_000
 """Delivered-but-not-accepted submits remembered for acking; older ones are redelivered on reconnect."""
+MAX_PENDING_FRAMES = 1000
+"""Task frames of one socket read but not yet handled; past it (or the byte cap) the reader waits."""
+MAX_PENDING_BYTES = 16 * 1024 * 1024
+"""Bytes of those frames; with the count it bounds what one agent can make the server hold."""
+WIND_DOWN_S = 5.0
+"""How long a closing session lets its in-flight frame handlers finish (commit, ack) before cancelling them."""
 _RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)
-PROGRESS_PER_S = 20.0
-"""Progress frames applied per task attempt per second; the ones in between are coalesced (latest wins)."""
-REVALIDATE_INTERVAL_S = 300.0
-"""How often an open agent socket re-checks its token against the database. The control channel closes
-revoked sockets at once; this is the backstop for a control message lost in pub/sub (OWASP: re-validate)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FrameLanes:
+    """How many agent frames this process handles at once, shared by all its agent sockets.
+
+    Process-wide on purpose: the Redis and database pools are per process, and a per-socket bound
+    times many busy agents exhausts them (the Redis pool then refuses heartbeats and accepts too).
+    Two lanes, so an accept (Redis only, with a deadline) never waits behind commits.
+    """
+
+    fast: asyncio.Semaphore
+    """Accept and progress frames (a Redis script each)."""
+    slow: asyncio.Semaphore
+    """Result and error frames (a Redis script and a database commit each)."""
+
+    @classmethod
+    def of(cls, limit: int) -> FrameLanes:
+        return cls(fast=asyncio.Semaphore(max(1, limit)), slow=asyncio.Semaphore(max(1, limit)))
+
 
 _REFUSALS: dict[Outcome, ErrorCode] = {
     Outcome.STALE_ATTEMPT: ErrorCode.STALE_ATTEMPT,
@@ -107,6 +134,7 @@ class AgentSession(Session):
         settings: WsSettings,
         consumer: str,
         token: str,
+        lanes: FrameLanes,
     ) -> None:
         super().__init__(conn, session_id)
         self._token = token
@@ -118,7 +146,25 @@ class AgentSession(Session):
         self._settings = settings
         self._consumer = consumer
         self._unaccepted: OrderedDict[tuple[str, int], str] = OrderedDict()
-        self._gate = ProgressGate(PROGRESS_PER_S)
+        self._acks: list[str] = []
+        self._ack_flusher: asyncio.Task[None] | None = None
+        self._gate = ProgressGate(settings.progress_rate_per_s)
+        self._fast = lanes.fast
+        self._slow = lanes.slow
+        self._chains: dict[str, asyncio.Task[None]] = {}
+        """Per task id, the handler of its latest frame: the next frame of that task waits for it."""
+        self._handlers: dict[asyncio.Task[None], int] = {}
+        """Handlers not finished yet, with their frame's size (the reader's backlog bound)."""
+        self._pending_bytes = 0
+        self._room = asyncio.Event()
+        self._handler_failed = asyncio.Event()
+        self._handler_error: BaseException | None = None
+        self._frame_at = 0.0
+        """Loop time of the last frame received (any frame, well-formed or not)."""
+        self._renewed_at = 0.0
+        """Loop time of the last presence renewal."""
+        self._backlogged = False
+        """True while the reader waits for the backlog of this agent's frames to shrink."""
         conn.on_refused = self._on_refused
 
     @property
@@ -129,11 +175,53 @@ class AgentSession(Session):
         return {**super().log_context(), "agent_id": self.agent.id}
 
     def loops(self) -> list[Coroutine[Any, Any, None]]:
-        return [self._read_loop(), self._inbox_loop(), self._heartbeat_loop(), self._revalidate_loop()]
+        return [
+            self._read_loop(),
+            self._inbox_loop(),
+            self._heartbeat_loop(),
+            self._lease_loop(),
+            self._revalidate_loop(),
+            self._handler_failure(),
+        ]
 
     async def register(self) -> None:
         """Presence on connect (before `auth/ok`, so dispatch may start at once)."""
+        await self._renew_lease()
+
+    async def _renew_lease(self) -> None:
+        self._renewed_at = asyncio.get_running_loop().time()
         await self._scheduler.agent_online(self._spec, lease_s=self._settings.heartbeat_timeout_s)
+
+    async def _lease_loop(self) -> None:
+        """Renew presence from frames other than heartbeats, and while the agent's own backlog holds us up.
+
+        Throttled to one renewal per half interval. A renewal needs a frame received since the last one
+        (or a backlog), so the lease still lapses one timeout after the agent's last frame.
+        """
+        every_s = self._settings.heartbeat_interval_s / 2
+        while True:
+            await asyncio.sleep(every_s)
+            if self._frame_at <= self._renewed_at and not self._backlogged:
+                continue
+            try:
+                await self._renew_lease()
+            except _TRANSIENT:
+                logger.warning("presence not renewed (storage error)", extra=self.log_context(), exc_info=True)
+
+    async def wind_down(self) -> None:
+        """Let in-flight handlers finish (their commits and acks) for a bounded time, then cancel them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WIND_DOWN_S
+        if self._handlers:
+            _, late = await asyncio.wait(set(self._handlers), timeout=WIND_DOWN_S)
+            for task in late:
+                task.cancel()
+            if late:
+                logger.warning("cancelled %d frame handler(s) at close", len(late), extra=self.log_context())
+                await asyncio.wait(late, timeout=1.0)
+        flusher = self._ack_flusher  # started by the last accepts, perhaps just now
+        if flusher is not None and not flusher.done():
+            await asyncio.wait({flusher}, timeout=max(0.1, deadline - loop.time()))
 
     # --- server -> agent ----------------------------------------------------------------------
 
@@ -144,8 +232,11 @@ class AgentSession(Session):
             await asyncio.sleep(interval_s)
 
     async def _revalidate_loop(self) -> None:
+        interval_s = self._settings.token_recheck_interval_s
+        if interval_s <= 0:
+            await asyncio.Event().wait()  # re-checks turned off: idle until the session ends
         while True:
-            await asyncio.sleep(REVALIDATE_INTERVAL_S)
+            await asyncio.sleep(interval_s)
             try:
                 async with self._db() as session:
                     await AgentService(session, self._scheduler).authenticate(self.agent_id, self._token)
@@ -194,58 +285,160 @@ class AgentSession(Session):
         if len(self._unaccepted) > MAX_UNACCEPTED:
             self._unaccepted.popitem(last=False)
 
-    async def _ack_entry(self, task_id: str, attempt: int) -> None:
+    def _ack_entry(self, task_id: str, attempt: int) -> None:
+        """Queue the submit's inbox entry for acking; one flusher acks whatever gathered, in one call.
+
+        Off the accept's path (an accept has a deadline; the ack has none): an entry left unacked by a
+        dying session is redelivered on reconnect, and the agent deduplicates by (taskId, attempt).
+        """
         entry_id = self._unaccepted.pop((task_id, attempt), None)
-        if entry_id is not None:
-            await self._scheduler.ack_inbox(self.agent_id, [entry_id])
+        if entry_id is None:
+            return
+        self._acks.append(entry_id)
+        if self._ack_flusher is None or self._ack_flusher.done():
+            self._ack_flusher = asyncio.create_task(self._flush_acks())
+            self._ack_flusher.add_done_callback(self._note_failure)
+
+    async def _flush_acks(self) -> None:
+        while self._acks:
+            batch, self._acks = self._acks, []
+            try:
+                await self._scheduler.ack_inbox(self.agent_id, batch)
+            except _TRANSIENT:
+                logger.warning(
+                    "%d inbox entries left unacked (storage error)", len(batch), extra=self.log_context(), exc_info=True
+                )
 
     # --- agent -> server ----------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        last_frame_at = loop.time()
+        timeout_s = self._settings.heartbeat_timeout_s
+        # Silence counts only while listening: time spent waiting for a handler slot (our slowness, with
+        # the agent's frames queued behind) or routing a frame is not the agent being quiet.
+        silent_s = 0.0
         while True:
+            await self._flush_progress(loop.time())
+            wait_s = timeout_s - silent_s
+            if self._gate.holding:  # wake up early to apply held-back progress when its window opens
+                wait_s = min(wait_s, self._gate.interval_s)
+            started = loop.time()
             try:
-                await self._flush_progress(loop.time())
-            except _TRANSIENT:
-                logger.warning("held progress dropped (storage error)", extra=self.log_context(), exc_info=True)
-            # Wake up early while progress is held back, to apply it when its window opens.
-            silence_left = self._settings.heartbeat_timeout_s - (loop.time() - last_frame_at)
-            wait_s = min(silence_left, self._gate.interval_s) if self._gate.holding else silence_left
-            try:
-                frame = await self.conn.receive(max(wait_s, 0.0))
+                frame = await self.conn.receive(max(wait_s, 0.001))
             except TimeoutError:
-                if loop.time() - last_frame_at >= self._settings.heartbeat_timeout_s:
+                silent_s += loop.time() - started
+                if silent_s >= timeout_s:
                     raise SessionClosed(CloseCode.IDLE, "no frame within the heartbeat timeout") from None
                 continue
-            last_frame_at = loop.time()
-            if frame is None:
-                continue
-            try:
-                await self._handle(frame)
-            except _TRANSIENT:
-                # Nothing was acked: the agent resends results and errors; progress is best effort.
-                logger.warning(
-                    "frame %s not applied (storage error)", frame.type, extra=self.log_context(), exc_info=True
-                )
-                await self.conn.send(
-                    ErrorFrame.of(ErrorCode.SERVICE_UNAVAILABLE, "temporarily unavailable, resend later", ref=frame.id)
-                )
+            silent_s = 0.0
+            self._frame_at = loop.time()
+            if frame is not None:
+                await self._route(frame)
 
-    async def _handle(self, frame: Frame) -> None:
+    async def _route(self, frame: Frame) -> None:
         payload = frame.payload
+        size = self.conn.last_frame_chars
         if isinstance(payload, Heartbeat):
-            await self._on_heartbeat(payload)
-        elif isinstance(payload, TaskAccept):
-            await self._on_accept(frame.id, payload)
+            # Inline and first: liveness must not queue behind results being committed.
+            await self._guarded(frame.type, frame.id, self._on_heartbeat(payload))
         elif isinstance(payload, TaskProgress):
-            await self._on_progress(frame.id, payload)
+            # Coalesced at arrival, so a progress flood makes no backlog.
+            if self._gate.admit(payload, asyncio.get_running_loop().time()):
+                work = self._apply_progress(frame.id, payload)
+                await self._dispatch(
+                    payload.task_id, work, lane=self._fast, frame_type=frame.type, ref=frame.id, size=size
+                )
+        elif isinstance(payload, TaskAccept):
+            work = self._on_accept(frame.id, payload)
+            await self._dispatch(payload.task_id, work, lane=self._fast, frame_type=frame.type, ref=frame.id, size=size)
         elif isinstance(payload, TaskResult):
-            await self._on_result(frame.id, payload)
+            work = self._on_result(frame.id, payload)
+            await self._dispatch(payload.task_id, work, lane=self._slow, frame_type=frame.type, ref=frame.id, size=size)
         elif isinstance(payload, TaskError):
-            await self._on_error(frame.id, payload)
+            work = self._on_error(frame.id, payload)
+            await self._dispatch(payload.task_id, work, lane=self._slow, frame_type=frame.type, ref=frame.id, size=size)
         else:  # decode_frame refuses types outside AGENT_SENDS; stay safe anyway
             await self.conn.reject(ErrorCode.VALIDATION_ERROR, "agents may not send this type", ref=frame.id)
+
+    async def _dispatch(
+        self,
+        task_id: str,
+        work: Coroutine[Any, Any, None],
+        *,
+        lane: asyncio.Semaphore,
+        frame_type: str,
+        ref: str | None,
+        size: int,
+    ) -> None:
+        """Start a handler for `work`: after the previous frame of the same task, in `lane`.
+
+        The reader reads on while handlers wait (so an accept is not stuck behind commits); it only
+        waits itself when the backlog is at its cap.
+        """
+        try:
+            while len(self._handlers) >= MAX_PENDING_FRAMES or self._pending_bytes >= MAX_PENDING_BYTES:
+                self._backlogged = True
+                self._room.clear()
+                await self._room.wait()
+        except BaseException:
+            work.close()
+            raise
+        finally:
+            self._backlogged = False
+        previous = self._chains.get(task_id)
+        handler = asyncio.create_task(self._run_handler(previous, lane, frame_type, ref, work))
+        self._chains[task_id] = handler
+        self._handlers[handler] = size
+        self._pending_bytes += size
+        handler.add_done_callback(lambda done: self._handler_done(task_id, done))
+
+    async def _run_handler(
+        self,
+        previous: asyncio.Task[None] | None,
+        lane: asyncio.Semaphore,
+        frame_type: str,
+        ref: str | None,
+        work: Coroutine[Any, Any, None],
+    ) -> None:
+        try:
+            if previous is not None and not previous.done():
+                # Wait for the task's earlier frame whatever its outcome (asyncio.wait never raises it).
+                await asyncio.wait({previous})
+            async with lane:
+                await self._guarded(frame_type, ref, work)
+        finally:
+            work.close()  # a no-op once awaited; releases a coroutine that never started (cancelled early)
+
+    def _handler_done(self, task_id: str, handler: asyncio.Task[None]) -> None:
+        self._pending_bytes -= self._handlers.pop(handler, 0)
+        self._room.set()
+        if self._chains.get(task_id) is handler:
+            del self._chains[task_id]
+        self._note_failure(handler)
+
+    def _note_failure(self, task: asyncio.Task[None]) -> None:
+        """A helper task's exception ends the session as the reader's would (SessionClosed, PeerGoneError, a bug)."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and self._handler_error is None:
+            self._handler_error = exc
+            self._handler_failed.set()
+
+    async def _handler_failure(self) -> None:
+        await self._handler_failed.wait()
+        if self._handler_error is not None:
+            raise self._handler_error
+
+    async def _guarded(self, frame_type: str, ref: str | None, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except _TRANSIENT:
+            # Nothing was acked: the agent resends results and errors; progress is best effort.
+            logger.warning("frame %s not applied (storage error)", frame_type, extra=self.log_context(), exc_info=True)
+            await self.conn.send(
+                ErrorFrame.of(ErrorCode.SERVICE_UNAVAILABLE, "temporarily unavailable, resend later", ref=ref)
+            )
 
     async def _on_heartbeat(self, beat: Heartbeat) -> None:
         accepting = not beat.draining
@@ -258,7 +451,7 @@ class AgentSession(Session):
                 accepting=accepting,
             )
             logger.info("agent %s", "accepting" if accepting else "draining", extra=self.log_context())
-        await self._scheduler.agent_online(self._spec, lease_s=self._settings.heartbeat_timeout_s)
+        await self._renew_lease()
         if beat.running_tasks:
             await self._cancel_stale([(ref.task_id, ref.attempt) for ref in beat.running_tasks])
 
@@ -293,16 +486,14 @@ class AgentSession(Session):
     async def _on_accept(self, ref: str, accept: TaskAccept) -> None:
         applied = await self._scheduler.accept(accept.task_id, accept.attempt, self.agent_id)
         # Whatever the outcome, the submit entry has served its purpose.
-        await self._ack_entry(accept.task_id, accept.attempt)
+        self._ack_entry(accept.task_id, accept.attempt)
         await self._answer(ref, applied, accept.task_id, accept.attempt)
 
-    async def _on_progress(self, ref: str, progress: TaskProgress) -> None:
-        if self._gate.admit(progress, asyncio.get_running_loop().time()):
-            await self._apply_progress(ref, progress)
-
     async def _flush_progress(self, now: float) -> None:
+        """Hand held-back progress whose window opened to its task's handler chain."""
         for held in self._gate.due(now):
-            await self._apply_progress(None, held)
+            work = self._apply_progress(None, held)
+            await self._dispatch(held.task_id, work, lane=self._fast, frame_type="task/progress", ref=None, size=0)
 
     async def _flush_attempt(self, task_id: str, attempt: int) -> None:
         """Apply the attempt's held-back progress before its outcome, so its last state is kept."""

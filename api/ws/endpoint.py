@@ -139,6 +139,7 @@ async def _agent_session(socket: WebSocket[Any, Any, Any], state: State, runtime
         settings=settings.ws,
         consumer=f"{runtime.node_id}:{session_id}",
         token=token,
+        lanes=runtime.lanes,
     )
     try:
         await session.register()

@@ -104,6 +104,8 @@ class FrameSocket:
         self.on_refused: Callable[[ProtocolError], Awaitable[None]] | None = None
         """Called before a refused frame is answered (e.g. to record an oversized result on its task)."""
         self._send_lock = asyncio.Lock()
+        self.last_frame_chars = 0
+        """Length of the last text frame received (what a caller holding decoded frames accounts for)."""
         self.closed = False
         self.close_code: int | None = None
 
@@ -116,7 +118,10 @@ class FrameSocket:
             PeerGoneError: the peer disconnected.
         """
         try:
-            event = await asyncio.wait_for(self.socket.receive(), timeout_s)
+            # Not wait_for: it wraps every receive in a new task, so a reader takes one frame per loop
+            # cycle; under load its frames (an agent's heartbeats and accepts) then queue behind all else.
+            async with asyncio.timeout(timeout_s):
+                event = await self.socket.receive()
         except WebSocketDisconnect as exc:
             raise PeerGoneError from exc
         if event["type"] == "websocket.disconnect":
@@ -124,6 +129,7 @@ class FrameSocket:
         text = event.get("text")
         if not isinstance(text, str):
             raise SessionClosed(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
+        self.last_frame_chars = len(text)
         if _utf8_len_over(text, self.max_frame_bytes):
             raise SessionClosed(CloseCode.MESSAGE_TOO_BIG, f"frame over {self.max_frame_bytes} bytes")
         try:

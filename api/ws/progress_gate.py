@@ -20,7 +20,8 @@ class ProgressGate:
     """Remembers when each attempt last had progress applied, and the held-back latest frame."""
 
     def __init__(self, rate_per_s: float, *, max_tracked: int = 10_000) -> None:
-        self.interval_s = 1.0 / rate_per_s
+        # A rate of 0 (or less) turns coalescing off: every frame is admitted.
+        self.interval_s = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
         self._max_tracked = max_tracked
         self._last: OrderedDict[_Key, float] = OrderedDict()
         self._held: dict[_Key, TaskProgress] = {}

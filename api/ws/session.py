@@ -57,8 +57,12 @@ class Session:
             for task in (*tasks, stopper):
                 task.cancel()
             await asyncio.gather(*tasks, stopper, return_exceptions=True)
+            await self.wind_down()
         code, reason = self._ending(done)
         await self.conn.close(code, reason)
+
+    async def wind_down(self) -> None:
+        """Finish work the loops started (after they stopped, before the close); bounded, never raises."""
 
     def _ending(self, done: set[asyncio.Task[Any]]) -> tuple[int, str]:
         if self._close_request is not None:

@@ -12,6 +12,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from api.ws.agent_session import FrameLanes
 from api.ws.endpoint import ws_endpoint
 from api.ws.fanout import Fanout
 from api.ws.framing import CloseCode
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
 
     from litestar import Litestar
+
+    from api.settings import ApiSettings
 
 __all__ = ("WsRuntime", "lifespans", "route_handlers")
 
@@ -32,6 +35,8 @@ class WsRuntime:
     """`app.state.ws`: this process' sessions, its fan-out listener, and its node id (inbox consumer names)."""
 
     registry: SessionRegistry
+    lanes: FrameLanes = field(default_factory=lambda: FrameLanes.of(16))
+    """Bounds on agent frames handled at once, shared by every agent socket of this process."""
     fanout: Fanout | None = None
     node_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     open_connections: Counter[str] = field(default_factory=Counter)
@@ -58,7 +63,10 @@ def route_handlers() -> Sequence[Any]:
 @asynccontextmanager
 async def _ws_lifespan(app: Litestar) -> AsyncIterator[None]:
     registry = SessionRegistry()
-    runtime = WsRuntime(registry=registry, on_change=_gauge_hook(app))
+    settings: ApiSettings = app.state.settings
+    runtime = WsRuntime(
+        registry=registry, lanes=FrameLanes.of(settings.ws.agent_frame_concurrency), on_change=_gauge_hook(app)
+    )
     runtime.fanout = Fanout(app.state.redis_blocking, prefix=app.state.settings.redis.prefix, registry=registry)
     await runtime.fanout.start()
     app.state.ws = runtime
