@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from api.auth.identity import CurrentUser
     from api.settings import WsSettings
+    from api.ws.agent_status import AgentStatusEvent, AgentStatusFeed
     from api.ws.fanout import WatchEvent
     from api.ws.framing import FrameSocket
     from api.ws.registry import SessionRegistry
@@ -66,6 +67,7 @@ class ClientSession(Session):
         scheduler: SchedulerClient,
         db: async_sessionmaker[AsyncSession],
         settings: WsSettings,
+        agent_feed: AgentStatusFeed | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(conn, session_id)
@@ -75,6 +77,7 @@ class ClientSession(Session):
         self._db = db
         self._settings = settings
         self._clock = clock
+        self._agent_feed = agent_feed
         self._outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=max(1, settings.send_backlog))
         self._tasks: set[str] = set()
         self._all = False
@@ -101,6 +104,11 @@ class ClientSession(Session):
                 self.request_close(CloseCode.LAGGED, "send backlog over its cap")
             return
         self._push_event(event)
+
+    def deliver_agent_status(self, event: AgentStatusEvent) -> None:
+        """Take one `agent/status` (from the agent status feed); never blocks."""
+        if self._all and event.visible_to(self.user.id, is_admin=self.user.is_admin):
+            self._enqueue(event.frame)
 
     def _wants(self, event: WatchEvent) -> bool:
         if event.task_id in self._tasks:
@@ -188,8 +196,11 @@ class ClientSession(Session):
                 self._registry.watch_everything(self)
             else:
                 self._registry.watch_owner(self.user.id, self)
+            first = not self._all
             self._all = True
             self._reply(Ack(ref=ref))
+            if first and self._agent_feed is not None:
+                self._agent_feed.watcher_added(self)
             return
         task_id = sub.task_id
         if task_id is None:  # Subscribe's own check makes this unreachable

@@ -173,6 +173,7 @@ async def _client_session(socket: WebSocket[Any, Any, Any], state: State, runtim
         scheduler=state.scheduler,
         db=state.db,
         settings=settings.ws,
+        agent_feed=runtime.agent_feed,
     )
 
 
@@ -188,6 +189,7 @@ async def _serve(
         if replaced:
             logger.info("ws agent reconnected; closing %d older socket(s) agent_id=%s", replaced, subject_id)
         runtime.registry.add_agent(subject_id, session.agent.owner_id, session)
+        runtime.agent_changed()
     else:
         subject_id = session.user.id
         runtime.registry.add_client(subject_id, session.user.jti, session)
@@ -213,6 +215,7 @@ async def _serve(
     finally:
         if isinstance(session, AgentSession):
             runtime.registry.remove_agent(subject_id, session.agent.owner_id, session)
+            runtime.agent_changed()
         else:
             session.detach()
             runtime.registry.remove_client(subject_id, session.user.jti, session)

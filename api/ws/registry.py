@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    from api.ws.agent_status import AgentStatusEvent
     from api.ws.fanout import WatchEvent
 
 __all__ = ("Closable", "SessionRegistry", "Watcher")
@@ -24,6 +25,8 @@ class Watcher(Closable, Protocol):
     """A client session that takes task events."""
 
     def deliver(self, event: WatchEvent) -> None: ...
+
+    def deliver_agent_status(self, event: AgentStatusEvent) -> None: ...
 
 
 _K = TypeVar("_K")
@@ -116,6 +119,13 @@ class SessionRegistry:
 
     def has_watchers(self) -> bool:
         return bool(self._watch_task or self._watch_owner or self._watch_everything)
+
+    def agent_watchers(self) -> set[Watcher]:
+        """Sessions subscribed with `all: true` (admins to everything, users to their own): they get `agent/status`."""
+        found: set[Watcher] = set(self._watch_everything)
+        for members in self._watch_owner.values():
+            found |= members
+        return found
 
     def all_watchers(self) -> set[Watcher]:
         found: set[Watcher] = set(self._watch_everything)

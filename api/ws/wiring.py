@@ -1,4 +1,4 @@
-"""What the /ws package adds to the app: its route and its lifespan (fan-out listener, session registry).
+"""What the /ws package adds to the app: its route and its lifespan (fan-out, agent status feed, registry).
 
 `api.tasks.wiring` includes `route_handlers()` and `lifespans()`; `app.state.ws` is the `WsRuntime`.
 """
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from api.ws.agent_session import FrameLanes
+from api.ws.agent_status import AgentStatusFeed
 from api.ws.endpoint import ws_endpoint
 from api.ws.fanout import Fanout
 from api.ws.framing import CloseCode
@@ -38,10 +39,16 @@ class WsRuntime:
     lanes: FrameLanes = field(default_factory=lambda: FrameLanes.of(16))
     """Bounds on agent frames handled at once, shared by every agent socket of this process."""
     fanout: Fanout | None = None
+    agent_feed: AgentStatusFeed | None = None
     node_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     open_connections: Counter[str] = field(default_factory=Counter)
     on_change: Callable[[str, int], None] | None = None
     """Called with (role, open count) after every change (the metrics gauge hooks in here)."""
+
+    def agent_changed(self) -> None:
+        """An agent socket opened or closed here: `agent/status` watchers hear about it without waiting."""
+        if self.agent_feed is not None:
+            self.agent_feed.poke()
 
     def connection_opened(self, role: str) -> None:
         self.open_connections[role] += 1
@@ -69,11 +76,16 @@ async def _ws_lifespan(app: Litestar) -> AsyncIterator[None]:
     )
     runtime.fanout = Fanout(app.state.redis_blocking, prefix=app.state.settings.redis.prefix, registry=registry)
     await runtime.fanout.start()
+    runtime.agent_feed = AgentStatusFeed(
+        app.state.scheduler, app.state.db, registry, interval_s=settings.ws.agent_status_interval_s
+    )
+    runtime.agent_feed.start()
     app.state.ws = runtime
     try:
         yield
     finally:
         registry.close_everything(CloseCode.GOING_AWAY, "server shutting down")
+        await runtime.agent_feed.stop()
         await runtime.fanout.stop()
 
 
