@@ -5,6 +5,8 @@ Reads only (plus consumer-group bookkeeping); never changes task state.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
@@ -13,7 +15,11 @@ from scheduler.scripts import as_str
 from scheduler.types import InboxEntry, TaskEvent
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from redis.asyncio import Redis
+
+logger = logging.getLogger(__name__)
 
 __all__ = ("ensure_group", "parse_event", "parse_inbox_entry", "read_group", "stream_entries")
 
@@ -89,12 +95,40 @@ async def ensure_group(redis: Redis, stream: str, group: str, *, ttl_s: int | No
         await redis.expire(stream, ttl_s)
 
 
+# Reads still in flight after their caller was cancelled (see `_uncancellable`); kept referenced
+# until they end, within their block time.
+_in_flight: set[asyncio.Task[Any]] = set()
+
+
+async def _uncancellable(coro: Awaitable[Any]) -> Any:
+    """Runs a blocking read so that cancelling the caller does not cancel the Redis command.
+
+    Cancelling a task inside a redis-py 8.1 command can leave it stuck in "cancelling" for good
+    (a pool lock waiter never woken; reproduced on Python 3.11.7). The read runs in its own task
+    and ends within its block time; entries it read for a cancelled caller stay pending in the
+    group, and `claim_pending` hands them to the next reader.
+    """
+    task = asyncio.ensure_future(coro)
+    _in_flight.add(task)
+    task.add_done_callback(_settle)
+    return await asyncio.shield(task)
+
+
+def _settle(task: asyncio.Task[Any]) -> None:
+    """Forgets a finished read; an error nobody waits for any more is logged, not left unretrieved."""
+    _in_flight.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("abandoned stream read ended with %r", task.exception())
+
+
 async def read_group(
     redis: Redis, stream: str, group: str, consumer: str, *, block_ms: int, count: int, ttl_s: int | None
 ) -> list[tuple[str, dict[str, bytes]]]:
     """New entries for `consumer`; block_ms <= 0 means do not block."""
     try:
-        reply = await redis.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms or None)
+        reply = await _uncancellable(
+            redis.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms or None)
+        )
     except ResponseError as exc:
         if "UNBLOCKED" in str(exc):
             # The stream was deleted while we blocked on it (agent_offline): nothing to deliver.

@@ -183,3 +183,21 @@ async def test_blocked_inbox_reader_survives_agent_removal(sched, make_agent) ->
     await sched.agent_offline("a", requeue_now=True)
     async with asyncio.timeout(5):
         assert await reader == []
+
+
+async def test_cancelling_blocked_inbox_reads_never_hangs(sched, make_agent) -> None:
+    """Sessions cancel their reader when a socket closes; that must always finish promptly."""
+    for i in range(4):
+        await make_agent(f"a{i}").online()
+
+    async def reader(agent_id: str) -> None:
+        while True:
+            await sched.read_inbox(agent_id, "c", block_ms=50, count=10)
+
+    for round_no in range(60):
+        readers = [asyncio.create_task(reader(f"a{i}")) for i in range(4)]
+        await asyncio.sleep(0.01 + (round_no % 5) * 0.01)  # cancel at varying points of the read
+        for r in readers:
+            r.cancel()
+        _done, pending = await asyncio.wait(readers, timeout=5)
+        assert not pending, f"a cancelled read hung in round {round_no}"
