@@ -461,9 +461,9 @@ def settings_reference() -> str:
     """A Markdown table of every setting: env name, default, meaning (the docs' configuration table)."""
     lines = ["| env | default | meaning |", "| --- | --- | --- |"]
     top = _field_docs(ApiSettings)
-    for name, default in (("APP_ENV", "dev"), ("TASKYARD_DATA_DIR", ".taskyard"), ("TASKYARD_API_LOG_LEVEL", "INFO")):
+    for name, fixed in (("APP_ENV", "dev"), ("TASKYARD_DATA_DIR", ".taskyard"), ("TASKYARD_API_LOG_LEVEL", "INFO")):
         key = {"APP_ENV": "env", "TASKYARD_DATA_DIR": "data_dir", "TASKYARD_API_LOG_LEVEL": "log_level"}[name]
-        lines.append(f"| `{name}` | `{default}` | {top.get(key, '')} |")
+        lines.append(f"| `{name}` | `{fixed}` | {top.get(key, '')} |")
     lines.append("| `HTTP_ADDR` | `127.0.0.1:8000` | Listen address, host:port. |")
     lines.append("| `TASKYARD_CONFIG` | (none) | Optional YAML file with the same fields by section; env wins. |")
     for group, cls in _GROUPS.items():

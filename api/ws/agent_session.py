@@ -1,15 +1,16 @@
 """An agent's socket (`role=agent`): presence, inbox delivery, and the agent's task frames.
 
 Liveness never waits on the database: the read loop only reads. Heartbeats are handled inline at
-once; task frames go to handlers that run side by side (at most `agent_frame_concurrency` per
-socket; the frames of one task in arrival order). The presence lease is renewed on every heartbeat
-and, at most every half interval, on any other frame; while the reader waits for a free handler
-slot (a backlog of this agent's own frames) the lease is kept too: the agent is alive, we are slow.
-A socket is idle only when no frame arrived for the heartbeat timeout, however long processing took.
+once; task frames go to handlers that run side by side (the frames of one task in arrival order), in
+two process-wide lanes of `agent_frame_concurrency` each (`FrameLanes`), so an accept never waits
+behind commits. The presence lease is renewed on every heartbeat and, at most every half interval,
+on any other frame; while the reader waits for its bounded backlog (`MAX_PENDING_FRAMES`/`_BYTES`)
+to shrink, the lease is kept too: the agent is alive, we are slow. A socket is idle only when no
+frame arrived while listening for the heartbeat timeout, however long processing took.
 Closing the socket never requeues: the lease expiry does, so a short reconnect keeps running tasks.
-Inbox entries are acked when the agent accepts the submit (or at once for a cancel); entries a dead
-node read but never delivered are claimed on connect. Results and failures are acked to the agent
-only after the database commit.
+Inbox entries are acked (batched) when the agent accepts the submit, or at once for a cancel;
+entries a dead node read but never delivered are claimed on connect. Results and failures are acked
+to the agent only after the database commit.
 """
 
 from __future__ import annotations
@@ -314,8 +315,8 @@ class AgentSession(Session):
     async def _read_loop(self) -> None:
         loop = asyncio.get_running_loop()
         timeout_s = self._settings.heartbeat_timeout_s
-        # Silence counts only while listening: time spent waiting for a handler slot (our slowness, with
-        # the agent's frames queued behind) or routing a frame is not the agent being quiet.
+        # Silence counts only while listening: time spent routing a frame or waiting for the backlog to
+        # shrink (our slowness, with the agent's frames queued behind) is not the agent being quiet.
         silent_s = 0.0
         while True:
             await self._flush_progress(loop.time())
