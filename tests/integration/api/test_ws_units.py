@@ -71,6 +71,24 @@ def test_progress_gate_hands_over_the_held_frame_before_an_outcome() -> None:
     assert gate.take("t", 1) is None
 
 
+def test_progress_gate_rate_zero_admits_every_frame() -> None:
+    gate = ProgressGate(0.0)
+    assert all(gate.admit(TaskProgress(task_id="t", attempt=1, data=i), 0.0) for i in range(5))
+    assert not gate.holding
+
+
+def test_registry_agent_watchers_are_the_all_subscribers() -> None:
+    registry = SessionRegistry()
+    task_watcher, owner_watcher, admin_watcher = _Session(), _Session(), _Session()
+    registry.watch_task("t1", task_watcher)  # type: ignore[arg-type]
+    registry.watch_owner("alice", owner_watcher)  # type: ignore[arg-type]
+    registry.watch_everything(admin_watcher)  # type: ignore[arg-type]
+    assert registry.agent_watchers() == {owner_watcher, admin_watcher}
+    registry.unwatch_owner("alice", owner_watcher)  # type: ignore[arg-type]
+    registry.unwatch_everything(admin_watcher)  # type: ignore[arg-type]
+    assert registry.agent_watchers() == set()
+
+
 def test_registry_targets_and_closing() -> None:
     registry = SessionRegistry()
     task_watcher, owner_watcher, admin_watcher, other = _Session(), _Session(), _Session(), _Session()
