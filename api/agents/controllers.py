@@ -72,7 +72,7 @@ class AgentController(Controller):
         page: Annotated[int, Parameter(ge=1, le=100000)] = 1,
         page_size: Annotated[int, Parameter(query="pageSize", ge=1, le=200)] = 50,
     ) -> AgentList:
-        items, total = await _service(request, db_session).list(
+        items, total = await _service(request, db_session).list_visible(
             _user(request), limit=page_size, offset=(page - 1) * page_size
         )
         return AgentList(items=items, total=total)

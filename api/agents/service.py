@@ -128,7 +128,7 @@ class AgentService:
         presence = await self._presence()
         return AgentView(**_out(agent, presence.get(agent.id)))
 
-    async def list(self, user: CurrentUser, *, limit: int, offset: int) -> tuple[list[AgentView], int]:
+    async def list_visible(self, user: CurrentUser, *, limit: int, offset: int) -> tuple[list[AgentView], int]:
         query = select(Agent)
         count = select(func.count()).select_from(Agent)
         if user.role != "admin":

@@ -84,7 +84,7 @@ class TaskController(Controller):
         page_size: Annotated[int, Parameter(query="pageSize", ge=1, le=MAX_PAGE_SIZE)] = 20,
     ) -> TaskPage:
         """Newest first. Users see their own tasks; admins see all."""
-        return await _service(request, db_session).list(
+        return await _service(request, db_session).list_page(
             _user(request), status=status, agent_id=agent_id, type_=task_type, page=page, page_size=page_size
         )
 

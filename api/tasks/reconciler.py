@@ -10,8 +10,6 @@ Redis already knows. Two jobs:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from sqlalchemy import select
 
 from api.db.base import utcnow
 from api.db.models.tasks import Task
+from api.tasks._background import BackgroundLoop
 from api.tasks.service import spec_for
 from protocol.status import ACTIVE_STATUSES, TaskStatus
 
@@ -57,8 +56,10 @@ def _rebuild_spec(task: Task, now: dt.datetime) -> TaskSpec:
     return spec_for(task, status=str(TaskStatus.SCHEDULED if waiting_for_time else TaskStatus.QUEUED))
 
 
-class Reconciler:
-    """`run_once()` does both jobs; `run()` repeats it every `interval_s` until cancelled."""
+class Reconciler(BackgroundLoop):
+    """`run_once()` does both jobs; `run()` repeats it every `interval_s` until `stop()`."""
+
+    name = "reconciler"
 
     def __init__(
         self,
@@ -78,7 +79,7 @@ class Reconciler:
         self._grace = dt.timedelta(seconds=grace_s)
         self._clock = clock
         self._metrics = metrics
-        self._task: asyncio.Task[None] | None = None
+        super().__init__()
 
     async def rebuild_if_needed(self) -> int | None:
         """Rebuild from the database when the epoch marker is missing; returns the count or None."""
@@ -149,23 +150,11 @@ class Reconciler:
         return ReconcileResult(rebuilt=rebuilt, reenqueued=await self.reenqueue_recent())
 
     async def run(self) -> None:
-        """Loop until cancelled; a failed round is logged and retried next interval."""
-        while True:
+        """Loop until stopped; a failed round is logged and retried next interval."""
+        while self.running:
             try:
                 await self.run_once()
-            except asyncio.CancelledError:
-                raise
             except Exception:
+                self.raise_if_cancelling()
                 logger.exception("reconcile round failed; retrying in %.1f s", self._interval_s)
-            await asyncio.sleep(self._interval_s)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self.run(), name="reconciler")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+            await self.pause(self._interval_s)

@@ -9,7 +9,6 @@ terminal status).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import os
@@ -21,6 +20,7 @@ import msgspec
 from sqlalchemy import func, select, update
 
 from api.db.models.tasks import Task, TaskEvent
+from api.tasks._background import BackgroundLoop
 from api.tasks.events import insert_events_ignore_duplicates
 from protocol.status import TERMINAL_STATUSES, TaskStatus
 
@@ -93,8 +93,8 @@ def _status_values(event: SchedulerEvent, at: dt.datetime) -> dict[str, Any]:
     return values
 
 
-class Recorder:
-    """Reads event batches and applies them; `run()` loops until cancelled (owned by `start/stop`)."""
+class Recorder(BackgroundLoop):
+    """Reads event batches and applies them; `run()` loops until `stop()`."""
 
     def __init__(
         self,
@@ -114,7 +114,8 @@ class Recorder:
         self._block_ms = block_ms
         self._claim_idle_ms = claim_idle_ms
         self._metrics = metrics
-        self._task: asyncio.Task[None] | None = None
+        super().__init__()
+        self.name = f"recorder:{self.consumer}"
 
     async def run_once(self, *, block_ms: int | None = None) -> int:
         """Read one batch, apply it, ack it. Returns the number of events read."""
@@ -227,31 +228,19 @@ class Recorder:
     # --- lifecycle --------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Loop until cancelled. Errors are logged and retried with a capped backoff."""
+        """Loop until stopped. Errors are logged and retried with a capped backoff."""
         delay = 0.5
         loop = asyncio.get_running_loop()
         next_claim = loop.time()
-        while True:
+        while self.running:
             try:
                 if loop.time() >= next_claim:
                     next_claim = loop.time() + self._claim_idle_ms / 1000
                     await self.claim_stale()
                 await self.run_once()
                 delay = 0.5
-            except asyncio.CancelledError:
-                raise
             except Exception:
+                self.raise_if_cancelling()
                 logger.exception("recorder batch failed; retrying in %.1f s", delay)
-                await asyncio.sleep(delay)
+                await self.pause(delay)
                 delay = min(delay * 2, 30.0)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self.run(), name=f"recorder:{self.consumer}")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None

@@ -408,7 +408,7 @@ class TaskService:
         events.reverse()
         return task_view(task, events)
 
-    async def list(
+    async def list_page(
         self,
         user: CurrentUser,
         *,
