@@ -140,3 +140,26 @@ async def test_emptied_redis_is_rebuilt_from_the_database(
     # Event numbering continued after the rebuild: seqs stay unique and increasing.
     seqs = [r[0] for r in env.rows("SELECT seq FROM task_events WHERE task_id = :i ORDER BY seq", i=in_flight)]
     assert seqs == sorted(set(seqs))
+
+
+class CancelBecomesError:
+    """A scheduler whose call turns a cancellation into an ordinary error, as DB drivers can."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+
+    async def epoch_present(self) -> bool:
+        self.entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise RuntimeError("connection closed during the query") from None
+        return True
+
+
+async def test_stop_ends_the_loop_even_when_the_cancellation_is_swallowed(sessionmaker) -> None:
+    fake = CancelBecomesError()
+    reconciler = Reconciler(fake, sessionmaker, interval_s=0.05)  # type: ignore[arg-type]
+    reconciler.start()
+    await asyncio.wait_for(fake.entered.wait(), timeout=5)
+    await asyncio.wait_for(reconciler.stop(), timeout=5)
