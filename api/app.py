@@ -47,15 +47,27 @@ class AuthRuntime:
 
 def _redis_client(url: str, settings: ApiSettings, *, blocking: bool) -> redis.asyncio.Redis:
     # redis-py 8 defaults (RESP3, 5 s timeouts) pinned explicitly; the blocking client has no read timeout.
-    return redis.asyncio.Redis.from_url(
-        url,
-        protocol=3,
-        legacy_responses=True,
-        decode_responses=False,
-        socket_timeout=None if blocking else settings.redis.redis_socket_timeout_s,
-        socket_connect_timeout=5.0,
-        max_connections=settings.redis.redis_max_connections,
-    )
+    # The command pool blocks when full (a burst waits for a connection instead of failing a heartbeat);
+    # the blocking-read pool is sized for one held connection per connected agent.
+    options: dict[str, Any] = {"protocol": 3, "legacy_responses": True, "decode_responses": False}
+    if blocking:
+        pool = redis.asyncio.ConnectionPool.from_url(
+            url,
+            socket_timeout=None,
+            socket_connect_timeout=5.0,
+            max_connections=settings.redis.redis_blocking_max_connections,
+            **options,
+        )
+    else:
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url,
+            socket_timeout=settings.redis.redis_socket_timeout_s,
+            socket_connect_timeout=5.0,
+            max_connections=settings.redis.redis_max_connections,
+            timeout=settings.redis.redis_socket_timeout_s,
+            **options,
+        )
+    return redis.asyncio.Redis.from_pool(pool)
 
 
 def _scheduler_client(app: Litestar, settings: ApiSettings) -> Any:
@@ -66,7 +78,12 @@ def _scheduler_client(app: Litestar, settings: ApiSettings) -> Any:
             raise
         logger.warning("scheduler.client is not available; app.state.scheduler is None")
         return None
-    return SchedulerClient(app.state.redis, prefix=settings.redis.prefix, blocking_redis=app.state.redis_blocking)
+    return SchedulerClient(
+        app.state.redis,
+        prefix=settings.redis.prefix,
+        settings=settings.scheduler,
+        blocking_redis=app.state.redis_blocking,
+    )
 
 
 def _core_lifespan(settings: ApiSettings, redis_url: str) -> Any:

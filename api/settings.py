@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from scheduler.settings import SchedulerSettings, SchedulerSettingsError
+from scheduler.settings import load_settings as load_scheduler_settings
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -121,7 +124,9 @@ class RedisSettings:
     redis_socket_timeout_s: float = 5.0
     """Socket timeout of the command client (the blocking client has none)."""
     redis_max_connections: int = 100
-    """Connection pool size of each Redis client."""
+    """Connection pool size of the command client; a full pool makes callers wait, not fail."""
+    redis_blocking_max_connections: int = 2000
+    """Pool size of the blocking-read client: each agent connected to this replica holds one for its inbox."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +236,9 @@ class ApiSettings:
     ratelimit: RateLimitSettings = field(default_factory=RateLimitSettings)
     ws: WsSettings = field(default_factory=WsSettings)
     tasks: TasksSettings = field(default_factory=TasksSettings)
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    # The API applies agent frames (retry backoff, stream bounds, TTLs) through the same scripts as the
+    # scheduler process, so it reads the same `TASKYARD_SCHEDULER_*` variables (docs/operations.md).
 
     @property
     def is_prod(self) -> bool:
@@ -420,9 +428,16 @@ def load_settings(environ: Mapping[str, str]) -> ApiSettings:
     elif not auth.jwt_secret.reveal():
         auth = dataclasses.replace(auth, jwt_secret=Secret(_dev_jwt_secret(data_dir)))
 
+    scheduler = SchedulerSettings()
+    try:
+        scheduler = load_scheduler_settings(environ)
+    except SchedulerSettingsError as exc:
+        problems.extend(str(exc).splitlines())
+
     if problems:
         raise SettingsError(problems)
     return ApiSettings(
+        scheduler=scheduler,
         env=env,
         data_dir=data_dir,
         log_level=log_level,
