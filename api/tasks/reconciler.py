@@ -114,29 +114,39 @@ class Reconciler(BackgroundLoop):
         return total
 
     async def reenqueue_recent(self) -> int:
-        """Enqueue recent waiting rows Redis does not know; returns how many."""
+        """Enqueue recent waiting rows Redis does not know; returns how many.
+
+        Reads ids only, asks Redis about them a chunk at a time, and loads full rows just for the
+        missing ones, so a deep backlog costs one indexed scan and a few pipelines per round.
+        """
         now = self._clock()
         async with self._sessionmaker() as session:
-            rows = (
+            ids = list(
                 (
                     await session.execute(
-                        select(Task).where(
+                        select(Task.id).where(
                             Task.status.in_(_WAITING),
                             Task.created_at >= now - self._window,
                             Task.created_at <= now - self._grace,
                         )
                     )
-                )
-                .scalars()
-                .all()
+                ).scalars()
             )
-        if not rows:
-            return 0
-        known = await self._scheduler.known_task_ids([t.id for t in rows])
-        missing = [t for t in rows if t.id not in known]
-        if not missing:
-            return 0
-        added = await self._scheduler.enqueue_many([spec_for(t) for t in missing])
+            missing: list[str] = []
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                known = await self._scheduler.known_task_ids(chunk)
+                missing.extend(i for i in chunk if i not in known)
+            if not missing:
+                return 0
+            added = 0
+            for start in range(0, len(missing), _CHUNK):
+                rows = (
+                    await session.execute(
+                        select(Task).where(Task.id.in_(missing[start : start + _CHUNK]), Task.status.in_(_WAITING))
+                    )
+                ).scalars()
+                added += await self._scheduler.enqueue_many([spec_for(t) for t in rows])
         if added:
             if self._metrics is not None:
                 self._metrics.reenqueued_tasks.labels(reason="missing").inc(added)
