@@ -252,6 +252,9 @@ def test_environ(
         "TASKYARD_REDIS_PREFIX": redis_prefix,
         "TASKYARD_API_HEARTBEAT_INTERVAL_S": "0.5",
         "TASKYARD_API_HEARTBEAT_TIMEOUT_S": "2",
+        # Off by default: the run's database is shared by every test while each test has its own Redis
+        # prefix, so a reconciler would rebuild other tests' tasks into this one. Tests of it turn it on.
+        "TASKYARD_API_RECONCILE_INTERVAL_S": "0",
         "TASKYARD_DATA_DIR": data_dir,
     }
     environ.update({key: str(value) for key, value in overrides.items()})
