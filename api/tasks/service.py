@@ -33,6 +33,7 @@ from api.errors import (
     ValidationFailedError,
 )
 from api.tasks.events import insert_events_ignore_duplicates
+from api.tasks.result_writer import apply_writes
 from protocol.errors import ErrorCode
 from protocol.limits import MAX_IDEMPOTENCY_KEY_LENGTH, MAX_TASK_INPUT_BYTES, MAX_TASK_OUTPUT_BYTES
 from protocol.status import TERMINAL_STATUSES, TaskStatus
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
     from api.auth.identity import CurrentUser
     from api.ratelimit import RateLimiter
+    from api.tasks.result_writer import Kind, ResultWriter
     from api.tasks.schemas import TaskCreate
     from scheduler.client import SchedulerClient
 
@@ -209,8 +211,11 @@ class TaskService:
         *,
         limiter: RateLimiter | None = None,
         submit_limit: SubmitLimit | None = None,
+        writer: ResultWriter | None = None,
     ) -> None:
+        """`writer`: commit agent outcomes in the process' shared batches instead of one transaction each."""
         self._session = session
+        self._writer = writer
         self._scheduler = scheduler
         self._limiter = limiter
         self._submit_limit = submit_limit
@@ -512,28 +517,15 @@ class TaskService:
         applied = await self._scheduler.complete(task_id, attempt, agent_id)
         if applied.outcome not in (Outcome.OK, Outcome.DUPLICATE):
             return Recorded(False, False, applied.status, _REFUSALS.get(applied.outcome, ErrorCode.CONFLICT))
-        now = utcnow()
-        values: dict[str, Any] = {
-            "result": output,
-            "status": str(TaskStatus.DONE),
-            "attempt": attempt,
-            "assigned_agent_id": agent_id,
-            "finished_at": func.coalesce(Task.finished_at, now),
-            "updated_at": now,
+        params = {
+            "b_id": task_id,
+            "b_output": output,
+            "b_attempt": attempt,
+            "b_agent": agent_id,
+            "b_now": utcnow(),
+            "b_seq": -1 if applied.seq is None else applied.seq,
         }
-        if applied.seq is not None:
-            values["seq"] = case((Task.seq < applied.seq, applied.seq), else_=Task.seq)
-        # Fill only an empty slot: not yet terminal, or `done` recorded by the recorder without the
-        # result (SQL NULL; a JSON null output is stored as JSON 'null', so it counts as filled).
-        await self._session.execute(
-            update(Task)
-            .where(
-                Task.id == task_id,
-                or_(Task.status.not_in(_TERMINAL), and_(Task.status == str(TaskStatus.DONE), Task.result.is_(None))),
-            )
-            .values(**values)
-        )
-        await self._session.commit()
+        await self._write("result", params)
         return Recorded(True, applied.outcome == Outcome.DUPLICATE, str(TaskStatus.DONE))
 
     async def record_failure(
@@ -553,22 +545,25 @@ class TaskService:
         )
         if applied.outcome not in (Outcome.OK, Outcome.DUPLICATE):
             return Recorded(False, False, applied.status, _REFUSALS.get(applied.outcome, ErrorCode.CONFLICT))
-        now = utcnow()
-        body = {"error": error, "message": message, "attempt": attempt, "retryable": retryable}
         status = applied.status or str(TaskStatus.FAILED)
-        values: dict[str, Any] = {"error": body, "updated_at": now, "attempt": attempt}
-        if applied.seq is not None:
-            values["seq"] = case((Task.seq < applied.seq, applied.seq), else_=Task.seq)
+        params: dict[str, Any] = {
+            "b_id": task_id,
+            "b_error": {"error": error, "message": message, "attempt": attempt, "retryable": retryable},
+            "b_attempt": attempt,
+            "b_now": utcnow(),
+            "b_seq": -1 if applied.seq is None else applied.seq,
+        }
         if status == TaskStatus.FAILED:
-            values |= {"status": status, "finished_at": func.coalesce(Task.finished_at, now)}
-            condition = or_(
-                Task.status.not_in(_TERMINAL), and_(Task.status == str(TaskStatus.FAILED), Task.error.is_(None))
-            )
+            await self._write("failed", params)
         else:
             # A retry: record the error; the status follows through the recorder (seq-ordered).
-            condition = Task.status.not_in(_TERMINAL)
-            if applied.seq is not None:
-                values["status"] = case((Task.seq < applied.seq, status), else_=Task.status)
-        await self._session.execute(update(Task).where(Task.id == task_id, condition).values(**values))
-        await self._session.commit()
+            await self._write("retry", params | {"b_status": status})
         return Recorded(True, applied.outcome == Outcome.DUPLICATE, status)
+
+    async def _write(self, kind: Kind, params: dict[str, Any]) -> None:
+        """Commit one outcome: through the process' batch writer, or in this session's own transaction."""
+        if self._writer is not None:
+            await self._writer.write(kind, params)
+            return
+        await apply_writes(await self._session.connection(), [(kind, params)])
+        await self._session.commit()

@@ -10,7 +10,7 @@ frame arrived while listening for the heartbeat timeout, however long processing
 Closing the socket never requeues: the lease expiry does, so a short reconnect keeps running tasks.
 Inbox entries are acked (batched) when the agent accepts the submit, or at once for a cancel;
 entries a dead node read but never delivered are claimed on connect. Results and failures are acked
-to the agent only after the database commit.
+to the agent only after the database commit (the process' `ResultWriter` commits them in batches).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.agents.service import AgentService
 from api.errors import PayloadTooLargeError, UnauthorizedError
+from api.tasks.result_writer import writer_for
 from api.tasks.service import Recorded, TaskService
 from api.ws.framing import CloseCode, SessionClosed
 from api.ws.progress_gate import ProgressGate
@@ -515,7 +516,7 @@ class AgentSession(Session):
     async def _on_result(self, ref: str, result: TaskResult) -> None:
         await self._flush_attempt(result.task_id, result.attempt)
         async with self._db() as session:
-            service = TaskService(session, self._scheduler)
+            service = TaskService(session, self._scheduler, writer=writer_for(self._db))
             try:
                 recorded = await service.record_result(result.task_id, result.attempt, self.agent_id, result.output)
             except PayloadTooLargeError as exc:
@@ -528,7 +529,7 @@ class AgentSession(Session):
     async def _on_error(self, ref: str, error: TaskError) -> None:
         await self._flush_attempt(error.task_id, error.attempt)
         async with self._db() as session:
-            recorded = await TaskService(session, self._scheduler).record_failure(
+            recorded = await TaskService(session, self._scheduler, writer=writer_for(self._db)).record_failure(
                 error.task_id,
                 error.attempt,
                 self.agent_id,

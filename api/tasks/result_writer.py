@@ -1,0 +1,217 @@
+"""Batched result/failure writes: many agents' outcomes committed in one transaction.
+
+One writer per process (per sessionmaker), shared by every agent socket. Callers hand over a
+prepared row update and wait; the writer gathers whatever is pending, applies it with Core
+executemany UPDATEs (no ORM objects) in one transaction, commits, and only then resolves the
+callers — so an `ack` still means "committed". A failed batch fails every waiter (nothing is acked,
+agents resend). Rows are locked in id order, and a deadlock or serialization failure retries the
+batch, so the writer, the recorder and `cancel` (all tasks-row first) cannot lock each other out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import weakref
+from collections import deque
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from sqlalchemy import and_, bindparam, case, func, literal_column, or_, select, update
+from sqlalchemy.exc import DBAPIError
+
+from api.db.base import UTCDateTime
+from api.db.models.tasks import Task
+from protocol.status import TERMINAL_STATUSES, TaskStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+    from sqlalchemy.sql.dml import Update
+
+__all__ = (
+    "Kind",
+    "ResultWriter",
+    "apply_writes",
+    "is_lock_conflict",
+    "lock_task_rows",
+    "retry_on_lock_conflict",
+    "writer_for",
+)
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["result", "failed", "retry"]
+"""`result`: a `done` row with its output; `failed`: the last attempt's error; `retry`: an error, task goes on."""
+
+MAX_BATCH = 500
+MAX_PENDING = 20_000
+"""Writes waiting for a batch; past it callers wait for room (backpressure on the agents' frames)."""
+LOCK_RETRIES = 4
+
+_T = TypeVar("_T")
+_TERMINAL = tuple(str(s) for s in TERMINAL_STATUSES)
+_LOCK_CONFLICT_STATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+
+_t = Task.__table__
+_id = bindparam("b_id")
+_seq = bindparam("b_seq")
+"""The event's seq from the scheduler, or -1 when it gave none (then the row keeps its seq)."""
+_now = bindparam("b_now", type_=UTCDateTime())
+_attempt = bindparam("b_attempt")
+_newer_seq = case((_t.c.seq < _seq, _seq), else_=_t.c.seq)
+# Inlined literals: an expanding IN cannot be used with executemany.
+_active = _t.c.status.not_in([literal_column(f"'{s}'") for s in _TERMINAL])
+
+# Fill only an empty slot: not yet terminal, or terminal recorded by the recorder without the outcome
+# (SQL NULL; a JSON null output is stored as JSON 'null', so it counts as filled).
+_STATEMENTS: dict[Kind, Update] = {
+    "result": update(_t)
+    .where(_t.c.id == _id, or_(_active, and_(_t.c.status == str(TaskStatus.DONE), _t.c.result.is_(None))))
+    .values(
+        result=bindparam("b_output", type_=_t.c.result.type),
+        status=str(TaskStatus.DONE),
+        attempt=_attempt,
+        assigned_agent_id=bindparam("b_agent"),
+        finished_at=func.coalesce(_t.c.finished_at, _now),
+        updated_at=_now,
+        seq=_newer_seq,
+    ),
+    "failed": update(_t)
+    .where(_t.c.id == _id, or_(_active, and_(_t.c.status == str(TaskStatus.FAILED), _t.c.error.is_(None))))
+    .values(
+        error=bindparam("b_error", type_=_t.c.error.type),
+        status=str(TaskStatus.FAILED),
+        attempt=_attempt,
+        finished_at=func.coalesce(_t.c.finished_at, _now),
+        updated_at=_now,
+        seq=_newer_seq,
+    ),
+    # A retry records the error; the status moves only if this event is newer than the row.
+    "retry": update(_t)
+    .where(_t.c.id == _id, _active)
+    .values(
+        error=bindparam("b_error", type_=_t.c.error.type),
+        status=case((_t.c.seq < _seq, bindparam("b_status")), else_=_t.c.status),
+        attempt=_attempt,
+        updated_at=_now,
+        seq=_newer_seq,
+    ),
+}
+
+
+def is_lock_conflict(exc: BaseException) -> bool:
+    """A deadlock or serialization failure: the transaction was rolled back and may simply be rerun."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return state in _LOCK_CONFLICT_STATES
+
+
+async def lock_task_rows(conn: AsyncConnection, ids: Sequence[str]) -> set[str]:
+    """Lock the rows of `ids` in id order (PostgreSQL; SQLite locks the whole file); returns those that exist.
+
+    Every writer of `tasks` + `task_events` takes the task rows first, in this order, so no two
+    transactions wait on each other in a cycle.
+    """
+    if not ids:
+        return set()
+    stmt = select(_t.c.id).where(_t.c.id.in_(sorted(set(ids)))).order_by(_t.c.id).with_for_update(key_share=True)
+    return set((await conn.execute(stmt)).scalars())
+
+
+async def apply_writes(conn: AsyncConnection, writes: Sequence[tuple[Kind, dict[str, Any]]]) -> None:
+    """Apply prepared writes inside the caller's transaction (rows locked in id order first)."""
+    by_kind: dict[Kind, list[dict[str, Any]]] = {}
+    for kind, params in writes:
+        by_kind.setdefault(kind, []).append(params)
+    if len(by_kind) > 1 or len(writes) > 1:
+        await lock_task_rows(conn, [p["b_id"] for _, p in writes])
+    for kind, rows in by_kind.items():
+        rows.sort(key=lambda p: p["b_id"])
+        await conn.execute(_STATEMENTS[kind], rows)
+
+
+async def retry_on_lock_conflict(
+    sessionmaker: async_sessionmaker[AsyncSession], work: Callable[[AsyncConnection], Awaitable[_T]]
+) -> _T:
+    """Run `work` in a fresh transaction and commit; rerun it on a deadlock/serialization failure."""
+    for attempt in range(LOCK_RETRIES):
+        try:
+            async with sessionmaker() as session:
+                conn = await session.connection()
+                out = await work(conn)
+                await session.commit()
+                return out
+        except DBAPIError as exc:
+            if not is_lock_conflict(exc) or attempt == LOCK_RETRIES - 1:
+                raise
+            logger.warning("lock conflict, rerunning the transaction (attempt %d)", attempt + 1)
+            await asyncio.sleep(0.005 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+class ResultWriter:
+    """Gathers pending writes and commits them in batches; `write()` returns once its row is committed."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        max_batch: int = MAX_BATCH,
+        max_pending: int = MAX_PENDING,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._max_batch = max_batch
+        self._max_pending = max_pending
+        self._pending: deque[tuple[Kind, dict[str, Any], asyncio.Future[None]]] = deque()
+        self._room = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def write(self, kind: Kind, params: dict[str, Any]) -> None:
+        """Queue one row update and wait for its commit; raises what the batch's transaction raised."""
+        while len(self._pending) >= self._max_pending:
+            self._room.clear()
+            await self._room.wait()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((kind, params, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="result-writer")
+        await future
+
+    async def _flush(self) -> None:
+        """Runs while anything is pending: what gathered during one commit goes into the next."""
+        await asyncio.sleep(0)  # let the other frames of this loop turn join the first batch
+        while self._pending:
+            batch = [self._pending.popleft() for _ in range(min(self._max_batch, len(self._pending)))]
+            self._room.set()
+            live = [(kind, params) for kind, params, future in batch if not future.done()]
+            try:
+                if live:
+                    await retry_on_lock_conflict(self._sessionmaker, functools.partial(apply_writes, writes=live))
+            except Exception as exc:  # every waiter of the batch gets it: nothing is acked, agents resend
+                logger.warning("result batch of %d not committed", len(live), exc_info=True)
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            except BaseException:
+                for _, _, future in batch:
+                    if not future.done():
+                        future.cancel()
+                raise
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+
+_writers: weakref.WeakKeyDictionary[async_sessionmaker[AsyncSession], ResultWriter] = weakref.WeakKeyDictionary()
+
+
+def writer_for(sessionmaker: async_sessionmaker[AsyncSession]) -> ResultWriter:
+    """The process' writer for this database (created on first use; its flusher runs only while needed)."""
+    writer = _writers.get(sessionmaker)
+    if writer is None:
+        writer = _writers[sessionmaker] = ResultWriter(sessionmaker)
+    return writer
