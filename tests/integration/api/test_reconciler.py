@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from api.db.base import UTCDateTime
 from api.tasks.reconciler import Reconciler
 from api.tasks.recorder import Recorder
 from api.tasks.service import TaskService
@@ -37,7 +38,8 @@ def insert_row_behind_redis(env: Env, owner_id: str, *, age_s: float = 5) -> str
                 "INSERT INTO tasks (id, owner_id, type, input, priority, capabilities, timeout_s, max_attempts,"
                 " status, attempt, seq, created_at, updated_at) VALUES (:id, :o, 'echo', '{\"n\": 1}', 5, '[]',"
                 " 60, 3, 'queued', 0, 1, :at, :at)"
-            ),
+                # A typed parameter: Python 3.12's sqlite3 deprecates its own datetime adapter.
+            ).bindparams(sa.bindparam("at", type_=UTCDateTime())),
             {"id": task_id, "o": owner_id, "at": created},
         )
         conn.execute(

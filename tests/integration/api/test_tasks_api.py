@@ -269,13 +269,15 @@ def test_cancel_of_a_task_redis_never_heard_of(env: Env) -> None:
     with env.db.begin() as conn:
         import sqlalchemy as sa
 
+        from api.db.base import UTCDateTime
+
         now = dt.datetime.now(dt.UTC)
         conn.execute(
             sa.text(
                 "INSERT INTO tasks (id, owner_id, type, input, priority, capabilities, timeout_s, max_attempts,"
                 " status, attempt, seq, created_at, updated_at) VALUES (:id, :o, 't', '{}', 5, '[]', 60, 3,"
                 " 'queued', 0, 1, :now, :now)"
-            ),
+            ).bindparams(sa.bindparam("now", type_=UTCDateTime())),
             {"id": ghost, "o": owner, "now": now},
         )
     r = env.client.post(f"/api/tasks/{ghost}/cancel", headers=user.headers)
