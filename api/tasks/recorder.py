@@ -10,22 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import os
 import socket
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, bindparam, case, func, literal_column, null, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
+from api.db.base import UTCDateTime
 from api.db.models.tasks import Task, TaskEvent
 from api.tasks._background import BackgroundLoop
-from api.tasks.events import insert_events_ignore_duplicates
+from api.tasks.result_writer import lock_task_rows, retry_on_lock_conflict
 from protocol.status import TERMINAL_STATUSES, TaskStatus
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+    from sqlalchemy.sql.dml import Insert, Update
 
     from api.metrics import Metrics
     from scheduler.client import SchedulerClient
@@ -38,6 +43,8 @@ logger = logging.getLogger(__name__)
 _TERMINAL = tuple(str(s) for s in TERMINAL_STATUSES)
 _WAITING = (str(TaskStatus.QUEUED), str(TaskStatus.SCHEDULED))
 _PROGRESS_KEYS = ("data", "message")
+MAX_BATCH = 1000
+"""Most events applied in one transaction when the stream is behind."""
 
 
 def default_consumer_name() -> str:
@@ -74,23 +81,143 @@ def _row(event: SchedulerEvent) -> dict[str, Any]:
     }
 
 
-def _status_values(event: SchedulerEvent, at: dt.datetime) -> dict[str, Any]:
-    status = event.status or ""
-    values: dict[str, Any] = {
-        "status": status,
-        "seq": event.seq,
-        "attempt": event.attempt,
-        "updated_at": at,
-    }
-    if event.agent_id:
-        values["assigned_agent_id"] = event.agent_id
-    elif status in _WAITING:
-        values["assigned_agent_id"] = None
-    if status == TaskStatus.RUNNING:
-        values["started_at"] = func.coalesce(Task.started_at, at)
-    if status in _TERMINAL:
-        values["finished_at"] = func.coalesce(Task.finished_at, at)
-    return values
+@dataclass(slots=True)
+class _RowUpdate:
+    """One task's net change from a batch: its newest event, and its newest status event."""
+
+    task_id: str
+    seq: int = -1
+    at: dt.datetime | None = None
+    status: SchedulerEvent | None = None
+    running_at: dt.datetime | None = None
+    failed: SchedulerEvent | None = None
+
+    def add(self, event: SchedulerEvent, new: bool) -> bool:
+        """Fold in the next event (in seq order); False once the task has reached a terminal status."""
+        at = _at(event.at_ms)
+        self.seq, self.at = event.seq, at
+        if event.type != "task/status" or not event.status:
+            return True
+        self.status = event
+        if event.status == TaskStatus.RUNNING and new and self.running_at is None:
+            # A later event may overtake this one (a result recorded first): the start is kept anyway.
+            self.running_at = at
+        if event.status == TaskStatus.FAILED:
+            self.failed = event
+        return event.status not in _TERMINAL
+
+    def params(self) -> dict[str, Any]:
+        s = self.status
+        status = (s.status or "") if s is not None else ""
+        set_agent = s is not None and (bool(s.agent_id) or status in _WAITING)
+        # An agent's own error (written by TaskService.record_failure) wins over the bare reason.
+        reason = (self.failed.reason or "failed") if self.failed is not None else None
+        return {
+            "b_id": self.task_id,
+            "b_seq": self.seq,
+            "b_at": self.at,
+            "b_sseq": s.seq if s is not None else -1,
+            "b_status": status,
+            "b_attempt": s.attempt if s is not None else 0,
+            "b_sat": _at(s.at_ms) if s is not None else self.at,
+            "b_set_agent": int(set_agent),
+            "b_agent": (s.agent_id or None) if s is not None else None,
+            "b_terminal": int(status in _TERMINAL),
+            "b_running_at": self.running_at,
+            "b_has_fail": int(reason is not None),
+            "b_fail_error": {"error": reason, "message": reason} if reason is not None else None,
+        }
+
+
+def _row_updates(events: list[SchedulerEvent], inserted: set[tuple[str, int]]) -> list[dict[str, Any]]:
+    """Per task, the batch's net change, sorted by task id (the lock order)."""
+    rows: dict[str, _RowUpdate] = {}
+    ended: set[str] = set()
+    for event in sorted(events, key=lambda e: (e.task_id, e.seq)):
+        if event.task_id in ended:
+            continue  # a terminal status is never left, so nothing after it in the batch counts
+        row = rows.get(event.task_id) or rows.setdefault(event.task_id, _RowUpdate(event.task_id))
+        if not row.add(event, (event.task_id, event.seq) in inserted):
+            ended.add(event.task_id)
+    return [rows[k].params() for k in sorted(rows)]
+
+
+def _update_statement() -> Update:
+    """One UPDATE per task, applied with executemany: every column moves only under the same guards as
+    event-by-event application (the row's seq is older and its status not terminal)."""
+    t = Task.__table__
+    active = t.c.status.not_in([literal_column(f"'{s}'") for s in _TERMINAL])  # no expanding IN in executemany
+    seq, sseq = bindparam("b_seq"), bindparam("b_sseq")
+    status = bindparam("b_status", type_=t.c.status.type)
+    sat = bindparam("b_sat", type_=UTCDateTime())
+    fresh = and_(t.c.seq < seq, active)
+    fresh_status = and_(t.c.seq < sseq, active)
+    has_fail = bindparam("b_has_fail") == 1
+    return (
+        update(t)
+        .where(
+            t.c.id == bindparam("b_id"),
+            or_(
+                fresh,
+                and_(bindparam("b_running_at", type_=UTCDateTime()).is_not(None), t.c.started_at.is_(None)),
+                and_(has_fail, t.c.error.is_(None), t.c.status == str(TaskStatus.FAILED)),
+            ),
+        )
+        .values(
+            seq=case((fresh, seq), else_=t.c.seq),
+            updated_at=case((fresh, bindparam("b_at", type_=UTCDateTime())), else_=t.c.updated_at),
+            status=case((fresh_status, status), else_=t.c.status),
+            attempt=case((fresh_status, bindparam("b_attempt")), else_=t.c.attempt),
+            assigned_agent_id=case(
+                (
+                    and_(fresh_status, bindparam("b_set_agent") == 1),
+                    bindparam("b_agent", type_=t.c.assigned_agent_id.type),
+                ),
+                else_=t.c.assigned_agent_id,
+            ),
+            finished_at=case(
+                (and_(fresh_status, bindparam("b_terminal") == 1), func.coalesce(t.c.finished_at, sat)),
+                else_=t.c.finished_at,
+            ),
+            started_at=func.coalesce(
+                t.c.started_at,
+                bindparam("b_running_at", type_=UTCDateTime()),
+                case((and_(fresh_status, status == str(TaskStatus.RUNNING)), sat), else_=null()),
+            ),
+            error=case(
+                (
+                    and_(
+                        has_fail,
+                        t.c.error.is_(None),
+                        or_(
+                            t.c.status == str(TaskStatus.FAILED),
+                            and_(fresh_status, status == str(TaskStatus.FAILED)),
+                        ),
+                    ),
+                    bindparam("b_fail_error", type_=t.c.error.type),
+                ),
+                else_=t.c.error,
+            ),
+        )
+    )
+
+
+_UPDATE = _update_statement()
+_INSERTS: dict[str, Insert] = {}
+
+
+def _insert_statement(dialect: str) -> Insert:
+    """`INSERT ... ON CONFLICT (task_id, seq) DO NOTHING RETURNING task_id, seq`, for executemany."""
+    stmt = _INSERTS.get(dialect)
+    if stmt is None:
+        insert_fn = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        events = TaskEvent.__table__
+        stmt = _INSERTS[dialect] = (
+            insert_fn(events)
+            .on_conflict_do_nothing(index_elements=["task_id", "seq"])
+            .returning(events.c.task_id, events.c.seq)
+        )
+    return stmt
 
 
 class Recorder(BackgroundLoop):
@@ -103,6 +230,7 @@ class Recorder(BackgroundLoop):
         *,
         consumer: str | None = None,
         batch_size: int = 200,
+        max_batch: int = MAX_BATCH,
         block_ms: int = 1000,
         claim_idle_ms: int = 30_000,
         metrics: Metrics | None = None,
@@ -111,6 +239,7 @@ class Recorder(BackgroundLoop):
         self._sessionmaker = sessionmaker
         self.consumer = consumer or default_consumer_name()
         self._batch_size = batch_size
+        self._max_batch = max(batch_size, max_batch)
         self._block_ms = block_ms
         self._claim_idle_ms = claim_idle_ms
         self._metrics = metrics
@@ -118,12 +247,19 @@ class Recorder(BackgroundLoop):
         self.name = f"recorder:{self.consumer}"
 
     async def run_once(self, *, block_ms: int | None = None) -> int:
-        """Read one batch, apply it, ack it. Returns the number of events read."""
+        """Read one batch (more reads while full, up to `max_batch`), apply it, ack it. Returns the count."""
         events = await self._scheduler.read_events(
             self.consumer, block_ms=self._block_ms if block_ms is None else block_ms, count=self._batch_size
         )
         if not events:
             return 0
+        more = events
+        while len(more) == self._batch_size and len(events) < self._max_batch:
+            # Behind: the stream holds more right now, so take it into this transaction.
+            more = await self._scheduler.read_events(
+                self.consumer, block_ms=0, count=min(self._batch_size, self._max_batch - len(events))
+            )
+            events.extend(more)
         await self.apply(events)
         await self._scheduler.ack_events([e.entry_id for e in events])
         return len(events)
@@ -151,50 +287,35 @@ class Recorder(BackgroundLoop):
         return total
 
     async def apply(self, events: list[SchedulerEvent]) -> None:
-        """Apply one batch in one transaction. Safe to call again with the same events."""
-        async with self._sessionmaker() as session:
-            ids = {e.task_id for e in events}
-            known = set((await session.execute(select(Task.id).where(Task.id.in_(ids)))).scalars())
-            mine = [e for e in events if e.task_id in known]
-            if len(mine) != len(events):
-                # Tasks without a row were never accepted through this database (e.g. enqueued
-                # by a tool straight into Redis); nothing to record for them.
-                logger.debug("recorder skipped %d events of unknown tasks", len(events) - len(mine))
-            inserted = await insert_events_ignore_duplicates(session, [_row(e) for e in mine])
-            for event in mine:
-                await self._apply_row(session, event, (event.task_id, event.seq) in inserted)
-            latencies = await self._dispatch_latencies(session, mine, inserted)
-            await session.commit()
+        """Apply one batch in one transaction (rerun on a lock conflict). Safe to call again with the same events."""
+        inserted, latencies = await retry_on_lock_conflict(
+            self._sessionmaker, functools.partial(self._apply_batch, events=events)
+        )
         if self._metrics is not None:
             self._metrics.recorded_events.inc(len(inserted))
             for seconds in latencies:
                 self._metrics.dispatch_latency.observe(seconds)
 
-    @staticmethod
-    async def _apply_row(session: AsyncSession, event: SchedulerEvent, new: bool) -> None:
-        at = _at(event.at_ms)
-        fresh = (Task.id == event.task_id, Task.seq < event.seq, Task.status.not_in(_TERMINAL))
-        if event.type == "task/status" and event.status:
-            await session.execute(update(Task).where(*fresh).values(**_status_values(event, at)))
-            if event.status == TaskStatus.FAILED:
-                # An agent's own error (written by TaskService.record_failure) wins over the bare reason.
-                reason = event.reason or "failed"
-                await session.execute(
-                    update(Task)
-                    .where(Task.id == event.task_id, Task.status == str(TaskStatus.FAILED), Task.error.is_(None))
-                    .values(error={"error": reason, "message": reason})
-                )
-            if new and event.status == TaskStatus.RUNNING:
-                # A later event may have overtaken this one (a result recorded first): keep the start.
-                await session.execute(
-                    update(Task).where(Task.id == event.task_id, Task.started_at.is_(None)).values(started_at=at)
-                )
-        else:
-            await session.execute(update(Task).where(*fresh).values(seq=event.seq, updated_at=at))
+    async def _apply_batch(
+        self, conn: AsyncConnection, events: list[SchedulerEvent]
+    ) -> tuple[set[tuple[str, int]], list[float]]:
+        # Task rows first, in id order (the order every writer of tasks + task_events uses).
+        known = await lock_task_rows(conn, [e.task_id for e in events])
+        mine = [e for e in events if e.task_id in known]
+        if len(mine) != len(events):
+            # Tasks without a row were never accepted through this database (e.g. enqueued
+            # by a tool straight into Redis); nothing to record for them.
+            logger.debug("recorder skipped %d events of unknown tasks", len(events) - len(mine))
+        if not mine:
+            return set(), []
+        result = await conn.execute(_insert_statement(conn.dialect.name), [_row(e) for e in mine])
+        inserted = {(str(r[0]), int(r[1])) for r in result.all()}
+        await conn.execute(_UPDATE, _row_updates(mine, inserted))
+        return inserted, await self._dispatch_latencies(conn, mine, inserted)
 
     @staticmethod
     async def _dispatch_latencies(
-        session: AsyncSession, events: list[SchedulerEvent], inserted: set[tuple[str, int]]
+        conn: AsyncConnection, events: list[SchedulerEvent], inserted: set[tuple[str, int]]
     ) -> list[float]:
         """queued -> assigned, for assignments recorded now (a replayed event is not counted twice)."""
         assigned = [
@@ -206,7 +327,7 @@ class Recorder(BackgroundLoop):
             return []
         ids = {e.task_id for e in assigned}
         queued: dict[str, list[tuple[int, dt.datetime]]] = {}
-        rows = await session.execute(
+        rows = await conn.execute(
             select(TaskEvent.task_id, TaskEvent.seq, TaskEvent.at).where(
                 TaskEvent.task_id.in_(ids), TaskEvent.status == str(TaskStatus.QUEUED)
             )
@@ -214,7 +335,7 @@ class Recorder(BackgroundLoop):
         for task_id, seq, at in rows.all():
             queued.setdefault(task_id, []).append((seq, at))
         starts = select(Task.id, func.coalesce(Task.run_at, Task.created_at)).where(Task.id.in_(ids))
-        created = {r[0]: r[1] for r in (await session.execute(starts)).all()}
+        created = {r[0]: r[1] for r in (await conn.execute(starts)).all()}
         out: list[float] = []
         for event in assigned:
             before = [at for seq, at in queued.get(event.task_id, []) if seq < event.seq]
