@@ -204,19 +204,15 @@ def _update_statement() -> Update:
 
 _UPDATE = _update_statement()
 _INSERTS: dict[str, Insert] = {}
+_EVENTS = TaskEvent.__table__
 
 
 def _insert_statement(dialect: str) -> Insert:
-    """`INSERT ... ON CONFLICT (task_id, seq) DO NOTHING RETURNING task_id, seq`, for executemany."""
+    """`INSERT ... ON CONFLICT (task_id, seq) DO NOTHING`, for executemany (a replay inserts nothing)."""
     stmt = _INSERTS.get(dialect)
     if stmt is None:
         insert_fn = sqlite.insert if dialect == "sqlite" else postgresql.insert
-        events = TaskEvent.__table__
-        stmt = _INSERTS[dialect] = (
-            insert_fn(events)
-            .on_conflict_do_nothing(index_elements=["task_id", "seq"])
-            .returning(events.c.task_id, events.c.seq)
-        )
+        stmt = _INSERTS[dialect] = insert_fn(_EVENTS).on_conflict_do_nothing(index_elements=["task_id", "seq"])
     return stmt
 
 
@@ -308,10 +304,33 @@ class Recorder(BackgroundLoop):
             logger.debug("recorder skipped %d events of unknown tasks", len(events) - len(mine))
         if not mine:
             return set(), []
-        result = await conn.execute(_insert_statement(conn.dialect.name), [_row(e) for e in mine])
-        inserted = {(str(r[0]), int(r[1])) for r in result.all()}
+        inserted = await self._insert_events(conn, mine)
         await conn.execute(_UPDATE, _row_updates(mine, inserted))
         return inserted, await self._dispatch_latencies(conn, mine, inserted)
+
+    @staticmethod
+    async def _insert_events(conn: AsyncConnection, events: list[SchedulerEvent]) -> set[tuple[str, int]]:
+        """Insert the batch's event rows; returns the (task_id, seq) pairs that are new.
+
+        With the task rows locked nobody else adds events for these tasks, so the pairs already
+        stored can be read first; the insert is then a plain executemany (a short statement the
+        driver prepares once, where RETURNING would render one huge VALUES list per batch).
+        """
+        stored = await conn.execute(
+            select(_EVENTS.c.task_id, _EVENTS.c.seq).where(
+                _EVENTS.c.task_id.in_({e.task_id for e in events}), _EVENTS.c.seq >= min(e.seq for e in events)
+            )
+        )
+        seen = {(str(r[0]), int(r[1])) for r in stored.all()}
+        rows: list[dict[str, Any]] = []
+        for event in events:
+            key = (event.task_id, event.seq)
+            if key not in seen:
+                seen.add(key)
+                rows.append(_row(event))
+        if rows:
+            await conn.execute(_insert_statement(conn.dialect.name), rows)
+        return {(r["task_id"], r["seq"]) for r in rows}
 
     @staticmethod
     async def _dispatch_latencies(
