@@ -6,6 +6,7 @@ means the row is durable, whatever Redis does next (the reconciler closes that g
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -41,6 +42,8 @@ from protocol.views import TaskErrorInfo, TaskEventView, TaskPage, TaskView
 from scheduler.types import Outcome, TaskSpec
 
 if TYPE_CHECKING:
+    import asyncio
+
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from api.auth.identity import CurrentUser
@@ -212,10 +215,16 @@ class TaskService:
         limiter: RateLimiter | None = None,
         submit_limit: SubmitLimit | None = None,
         writer: ResultWriter | None = None,
+        redis_lane: asyncio.Semaphore | None = None,
     ) -> None:
-        """`writer`: commit agent outcomes in the process' shared batches instead of one transaction each."""
+        """`writer`: commit agent outcomes in the process' shared batches instead of one transaction each.
+
+        `redis_lane`: held around the scheduler call of `record_result`/`record_failure` only (not the
+        commit wait), so a bound on Redis work does not also cap how many results a batch gathers.
+        """
         self._session = session
         self._writer = writer
+        self._redis_lane = redis_lane
         self._scheduler = scheduler
         self._limiter = limiter
         self._submit_limit = submit_limit
@@ -514,7 +523,8 @@ class TaskService:
         """
         if len(msgspec.json.encode(output)) > MAX_TASK_OUTPUT_BYTES:
             return Recorded(False, False, None, ErrorCode.PAYLOAD_TOO_LARGE)
-        applied = await self._scheduler.complete(task_id, attempt, agent_id)
+        async with self._redis_lane or contextlib.nullcontext():
+            applied = await self._scheduler.complete(task_id, attempt, agent_id)
         if applied.outcome not in (Outcome.OK, Outcome.DUPLICATE):
             return Recorded(False, False, applied.status, _REFUSALS.get(applied.outcome, ErrorCode.CONFLICT))
         params = {
@@ -540,9 +550,16 @@ class TaskService:
         retry_delay_s: float | None,
     ) -> Recorded:
         """Same order as `record_result`. A retry (`scheduled`) keeps the error as the latest one."""
-        applied = await self._scheduler.fail(
-            task_id, attempt, agent_id, error=error, message=message, retryable=retryable, retry_delay_s=retry_delay_s
-        )
+        async with self._redis_lane or contextlib.nullcontext():
+            applied = await self._scheduler.fail(
+                task_id,
+                attempt,
+                agent_id,
+                error=error,
+                message=message,
+                retryable=retryable,
+                retry_delay_s=retry_delay_s,
+            )
         if applied.outcome not in (Outcome.OK, Outcome.DUPLICATE):
             return Recorded(False, False, applied.status, _REFUSALS.get(applied.outcome, ErrorCode.CONFLICT))
         status = applied.status or str(TaskStatus.FAILED)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -75,6 +75,8 @@ MAX_PENDING_BYTES = 16 * 1024 * 1024
 """Bytes of those frames; with the count it bounds what one agent can make the server hold."""
 WIND_DOWN_S = 5.0
 """How long a closing session lets its in-flight frame handlers finish (commit, ack) before cancelling them."""
+MAX_AWAITING_COMMIT = 4096
+"""Result/error frames of this process in flight at once; the writer commits what gathers in one batch."""
 _RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -90,7 +92,9 @@ class FrameLanes:
     fast: asyncio.Semaphore
     """Accept and progress frames (a Redis script each)."""
     slow: asyncio.Semaphore
-    """Result and error frames (a Redis script and a database commit each)."""
+    """The Redis step of result and error frames (their commit wait is outside it)."""
+    commits: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_AWAITING_COMMIT))
+    """Result and error frames in progress, most of them waiting for the process' batched commit."""
 
     @classmethod
     def of(cls, limit: int) -> FrameLanes:
@@ -153,6 +157,7 @@ class AgentSession(Session):
         self._gate = ProgressGate(settings.progress_rate_per_s)
         self._fast = lanes.fast
         self._slow = lanes.slow
+        self._commits = lanes.commits
         self._chains: dict[str, asyncio.Task[None]] = {}
         """Per task id, the handler of its latest frame: the next frame of that task waits for it."""
         self._handlers: dict[asyncio.Task[None], int] = {}
@@ -355,10 +360,14 @@ class AgentSession(Session):
             await self._dispatch(payload.task_id, work, lane=self._fast, frame_type=frame.type, ref=frame.id, size=size)
         elif isinstance(payload, TaskResult):
             work = self._on_result(frame.id, payload)
-            await self._dispatch(payload.task_id, work, lane=self._slow, frame_type=frame.type, ref=frame.id, size=size)
+            await self._dispatch(
+                payload.task_id, work, lane=self._commits, frame_type=frame.type, ref=frame.id, size=size
+            )
         elif isinstance(payload, TaskError):
             work = self._on_error(frame.id, payload)
-            await self._dispatch(payload.task_id, work, lane=self._slow, frame_type=frame.type, ref=frame.id, size=size)
+            await self._dispatch(
+                payload.task_id, work, lane=self._commits, frame_type=frame.type, ref=frame.id, size=size
+            )
         else:  # decode_frame refuses types outside AGENT_SENDS; stay safe anyway
             await self.conn.reject(ErrorCode.VALIDATION_ERROR, "agents may not send this type", ref=frame.id)
 
@@ -513,10 +522,15 @@ class AgentSession(Session):
             code = _REFUSALS.get(applied.outcome, ErrorCode.CONFLICT)
             await self.conn.send(_refusal(code, ref, progress.task_id, progress.attempt))
 
+    def _outcome_service(self, session: AsyncSession) -> TaskService:
+        """Outcomes commit in the process' batches; only their Redis step takes the slow lane."""
+        return TaskService(session, self._scheduler, writer=writer_for(self._db), redis_lane=self._slow)
+
     async def _on_result(self, ref: str, result: TaskResult) -> None:
-        await self._flush_attempt(result.task_id, result.attempt)
+        async with self._slow:
+            await self._flush_attempt(result.task_id, result.attempt)
         async with self._db() as session:
-            service = TaskService(session, self._scheduler, writer=writer_for(self._db))
+            service = self._outcome_service(session)
             try:
                 recorded = await service.record_result(result.task_id, result.attempt, self.agent_id, result.output)
             except PayloadTooLargeError as exc:
@@ -527,9 +541,10 @@ class AgentSession(Session):
         await self._send_recorded(ref, recorded, result.task_id, result.attempt)
 
     async def _on_error(self, ref: str, error: TaskError) -> None:
-        await self._flush_attempt(error.task_id, error.attempt)
+        async with self._slow:
+            await self._flush_attempt(error.task_id, error.attempt)
         async with self._db() as session:
-            recorded = await TaskService(session, self._scheduler, writer=writer_for(self._db)).record_failure(
+            recorded = await self._outcome_service(session).record_failure(
                 error.task_id,
                 error.attempt,
                 self.agent_id,
