@@ -1,0 +1,104 @@
+"""The batched result writer: many agents' outcomes in one transaction, acked only after it commits."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from api.db.base import utcnow
+from api.db.models.tasks import Task
+from api.tasks.result_writer import ResultWriter
+from api.tasks.service import TaskService
+from tests.integration.api.test_recorder import dispatch_to_new_agent, task_row
+from tests.integration.api.test_tasks_support import (  # noqa: F401 - fixtures, used by name
+    Env,
+    env_fixture,
+    make_env_fixture,
+    sched_fixture,
+    sched_service_fixture,
+    sched_settings_fixture,
+    sessionmaker_fixture,
+)
+
+pytestmark = pytest.mark.redis
+
+
+async def _running(env: Env, sched: Any, sched_service: Any, count: int) -> tuple[list[str], str]:
+    user = env.user()
+    ids = [env.submit(user, {"type": "echo", "input": {"i": i}})["id"] for i in range(count)]
+    agent = await dispatch_to_new_agent(env, sched, sched_service, user.id)
+    for task_id in ids:
+        assert (await sched.accept(task_id, 1, agent)).outcome == "ok"
+    return ids, agent
+
+
+async def test_concurrent_results_commit_together_and_each_caller_is_acked(
+    env: Env, sched, sched_service, sessionmaker
+) -> None:
+    ids, agent = await _running(env, sched, sched_service, 4)
+    writer = ResultWriter(sessionmaker)
+    commits: list[int] = []
+    engine = sessionmaker.kw["bind"].sync_engine
+    listener = lambda conn: commits.append(1)  # noqa: E731 - a one-line hook
+    event.listen(engine, "commit", listener)
+    try:
+        # Redis first (the fence), then every commit wait at once: they share one transaction.
+        for task_id in ids:
+            assert (await sched.complete(task_id, 1, agent)).outcome == "ok"
+        now = utcnow()
+        await asyncio.gather(
+            *(
+                writer.write(
+                    "result",
+                    {"b_id": t, "b_output": {"t": t} if n else None, "b_attempt": 1, "b_agent": agent}
+                    | {"b_now": now, "b_seq": -1},
+                )
+                for n, t in enumerate(ids)
+            )
+        )
+    finally:
+        event.remove(engine, "commit", listener)
+    assert len(commits) == 1, "the four results were not committed in one transaction"
+    for n, task_id in enumerate(ids):
+        row = await task_row(sessionmaker, task_id)
+        assert (row.status, row.result, row.attempt) == ("done", {"t": task_id} if n else None, 1)
+
+    # A resend is a duplicate and changes nothing (the slot is filled, JSON null included).
+    async with sessionmaker() as session:
+        again = await TaskService(session, sched, writer=writer).record_result(ids[0], 1, agent, {"late": 1})
+    assert again.ack
+    assert again.duplicate
+    assert (await task_row(sessionmaker, ids[0])).result is None
+
+
+async def test_a_failed_batch_fails_every_waiter_and_nothing_is_acked(
+    env: Env, sched, sched_service, sessionmaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids, agent = await _running(env, sched, sched_service, 3)
+    writer = ResultWriter(sessionmaker)
+
+    async def broken(*_: Any, **__: Any) -> None:
+        raise ConnectionError("database down")
+
+    monkeypatch.setattr("api.tasks.result_writer.apply_writes", broken)
+
+    async def record(task_id: str) -> Any:
+        async with sessionmaker() as session:
+            return await TaskService(session, sched, writer=writer).record_result(task_id, 1, agent, {"ok": 1})
+
+    answers = await asyncio.gather(*(record(t) for t in ids), return_exceptions=True)
+    assert all(isinstance(a, ConnectionError) for a in answers), answers
+    for task_id in ids:
+        row = await task_row(sessionmaker, task_id)
+        assert row.result is None
+
+    # The agents resend: Redis says duplicate, and the write goes through now.
+    monkeypatch.undo()
+    resent = await asyncio.gather(*(record(t) for t in ids))
+    assert all(a.ack and a.duplicate for a in resent)
+    async with sessionmaker() as session:
+        rows = [await session.get(Task, t) for t in ids]
+    assert all(r is not None and (r.status, r.result) == ("done", {"ok": 1}) for r in rows)
