@@ -46,7 +46,7 @@ def insert_row_behind_redis(env: Env, owner_id: str, *, age_s: float = 5) -> str
             sa.text(
                 "INSERT INTO task_events (task_id, seq, type, status, attempt, at)"
                 " VALUES (:id, 1, 'task/status', 'queued', 0, :at)"
-            ),
+            ).bindparams(sa.bindparam("at", type_=UTCDateTime())),
             {"id": task_id, "at": created},
         )
     return task_id
