@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import redis.exceptions
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from api.agents.service import AgentService
@@ -109,6 +109,28 @@ class _Prepared:
     key: str | None
     request_hash: str
     input_json: bytes
+
+
+# Columns a new row sets; the JSON outcome columns stay out so they are SQL NULL (an empty slot).
+_NEW_ROW_KEYS = (
+    "id",
+    "owner_id",
+    "type",
+    "input",
+    "priority",
+    "agent_id",
+    "capabilities",
+    "timeout_s",
+    "max_attempts",
+    "run_at",
+    "idempotency_key",
+    "request_hash",
+    "status",
+    "attempt",
+    "seq",
+    "created_at",
+    "updated_at",
+)
 
 
 def _ms(value: dt.datetime | None) -> int | None:
@@ -314,14 +336,22 @@ class TaskService:
             created_at=now,
             updated_at=now,
         )
-        # The first history entry is written with the row, so the history is whole even if Redis
-        # never hears of the task. The enqueue (seq 0) makes the scheduler record the same event as
-        # seq 1, which the recorder then finds already stored.
-        self._session.add(task)
-        self._session.add(
-            TaskEvent(task_id=task.id, seq=1, type="task/status", status=str(status), attempt=0, data=None, at=now)
-        )
         return task
+
+    async def _insert(self, tasks: list[Task]) -> None:
+        """Insert new rows and their first history entries with Core executemany (no ORM flush).
+
+        The first history entry is written with the row, so the history is whole even if Redis never
+        hears of the task. The enqueue (seq 0) makes the scheduler record the same event as seq 1,
+        which the recorder then finds already stored. Raises IntegrityError on a duplicate key.
+        """
+        conn = await self._session.connection()
+        await conn.execute(insert(Task.__table__), [{k: getattr(t, k) for k in _NEW_ROW_KEYS} for t in tasks])
+        events = [
+            {"task_id": t.id, "seq": 1, "type": "task/status", "status": t.status, "attempt": 0, "at": t.created_at}
+            for t in tasks
+        ]
+        await conn.execute(insert(TaskEvent.__table__), events)
 
     async def _enqueue(self, tasks: list[Task]) -> None:
         """After the commit. A Redis failure is logged, not raised: the reconciler enqueues the rows."""
@@ -351,6 +381,7 @@ class TaskService:
         await self._check_agents(user, [prepared])
         task = self._new_row(user, prepared, utcnow())
         try:
+            await self._insert([task])
             await self._session.commit()
         except IntegrityError:
             # Another request with the same key committed first: answer as its replay.
@@ -397,6 +428,7 @@ class TaskService:
             results[position] = task
             created.append(task)
         try:
+            await self._insert(created)
             await self._session.commit()
         except IntegrityError as exc:
             await self._session.rollback()
