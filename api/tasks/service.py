@@ -505,6 +505,8 @@ class TaskService:
             raise TaskNotRunnableError("task already finished", {"status": task.status})
         seq = result.seq if result.outcome == "canceled" and result.seq else task.seq + 1
         now = utcnow()
+        # The tasks row first, then its event: the order the recorder and the result writer lock in
+        # too (task rows by id, then task_events), so none of them can deadlock with another.
         await self._session.execute(
             update(Task)
             .where(Task.id == task.id, Task.status.not_in(_TERMINAL))
