@@ -126,7 +126,8 @@ async def apply_writes(conn: AsyncConnection, writes: Sequence[tuple[Kind, dict[
     by_kind: dict[Kind, list[dict[str, Any]]] = {}
     for kind, params in writes:
         by_kind.setdefault(kind, []).append(params)
-    if len(by_kind) > 1 or len(writes) > 1:
+    if len(by_kind) > 1:
+        # One executemany in id order already locks in id order; several need the order taken first.
         await lock_task_rows(conn, [p["b_id"] for _, p in writes])
     for kind, rows in by_kind.items():
         rows.sort(key=lambda p: p["b_id"])
