@@ -197,10 +197,11 @@ class ResultWriter:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            except BaseException:
-                for _, _, future in batch:
+            except BaseException:  # the flusher itself is cancelled (shutdown): nobody waits forever
+                for _, _, future in [*batch, *self._pending]:
                     if not future.done():
                         future.cancel()
+                self._pending.clear()
                 raise
             for _, _, future in batch:
                 if not future.done():

@@ -86,7 +86,9 @@ class FrameLanes:
 
     Process-wide on purpose: the Redis and database pools are per process, and a per-socket bound
     times many busy agents exhausts them (the Redis pool then refuses heartbeats and accepts too).
-    Two lanes, so an accept (Redis only, with a deadline) never waits behind commits.
+    Two lanes, so an accept (Redis only, with a deadline) never waits behind commits. Result and error
+    frames take the slow lane only for their Redis step; their commit wait counts against `commits`,
+    so every outcome waiting at once can share one batched transaction (`api.tasks.result_writer`).
     """
 
     fast: asyncio.Semaphore
