@@ -16,7 +16,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 from sqlalchemy import and_, bindparam, case, func, literal_column, null, or_, select, update
@@ -29,6 +29,7 @@ from api.tasks.result_writer import lock_task_rows, retry_on_lock_conflict
 from protocol.status import TERMINAL_STATUSES, TaskStatus
 
 if TYPE_CHECKING:
+    from sqlalchemy import BindParameter, Table
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
     from sqlalchemy.sql.dml import Insert, Update
 
@@ -145,9 +146,10 @@ def _row_updates(events: list[SchedulerEvent], inserted: set[tuple[str, int]]) -
 def _update_statement() -> Update:
     """One UPDATE per task, applied with executemany: every column moves only under the same guards as
     event-by-event application (the row's seq is older and its status not terminal)."""
-    t = Task.__table__
+    t = cast("Table", Task.__table__)
     active = t.c.status.not_in([literal_column(f"'{s}'") for s in _TERMINAL])  # no expanding IN in executemany
-    seq, sseq = bindparam("b_seq"), bindparam("b_sseq")
+    seq: BindParameter[int] = bindparam("b_seq")
+    sseq: BindParameter[int] = bindparam("b_sseq")
     status = bindparam("b_status", type_=t.c.status.type)
     sat = bindparam("b_sat", type_=UTCDateTime())
     fresh = and_(t.c.seq < seq, active)
@@ -204,7 +206,7 @@ def _update_statement() -> Update:
 
 _UPDATE = _update_statement()
 _INSERTS: dict[str, Insert] = {}
-_EVENTS = TaskEvent.__table__
+_EVENTS = cast("Table", TaskEvent.__table__)
 
 
 def _insert_statement(dialect: str) -> Insert:

@@ -15,7 +15,7 @@ import functools
 import logging
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from sqlalchemy import and_, bindparam, case, func, literal_column, or_, select, update
 from sqlalchemy.exc import DBAPIError
@@ -27,6 +27,7 @@ from protocol.status import TERMINAL_STATUSES, TaskStatus
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
+    from sqlalchemy import BindParameter, Table
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
     from sqlalchemy.sql.dml import Update
 
@@ -54,12 +55,12 @@ _T = TypeVar("_T")
 _TERMINAL = tuple(str(s) for s in TERMINAL_STATUSES)
 _LOCK_CONFLICT_STATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
 
-_t = Task.__table__
-_id = bindparam("b_id")
-_seq = bindparam("b_seq")
+_t = cast("Table", Task.__table__)
+_id: BindParameter[str] = bindparam("b_id")
+_seq: BindParameter[int] = bindparam("b_seq")
 """The event's seq from the scheduler, or -1 when it gave none (then the row keeps its seq)."""
 _now = bindparam("b_now", type_=UTCDateTime())
-_attempt = bindparam("b_attempt")
+_attempt: BindParameter[int] = bindparam("b_attempt")
 _newer_seq = case((_t.c.seq < _seq, _seq), else_=_t.c.seq)
 # Inlined literals: an expanding IN cannot be used with executemany.
 _active = _t.c.status.not_in([literal_column(f"'{s}'") for s in _TERMINAL])

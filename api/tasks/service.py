@@ -13,7 +13,7 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 import redis.exceptions
@@ -44,6 +44,7 @@ from scheduler.types import Outcome, TaskSpec
 if TYPE_CHECKING:
     import asyncio
 
+    from sqlalchemy import Table
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from api.auth.identity import CurrentUser
@@ -346,12 +347,14 @@ class TaskService:
         which the recorder then finds already stored. Raises IntegrityError on a duplicate key.
         """
         conn = await self._session.connection()
-        await conn.execute(insert(Task.__table__), [{k: getattr(t, k) for k in _NEW_ROW_KEYS} for t in tasks])
+        await conn.execute(
+            insert(cast("Table", Task.__table__)), [{k: getattr(t, k) for k in _NEW_ROW_KEYS} for t in tasks]
+        )
         events = [
             {"task_id": t.id, "seq": 1, "type": "task/status", "status": t.status, "attempt": 0, "at": t.created_at}
             for t in tasks
         ]
-        await conn.execute(insert(TaskEvent.__table__), events)
+        await conn.execute(insert(cast("Table", TaskEvent.__table__)), events)
 
     async def _enqueue(self, tasks: list[Task]) -> None:
         """After the commit. A Redis failure is logged, not raised: the reconciler enqueues the rows."""
