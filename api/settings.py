@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from scheduler.settings import SchedulerSettings, SchedulerSettingsError
+from scheduler.errors import SchedulerSettingsError
+from scheduler.settings import SchedulerSettings
 from scheduler.settings import load_settings as load_scheduler_settings
 
 if TYPE_CHECKING:

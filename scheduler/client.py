@@ -203,7 +203,7 @@ class SchedulerClient:
     # --- fan-out and control -------------------------------------------------------------------
 
     async def publish_control(
-        self, kind: Literal["agent_revoked", "token_revoked", "user_disabled"], subject_id: str
+        self, kind: Literal["agent_revoked", "agent_updated", "token_revoked", "user_disabled"], subject_id: str
     ) -> None:
         await self._redis.publish(self.keys.control_channel(), json.dumps({"kind": kind, "id": subject_id}))
 

@@ -101,6 +101,7 @@ class AgentController(Controller):
         changed = sorted(f for f in data.__struct_fields__ if getattr(data, f) is not msgspec.UNSET)
         _audit(request, db_session, "agent.update", agent.id, fields=changed)
         await db_session.commit()
+        await service.announce_update(agent.id)
         return await service.view(_user(request), agent.id)
 
     @delete("/{agent_id:str}", status_code=HTTP_204_NO_CONTENT, guards=[requires_admin])

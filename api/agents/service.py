@@ -205,6 +205,16 @@ class AgentService:
         await self._session.flush()
         return agent
 
+    async def announce_update(self, agent_id: str) -> None:
+        """After an update is committed: the agent's open sessions reload its capabilities and concurrency.
+
+        Best effort (pub/sub): a session that misses it picks the change up at its periodic re-check.
+        """
+        try:
+            await self._scheduler.publish_control("agent_updated", agent_id)
+        except (redis.exceptions.RedisError, OSError):
+            logger.warning("agent update not announced (Redis error) agent_id=%s", agent_id, exc_info=True)
+
     async def revoke(self, agent_id: str) -> None:
         """After a delete or rotate is committed: requeue the agent's tasks and close its sockets.
 

@@ -16,9 +16,10 @@ to the agent only after the database commit (the process' `ResultWriter` commits
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -167,6 +168,7 @@ class AgentSession(Session):
         self._pending_bytes = 0
         self._room = asyncio.Event()
         self._handler_failed = asyncio.Event()
+        self._refresh = asyncio.Event()
         self._handler_error: BaseException | None = None
         self._frame_at = 0.0
         """Loop time of the last frame received (any frame, well-formed or not)."""
@@ -240,19 +242,35 @@ class AgentSession(Session):
             await self.conn.send(Heartbeat(interval=interval_s))
             await asyncio.sleep(interval_s)
 
+    def request_refresh(self) -> None:
+        """Reload the agent's settings now (its row changed: capabilities, concurrency, owner)."""
+        self._refresh.set()
+
     async def _revalidate_loop(self) -> None:
+        """Re-check the token and reload the agent's settings: on `agent_updated`, and periodically.
+
+        The periodic pass is the backstop for a lost control message (pub/sub is at most once).
+        """
         interval_s = self._settings.token_recheck_interval_s
-        if interval_s <= 0:
-            await asyncio.Event().wait()  # re-checks turned off: idle until the session ends
         while True:
-            await asyncio.sleep(interval_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval_s if interval_s > 0 else None):
+                    await self._refresh.wait()
+            self._refresh.clear()
             try:
                 async with self._db() as session:
-                    await AgentService(session, self._scheduler).authenticate(self.agent_id, self._token)
+                    record = await AgentService(session, self._scheduler).authenticate(self.agent_id, self._token)
             except UnauthorizedError:
                 raise SessionClosed(CloseCode.POLICY_VIOLATION, "agent token revoked") from None
             except _TRANSIENT:
                 logger.warning("agent token re-check skipped (storage error)", extra=self.log_context())
+                continue
+            fresh = AgentService.spec(record)
+            fresh = replace(fresh, accepting=self._spec.accepting)
+            if fresh != self._spec:
+                self._spec = fresh
+                logger.info("agent settings reloaded", extra=self.log_context())
+                await self._renew_lease()
 
     async def _inbox_loop(self) -> None:
         failures = 0

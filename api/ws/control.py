@@ -25,8 +25,9 @@ __all__ = ("ControlKind", "ControlMessage", "apply_control", "publish_control")
 
 logger = logging.getLogger(__name__)
 
-ControlKind = Literal["agent_revoked", "token_revoked", "user_disabled"]
-"""`agent_revoked`: id is an agent id; `token_revoked`: an access-token jti; `user_disabled`: a user id."""
+ControlKind = Literal["agent_revoked", "agent_updated", "token_revoked", "user_disabled"]
+"""`agent_revoked` / `agent_updated`: id is an agent id; `token_revoked`: an access-token jti;
+`user_disabled`: a user id. `agent_updated` closes nothing: the agent's sessions reload its settings."""
 
 
 class ControlMessage(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -54,12 +55,14 @@ async def publish_control(redis: redis.asyncio.Redis, prefix: str, kind: Control
 
 
 def apply_control(registry: SessionRegistry, data: bytes) -> int:
-    """Close the local sockets a control message names; returns how many were asked to close."""
+    """Close (or refresh) the local sessions a control message names; returns how many were asked."""
     try:
         message = _DECODER.decode(data)
     except msgspec.DecodeError:
         logger.warning("ignoring a malformed control message (%d bytes)", len(data))
         return 0
+    if message.kind == "agent_updated":
+        return registry.refresh_agent(message.id)
     reason = _REASONS[message.kind]
     code = CloseCode.POLICY_VIOLATION
     if message.kind == "agent_revoked":

@@ -12,13 +12,19 @@ if TYPE_CHECKING:
     from api.ws.agent_status import AgentStatusEvent
     from api.ws.fanout import WatchEvent
 
-__all__ = ("Closable", "SessionRegistry", "Watcher")
+__all__ = ("Closable", "Refreshable", "SessionRegistry", "Watcher")
 
 
 class Closable(Protocol):
     """A session that can be asked to close (the close happens on its own task)."""
 
     def request_close(self, code: int, reason: str) -> None: ...
+
+
+class Refreshable(Closable, Protocol):
+    """An agent session that can be asked to reload its agent's settings (capabilities, concurrency)."""
+
+    def request_refresh(self) -> None: ...
 
 
 class Watcher(Closable, Protocol):
@@ -50,7 +56,7 @@ class SessionRegistry:
     """Indexes of live sessions; every method is synchronous and O(matching sessions)."""
 
     def __init__(self) -> None:
-        self._agents: dict[str, set[Closable]] = {}
+        self._agents: dict[str, set[Refreshable]] = {}
         self._agents_by_owner: dict[str, set[Closable]] = {}
         self._clients_by_user: dict[str, set[Closable]] = {}
         self._clients_by_jti: dict[str, set[Closable]] = {}
@@ -60,11 +66,11 @@ class SessionRegistry:
 
     # --- connections ------------------------------------------------------------------------
 
-    def add_agent(self, agent_id: str, owner_id: str, session: Closable) -> None:
+    def add_agent(self, agent_id: str, owner_id: str, session: Refreshable) -> None:
         _add(self._agents, agent_id, session)
         _add(self._agents_by_owner, owner_id, session)
 
-    def remove_agent(self, agent_id: str, owner_id: str, session: Closable) -> None:
+    def remove_agent(self, agent_id: str, owner_id: str, session: Refreshable) -> None:
         _discard(self._agents, agent_id, session)
         _discard(self._agents_by_owner, owner_id, session)
 
@@ -78,6 +84,13 @@ class SessionRegistry:
         _discard(self._clients_by_user, user_id, session)
         if jti:
             _discard(self._clients_by_jti, jti, session)
+
+    def refresh_agent(self, agent_id: str) -> int:
+        """Ask the agent's local sessions to reload its settings; returns how many were asked."""
+        sessions = self._agents.get(agent_id, set())
+        for session in sessions:
+            session.request_refresh()
+        return len(sessions)
 
     def agent_sessions(self, agent_id: str) -> int:
         return len(self._agents.get(agent_id, ()))
@@ -156,7 +169,7 @@ class SessionRegistry:
         return len(sessions)
 
     def close_everything(self, code: int, reason: str) -> None:
-        for index in (self._agents, self._clients_by_user):
-            for members in list(index.values()):
-                for session in list(members):
-                    session.request_close(code, reason)
+        sessions: list[Closable] = [s for members in self._agents.values() for s in members]
+        sessions += [s for members in self._clients_by_user.values() for s in members]
+        for session in sessions:
+            session.request_close(code, reason)

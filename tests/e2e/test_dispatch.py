@@ -113,3 +113,22 @@ def test_two_schedulers_dispatch_each_task_exactly_once(stack: Stack) -> None:
     finally:
         for agent in agents:
             agent.stop()
+
+
+def test_an_agent_update_reaches_the_scheduler_without_a_reconnect(stack: Stack) -> None:
+    admin = stack.create_admin()
+    agent_id, token = stack.create_agent(capabilities=["old"], concurrency=1, name="updatable")
+    agent = ScriptedAgent(stack.api_url, agent_id, token, name="updatable", hold_s=1.0).start()
+    try:
+        task_id = stack.submit(admin, type="noop", input={}, capabilities=["new"])["id"]
+        with stack.http(admin) as client:
+            response = client.put(f"/api/agents/{agent_id}", json={"capabilities": ["new"], "concurrency": 3})
+            assert response.status_code == 200
+        wait_until(lambda: stack.task(admin, task_id)["status"] == "done", timeout_s=20, what="routed by new caps")
+        # The wider concurrency applies too: three held tasks run at once on the same socket.
+        ids = [t["id"] for t in stack.submit_batch(admin, [{"type": "noop", "input": {}, "capabilities": ["new"]}] * 3)]
+        wait_until(lambda: _all_done(stack, admin, ids), timeout_s=30, what="three tasks done")
+        assert agent.max_running == 3
+        assert agent.errors == []  # one socket throughout: no reconnect was needed
+    finally:
+        agent.stop()
