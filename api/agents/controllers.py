@@ -16,6 +16,7 @@ from api.agents.service import AgentService
 from api.auth.guards import requires_admin, requires_user
 from api.errors import request_id_of
 from api.tasks.http_errors import dependency_error_handlers
+from api.tasks.service import TaskService
 from protocol.views import AgentView  # noqa: TC001 - Litestar resolves handler hints at runtime
 
 if TYPE_CHECKING:
@@ -113,6 +114,9 @@ class AgentController(Controller):
         _audit(request, db_session, "agent.delete", agent.id)
         await db_session.commit()
         await service.revoke(agent.id)
+        # Tasks pinned to it can never run now: end them rather than leave them queued forever.
+        await TaskService(db_session, request.app.state.scheduler).cancel_pinned_to(agent.id)
+        await db_session.commit()
 
     @post("/{agent_id:str}/rotate-token", status_code=HTTP_200_OK, guards=[requires_admin])
     async def rotate_token(

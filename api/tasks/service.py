@@ -500,8 +500,27 @@ class TaskService:
         task = await self.get_visible(user, task_id)
         if task.status in _TERMINAL:
             raise TaskNotRunnableError(f"task is already {task.status}", {"status": task.status})
+        await self._cancel_row(task, reason="canceled")
+        return task
+
+    async def cancel_pinned_to(self, agent_id: str) -> int:
+        """Cancel the unfinished tasks pinned to a deleted agent: nobody else may ever run them.
+
+        The caller commits. Returns how many were canceled.
+        """
+        rows = await self._session.scalars(
+            select(Task).where(Task.agent_id == agent_id, Task.status.not_in(_TERMINAL)).order_by(Task.id)
+        )
+        canceled = 0
+        for task in rows.all():
+            with contextlib.suppress(TaskNotRunnableError):  # finished meanwhile
+                await self._cancel_row(task, reason="agent_deleted")
+                canceled += 1
+        return canceled
+
+    async def _cancel_row(self, task: Task, *, reason: str) -> None:
         try:
-            result = await self._scheduler.cancel(task.id)
+            result = await self._scheduler.cancel(task.id, reason=reason)
         except _REDIS_ERRORS as exc:
             raise ServiceUnavailableError("the queue is unavailable, retry later") from exc
         if result.outcome == "terminal":
@@ -530,14 +549,13 @@ class TaskService:
                     "status": str(TaskStatus.CANCELED),
                     "attempt": result.attempt if result.outcome == "canceled" else task.attempt,
                     "agent_id": result.agent_id if result.outcome == "canceled" else None,
-                    "data": {"reason": "canceled by request"},
+                    "data": {"reason": reason},
                     "at": now,
                 }
             ],
         )
         await self._session.flush()
         await self._session.refresh(task)
-        return task
 
     # --- results from agents (the WebSocket engineer calls these) ---------------------------------
     #

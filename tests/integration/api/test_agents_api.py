@@ -200,8 +200,29 @@ async def test_delete_requeues_running_tasks_and_announces_revocation(
         await pubsub.aclose()
     assert not await sched.is_online(agent["id"])
     # Back in the queue at once, not after the heartbeat timeout; its old attempt is now stale.
+    # And since it was pinned to the deleted agent, nobody may run it: it is canceled, not left queued.
     history = await sched.history(task["id"])
-    assert history[-1].status == "queued"
+    assert [e.status for e in history[-2:]] == ["queued", "canceled"]
+    got = env.client.get(f"/api/tasks/{task['id']}", headers=admin.headers).json()
+    assert got["status"] == "canceled"
+    assert got["events"][-1]["data"] == {"reason": "agent_deleted"}
+
+
+async def test_delete_cancels_queued_tasks_pinned_to_the_agent_and_leaves_others(env: Env, sched_service) -> None:
+    admin = env.user(admin=True)
+    doomed = create_agent(env, admin.headers, capabilities=["x"])
+    other = create_agent(env, admin.headers, capabilities=["x"])
+    pinned = env.client.post("/api/tasks", json={"type": "echo", "agentId": doomed["id"]}, headers=admin.headers)
+    elsewhere = env.client.post("/api/tasks", json={"type": "echo", "agentId": other["id"]}, headers=admin.headers)
+    by_caps = env.client.post("/api/tasks", json={"type": "echo", "capabilities": ["x"]}, headers=admin.headers)
+    assert env.client.delete(f"/api/agents/{doomed['id']}", headers=admin.headers).status_code == 204
+
+    def status(created: object) -> str:
+        return env.client.get(f"/api/tasks/{created.json()['id']}", headers=admin.headers).json()["status"]
+
+    assert status(pinned) == "canceled"
+    assert status(elsewhere) == "queued"
+    assert status(by_caps) == "queued"
 
 
 def _record(agent: dict, owner_id: str) -> AgentRecord:
