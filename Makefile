@@ -34,7 +34,7 @@ fmt: $(STAMP) ## Format and autofix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-typecheck: $(STAMP) ## mypy (strict) on protocol, scheduler, worker
+typecheck: $(STAMP) ## mypy (strict) on protocol, scheduler, worker and api
 	$(BIN)/mypy
 
 check: lint typecheck test ## Everything CI runs
