@@ -103,19 +103,23 @@ class AuthService:
         if not decision.allowed:
             raise RateLimitedError(decision.retry_after_s)
         user = await create_user(self._session, self._passwords, email=email, password=password, name=name)
+        self._audit_own_success(ctx, user.id, user.role, "register")
+        await self._session.commit()
+        return user.id
+
+    def _audit_own_success(self, ctx: CallContext, user_id: str, role: str, action: str) -> None:
+        """An audit row for a user acting on their own account (register, login, logout)."""
         audit.record(
             self._session,
-            action="register",
+            action=action,
             outcome="success",
-            actor_id=user.id,
-            actor_role=user.role,
+            actor_id=user_id,
+            actor_role=role,
             ip=ctx.ip,
             request_id=ctx.request_id,
             target_type="user",
-            target_id=user.id,
+            target_id=user_id,
         )
-        await self._session.commit()
-        return user.id
 
     async def _check_login_limits(self, ctx: CallContext, email: str) -> None:
         limits = self._settings.ratelimit
@@ -198,17 +202,7 @@ class AuthService:
         access = self._tokens.issue(
             user_id=user.id, role=user.role, token_version=user.token_version, session_id=refresh.family_id
         )
-        audit.record(
-            self._session,
-            action="login",
-            outcome="success",
-            actor_id=user.id,
-            actor_role=user.role,
-            ip=ctx.ip,
-            request_id=ctx.request_id,
-            target_type="user",
-            target_id=user.id,
-        )
+        self._audit_own_success(ctx, user.id, user.role, "login")
         await self._session.commit()
         await self._limiter.reset("login_fail", f"{email}\x00{ctx.ip}")
         return Tokens(access.token, access.expires_in, refresh.token)
@@ -265,17 +259,7 @@ class AuthService:
                 families.add(found[1])
         for family_id in families:
             await refresh_tokens.revoke_family(self._session, family_id)
-        audit.record(
-            self._session,
-            action="logout",
-            outcome="success",
-            actor_id=user.id,
-            actor_role=user.role,
-            ip=ctx.ip,
-            request_id=ctx.request_id,
-            target_type="user",
-            target_id=user.id,
-        )
+        self._audit_own_success(ctx, user.id, user.role, "logout")
         try:
             await self._session.commit()
         except IntegrityError:  # a concurrent logout of the same token inserted the row first
