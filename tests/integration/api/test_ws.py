@@ -339,13 +339,7 @@ async def test_cancel_of_a_running_task_reaches_the_agent(stack: Stack) -> None:
     from api.tasks.service import TaskService
 
     owner = await stack.person()
-    agent_id, token = await stack.agent(owner)
-    agent = await stack.agent_peer(agent_id, token)
-    task_id = await stack.submit(owner, agent_id=agent_id)
-    await stack.dispatch()
-    attempt = payload(await agent.recv_type("task/submit"))["attempt"]
-    await agent.send(TaskAccept(task_id=task_id, attempt=attempt))
-    await agent.recv_type("ack")
+    agent, _agent_id, task_id, attempt = await stack.running_task(owner)
     async with stack.db() as session:
         await TaskService(session, stack.scheduler).cancel(owner.user, task_id)
         await session.commit()

@@ -97,13 +97,7 @@ async def test_binary_closes_with_1003_and_bad_utf8_with_1007(stack: Stack) -> N
 
 async def test_oversized_progress_is_refused_and_the_task_continues(stack: Stack) -> None:
     owner = await stack.person()
-    agent_id, token = await stack.agent(owner)
-    agent = await stack.agent_peer(agent_id, token)
-    task_id = await stack.submit(owner, agent_id=agent_id)
-    await stack.dispatch()
-    attempt = payload(await agent.recv_type("task/submit"))["attempt"]
-    await agent.send(TaskAccept(task_id=task_id, attempt=attempt))
-    await agent.recv_type("ack")
+    agent, _agent_id, task_id, attempt = await stack.running_task(owner)
     await agent.send(TaskProgress(task_id=task_id, attempt=attempt, data="p" * 20_000))
     refused = await agent.recv_type("error")
     assert payload(refused)["error"] == "payload_too_large"
@@ -115,13 +109,7 @@ async def test_oversized_progress_is_refused_and_the_task_continues(stack: Stack
 
 async def test_oversized_result_fails_the_task_with_payload_too_large(stack: Stack) -> None:
     owner = await stack.person()
-    agent_id, token = await stack.agent(owner)
-    agent = await stack.agent_peer(agent_id, token)
-    task_id = await stack.submit(owner, agent_id=agent_id)
-    await stack.dispatch()
-    attempt = payload(await agent.recv_type("task/submit"))["attempt"]
-    await agent.send(TaskAccept(task_id=task_id, attempt=attempt))
-    await agent.recv_type("ack")
+    agent, _agent_id, task_id, attempt = await stack.running_task(owner)
     ref = await agent.send(TaskResult(task_id=task_id, attempt=attempt, output="r" * 600_000))
     refused = await agent.recv_type("error", "ack")
     assert payload(refused)["error"] == "payload_too_large"

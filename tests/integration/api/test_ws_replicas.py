@@ -116,13 +116,7 @@ async def test_replay_reads_the_database_once_redis_history_is_gone(stack: Stack
     from api.db.models.tasks import TaskEvent
 
     owner = await stack.person()
-    agent_id, token = await stack.agent(owner)
-    agent = await stack.agent_peer(agent_id, token)
-    task_id = await stack.submit(owner, agent_id=agent_id)
-    await stack.dispatch()
-    attempt = payload(await agent.recv_type("task/submit"))["attempt"]
-    await agent.send(TaskAccept(task_id=task_id, attempt=attempt))
-    await agent.recv_type("ack")
+    agent, _agent_id, task_id, attempt = await stack.running_task(owner)
     await agent.send(TaskProgress(task_id=task_id, attempt=attempt, data={"tokens": 3}, message="m"))
     await agent.send(TaskResult(task_id=task_id, attempt=attempt, output="x"))
     await agent.recv_type("ack")

@@ -269,6 +269,22 @@ class Stack:
         await peer.recv_type("heartbeat")
         return peer
 
+    async def running_task(self, owner: Person) -> tuple[Peer, str, str, int]:
+        """An agent of `owner`'s connected, one task pinned to it dispatched and accepted.
+
+        Returns (agent socket, agent id, task id, attempt).
+        """
+        from protocol.messages import TaskAccept
+
+        agent_id, token = await self.agent(owner)
+        agent = await self.agent_peer(agent_id, token)
+        task_id = await self.submit(owner, agent_id=agent_id)
+        await self.dispatch()
+        attempt = int(payload(await agent.recv_type("task/submit"))["attempt"])
+        await agent.send(TaskAccept(task_id=task_id, attempt=attempt))
+        await agent.recv_type("ack")
+        return agent, agent_id, task_id, attempt
+
     async def client_peer(self, person: Person) -> Peer:
         peer = await self.open("role=client", {"Authorization": f"Bearer {person.token}"})
         first = await peer.recv()
