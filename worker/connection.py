@@ -130,6 +130,8 @@ async def open_connection(params: ConnectParams) -> AgentConnection:
             ping_interval=params.ping_interval_s,
             ping_timeout=params.ping_timeout_s,
             proxy=True if params.use_env_proxy else None,
+            # Frames are small JSON: permessage-deflate costs both ends more CPU than it saves bytes.
+            compression=None,
         )
     except InvalidStatus as exc:
         status = exc.response.status_code
