@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from api import audit
@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from api.settings import ApiSettings
 
 __all__ = ("AuthService", "Tokens", "create_user", "normalize_email")
+
+# Past its exp a token is refused by its signature check anyway; the margin covers clock leeway.
+_REVOKED_PURGE_MARGIN = dt.timedelta(minutes=5)
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +252,11 @@ class AuthService:
     async def logout(self, ctx: CallContext, user: CurrentUser, refresh_token: str | None) -> None:
         """Revoke the access token (durably, then in the cache), its session's refresh family, and tell replicas."""
         expires_at = dt.datetime.fromtimestamp(user.token_exp, dt.UTC)
+        # The denylist only needs rows until their token expires: each logout sweeps the expired ones
+        # (indexed on expires_at), so the table stays as small as the tokens still alive.
+        await self._session.execute(
+            delete(RevokedToken).where(RevokedToken.expires_at < utcnow() - _REVOKED_PURGE_MARGIN)
+        )
         exists = await self._session.get(RevokedToken, user.jti)
         if exists is None:
             self._session.add(RevokedToken(jti=user.jti, user_id=user.id, expires_at=expires_at))

@@ -304,3 +304,21 @@ def test_role_and_token_version_are_read_on_every_request(client: TestClient[Any
     with db.begin() as conn:
         conn.execute(sa.text("UPDATE users SET token_version = token_version + 1 WHERE id = :u"), {"u": user_id})
     assert_unauthorized(client.get("/api/auth/me", headers=bearer(token)))
+
+
+def test_logout_purges_denylist_rows_whose_tokens_expired(client: TestClient[Any], db: sa.Engine) -> None:
+    email = unique_email()
+    user_id = register(client, email)
+    with db.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES (:j, :u, :at)"),
+            {"j": "long-expired-jti", "u": user_id, "at": "2000-01-01T00:00:00+00:00"},
+        )
+    token = login(client, email)["accessToken"]
+    assert client.post("/api/auth/logout", headers=bearer(token)).status_code == 200
+    with db.connect() as conn:
+        jtis = conn.execute(sa.text("SELECT jti FROM revoked_tokens WHERE user_id = :u"), {"u": user_id}).scalars()
+        remaining = set(jtis)
+    assert "long-expired-jti" not in remaining
+    assert len(remaining) == 1  # the token just logged out stays denied until it expires
+    assert_unauthorized(client.get("/api/auth/me", headers=bearer(token)))
