@@ -145,6 +145,24 @@ class SchedulerClient:
         lease = await self._redis.zscore(self.keys.agents(), agent_id)
         return lease is not None and int(lease) > self._now()
 
+    async def stale_attempts(self, agent_id: str, reported: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Of the (task, attempt) pairs an agent says it runs, those it no longer holds.
+
+        An attempt is live only while its task is assigned/running, on that attempt, on that agent.
+        Read-only and not atomic: a caller only uses it to tell an agent to drop work.
+        """
+        pipe = self._redis.pipeline(transaction=False)
+        for task_id, _ in reported:
+            pipe.hmget(self.keys.task(task_id), "status", "attempt", "agent")
+        rows = await pipe.execute()
+        agent = agent_id.encode()
+        stale: list[tuple[str, int]] = []
+        for (task_id, attempt), (status, current, holder) in zip(reported, rows, strict=True):
+            live = status in (b"assigned", b"running") and current is not None and int(current) == attempt
+            if not (live and holder == agent):
+                stale.append((task_id, attempt))
+        return stale
+
     # --- inboxes -------------------------------------------------------------------------------
 
     async def read_inbox(self, agent_id: str, consumer: str, *, block_ms: int, count: int) -> list[InboxEntry]:

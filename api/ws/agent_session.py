@@ -50,7 +50,6 @@ from scheduler.types import AgentSpec, Outcome
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
-    from redis.asyncio import Redis
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from api.agents.service import AgentRecord
@@ -138,7 +137,6 @@ class AgentSession(Session):
         agent: AgentRecord,
         spec: AgentSpec,
         scheduler: SchedulerClient,
-        redis: Redis,
         db: async_sessionmaker[AsyncSession],
         settings: WsSettings,
         consumer: str,
@@ -150,7 +148,6 @@ class AgentSession(Session):
         self.agent = agent
         self._spec = spec
         self._scheduler = scheduler
-        self._redis = redis
         self._db = db
         self._settings = settings
         self._consumer = consumer
@@ -488,31 +485,11 @@ class AgentSession(Session):
 
     async def _cancel_stale(self, reported: list[tuple[str, int]]) -> None:
         """Tell the agent to drop attempts it runs that the scheduler no longer gives it."""
-        for task_id, attempt in await self._stale_attempts(reported):
+        for task_id, attempt in await self._scheduler.stale_attempts(self.agent_id, reported):
             logger.warning(
                 "cancelling a stale attempt task_id=%s attempt=%d", task_id, attempt, extra=self.log_context()
             )
             await self.conn.send(TaskCancel(task_id=task_id, attempt=attempt, reason="stale attempt"))
-
-    async def _stale_attempts(self, reported: list[tuple[str, int]]) -> list[tuple[str, int]]:
-        # A read-only look at the task hashes (fields per the key map in scheduler/keys.py): an attempt
-        # is stale unless the task is assigned/running, on this attempt, on this agent.
-        # TODO(scheduler): replace with a SchedulerClient.stale_attempts() reader when it exists.
-        pipe = self._redis.pipeline(transaction=False)
-        for task_id, _ in reported:
-            pipe.hmget(self._scheduler.keys.task(task_id), "status", "attempt", "agent")
-        rows = await pipe.execute()
-        stale: list[tuple[str, int]] = []
-        for (task_id, attempt), (status, current, agent) in zip(reported, rows, strict=True):
-            live = (
-                status in (b"assigned", b"running")
-                and current is not None
-                and int(current) == attempt
-                and agent == self.agent_id.encode()
-            )
-            if not live:
-                stale.append((task_id, attempt))
-        return stale
 
     async def _on_accept(self, ref: str, accept: TaskAccept) -> None:
         applied = await self._scheduler.accept(accept.task_id, accept.attempt, self.agent_id)

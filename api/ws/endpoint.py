@@ -134,7 +134,6 @@ async def _agent_session(socket: WebSocket[Any, Any, Any], state: State, runtime
         agent=record,
         spec=AgentService.spec(record),
         scheduler=state.scheduler,
-        redis=state.redis,
         db=state.db,
         settings=settings.ws,
         consumer=f"{runtime.node_id}:{session_id}",
