@@ -46,6 +46,7 @@ from protocol.messages import (
     TaskRef,
     TaskResult,
     TaskStatusEvent,
+    TaskStream,
     TaskSubmit,
     Unsubscribe,
 )
@@ -98,6 +99,7 @@ __all__ = (
     "TaskResult",
     "TaskStatus",
     "TaskStatusEvent",
+    "TaskStream",
     "TaskSubmit",
     "TaskView",
     "Unsubscribe",

@@ -16,7 +16,7 @@ import msgspec
 
 from protocol import _checks as checks
 from protocol.errors import ErrorCode, InvalidUtf8Error, ProtocolError
-from protocol.limits import MAX_JSON_DEPTH, MAX_PROGRESS_BYTES, MAX_TASK_OUTPUT_BYTES
+from protocol.limits import MAX_JSON_DEPTH, MAX_PROGRESS_BYTES, MAX_STREAM_BYTES, MAX_TASK_OUTPUT_BYTES
 from protocol.messages import (
     Ack,
     AgentStatus,
@@ -32,6 +32,7 @@ from protocol.messages import (
     TaskProgress,
     TaskResult,
     TaskStatusEvent,
+    TaskStream,
     TaskSubmit,
     Unsubscribe,
 )
@@ -66,6 +67,7 @@ MessageType = Literal[
     "task/submit",
     "task/accept",
     "task/progress",
+    "task/stream",
     "task/result",
     "task/error",
     "task/cancel",
@@ -86,6 +88,7 @@ MESSAGE_TYPES: Mapping[MessageType, type[Message]] = MappingProxyType(
         "task/submit": TaskSubmit,
         "task/accept": TaskAccept,
         "task/progress": TaskProgress,
+        "task/stream": TaskStream,
         "task/result": TaskResult,
         "task/error": TaskError,
         "task/cancel": TaskCancel,
@@ -101,7 +104,7 @@ MESSAGE_TYPES: Mapping[MessageType, type[Message]] = MappingProxyType(
 _TYPE_OF: dict[type[Message], MessageType] = {cls: name for name, cls in MESSAGE_TYPES.items()}
 
 AGENT_SENDS: frozenset[MessageType] = frozenset(
-    {"heartbeat", "task/accept", "task/progress", "task/result", "task/error"}
+    {"heartbeat", "task/accept", "task/progress", "task/stream", "task/result", "task/error"}
 )
 """Types an agent may send; the server refuses the rest."""
 CLIENT_SENDS: frozenset[MessageType] = frozenset({"heartbeat", "subscribe", "unsubscribe"})
@@ -116,7 +119,7 @@ SERVER_SENDS: frozenset[MessageType] = frozenset(get_args(MessageType)) - {
 """Types the server sends."""
 
 PAYLOAD_LIMITS: Mapping[MessageType, int] = MappingProxyType(
-    {"task/progress": MAX_PROGRESS_BYTES, "task/result": MAX_TASK_OUTPUT_BYTES}
+    {"task/progress": MAX_PROGRESS_BYTES, "task/stream": MAX_STREAM_BYTES, "task/result": MAX_TASK_OUTPUT_BYTES}
 )
 """Largest encoded payload per type, checked on the raw payload bytes before the payload is decoded."""
 

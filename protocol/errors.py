@@ -55,6 +55,7 @@ class ErrorCode(enum.Enum):
     TASK_NOT_RUNNABLE = ("task_not_runnable", 3001, 409)
     STALE_ATTEMPT = ("stale_attempt", 3002, 409)
     NOT_ASSIGNED = ("not_assigned", 3003, 409)
+    STREAM_GAP = ("stream_gap", 3004, 409)
     INTERNAL_ERROR = ("internal_error", 5000, 500)
     UPSTREAM_ERROR = ("upstream_error", 5002, 502)
     SERVICE_UNAVAILABLE = ("service_unavailable", 5003, 503)

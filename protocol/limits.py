@@ -25,6 +25,8 @@ __all__ = (
     "MAX_PRIORITY",
     "MAX_PROGRESS_BYTES",
     "MAX_SEQ",
+    "MAX_STREAM_BYTES",
+    "MAX_STREAM_DELTA_CHARS",
     "MAX_TASK_INPUT_BYTES",
     "MAX_TASK_OUTPUT_BYTES",
     "MAX_TIMEOUT_SECONDS",
@@ -39,6 +41,7 @@ __all__ = (
     "Priority",
     "Reason",
     "Seq",
+    "StreamOffset",
     "TaskId",
     "TaskType",
     "TextMessage",
@@ -58,6 +61,10 @@ MAX_TASK_OUTPUT_BYTES = 524288
 """Largest encoded `task/result` payload (512 KiB)."""
 MAX_PROGRESS_BYTES = 16384
 """Largest encoded `task/progress` payload (16 KiB): progress is a stream of small updates."""
+MAX_STREAM_BYTES = 16384
+"""Largest encoded `task/stream` payload (16 KiB): split longer text into several pieces."""
+MAX_STREAM_DELTA_CHARS = 8192
+"""Longest `delta` of one `task/stream` piece, in characters (the payload limit applies too)."""
 MAX_JSON_DEPTH = 64
 """Deepest nesting of arrays/objects in a frame; deeper JSON is refused, never recursed into."""
 
@@ -114,6 +121,9 @@ Attempt = Annotated[
     int, msgspec.Meta(ge=0, le=MAX_SEQ, description="Dispatch attempt (the fencing token); 0 before the first.")
 ]
 Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ, description="Per-task event sequence number.")]
+StreamOffset = Annotated[
+    int, msgspec.Meta(ge=0, le=MAX_SEQ, description="UTF-8 bytes of an attempt's stream before this piece.")
+]
 Priority = Annotated[
     int, msgspec.Meta(ge=MIN_PRIORITY, le=MAX_PRIORITY, description="0 (lowest) to 9 (highest); higher runs first.")
 ]

@@ -14,6 +14,7 @@ import msgspec
 from protocol.limits import (
     MAX_HEARTBEAT_TASKS,
     MAX_ID_LENGTH,
+    MAX_STREAM_DELTA_CHARS,
     AgentId,
     Attempt,
     EnvelopeRef,
@@ -21,6 +22,7 @@ from protocol.limits import (
     Priority,
     Reason,
     Seq,
+    StreamOffset,
     TaskId,
     TaskType,
     TextMessage,
@@ -48,6 +50,7 @@ __all__ = (
     "TaskRef",
     "TaskResult",
     "TaskStatusEvent",
+    "TaskStream",
     "TaskSubmit",
     "Unsubscribe",
 )
@@ -158,6 +161,27 @@ class TaskProgress(_Payload):
     """Free-form JSON (e.g. streamed tokens)."""
     message: TextMessage | None = None
     """Human-readable progress line."""
+    seq: Seq | None = None
+    """Server -> client only: the per-task sequence number."""
+
+
+class TaskStream(_Payload):
+    """`task/stream`, agent -> server and server -> client: a piece of an append-only text stream (LLM tokens).
+
+    Unlike `task/progress` (latest wins), every piece counts: the server never drops or coalesces away a delta,
+    though it may merge adjacent ones into one piece. Delivery: agent -> server at least once, deduplicated by
+    `offset` (a piece or part of one the server already has is ignored; a piece beyond the end the server has is
+    refused with `stream_gap`, whose `details.expectedOffset` says where to resume); server -> client ordered by
+    `seq` per task with every other event of the task, replayable from `lastSeq` within the bounded history.
+    A reconnecting agent may resend an attempt's whole stream from offset 0: the server keeps only the new part.
+    """
+
+    task_id: TaskId
+    attempt: Attempt
+    offset: StreamOffset
+    """UTF-8 bytes of this attempt's stream before `delta` (0 for the first piece)."""
+    delta: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STREAM_DELTA_CHARS)]
+    """The text appended."""
     seq: Seq | None = None
     """Server -> client only: the per-task sequence number."""
 
@@ -285,6 +309,7 @@ Message: TypeAlias = (
     | TaskSubmit
     | TaskAccept
     | TaskProgress
+    | TaskStream
     | TaskResult
     | TaskError
     | TaskCancel

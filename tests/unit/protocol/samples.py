@@ -21,6 +21,7 @@ from protocol.messages import (
     TaskRef,
     TaskResult,
     TaskStatusEvent,
+    TaskStream,
     TaskSubmit,
     Unsubscribe,
 )
@@ -66,6 +67,10 @@ SAMPLES: dict[MessageType, list[Message]] = {
         TaskProgress(task_id=TASK_ID, attempt=1, data={"tokens": ["a", "b"]}, message="2 tokens"),
         TaskProgress(task_id=TASK_ID, attempt=1, data=[1, 2, 3], seq=7),
         TaskProgress(task_id=TASK_ID, attempt=1),
+    ],
+    "task/stream": [
+        TaskStream(task_id=TASK_ID, attempt=1, offset=0, delta="Hel"),
+        TaskStream(task_id=TASK_ID, attempt=2, offset=3, delta="lo ✓ wörld", seq=9),
     ],
     "task/result": [
         TaskResult(task_id=TASK_ID, attempt=3, output={"answer": 42}),

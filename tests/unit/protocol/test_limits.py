@@ -23,6 +23,8 @@ CONTRACT = {
     "MAX_IDEMPOTENCY_KEY_LENGTH": 255,
     "MAX_ERROR_CODE_LENGTH": 64,
     "MAX_MESSAGE_LENGTH": 2000,
+    "MAX_STREAM_BYTES": 16384,
+    "MAX_STREAM_DELTA_CHARS": 8192,
 }
 
 
@@ -32,7 +34,11 @@ def test_limits_match_the_contract(name: str, value: int) -> None:
 
 
 def test_per_type_payload_limits_fit_inside_an_agent_frame() -> None:
-    assert PAYLOAD_LIMITS == {"task/progress": limits.MAX_PROGRESS_BYTES, "task/result": limits.MAX_TASK_OUTPUT_BYTES}
+    assert PAYLOAD_LIMITS == {
+        "task/progress": limits.MAX_PROGRESS_BYTES,
+        "task/stream": limits.MAX_STREAM_BYTES,
+        "task/result": limits.MAX_TASK_OUTPUT_BYTES,
+    }
     assert max(PAYLOAD_LIMITS.values()) < limits.MAX_AGENT_FRAME_BYTES
 
 

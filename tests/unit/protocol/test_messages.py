@@ -5,10 +5,19 @@ from typing import get_args
 import msgspec
 import pytest
 
-from protocol.envelope import MESSAGE_TYPES, MessageType, decode_frame, encode_frame, encode_payload
+from protocol.envelope import MESSAGE_TYPES, MessageType, decode_frame, decode_payload, encode_frame, encode_payload
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.limits import MAX_AGENT_FRAME_BYTES
-from protocol.messages import ErrorFrame, Message, Subscribe, TaskError, TaskProgress, TaskSubmit, Unsubscribe
+from protocol.messages import (
+    ErrorFrame,
+    Message,
+    Subscribe,
+    TaskError,
+    TaskProgress,
+    TaskStream,
+    TaskSubmit,
+    Unsubscribe,
+)
 from tests.unit.protocol.samples import FRAME_ID, SAMPLES, TASK_ID
 
 ALL_SAMPLES = [(name, message) for name, messages in SAMPLES.items() for message in messages]
@@ -133,3 +142,16 @@ def test_error_message_is_bounded() -> None:
 
     with pytest.raises(msgspec.ValidationError):
         msgspec.json.decode(msgspec.json.encode(payload), type=TaskError)
+
+
+def test_stream_piece_needs_text_and_a_non_negative_offset() -> None:
+    for bad in (
+        {"taskId": "t", "attempt": 1, "offset": 0, "delta": ""},
+        {"taskId": "t", "attempt": 1, "offset": -1, "delta": "x"},
+        {"taskId": "t", "attempt": 1, "delta": "x"},
+    ):
+        with pytest.raises(ProtocolError) as caught:
+            decode_payload("task/stream", msgspec.json.encode(bad))
+        assert caught.value.code.error == "validation_error"
+    piece = decode_payload("task/stream", b'{"taskId":"t","attempt":1,"offset":3,"delta":"lo"}')
+    assert piece == TaskStream(task_id="t", attempt=1, offset=3, delta="lo")
