@@ -139,6 +139,10 @@ class TaskSubmit(_Payload):
     """The task's input JSON, as submitted."""
     priority: Priority
     timeout_seconds: TimeoutSeconds
+    credentials: Annotated[str, msgspec.Meta(max_length=8192)] | None = None
+    """Only to agents an admin marked trusted (our own LLM workers), only for tasks that carry them: the task
+    owner's LLM provider settings, sealed by the API (AES-256-GCM with the key it shares with trusted workers,
+    bound to the task id). Never sent to other agents, so agents that decode strictly never see it."""
 
 
 class TaskAccept(_Payload):
