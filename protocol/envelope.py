@@ -22,6 +22,7 @@ from protocol.messages import (
     AgentStatus,
     AuthError,
     AuthOk,
+    Batch,
     ErrorFrame,
     Heartbeat,
     Message,
@@ -38,7 +39,7 @@ from protocol.messages import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping
+    from collections.abc import Collection, Mapping, Sequence
 
 __all__ = (
     "AGENT_SENDS",
@@ -49,8 +50,10 @@ __all__ = (
     "Envelope",
     "Frame",
     "MessageType",
+    "decode_batch",
     "decode_frame",
     "decode_payload",
+    "encode_batch",
     "encode_frame",
     "encode_payload",
     "encode_raw_frame",
@@ -76,6 +79,7 @@ MessageType = Literal[
     "unsubscribe",
     "ack",
     "error",
+    "batch",
 ]
 """Every wire type string."""
 
@@ -97,6 +101,7 @@ MESSAGE_TYPES: Mapping[MessageType, type[Message]] = MappingProxyType(
         "unsubscribe": Unsubscribe,
         "ack": Ack,
         "error": ErrorFrame,
+        "batch": Batch,
     }
 )
 """Wire type string -> payload Struct."""
@@ -106,9 +111,9 @@ _TYPE_OF: dict[type[Message], MessageType] = {cls: name for name, cls in MESSAGE
 AGENT_SENDS: frozenset[MessageType] = frozenset(
     {"heartbeat", "task/accept", "task/progress", "task/stream", "task/result", "task/error"}
 )
-"""Types an agent may send; the server refuses the rest."""
+"""Types an agent may send; the server refuses the rest (plus `batch` once negotiated)."""
 CLIENT_SENDS: frozenset[MessageType] = frozenset({"heartbeat", "subscribe", "unsubscribe"})
-"""Types a client may send; the server refuses the rest."""
+"""Types a client may send; the server refuses the rest (plus `batch` once negotiated)."""
 SERVER_SENDS: frozenset[MessageType] = frozenset(get_args(MessageType)) - {
     "task/accept",
     "task/result",
@@ -312,3 +317,58 @@ def _decode_payload(message_type: str, raw: bytes, base: str, ref: str | None) -
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise checks.translate(exc, base, ref) from exc
     return result
+
+
+def encode_batch(
+    items: Sequence[tuple[MessageType, bytes, str | None]], *, frame_id: str | None = None, ts: int | None = None
+) -> bytes:
+    """Encode a `batch` frame from already encoded payloads: `(type, payload_json, item_id or None)` each.
+
+    The caller vouches for each payload (as with `encode_raw_frame`); a None id gets a fresh one.
+    """
+    frames = [
+        _OutItem(id=item_id if item_id is not None else new_frame_id(), type=kind, payload=msgspec.Raw(payload))
+        for kind, payload, item_id in items
+    ]
+    return encode_raw_frame("batch", _ENCODER.encode(_OutBatch(frames=frames)), frame_id=frame_id, ts=ts)
+
+
+def decode_batch(frame: Frame, *, accept: Collection[str] | None = None) -> list[Frame | ProtocolError]:
+    """Split a decoded `batch` into its items, each decoded as strictly as a frame of its own.
+
+    An item that fails (unknown or refused type, a nested batch, a bad payload) comes back as its
+    `ProtocolError` (with `ref` = the item's id) in its place, so the others still apply.
+    """
+    if not isinstance(frame.payload, Batch):
+        raise TypeError("not a batch frame")
+    out: list[Frame | ProtocolError] = []
+    for index, item in enumerate(frame.payload.frames):
+        ref = str(item.id)
+        base = f"$.payload.frames[{index}]"
+        if item.type == "batch" or item.type not in MESSAGE_TYPES or (accept is not None and item.type not in accept):
+            out.append(
+                ProtocolError(
+                    ErrorCode.VALIDATION_ERROR,
+                    f"type {item.type!r} is not accepted in a batch from this peer",
+                    {"field": f"{base}.type"},
+                    ref=ref,
+                )
+            )
+            continue
+        try:
+            payload = _decode_payload(item.type, bytes(item.payload), f"{base}.payload", ref)
+        except ProtocolError as exc:
+            out.append(exc)
+            continue
+        out.append(Frame(id=ref, type=item.type, ts=frame.ts, payload=payload))  # type: ignore[arg-type]
+    return out
+
+
+class _OutItem(msgspec.Struct):
+    id: str
+    type: str
+    payload: msgspec.Raw
+
+
+class _OutBatch(msgspec.Struct):
+    frames: list[_OutItem]

@@ -11,6 +11,7 @@ import msgspec
 
 __all__ = (
     "MAX_AGENT_FRAME_BYTES",
+    "MAX_BATCH_FRAMES",
     "MAX_BATCH_SIZE",
     "MAX_CAPABILITIES",
     "MAX_CAPABILITY_LENGTH",
@@ -53,6 +54,9 @@ MAX_CLIENT_FRAME_BYTES = 65536
 """Largest frame a client may send (64 KiB; OWASP's WebSocket guidance)."""
 MAX_AGENT_FRAME_BYTES = 1048576
 """Largest frame an agent may send (1 MiB: a result plus its envelope)."""
+
+MAX_BATCH_FRAMES = 1000
+"""Most items in one `batch` frame (the frame's byte limit applies too)."""
 
 # Payloads.
 MAX_TASK_INPUT_BYTES = 262144

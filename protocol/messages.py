@@ -6,12 +6,14 @@ out-of-range values are refused. Every docstring states the delivery rule the pe
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 import msgspec
 
 from protocol.limits import (
+    MAX_BATCH_FRAMES,
     MAX_HEARTBEAT_TASKS,
     MAX_ID_LENGTH,
     MAX_STREAM_DELTA_CHARS,
@@ -34,10 +36,14 @@ if TYPE_CHECKING:
     from protocol.errors import ErrorCode, ProtocolError
 
 __all__ = (
+    "FEATURE_BATCH",
+    "KNOWN_FEATURES",
     "Ack",
     "AgentStatus",
     "AuthError",
     "AuthOk",
+    "Batch",
+    "BatchItem",
     "ConnectionRole",
     "ErrorFrame",
     "Heartbeat",
@@ -57,6 +63,11 @@ __all__ = (
 
 ConnectionRole = Literal["agent", "client"]
 """Who is on the other end of a socket."""
+
+FEATURE_BATCH = "batch"
+"""Handshake feature: the peer sends and takes `batch` frames (and, for agents, gets `concurrency` in `auth/ok`)."""
+KNOWN_FEATURES = frozenset({FEATURE_BATCH})
+"""Features a peer may ask for at the handshake (`features=batch`); unknown ones are ignored."""
 
 _SubjectId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 _Seconds = Annotated[float, msgspec.Meta(gt=0, le=86400)]
@@ -81,6 +92,10 @@ class AuthOk(_Payload):
     """How often the peer should send `heartbeat`."""
     heartbeat_timeout_s: _Seconds
     """Silence after which the server considers the peer gone."""
+    features: Annotated[list[str], msgspec.Meta(max_length=16)] | None = None
+    """The handshake features the server accepted; only present when the peer asked for some."""
+    concurrency: _Count | None = None
+    """Agents that asked for features: how many tasks the server's record of this agent lets it run at once."""
 
 
 class AuthError(_Payload):
@@ -305,6 +320,27 @@ class ErrorFrame(_Payload):
         return cls.of(exc.code, exc.message, details=exc.details, ref=exc.ref)
 
 
+class BatchItem(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One frame inside a `batch`: an envelope without `ts` (the batch's own applies)."""
+
+    id: uuid.UUID
+    """This item's id: `ack` and `error` frames name it in `ref`, as for a frame of its own."""
+    type: str
+    """Any wire type but `batch` (batches do not nest)."""
+    payload: msgspec.Raw
+    """The item's payload, decoded with its type's rules and limits by `decode_batch()`."""
+
+
+class Batch(_Payload):
+    """`batch`, both directions, only on connections that negotiated the `batch` feature at the handshake.
+
+    Delivery: exactly as if each item had been sent as a frame of its own, in order — acks, errors, fencing and
+    ordering rules are the items' own. Batching only saves framing: a peer sends whatever it has ready in one frame.
+    """
+
+    frames: Annotated[list[BatchItem], msgspec.Meta(min_length=1, max_length=MAX_BATCH_FRAMES)]
+
+
 Message: TypeAlias = (
     AuthOk
     | AuthError
@@ -322,5 +358,6 @@ Message: TypeAlias = (
     | Unsubscribe
     | Ack
     | ErrorFrame
+    | Batch
 )
 """Any payload Struct."""

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+from uuid import UUID
+
+import msgspec
 
 from protocol.messages import (
     Ack,
     AgentStatus,
     AuthError,
     AuthOk,
+    Batch,
+    BatchItem,
     ErrorFrame,
     Heartbeat,
     Message,
@@ -38,6 +43,16 @@ SAMPLES: dict[MessageType, list[Message]] = {
     "auth/ok": [
         AuthOk(role="agent", subject_id=AGENT_ID, session_id="s-1", heartbeat_interval_s=10, heartbeat_timeout_s=30),
         AuthOk(role="client", subject_id="u-1", session_id="s-2", heartbeat_interval_s=0.5, heartbeat_timeout_s=1.5),
+    ],
+    "batch": [
+        Batch(
+            frames=[
+                BatchItem(id=UUID(FRAME_ID), type="task/accept", payload=msgspec.Raw(b'{"taskId":"t1","attempt":1}')),
+                BatchItem(
+                    id=UUID(int=1), type="task/result", payload=msgspec.Raw(b'{"taskId":"t1","attempt":1,"output":1}')
+                ),
+            ]
+        )
     ],
     "auth/error": [AuthError(error="unauthorized", message="bad credentials", code=1002)],
     "heartbeat": [
