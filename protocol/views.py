@@ -51,8 +51,8 @@ class TaskEventView(_View):
 
     seq: int
     """Per-task sequence number."""
-    type: Literal["task/status", "task/progress"]
-    """Which event: a status change or a progress update."""
+    type: Literal["task/status", "task/progress", "task/stream"]
+    """Which event: a status change, a progress update or a piece of the attempt's text stream."""
     attempt: int
     """The attempt the event belongs to."""
     at: _AwareDatetime
@@ -62,7 +62,7 @@ class TaskEventView(_View):
     agent_id: str | None = None
     """The agent involved, if any."""
     data: Any = None
-    """Progress data, or the reason of a status change."""
+    """Progress data (`data`, `message`), a stream piece (`offset`, `delta`), or the reason of a status change."""
 
     def __post_init__(self) -> None:
         self.at = _aware(self.at)

@@ -102,6 +102,14 @@ class SchedulerClient:
             raise ValueError("payload_json must be a JSON object")
         return await self.scripts.progress(task_id, attempt, agent_id, payload_json, self._now())
 
+    async def stream(self, task_id: str, attempt: int, agent_id: str, offset: int, delta: str) -> Applied:
+        """Append a `task/stream` piece at `offset` (UTF-8 bytes of the attempt's stream before it).
+
+        Repeated text is ignored (`DUPLICATE`) or trimmed to its new part; a piece beyond the end is
+        `STREAM_GAP` with `expected_offset`.
+        """
+        return await self.scripts.stream(task_id, attempt, agent_id, self._now(), offset=offset, delta=delta)
+
     async def complete(self, task_id: str, attempt: int, agent_id: str) -> Applied:
         return await self.scripts.complete(task_id, attempt, agent_id, self._now())
 

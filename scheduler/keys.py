@@ -7,11 +7,12 @@ Each entry: key, Redis type; contents; bound or TTL; written by -> read by.
 
 `P:task:{id}` HASH
     owner, type, input, prio, pin, caps, route, ord, timeout, maxatt, status, attempt, seq,
-    agent (assigned), fin (`attempt:agent:kind` of the frame that finished it), runat, error, message.
+    agent (assigned), fin (`attempt:agent:kind` of the frame that finished it), runat, error, message,
+    slen (bytes of the current attempt's `task/stream` text; dispatch resets it).
     No TTL while active; `task_ttl_s` once terminal.
     Written by every script -> read by every script and `known_task_ids`.
 `P:hist:{id}` STREAM
-    The task's events; entry id `0-{seq}`, so "after seq" is one XRANGE.
+    The task's events (status, progress, stream pieces); entry id `0-{seq}`, so "after seq" is one XRANGE.
     MAXLEN ~ `history_maxlen`; TTL `task_ttl_s`, refreshed per event.
     Every event-producing script -> `history()` (watcher replay).
 `P:events` STREAM (group `recorder`)

@@ -32,6 +32,7 @@ SCRIPT_NAMES = (
     "dispatch",
     "accept",
     "progress",
+    "stream",
     "complete",
     "fail",
     "cancel",
@@ -65,7 +66,10 @@ def _applied(reply: Any) -> Applied:
     if not isinstance(reply, list) or len(reply) != 3:
         raise ScriptReplyError(f"unexpected frame reply {reply!r}")
     status = as_str(reply[2])
-    return Applied(Outcome(as_str(reply[0])), _opt_int(reply[1]), status or None)
+    outcome = Outcome(as_str(reply[0]))
+    if outcome in (Outcome.STREAM_GAP, Outcome.BAD_OFFSET):
+        return Applied(outcome, None, status or None, expected_offset=_opt_int(reply[1]))
+    return Applied(outcome, _opt_int(reply[1]), status or None)
 
 
 class Scripts:
@@ -175,6 +179,12 @@ class Scripts:
     async def progress(self, task_id: str, attempt: int, agent_id: str, payload: bytes, now_ms: int) -> Applied:
         keys, args = self._frame(task_id, attempt, agent_id)
         return _applied(await self._run("progress", now_ms, keys, [*args, payload]))
+
+    async def stream(
+        self, task_id: str, attempt: int, agent_id: str, now_ms: int, *, offset: int, delta: str
+    ) -> Applied:
+        keys, args = self._frame(task_id, attempt, agent_id)
+        return _applied(await self._run("stream", now_ms, keys, [*args, offset, delta.encode()]))
 
     async def complete(self, task_id: str, attempt: int, agent_id: str, now_ms: int) -> Applied:
         keys, args = self._frame(task_id, attempt, agent_id)

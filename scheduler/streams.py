@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from redis.exceptions import ResponseError
 
@@ -62,6 +62,12 @@ def parse_inbox_entry(entry_id: str, f: dict[str, bytes]) -> InboxEntry:
     )
 
 
+_EVENT_TYPES: dict[str, Literal["task/status", "task/progress", "task/stream"]] = {
+    "task/progress": "task/progress",
+    "task/stream": "task/stream",
+}
+
+
 def parse_event(entry_id: str, f: dict[str, bytes]) -> TaskEvent:
     status = f.get("status", b"").decode()
     agent = f.get("agent_id", b"").decode()
@@ -72,7 +78,7 @@ def parse_event(entry_id: str, f: dict[str, bytes]) -> TaskEvent:
         task_id=f["task_id"].decode(),
         owner_id=f["owner_id"].decode(),
         seq=int(f["seq"]),
-        type="task/progress" if etype == "task/progress" else "task/status",
+        type=_EVENT_TYPES.get(etype, "task/status"),
         status=status or None,
         attempt=int(f["attempt"]),
         agent_id=agent or None,

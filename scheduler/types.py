@@ -66,6 +66,10 @@ class Outcome(enum.StrEnum):
     NOT_ASSIGNED = "not_assigned"
     NOT_FOUND = "not_found"
     TERMINAL = "terminal"
+    STREAM_GAP = "stream_gap"
+    """`task/stream` only: the piece starts beyond the stream's end (`Applied.expected_offset` says where)."""
+    BAD_OFFSET = "bad_offset"
+    """`task/stream` only: the piece's new part would start inside a UTF-8 character."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,8 @@ class Applied:
     """The event's seq when the frame produced one."""
     status: str | None
     """The task's status after the frame (None when the task is unknown)."""
+    expected_offset: int | None = None
+    """`task/stream` refusals: the stream's length in bytes, where the agent must resume."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +130,7 @@ class TaskEvent:
     task_id: str
     owner_id: str
     seq: int
-    type: Literal["task/status", "task/progress"]
+    type: Literal["task/status", "task/progress", "task/stream"]
     status: str | None
     attempt: int
     agent_id: str | None

@@ -43,7 +43,8 @@ logger = logging.getLogger(__name__)
 
 _TERMINAL = tuple(str(s) for s in TERMINAL_STATUSES)
 _WAITING = (str(TaskStatus.QUEUED), str(TaskStatus.SCHEDULED))
-_PROGRESS_KEYS = ("data", "message")
+_PAYLOAD_KEYS = {"task/progress": ("data", "message"), "task/stream": ("offset", "delta")}
+"""The payload fields an event row keeps in `data`, per event type."""
 MAX_BATCH = 1000
 """Most events applied in one transaction when the stream is behind."""
 
@@ -58,14 +59,15 @@ def _at(ms: int) -> dt.datetime:
 
 
 def _event_data(event: SchedulerEvent) -> dict[str, Any] | None:
-    if event.type == "task/progress":
+    keys = _PAYLOAD_KEYS.get(event.type)
+    if keys is not None:
         try:
             payload = msgspec.json.decode(event.payload_json)
         except msgspec.DecodeError:
             return None
         if not isinstance(payload, dict):
             return None
-        return {k: payload[k] for k in _PROGRESS_KEYS if k in payload}
+        return {k: payload[k] for k in keys if k in payload}
     return {"reason": event.reason} if event.reason else None
 
 

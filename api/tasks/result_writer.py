@@ -43,8 +43,9 @@ __all__ = (
 
 logger = logging.getLogger(__name__)
 
-Kind = Literal["result", "failed", "retry"]
-"""`result`: a `done` row with its output; `failed`: the last attempt's error; `retry`: an error, task goes on."""
+Kind = Literal["result", "partial", "failed", "retry"]
+"""`result`: a `done` row with its output; `partial`: the output of an attempt canceled while it ran (the row
+is or becomes `canceled`); `failed`: the last attempt's error; `retry`: an error, task goes on."""
 
 MAX_BATCH = 500
 MAX_PENDING = 20_000
@@ -78,6 +79,16 @@ _STATEMENTS: dict[Kind, Update] = {
         finished_at=func.coalesce(_t.c.finished_at, _now),
         updated_at=_now,
         seq=_newer_seq,
+    ),
+    # Redis already made the task `canceled`; the row may still trail it (the cancel's own commit or the
+    # recorder), so it is made canceled here too. Only an empty result slot is filled.
+    "partial": update(_t)
+    .where(_t.c.id == _id, _t.c.result.is_(None), or_(_active, _t.c.status == str(TaskStatus.CANCELED)))
+    .values(
+        result=bindparam("b_output", type_=_t.c.result.type),
+        status=str(TaskStatus.CANCELED),
+        finished_at=func.coalesce(_t.c.finished_at, _now),
+        updated_at=_now,
     ),
     "failed": update(_t)
     .where(_t.c.id == _id, or_(_active, and_(_t.c.status == str(TaskStatus.FAILED), _t.c.error.is_(None))))

@@ -13,7 +13,7 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import msgspec
 import redis.exceptions
@@ -196,10 +196,16 @@ def task_view(task: Task, events: list[TaskEvent] | None = None) -> TaskView:
     )
 
 
+_EVENT_TYPES: dict[str, Literal["task/status", "task/progress", "task/stream"]] = {
+    "task/progress": "task/progress",
+    "task/stream": "task/stream",
+}
+
+
 def _event_view(event: TaskEvent) -> TaskEventView:
     return TaskEventView(
         seq=event.seq,
-        type="task/progress" if event.type == "task/progress" else "task/status",
+        type=_EVENT_TYPES.get(event.type, "task/status"),
         attempt=event.attempt,
         at=event.at,
         status=TaskStatus(event.status) if event.status else None,
@@ -590,6 +596,10 @@ class TaskService:
             "b_now": utcnow(),
             "b_seq": -1 if applied.seq is None else applied.seq,
         }
+        if applied.status == TaskStatus.CANCELED:
+            # The attempt was canceled while it ran: its (partial) output is kept, the status stays.
+            await self._write("partial", params)
+            return Recorded(True, applied.outcome == Outcome.DUPLICATE, str(TaskStatus.CANCELED))
         await self._write("result", params)
         return Recorded(True, applied.outcome == Outcome.DUPLICATE, str(TaskStatus.DONE))
 

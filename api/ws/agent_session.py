@@ -44,6 +44,7 @@ from protocol.messages import (
     TaskError,
     TaskProgress,
     TaskResult,
+    TaskStream,
 )
 from scheduler.types import AgentSpec, Outcome
 
@@ -372,6 +373,10 @@ class AgentSession(Session):
                 await self._dispatch(
                     payload.task_id, work, lane=self._fast, frame_type=frame.type, ref=frame.id, size=size
                 )
+        elif isinstance(payload, TaskStream):
+            # Fenced like progress but never through the gate: every piece counts.
+            work = self._apply_stream(frame.id, payload)
+            await self._dispatch(payload.task_id, work, lane=self._fast, frame_type=frame.type, ref=frame.id, size=size)
         elif isinstance(payload, TaskAccept):
             work = self._on_accept(frame.id, payload)
             await self._dispatch(payload.task_id, work, lane=self._fast, frame_type=frame.type, ref=frame.id, size=size)
@@ -518,6 +523,29 @@ class AgentSession(Session):
         if applied.outcome not in (Outcome.OK, Outcome.DUPLICATE):
             code = _REFUSALS.get(applied.outcome, ErrorCode.CONFLICT)
             await self.conn.send(_refusal(code, ref, progress.task_id, progress.attempt))
+
+    async def _apply_stream(self, ref: str, piece: TaskStream) -> None:
+        """Append a stream piece; answered only when refused (a gap says where to resume)."""
+        applied = await self._scheduler.stream(piece.task_id, piece.attempt, self.agent_id, piece.offset, piece.delta)
+        if applied.outcome in (Outcome.OK, Outcome.DUPLICATE):
+            return
+        details: dict[str, Any] = {"taskId": piece.task_id, "attempt": piece.attempt}
+        if applied.outcome is Outcome.STREAM_GAP:
+            message = "the piece starts beyond the stream's end; resend from expectedOffset"
+            error = ErrorFrame.of(
+                ErrorCode.STREAM_GAP, message, details={**details, "expectedOffset": applied.expected_offset}, ref=ref
+            )
+        elif applied.outcome is Outcome.BAD_OFFSET:
+            message = "the offset cuts a UTF-8 character; resend from expectedOffset"
+            error = ErrorFrame.of(
+                ErrorCode.VALIDATION_ERROR,
+                message,
+                details={**details, "field": "$.payload.offset", "expectedOffset": applied.expected_offset},
+                ref=ref,
+            )
+        else:
+            error = _refusal(_REFUSALS.get(applied.outcome, ErrorCode.CONFLICT), ref, piece.task_id, piece.attempt)
+        await self.conn.send(error)
 
     def _outcome_service(self, session: AsyncSession) -> TaskService:
         """Outcomes commit in the process' batches; only their Redis step takes the slow lane."""

@@ -38,7 +38,7 @@ __all__ = ("Fanout", "WatchEvent", "WatchMessage", "event_from_payload")
 
 logger = logging.getLogger(__name__)
 
-_WATCHED_TYPES = frozenset({"task/status", "task/progress"})
+_WATCHED_TYPES = frozenset({"task/status", "task/progress", "task/stream"})
 _RETRY_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from api.db.models.tasks import TaskEvent as TaskEventRow
 from api.ws.fanout import WatchEvent, event_from_payload
 from protocol.envelope import encode_payload
-from protocol.messages import TaskProgress, TaskStatusEvent
+from protocol.messages import TaskProgress, TaskStatusEvent, TaskStream
 from protocol.status import TaskStatus
 
 if TYPE_CHECKING:
@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 
 __all__ = ("MAX_REPLAY", "replay_events")
 
+_KINDS: dict[type[Message], str] = {
+    TaskProgress: "task/progress",
+    TaskStream: "task/stream",
+    TaskStatusEvent: "task/status",
+}
 MAX_REPLAY = 1000
 """Most events one `subscribe` replays (the agreed bound on history)."""
 _STATUSES = frozenset(str(s) for s in TaskStatus)
@@ -67,7 +72,7 @@ async def _stored_events(
         message = _message_of(row)
         if message is None:
             continue
-        kind = "task/progress" if isinstance(message, TaskProgress) else "task/status"
+        kind = _KINDS[type(message)]
         events.append(event_from_payload(kind, task_id, owner_id, row.seq, encode_payload(message)))
     return events
 
@@ -83,6 +88,11 @@ def _message_of(row: TaskEventRow) -> Message | None:
             message=message if isinstance(message, str) else None,
             seq=row.seq,
         )
+    if row.type == "task/stream":
+        offset, delta = data.get("offset"), data.get("delta")
+        if not isinstance(offset, int) or not isinstance(delta, str) or not delta:
+            return None
+        return TaskStream(task_id=row.task_id, attempt=row.attempt, offset=offset, delta=delta, seq=row.seq)
     if row.type != "task/status" or row.status not in _STATUSES:
         return None
     reason = data.get("reason")

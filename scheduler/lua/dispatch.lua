@@ -56,7 +56,7 @@ while n < max_n do
   -- Anything but `queued` is a leftover member; dropping it keeps the queue moving.
   if t[1] == 'queued' then
     local attempt = redis.call('HINCRBY', tkey, 'attempt', 1)
-    redis.call('HSET', tkey, 'status', 'assigned', 'agent', best.id)
+    redis.call('HSET', tkey, 'status', 'assigned', 'agent', best.id, 'slen', 0)
     take_slot(best.id, id)
     best.running = best.running + 1
     redis.call('ZADD', K_DEADLINES, int(NOW + ack_ms), id)

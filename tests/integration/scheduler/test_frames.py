@@ -97,7 +97,12 @@ async def test_cancel_running_task_puts_cancel_in_inbox(sched, service, make_age
     assert json.loads(cancel.payload_json) == {"taskId": "t1", "attempt": 1, "reason": "user asked"}
     (presence,) = await sched.online_agents()
     assert presence.running == 0
-    assert (await sched.complete("t1", 1, "a1")).outcome == Outcome.TERMINAL
+    # The canceled attempt's result is taken as partial output; the status stays and no slot is freed twice.
+    late = await sched.complete("t1", 1, "a1")
+    assert (late.outcome, late.status) == (Outcome.OK, "canceled")
+    assert (await sched.fail("t1", 1, "a1", error="x", message="m", retryable=False)).outcome == Outcome.TERMINAL
+    (presence,) = await sched.online_agents()
+    assert presence.running == 0
 
 
 async def test_retry_with_backoff_then_success(sched, service, make_agent, clock: FakeClock) -> None:
