@@ -29,6 +29,7 @@ from protocol.messages import (
     TaskProgress,
     TaskRef,
     TaskResult,
+    TaskStream,
     TaskSubmit,
 )
 from worker.backoff import Backoff
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 
     from worker.registry import Registry
     from worker.settings import WorkerSettings
+    from worker.streaming import StreamPiece
 
 __all__ = ("Agent",)
 
@@ -81,6 +83,8 @@ _RETRY_LATER_ERRORS = frozenset(
     }
 )
 """The server could not apply the frame now: keep it, the resender tries again."""
+_STREAM_RESUME_ERRORS = frozenset({ErrorCode.STREAM_GAP.error, ErrorCode.VALIDATION_ERROR.error})
+"""A stream piece the server could not place (`details.expectedOffset` says where it is): resend from there."""
 _FINISHED_MEMORY = 65536
 """How many finished attempts are remembered to ignore redelivered submits."""
 _ACCEPT_FLUSH_S = 1.0
@@ -158,12 +162,17 @@ class Agent(Generic[R]):
         self._finished = _Finished()
         self._outbox = Outbox()
         self._refs = RecentRefs()
+        self._streams: dict[TaskKey, TaskContext[Any]] = {}
+        """Attempts that streamed text and whose outcome is not acknowledged yet (resent on reconnect)."""
+        self._stream_refs = RecentRefs()
         self._link = Link(
             self._outbox,
             on_frame=self._dispatch,
             heartbeat=self._heartbeat,
             progress_backlog=settings.progress_backlog,
             resend_interval_s=settings.resend_interval_s,
+            stream_backlog=settings.stream_backlog,
+            resend_first=self._stream_resends,
         )
         self._draining = False
         self._stop_requested = asyncio.Event()
@@ -299,6 +308,7 @@ class Agent(Generic[R]):
         key = (cancel.task_id, cancel.attempt)
         self._finished.add(key)  # a submit of this attempt arriving later must not run it
         self._outbox.purge(key)
+        self._streams.pop(key, None)
         self._note_outbox_change()
         job = self._jobs.get(key)
         if job is not None:
@@ -306,15 +316,23 @@ class Agent(Generic[R]):
             self._cancel_job(job, "server")
 
     def _on_ack(self, ack: Ack) -> None:
-        if self._outbox.ack(ack.ref) is not None:
+        acked = self._outbox.ack(ack.ref)
+        if acked is not None:
+            if acked.kind != "accept":
+                self._streams.pop(acked.key, None)  # the outcome is recorded: nothing to resend
             self._note_outbox_change()
 
     def _on_error(self, error: ErrorFrame) -> None:
+        stream_key = self._stream_refs.get(error.ref) if error.ref is not None else None
+        if stream_key is not None:
+            self._on_stream_refused(stream_key, error)
+            return
         pending = self._outbox.get(error.ref) if error.ref is not None else None
         key = pending.key if pending is not None else self._error_key(error)
         log_extra = {"error": error.error, "ref": error.ref}
         if key is not None and error.error in _FENCED_ERRORS:
             self._outbox.purge(key)
+            self._streams.pop(key, None)
             self._note_outbox_change()
             self._finished.add(key)
             job = self._jobs.get(key)
@@ -335,6 +353,23 @@ class Agent(Generic[R]):
                 self._send_outcome(pending.key, Failed(error_name(error.error), message, False))
         else:
             logger.warning("error frame from the server: %s", error.message, extra=log_extra)
+
+    def _on_stream_refused(self, key: TaskKey, error: ErrorFrame) -> None:
+        """A refused stream piece never drops the attempt's result: only its own answer decides that."""
+        expected = (error.details or {}).get("expectedOffset")
+        ctx = self._streams.get(key)
+        if error.error in _STREAM_RESUME_ERRORS and isinstance(expected, int) and ctx is not None:
+            logger.info("stream resumed at byte %d", expected, extra={"task_id": key[0], "attempt": key[1]})
+            for piece in ctx.stream_pieces(expected):
+                self._link.send_stream_nowait(self._stream_frame(key, piece))
+        elif error.error in _FENCED_ERRORS - {ErrorCode.TASK_NOT_RUNNABLE.error} and not self._outbox.has_terminal(key):
+            # The attempt is no longer ours (like a refused progress frame): stop it.
+            self._streams.pop(key, None)
+            self._finished.add(key)
+            job = self._jobs.get(key)
+            if job is not None:
+                self._cancel_job(job, "fenced")
+        # task_not_runnable: the task ended (a cancel reaches us separately); a late piece is moot.
 
     def _error_key(self, error: ErrorFrame) -> TaskKey | None:
         if error.ref is not None and (key := self._refs.get(error.ref)) is not None:
@@ -367,8 +402,16 @@ class Agent(Generic[R]):
             self._finished.add(job.key)
             if not self._jobs:
                 self._jobs_idle.set()
+            if job.cancel_reason == "shutdown":
+                outcome = _handed_back()  # also when the handler returned early on the cancel
+            elif job.cancel_reason == "server" and isinstance(outcome, Succeeded):
+                # Canceled by its owner, the handler still returned (partial output): the server keeps it.
+                self._send_outcome(job.key, outcome)
+                outcome = None
             if outcome is not None and job.cancel_reason in (None, "shutdown"):
                 self._send_outcome(job.key, outcome)
+            elif not self._outbox.has_terminal(job.key):
+                self._streams.pop(job.key, None)
             self._link.heartbeat_now()  # report the freed slot now, not at the next tick
 
     async def _execute(self, job: _Job) -> Outcome:
@@ -385,6 +428,7 @@ class Agent(Generic[R]):
             sink=lambda update: self._send_progress(job, update),
             loop=asyncio.get_running_loop(),
             timeout_s=float(submit.timeout_seconds),
+            stream_sink=lambda piece: self._send_stream(job, piece),
         )
         logger.debug("task started", extra=job.log_extra(self._settings.agent_id))
         return await execute(self._registry.get(submit.type), msgspec.json.encode(submit.input), job.ctx)
@@ -456,6 +500,22 @@ class Agent(Generic[R]):
             return False
         self._refs.add(frame_id, job.key)
         return True
+
+    async def _send_stream(self, job: _Job, piece: StreamPiece) -> None:
+        if job.cancel_reason is not None or self._jobs.get(job.key) is not job or job.ctx is None:
+            return
+        self._streams[job.key] = job.ctx
+        await self._link.send_stream(self._stream_frame(job.key, piece))
+
+    def _stream_frame(self, key: TaskKey, piece: StreamPiece) -> bytes:
+        frame_id = new_frame_id()
+        self._stream_refs.add(frame_id, key)
+        message = TaskStream(task_id=key[0], attempt=key[1], offset=piece.offset, delta=piece.delta)
+        return encode_frame(message, frame_id=frame_id)
+
+    def _stream_resends(self) -> list[bytes]:
+        """Every kept stream from offset 0, for a new connection (the server keeps only what it lacks)."""
+        return [self._stream_frame(key, piece) for key, ctx in self._streams.items() for piece in ctx.stream_pieces()]
 
     def _note_outbox_change(self) -> None:
         if self._outbox:

@@ -1,6 +1,7 @@
-"""TaskContext: what a handler sees of its task (ids, deadline, cancellation, progress, resources).
+"""TaskContext: what a handler sees of its task (ids, deadline, cancellation, progress, stream, resources).
 
-It never sends anything itself: progress goes to a sink the runtime (or `worker.testing`) provides.
+It never sends anything itself: progress and stream pieces go to sinks the runtime (or `worker.testing`)
+provides. It keeps the attempt's whole stream, so the runtime can resend it after a reconnect.
 """
 
 from __future__ import annotations
@@ -9,15 +10,16 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 import msgspec
 
 from protocol.limits import MAX_MESSAGE_LENGTH, MAX_PROGRESS_BYTES
+from worker.streaming import StreamPiece, StreamText
 
-__all__ = ("ProgressSink", "ProgressUpdate", "TaskContext")
+__all__ = ("ProgressSink", "ProgressUpdate", "StreamSink", "TaskContext")
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,13 @@ class ProgressUpdate(msgspec.Struct, frozen=True):
 
 ProgressSink = Callable[[ProgressUpdate], bool]
 """Takes a progress update on the event loop's thread; returns False when it dropped it."""
+StreamSink = Callable[[StreamPiece], Awaitable[None]]
+"""Sends one stream piece (waiting while the write backlog is full); a piece it cannot send now is resent
+later from the context's kept text."""
+
+
+async def _no_stream(piece: StreamPiece) -> None:
+    """The sink of a context built without one: the text is only kept."""
 
 
 class TaskContext(Generic[R_co]):
@@ -59,6 +68,7 @@ class TaskContext(Generic[R_co]):
         sink: ProgressSink,
         loop: asyncio.AbstractEventLoop,
         timeout_s: float | None = None,
+        stream_sink: StreamSink | None = None,
     ) -> None:
         self.task_id = task_id
         self.attempt = attempt
@@ -67,6 +77,8 @@ class TaskContext(Generic[R_co]):
         self.deadline = datetime.now(UTC) + timedelta(seconds=timeout_s) if timeout_s is not None else None
         self._deadline_monotonic = time.monotonic() + timeout_s if timeout_s is not None else None
         self._sink = sink
+        self._stream_sink = stream_sink or _no_stream
+        self._stream = StreamText()
         self._loop = loop
         # Two flags: a threading.Event for sync handlers polling from their thread, and an asyncio.Event
         # for async code that wants to await the cancel. Both are set on the loop's thread.
@@ -127,6 +139,29 @@ class TaskContext(Generic[R_co]):
         except RuntimeError:  # the loop is closed: the worker is gone
             return False
         return True
+
+    async def stream(self, text: str) -> None:
+        """Append `text` to the attempt's text stream (e.g. LLM tokens); watchers get every piece, in order.
+
+        Unlike progress nothing is dropped: long text is cut into pieces within the protocol's limits, each
+        with its UTF-8 byte offset; while the worker is disconnected the text is kept and the whole stream is
+        resent from offset 0 after the reconnect (the server keeps only what it lacks). Waits while the
+        worker's write backlog is full, so a slow server slows the producer instead of growing memory. Put
+        the full text in the result too: the server's replay history is bounded.
+        """
+        if not text:
+            return
+        for piece in self._stream.append(text):
+            await self._stream_sink(piece)
+
+    @property
+    def streamed(self) -> str:
+        """Everything `stream()` was given so far."""
+        return self._stream.text
+
+    def stream_pieces(self, offset: int = 0) -> list[StreamPiece]:
+        """The pieces that resend the stream from byte `offset` (for the runtime after a reconnect or a gap)."""
+        return self._stream.pieces_from(offset)
 
     def _build(self, data: Any, message: str | None) -> ProgressUpdate | None:
         data_json = msgspec.json.encode(data) if data is not None else None

@@ -39,6 +39,9 @@ class Link:
         heartbeat: builds the agent's current heartbeat.
         progress_backlog: most progress frames waiting to be written (more are refused).
         resend_interval_s: resend an unacknowledged frame this long after it was written.
+        stream_backlog: stream pieces waiting to be written past which `send_stream()` waits.
+        resend_first: on every new connection, the frames to send before the outbox (the running attempts'
+            streams from offset 0, so they precede those attempts' results).
     """
 
     def __init__(
@@ -49,8 +52,14 @@ class Link:
         heartbeat: Callable[[], Heartbeat],
         progress_backlog: int,
         resend_interval_s: float,
+        stream_backlog: int = 1024,
+        resend_first: Callable[[], list[bytes]] | None = None,
     ) -> None:
         self._outbox = outbox
+        self._stream_backlog = stream_backlog
+        self._resend_first = resend_first
+        self._stream_room = asyncio.Event()
+        self._stream_room.set()
         self._on_frame = on_frame
         self._heartbeat = heartbeat
         self._resend_interval_s = resend_interval_s
@@ -79,6 +88,29 @@ class Link:
         """Queue a progress frame; False (dropped) when disconnected or the progress backlog is full."""
         if self._conn is None or not self._queue.put_progress(data):
             return False
+        self._ready.set()
+        return True
+
+    async def send_stream(self, data: bytes) -> bool:
+        """Queue a stream piece, first waiting while `stream_backlog` pieces wait to be written.
+
+        Returns False (not sent) when disconnected, also when the connection drops while waiting: the
+        caller's stream is resent whole on the next connection.
+        """
+        while self._conn is not None and self._queue.streams >= self._stream_backlog:
+            self._stream_room.clear()
+            await self._stream_room.wait()
+        if self._conn is None:
+            return False
+        self._queue.put_stream(data)
+        self._ready.set()
+        return True
+
+    def send_stream_nowait(self, data: bytes) -> bool:
+        """Queue a stream piece without waiting for room (a resend the server asked for); False when down."""
+        if self._conn is None:
+            return False
+        self._queue.put_stream(data)
         self._ready.set()
         return True
 
@@ -112,6 +144,8 @@ class Link:
         """
         self.heartbeat_interval_s = conn.auth.heartbeat_interval_s
         self._queue.clear()
+        for data in self._resend_first() if self._resend_first is not None else ():
+            self._queue.put_stream(data)
         for pending in self._outbox.all():  # resend everything unacknowledged, oldest first
             pending.sent_at = None
             self._queue.put(pending.data, frame_id=pending.frame_id)
@@ -130,6 +164,7 @@ class Link:
         finally:
             self._conn = None
             self.connected.clear()
+            self._stream_room.set()  # waiting producers give up; their streams go again on reconnect
             for waiter in self._written.values():  # nothing more is written on this connection
                 if not waiter.done():
                     waiter.set_result(None)
@@ -159,6 +194,8 @@ class Link:
             await conn.send(data)
             if frame_id is not None:
                 self._mark_written(frame_id)
+            if not self._stream_room.is_set() and self._queue.streams < self._stream_backlog:
+                self._stream_room.set()
 
     def _mark_written(self, frame_id: str) -> None:
         pending = self._outbox.get(frame_id)

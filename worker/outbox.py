@@ -106,6 +106,7 @@ class _Item:
     data: bytes
     frame_id: str | None
     is_progress: bool
+    is_stream: bool = False
 
 
 @dataclass(slots=True)
@@ -114,11 +115,14 @@ class SendQueue:
 
     Overflow policy for progress: when `progress_limit` progress frames already wait, a new one is refused
     (the caller drops it). Control frames are never refused; their number is bounded by the running tasks.
+    Stream pieces are never refused either: their producers wait while `streams` is at their limit.
     """
 
     progress_limit: int
     _items: deque[_Item] = field(default_factory=deque)
     _progress: int = 0
+    streams: int = 0
+    """Stream pieces waiting to be written."""
 
     def put(self, data: bytes, *, frame_id: str | None = None) -> None:
         """Queue a control frame (accept, result, error)."""
@@ -136,6 +140,11 @@ class SendQueue:
         self._progress += 1
         return True
 
+    def put_stream(self, data: bytes) -> None:
+        """Queue a stream piece (in order with the task's other frames)."""
+        self._items.append(_Item(data, None, is_progress=False, is_stream=True))
+        self.streams += 1
+
     def pop(self) -> tuple[bytes, str | None] | None:
         """The next frame to write and its tracked id, or None when empty."""
         if not self._items:
@@ -143,12 +152,15 @@ class SendQueue:
         item = self._items.popleft()
         if item.is_progress:
             self._progress -= 1
+        elif item.is_stream:
+            self.streams -= 1
         return item.data, item.frame_id
 
     def clear(self) -> None:
         """Forget everything (the connection is gone; the outbox refills the next one)."""
         self._items.clear()
         self._progress = 0
+        self.streams = 0
 
     def __len__(self) -> int:
         return len(self._items)

@@ -95,6 +95,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     """`TASKYARD_WORKER_PING_TIMEOUT_S`: close the socket when a pong is this late."""
     progress_backlog: int = 256
     """`TASKYARD_WORKER_PROGRESS_BACKLOG`: progress frames waiting to be written; more are dropped."""
+    stream_backlog: int = 1024
+    """`TASKYARD_WORKER_STREAM_BACKLOG`: `task/stream` pieces waiting to be written; past it `ctx.stream()` waits."""
     use_env_proxy: bool = False
     """`TASKYARD_WORKER_USE_ENV_PROXY`: honour HTTP(S)_PROXY for the WebSocket (off: connect directly)."""
     log_level: str = "INFO"
@@ -173,6 +175,7 @@ _FIELDS: dict[str, Callable[[str], Any]] = {
     "ping_interval_s": _parse_positive_float,
     "ping_timeout_s": _parse_positive_float,
     "progress_backlog": _parse_positive_int,
+    "stream_backlog": _parse_positive_int,
     "use_env_proxy": _parse_bool,
     "log_level": _parse_level,
 }

@@ -16,6 +16,7 @@ from worker.context import ProgressUpdate, TaskContext
 from worker.errors import Fatal
 from worker.execution import Failed, encode_output
 from worker.registry import HandlerSpec, Registry
+from worker.streaming import StreamPiece
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -39,11 +40,15 @@ class RecordedRun(msgspec.Struct, frozen=True):
         output: the handler's return value, as returned.
         output_json: the same, decoded back from its wire encoding (what the server stores).
         progress: every progress report, in order.
+        stream: the text the handler streamed with `ctx.stream()`.
+        stream_pieces: that text as the `task/stream` pieces it went out in.
     """
 
     output: Any
     output_json: Any
     progress: list[RecordedProgress]
+    stream: str = ""
+    stream_pieces: list[StreamPiece] = msgspec.field(default_factory=list)
 
 
 async def run_handler(
@@ -84,6 +89,11 @@ async def run_handler(
         recorded.append(RecordedProgress(data=data, message=update.message))
         return True
 
+    pieces: list[StreamPiece] = []
+
+    async def stream_sink(piece: StreamPiece) -> None:
+        pieces.append(piece)
+
     ctx: TaskContext[Any] = TaskContext(
         task_id=task_id or uuid.uuid4().hex,
         attempt=attempt,
@@ -92,6 +102,7 @@ async def run_handler(
         sink=sink,
         loop=asyncio.get_running_loop(),
         timeout_s=timeout_s,
+        stream_sink=stream_sink,
     )
     value = spec.decode_input(msgspec.json.encode(input))
     output = await spec.call(value, ctx)
@@ -100,4 +111,10 @@ async def run_handler(
     encoded = encode_output(output)
     if isinstance(encoded, Failed):
         raise Fatal(encoded.message, error=encoded.error)
-    return RecordedRun(output=output, output_json=msgspec.json.decode(encoded.output_json), progress=recorded)
+    return RecordedRun(
+        output=output,
+        output_json=msgspec.json.decode(encoded.output_json),
+        progress=recorded,
+        stream=ctx.streamed,
+        stream_pieces=pieces,
+    )
