@@ -429,6 +429,7 @@ class Agent(Generic[R]):
             loop=asyncio.get_running_loop(),
             timeout_s=float(submit.timeout_seconds),
             stream_sink=lambda piece: self._send_stream(job, piece),
+            credentials=submit.credentials,
         )
         logger.debug("task started", extra=job.log_extra(self._settings.agent_id))
         return await execute(self._registry.get(submit.type), msgspec.json.encode(submit.input), job.ctx)

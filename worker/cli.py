@@ -18,6 +18,7 @@ from worker.agent import Agent
 from worker.builtins import builtin_registry
 from worker.connection import ConnectParams, open_connection
 from worker.errors import AuthenticationError, ConnectionLostError, RegistryError, WorkerSettingsError
+from worker.llm import LlmService, llm_registry
 from worker.registry import Registry, load_registry
 from worker.settings import env_name, load_settings
 
@@ -105,8 +106,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def build_registry(settings: WorkerSettings) -> Registry[Any]:
-    """The built-in handlers (unless disabled) plus every `module:attr` registry the settings name.
+def build_registry(settings: WorkerSettings, llm: LlmService | None = None) -> Registry[Any]:
+    """The built-in handlers (unless disabled; the LLM ones when `llm` is given) plus every `module:attr`
+    registry the settings name.
 
     Raises:
         RegistryError: a registry cannot be loaded, or two register the same type.
@@ -114,6 +116,8 @@ def build_registry(settings: WorkerSettings) -> Registry[Any]:
     registry: Registry[Any] = Registry()
     if settings.builtins:
         registry.include(builtin_registry(enable_crash=settings.enable_crash_handler))
+        if llm is not None:
+            registry.include(llm_registry(llm))
     for ref in settings.handlers:
         registry.include(load_registry(ref))
     return registry
@@ -138,11 +142,15 @@ async def _check(settings: WorkerSettings) -> int:
     return EXIT_OK
 
 
-async def _serve(agent: Agent[Any]) -> None:
+async def _serve(agent: Agent[Any], llm: LlmService | None) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, agent.stop)
-    await agent.run()
+    try:
+        await agent.run()
+    finally:
+        if llm is not None:
+            await llm.aclose()
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -159,19 +167,21 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     logging.basicConfig(level=settings.log_level, handlers=[handler])
     if args.check:
         return asyncio.run(_check(settings))
+    llm = LlmService.from_settings(settings) if settings.builtins else None
     try:
-        registry = build_registry(settings)
+        registry = build_registry(settings, llm)
     except RegistryError as exc:
         logger.error("cannot load handlers: %s", exc)
         return EXIT_CONFIG
     logger.info(
-        "worker starting: agent %s, concurrency %d, types %s",
+        "worker starting: agent %s, concurrency %d, types %s, llm provider %s",
         settings.agent_id,
         settings.concurrency,
         ", ".join(registry.types),
+        settings.llm_base_url,
     )
     try:
-        asyncio.run(_serve(Agent(settings, registry)))
+        asyncio.run(_serve(Agent(settings, registry), llm))
     except AuthenticationError as exc:
         logger.error("stopping: the server refused the agent's credentials (%s): %s", exc.error, exc.message)
         return EXIT_CONFIG

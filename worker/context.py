@@ -56,6 +56,8 @@ class TaskContext(Generic[R_co]):
         type: the task type.
         deadline: when the server times the task out (aware UTC), None when unknown.
         resources: what the agent's resources lifespan yielded (typed by the registry).
+        credentials: the task owner's sealed LLM provider settings (`task/submit` `credentials`, only on
+            trusted agents), opaque here; `worker.llm.credentials.unseal()` opens them. Never log it.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class TaskContext(Generic[R_co]):
         loop: asyncio.AbstractEventLoop,
         timeout_s: float | None = None,
         stream_sink: StreamSink | None = None,
+        credentials: str | None = None,
     ) -> None:
         self.task_id = task_id
         self.attempt = attempt
@@ -76,6 +79,7 @@ class TaskContext(Generic[R_co]):
         self.resources = resources
         self.deadline = datetime.now(UTC) + timedelta(seconds=timeout_s) if timeout_s is not None else None
         self._deadline_monotonic = time.monotonic() + timeout_s if timeout_s is not None else None
+        self.credentials = credentials
         self._sink = sink
         self._stream_sink = stream_sink or _no_stream
         self._stream = StreamText()

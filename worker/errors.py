@@ -32,13 +32,15 @@ __all__ = (
 class Retry(Exception):  # noqa: N818 - the SDK's documented control-flow name (arq, dramatiq)
     """Ask for this task to run again after `delay_s` seconds (the server's backoff when None).
 
-    It still counts as an attempt: the server fails the task once its attempts are used up.
+    It still counts as an attempt: the server fails the task once its attempts are used up. `error` is the
+    code reported in `task/error` (e.g. `llm_rate_limited`).
     """
 
-    def __init__(self, delay_s: float | None = None, message: str = "retry requested") -> None:
+    def __init__(self, delay_s: float | None = None, message: str = "retry requested", *, error: str = "retry") -> None:
         super().__init__(message)
         self.delay_s = delay_s
         self.message = message
+        self.error = error
 
 
 class Fatal(Exception):  # noqa: N818 - the SDK's documented control-flow name (Hatchet NonRetryable)

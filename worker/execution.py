@@ -115,7 +115,7 @@ async def execute(spec: HandlerSpec[R] | None, input_json: bytes, ctx: TaskConte
     try:
         result = await spec.call(value, ctx)
     except Retry as exc:
-        return Failed(ERROR_RETRY, truncate_message(exc.message), True, exc.delay_s)
+        return Failed(error_name(exc.error, fallback=ERROR_RETRY), truncate_message(exc.message), True, exc.delay_s)
     except Fatal as exc:
         return Failed(error_name(exc.error, fallback="fatal"), truncate_message(exc.message), False)
     except Exception as exc:  # the task-runner boundary: any handler bug becomes a retryable task/error

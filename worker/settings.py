@@ -6,6 +6,9 @@ into the same names and merges them over the environment, so both go through one
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
 import math
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -101,6 +104,30 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     """`TASKYARD_WORKER_USE_ENV_PROXY`: honour HTTP(S)_PROXY for the WebSocket (off: connect directly)."""
     log_level: str = "INFO"
     """`TASKYARD_WORKER_LOG_LEVEL`: DEBUG, INFO, WARNING or ERROR (used by `python -m worker`)."""
+    llm_base_url: str = "offline"
+    """`TASKYARD_WORKER_LLM_BASE_URL`: the default LLM provider of the built-in LLM types: an OpenAI-compatible
+    API (`https://api.openai.com/v1`, a vLLM or Ollama URL, ...) or `offline` (deterministic rules, not a model)."""
+    llm_model: str = ""
+    """`TASKYARD_WORKER_LLM_MODEL`: the default provider's model (required with a base URL)."""
+    llm_api_key: Secret = msgspec.field(default_factory=lambda: Secret(""))
+    """`TASKYARD_WORKER_LLM_API_KEY`: the default provider's API key (empty: none sent)."""
+    llm_seal_key: Secret = msgspec.field(default_factory=lambda: Secret(""))
+    """`TASKYARD_WORKER_LLM_SEAL_KEY`: 32 bytes, base64url without padding, the same as the API's
+    `TASKYARD_API_LLM_SEAL_KEY`: opens the per-user provider settings sealed into tasks (empty: such tasks fail
+    with `llm_key_unavailable`)."""
+    llm_allowed_networks: tuple[str, ...] = ()
+    """`TASKYARD_WORKER_LLM_ALLOWED_NETWORKS`: comma-separated CIDRs the LLM client may connect to although they
+    are not public (loopback, private, link-local); empty: only public addresses (the SSRF guard)."""
+    llm_connect_timeout_s: float = 10.0
+    """`TASKYARD_WORKER_LLM_CONNECT_TIMEOUT_S`: bound on resolving and connecting to the provider."""
+    llm_read_timeout_s: float = 120.0
+    """`TASKYARD_WORKER_LLM_READ_TIMEOUT_S`: longest silence while waiting for the provider's next bytes."""
+    llm_max_connections: int = 1024
+    """`TASKYARD_WORKER_LLM_MAX_CONNECTIONS`: open connections per provider client (one client per base URL and
+    key); a streaming task holds one for its whole answer, so keep it at least the concurrency."""
+    llm_stream_batch_ms: float = 5.0
+    """`TASKYARD_WORKER_LLM_STREAM_BATCH_MS`: tokens arriving within this window after a piece was sent are
+    batched into the next `task/stream` piece (a token after a quiet spell goes out at once)."""
 
 
 def _parse_bool(raw: str) -> bool:
@@ -150,6 +177,42 @@ def _parse_url(raw: str) -> str:
     return url
 
 
+def _parse_llm_base_url(raw: str) -> str:
+    url = raw.strip().rstrip("/")
+    if url == "offline" or not url:
+        return "offline"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+        raise ValueError("must be `offline` or an http(s):// URL with a host and no user info")
+    return url
+
+
+def _parse_networks(raw: str) -> tuple[str, ...]:
+    networks = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for network in networks:
+        ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
+    return networks
+
+
+def _parse_seal_key(raw: str) -> Secret:
+    value = raw.strip()
+    if value:
+        try:
+            key = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        except (ValueError, binascii.Error) as exc:
+            raise ValueError("must be base64url") from exc
+        if len(key) != 32:
+            raise ValueError("must be 32 bytes (base64url, no padding)")
+    return Secret(value)
+
+
+def _parse_non_negative_float(raw: str) -> float:
+    value = float(raw.strip())
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("must be a number >= 0")
+    return value
+
+
 def _parse_level(raw: str) -> str:
     level = raw.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -178,6 +241,15 @@ _FIELDS: dict[str, Callable[[str], Any]] = {
     "stream_backlog": _parse_positive_int,
     "use_env_proxy": _parse_bool,
     "log_level": _parse_level,
+    "llm_base_url": _parse_llm_base_url,
+    "llm_model": str.strip,
+    "llm_api_key": lambda raw: Secret(raw.strip()),
+    "llm_seal_key": _parse_seal_key,
+    "llm_allowed_networks": _parse_networks,
+    "llm_connect_timeout_s": _parse_positive_float,
+    "llm_read_timeout_s": _parse_positive_float,
+    "llm_max_connections": _parse_positive_int,
+    "llm_stream_batch_ms": _parse_non_negative_float,
 }
 
 
@@ -211,6 +283,8 @@ def load_settings(environ: Mapping[str, str], *, require_credentials: bool = Tru
             f"{env_name(field)}: required" for field in ("agent_id", "agent_token") if not values.get(field)
         )
     settings = WorkerSettings(**values)
+    if settings.llm_base_url != "offline" and not settings.llm_model:
+        problems.append(f"{env_name('llm_model')}: required with {env_name('llm_base_url')}")
     if settings.backoff_max_s < settings.backoff_base_s:
         problems.append(f"{env_name('backoff_max_s')}: must not be below {env_name('backoff_base_s')}")
     if problems:
