@@ -60,6 +60,7 @@ async def run_handler(
     task_id: str | None = None,
     task_type: str = "test",
     timeout_s: float | None = None,
+    credentials: str | None = None,
 ) -> RecordedRun:
     """Run `handler` once on `input` and record what it did.
 
@@ -72,6 +73,7 @@ async def run_handler(
         task_id: defaults to a random id.
         task_type: the type `ctx.type` reports.
         timeout_s: sets `ctx.deadline`.
+        credentials: what `ctx.credentials` holds (sealed provider settings, as a trusted agent gets them).
 
     Returns:
         The output and the recorded progress.
@@ -103,6 +105,7 @@ async def run_handler(
         loop=asyncio.get_running_loop(),
         timeout_s=timeout_s,
         stream_sink=stream_sink,
+        credentials=credentials,
     )
     value = spec.decode_input(msgspec.json.encode(input))
     output = await spec.call(value, ctx)
