@@ -151,8 +151,8 @@ class Stack:
         if result.returncode != 0:
             raise RuntimeError(f"migrate failed: {result.stdout.decode()} {result.stderr.decode()}")
 
-    def start_api(self, name: str = "api") -> str:
-        port = find_free_port()
+    def start_api(self, name: str = "api", port: int | None = None) -> str:
+        port = port or find_free_port()
         proc = self.spawn(name, [sys.executable, "-m", "api", "api", "--host", "127.0.0.1", "--port", str(port)])
         url = f"http://127.0.0.1:{port}"
 
