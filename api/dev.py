@@ -99,14 +99,26 @@ def _write_state(path: Path, state: dict[str, Any]) -> None:
         json.dump(state, fh, indent=2)
 
 
+DEV_AGENT_CAPABILITIES = ("llm",)
+"""The dev worker runs the built-in LLM types (on the offline provider unless a base URL is set)."""
+
+
 async def _agent_exists(settings: ApiSettings, agent_id: str) -> bool:
+    """True when the dev agent is still there; an agent from an older dev.json gains the dev capabilities."""
     from api.db.models.agents import Agent
     from api.db.session import create_engine, create_sessionmaker
 
     engine = create_engine(settings.database)
     try:
         async with create_sessionmaker(engine)() as session:
-            return await session.get(Agent, agent_id) is not None
+            agent = await session.get(Agent, agent_id)
+            if agent is None:
+                return False
+            missing = set(DEV_AGENT_CAPABILITIES) - set(agent.capabilities)
+            if missing:
+                agent.capabilities = sorted(set(agent.capabilities) | missing)
+                await session.commit()
+            return True
     finally:
         await engine.dispose()
 
@@ -133,7 +145,7 @@ async def _ensure_credentials(settings: ApiSettings, state_path: Path) -> tuple[
             settings,
             name="dev-worker",
             owner_email=admin["email"],
-            capabilities=[],
+            capabilities=list(DEV_AGENT_CAPABILITIES),
             concurrency=8,
             is_public=True,
         )
@@ -220,6 +232,10 @@ def _banner(base_url: str, state: dict[str, Any], created: bool, redis_url: str,
         "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"accessToken\"])')",
         f"  curl -s {base_url}/api/tasks -H \"authorization: Bearer $TOKEN\" -H 'content-type: application/json' \\",
         '    -d \'{"type": "echo", "input": {"text": "hello"}}\'',
+        f"  curl -s {base_url}/api/tasks -H \"authorization: Bearer $TOKEN\" -H 'content-type: application/json' \\",
+        '    -d \'{"type": "llm.chat", "capabilities": ["llm"], '
+        '"input": {"messages": [{"role": "user", "content": "hi"}]}}\'',
+        "  (the LLM types use the offline provider, deterministic rules, unless TASKYARD_WORKER_LLM_BASE_URL is set)",
         "",
         "Ctrl-C stops everything.",
         "",
