@@ -133,7 +133,16 @@ def run_taskyard(args: argparse.Namespace, redis: RedisServer, log_dir: Path) ->
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+MODES = {"llm-stream": "bench.llm_stream"}
+"""Other modes: `python -m bench <mode> [options]` runs that module's `main`."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in MODES:
+        import importlib
+
+        return int(importlib.import_module(MODES[argv[0]]).main(argv[1:]))
     args = parse_args(argv)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     log_dir = args.results_dir / f"{stamp}-logs"

@@ -127,11 +127,13 @@ class TaskyardStack:
 
         wait_until(api_up, timeout_s=60, what="the taskyard API to listen")
 
-    def start_worker(self, index: int, agent_id: str, agent_token: str, concurrency: int) -> Proc:
+    def start_worker(
+        self, index: int, agent_id: str, agent_token: str, concurrency: int, env: dict[str, str] | None = None
+    ) -> Proc:
         # The token goes in the environment, not on the command line where `ps` shows it.
         argv = [str(BIN / "python"), "-m", "worker", "--url", self.replica_ws_url(index), "--agent-id", agent_id]
         argv += ["--concurrency", str(concurrency)]
-        return self._spawn(f"worker-{index}", argv, {"TASKYARD_WORKER_AGENT_TOKEN": agent_token})
+        return self._spawn(f"worker-{index}", argv, {"TASKYARD_WORKER_AGENT_TOKEN": agent_token, **(env or {})})
 
     def check_alive(self) -> None:
         for proc in self.procs:

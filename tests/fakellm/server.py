@@ -34,6 +34,8 @@ class Step:
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
     """Error body for a status >= 300 (default: an OpenAI-style error)."""
+    stamp: bool = False
+    """Append `@<unix time>` to each token as it is sent (the bench measures delivery latency with it)."""
 
     @classmethod
     def of(cls, raw: dict[str, Any]) -> Step:
@@ -111,7 +113,7 @@ class FakeLlmServer:
         bench = _BENCH_MODEL.match(model)
         if bench:
             count, delay = int(bench.group(1)), float(bench.group(2))
-            return Step(tokens=[f"tok{i} " for i in range(count)], token_delay_ms=delay)
+            return Step(tokens=[f"t{i}" for i in range(count)], token_delay_ms=delay, stamp=True)
         last = next((str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"), "")
         return Step(text=f"echo: {last}")
 
@@ -175,7 +177,7 @@ class FakeLlmServer:
                 return False
             if step.token_delay_ms:
                 await asyncio.sleep(step.token_delay_ms / 1000)
-            await event({"content": token})
+            await event({"content": f"{token}@{time.time():.6f} " if step.stamp else token})
         for index, call in enumerate(step.tool_calls):
             arguments = call.get("arguments", {})
             text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
