@@ -8,7 +8,8 @@ cut mid-way, and slowness (a delay per token). Scripted per model name through a
 
 Each call for model `m1` takes the next step; the last one repeats. A model with no script echoes the last
 user message word by word; `stream-<N>x<MS>ms` streams N tokens `t<i>@<unix time sent> ` MS milliseconds
-apart (the bench). Every call is logged for assertions: `GET /_requests` (model, arrival time, messages, tools, response_format).
+apart (the bench). Every call is logged for assertions: `GET /_requests` (model, arrival time, messages,
+tools, response_format).
 """
 
 from tests.fakellm.server import FakeLlmServer, Step
