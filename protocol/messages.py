@@ -321,7 +321,7 @@ class ErrorFrame(_Payload):
 
 
 class BatchItem(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """One frame inside a `batch`: an envelope without `ts` (the batch's own applies)."""
+    """One frame inside a `batch`: an envelope whose `ts` may be left out (so a frame fits in as it is)."""
 
     id: uuid.UUID
     """This item's id: `ack` and `error` frames name it in `ref`, as for a frame of its own."""
@@ -329,6 +329,8 @@ class BatchItem(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Any wire type but `batch` (batches do not nest)."""
     payload: msgspec.Raw
     """The item's payload, decoded with its type's rules and limits by `decode_batch()`."""
+    ts: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    """The sender's clock when the item was made; the batch's own `ts` when left out."""
 
 
 class Batch(_Payload):

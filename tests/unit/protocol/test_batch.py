@@ -92,3 +92,16 @@ def test_auth_ok_leaves_features_out_unless_asked() -> None:
     plain = AuthOk(role="agent", subject_id="a", session_id="s", heartbeat_interval_s=1, heartbeat_timeout_s=3)
     assert b"features" not in encode_payload(plain)
     assert isinstance(Batch, type)
+
+
+def test_a_frame_encoded_alone_fits_in_a_batch_as_it_is() -> None:
+    from protocol.envelope import encode_frame
+
+    single = encode_frame(TaskAccept(task_id="t1", attempt=1))
+    batch = b'{"id":"%s","type":"batch","ts":1,"payload":{"frames":[%s,%s]}}' % (
+        str(uuid.uuid4()).encode(),
+        single,
+        encode_frame(TaskResult(task_id="t1", attempt=1, output=None)),
+    )
+    items = decode_batch(decode_frame(batch, max_bytes=MAX_AGENT_FRAME_BYTES, accept=AGENT_BATCH))
+    assert [type(i.payload) for i in items if not isinstance(i, ProtocolError)] == [TaskAccept, TaskResult]
