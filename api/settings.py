@@ -454,19 +454,24 @@ def _key_problem(value: str) -> str | None:
     return None if len(raw) == 32 else "must decode to 32 bytes"
 
 
+def _planner_key(current: Secret | None, name: str, env: str, data_dir: Path, problems: list[str]) -> Secret | None:
+    if current is None and env == "dev":
+        current = Secret(_dev_key(data_dir, name.replace("_", "-")))
+    if current is not None:
+        for part in current.reveal().split(","):
+            bad = _key_problem(part.strip())
+            if bad:
+                problems.append(f"{env_name('planner', name)}: {bad}")
+    return current
+
+
 def _planner_keys(planner: PlannerSettings, env: str, data_dir: Path, problems: list[str]) -> PlannerSettings:
-    values: dict[str, Secret | None] = {}
-    for name, file_name in (("secrets_key", "secrets-key"), ("llm_seal_key", "llm-seal-key")):
-        current: Secret | None = getattr(planner, name)
-        if current is None and env == "dev":
-            current = Secret(_dev_key(data_dir, file_name))
-        if current is not None:
-            for part in current.reveal().split(","):
-                bad = _key_problem(part.strip())
-                if bad:
-                    problems.append(f"{env_name('planner', name)}: {bad}")
-        values[name] = current
-    return dataclasses.replace(planner, **values)
+    """The two keys, checked; in dev, generated into the data dir when unset (`secrets-key`, `llm-seal-key`)."""
+    return dataclasses.replace(
+        planner,
+        secrets_key=_planner_key(planner.secrets_key, "secrets_key", env, data_dir, problems),
+        llm_seal_key=_planner_key(planner.llm_seal_key, "llm_seal_key", env, data_dir, problems),
+    )
 
 
 def _check_jwt_secret(secret: str) -> str | None:
