@@ -133,9 +133,10 @@ async def _ensure_credentials(settings: ApiSettings, state_path: Path) -> tuple[
             settings,
             name="dev-worker",
             owner_email=admin["email"],
-            capabilities=[],
+            capabilities=list(settings.planner.planner_capabilities),
             concurrency=8,
             is_public=True,
+            trusted=True,  # our own worker: it gets users' sealed LLM settings (docs/planner.md)
         )
         agent = {"id": agent_id, "token": token}
         created = True
@@ -271,6 +272,9 @@ def _start(options: DevOptions, environ: Mapping[str, str], stack: _Stack, stop:
     settings = load_settings(env)
     database_url = settings.database.url.reveal()
     env["DATABASE_URL"] = database_url
+    if settings.planner.llm_seal_key is not None:
+        # Dev generates the key into the data dir; the worker needs the same one to unseal LLM credentials.
+        env.setdefault("TASKYARD_API_LLM_SEAL_KEY", settings.planner.llm_seal_key.reveal())
     _say("applying migrations")
     upgrade(database_url, "head")
     state, created = asyncio.run(_ensure_credentials(settings, data_dir / DEV_STATE_FILE))
