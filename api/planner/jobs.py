@@ -199,10 +199,9 @@ class PlannerJobs:
                 return applied
             if applied is not None and applied.state == "failed":
                 error = applied.error or {}
-                raise UpstreamFailedError(
-                    f"the LLM task failed: {error.get('message', 'no answer')}",
-                    {"jobId": job.id, "taskId": task_id, "error": error.get("error", "failed")},
-                )
+                name, message = str(error.get("error", "failed")), str(error.get("message", ""))
+                text = f"the LLM task failed ({name})" + (f": {message}" if message and message != name else "")
+                raise UpstreamFailedError(text, {"jobId": job.id, "taskId": task_id, "error": name})
         location = job_location(job.id)
         logger.info("planner job past the wait bound job_id=%s task_id=%s", job.id, task_id)
         raise PlannerTimeoutError(
