@@ -257,8 +257,9 @@ class PlannerSettings:
     llm_task_types: tuple[str, ...] = ("llm.chat", "planner.from_text", "planner.reply")
     """Task types whose `task/submit` to a trusted agent carries the owner's sealed LLM settings."""
     llm_base_url_allowlist: tuple[str, ...] = ()
-    """Hosts, IPs or CIDR networks a user's LLM base URL may point to although they are private or loopback
-    (e.g. a local model server). Everything else must resolve to public addresses only."""
+    """Hosts, IPs or CIDR networks a user's LLM base URL may point to although they are private or loopback (e.g. a
+    local model server), each optionally with `:port` (without one, every port of it is allowed). Everything else
+    must resolve to public addresses only."""
     llm_credentials_cache_s: float = 5.0
     """How long a replica reuses an owner's decrypted LLM settings and an agent's trusted flag when sealing."""
 

@@ -55,28 +55,48 @@ class UnsafeUrlError(ValueError):
         self.reason = reason
 
 
+_Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+_PORT_SUFFIX = re.compile(r"^(?P<host>.+?):(?P<port>[0-9]{1,5})$")
+
+
+def _split_port(entry: str) -> tuple[str, int | None]:
+    """`host`, `host:port`, `[v6]:port`, `10.0.0.0/8` -> (host, port or None)."""
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
+    match = _PORT_SUFFIX.match(entry)
+    if match and ":" not in match.group("host"):  # a bare IPv6 address has colons of its own
+        return match.group("host"), int(match.group("port"))
+    return entry, None
+
+
 @dataclass(frozen=True, slots=True)
 class AllowList:
-    """Operator exceptions: exact host names, and IP networks (a bare address is a /32 or /128)."""
+    """Operator exceptions: host names and IP networks (a bare address is a /32 or /128), each optionally limited to
+    one port (`127.0.0.1:8089`): without a port, every port of the address is allowed (Redis on loopback too)."""
 
-    hosts: frozenset[str] = frozenset()
-    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    hosts: frozenset[tuple[str, int | None]] = frozenset()
+    networks: tuple[tuple[_Network, int | None], ...] = ()
 
     @classmethod
     def parse(cls, entries: Iterable[str]) -> AllowList:
-        hosts: set[str] = set()
-        networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        hosts: set[tuple[str, int | None]] = set()
+        networks: list[tuple[_Network, int | None]] = []
         for entry in (e.strip().lower() for e in entries):
             if not entry:
                 continue
+            host, port = _split_port(entry)
             try:
-                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+                networks.append((ipaddress.ip_network(host, strict=False), port))
             except ValueError:
-                hosts.add(entry.rstrip("."))
+                hosts.add((host.rstrip("."), port))
         return cls(frozenset(hosts), tuple(networks))
 
-    def allows_ip(self, ip: IPAddress) -> bool:
-        return any(ip.version == net.version and ip in net for net in self.networks)
+    def allows_ip(self, ip: IPAddress, port: int | None = None) -> bool:
+        return any(ip.version == net.version and ip in net and only in (None, port) for net, only in self.networks)
+
+    def allows_host(self, name: str, port: int | None = None) -> bool:
+        return (name, None) in self.hosts or (name, port) in self.hosts
 
 
 async def system_resolver(host: str) -> list[str]:
@@ -140,8 +160,8 @@ def parse_ipv4_like(host: str) -> ipaddress.IPv4Address | None:
     return ipaddress.IPv4Address(value)
 
 
-def _split(raw: str) -> tuple[str, str, bool]:
-    """(scheme, host, is an IPv6 literal) of a syntactically acceptable base URL."""
+def _split(raw: str) -> tuple[str, str, bool, int]:
+    """(scheme, host, is an IPv6 literal, port) of a syntactically acceptable base URL."""
     if not raw or len(raw) > MAX_URL_LENGTH:
         raise UnsafeUrlError(f"the base URL must be 1..{MAX_URL_LENGTH} characters", reason="invalid_url")
     if any(ord(c) <= 0x20 or ord(c) >= 0x7F or c == "\\" for c in raw):
@@ -156,12 +176,12 @@ def _split(raw: str) -> tuple[str, str, bool]:
         raise UnsafeUrlError("a base URL may not carry a query or fragment", reason="invalid_url")
     try:
         host = parts.hostname or ""
-        _ = parts.port
+        port = parts.port or (443 if scheme == "https" else 80)
     except ValueError as exc:
         raise UnsafeUrlError("the base URL's host or port is malformed", reason="invalid_url") from exc
     if not host:
         raise UnsafeUrlError("the base URL needs a host", reason="invalid_url")
-    return scheme, host, parts.netloc.startswith("[")
+    return scheme, host, parts.netloc.startswith("["), port
 
 
 def _literal(host: str, bracketed: bool) -> IPAddress | None:
@@ -185,13 +205,13 @@ def _check_name(host: str) -> str:
 async def check_base_url(raw: str, *, allow: AllowList, resolve: Resolver) -> str:
     """The URL (trimmed) when our workers may call it, else `UnsafeUrlError`."""
     url = raw.strip()
-    _, host, bracketed = _split(url)
+    _, host, bracketed, port = _split(url)
     literal = _literal(host, bracketed)
     if literal is not None:
-        if not (allow.allows_ip(literal) or is_public(literal)):
+        if not (allow.allows_ip(literal, port) or is_public(literal)):
             raise UnsafeUrlError("the base URL points to a private, loopback or reserved address")
         return url
-    if host.rstrip(".") in allow.hosts:
+    if allow.allows_host(host.rstrip("."), port):
         return url
     name = _check_name(host)
     try:
@@ -201,6 +221,6 @@ async def check_base_url(raw: str, *, allow: AllowList, resolve: Resolver) -> st
     if not addresses:
         raise UnsafeUrlError("the base URL's host does not resolve", reason="unresolvable")
     for address in addresses:
-        if not (allow.allows_ip(address) or is_public(address)):
+        if not (allow.allows_ip(address, port) or is_public(address)):
             raise UnsafeUrlError("the base URL's host resolves to a private, loopback or reserved address")
     return url

@@ -27,7 +27,7 @@ from tests.e2e.planner_support import (  # noqa: F401 - fixtures, used by name
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 BASE_URL = "http://127.0.0.1:9/v1"
-"""Loopback: refused for users unless allow-listed, and the stack allow-lists 127.0.0.1 (as for a fake LLM)."""
+"""Loopback: refused for users unless allow-listed; the stack allow-lists 127.0.0.1:9 (as it would a fake LLM)."""
 
 
 def _redis_dump(url: str) -> list[tuple[bytes, bytes]]:

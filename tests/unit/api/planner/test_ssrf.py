@@ -82,6 +82,22 @@ async def test_public_urls_are_accepted(url: str) -> None:
     assert await check_base_url(url, allow=AllowList(), resolve=resolve) == url
 
 
+async def test_an_allow_list_entry_with_a_port_admits_that_port_only() -> None:
+    allow = AllowList.parse(["127.0.0.1:8089", "[::1]:8089", "llm.internal:8000", "10.0.0.0/8:443"])
+
+    for url in ("http://127.0.0.1:8089/v1", "http://[::1]:8089", "http://llm.internal:8000", "https://10.9.9.9"):
+        assert await check_base_url(url, allow=allow, resolve=resolve) == url
+    for url in (
+        "http://127.0.0.1:6379",
+        "http://127.0.0.1",
+        "http://[::1]:6379",
+        "http://llm.internal",
+        "http://10.9.9.9",
+    ):
+        with pytest.raises(UnsafeUrlError):
+            await check_base_url(url, allow=allow, resolve=resolve)
+
+
 async def test_the_allow_list_admits_the_operators_exceptions_only() -> None:
     allow = AllowList.parse(["127.0.0.1", "10.0.0.0/8", "llm.internal"])
 
