@@ -275,6 +275,7 @@ def _start(options: DevOptions, environ: Mapping[str, str], stack: _Stack, stop:
     if settings.planner.llm_seal_key is not None:
         # Dev generates the key into the data dir; the worker needs the same one to unseal LLM credentials.
         env.setdefault("TASKYARD_API_LLM_SEAL_KEY", settings.planner.llm_seal_key.reveal())
+        env.setdefault("TASKYARD_WORKER_LLM_SEAL_KEY", env["TASKYARD_API_LLM_SEAL_KEY"])
     _say("applying migrations")
     upgrade(database_url, "head")
     state, created = asyncio.run(_ensure_credentials(settings, data_dir / DEV_STATE_FILE))
