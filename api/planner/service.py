@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 
 from api.db.base import utcnow
 from api.db.models.planner import PlannerMessage, PlannerSession, PlannerStep, PlannerTask
@@ -75,29 +75,30 @@ class PlannerService:
     # --- sessions -------------------------------------------------------------------------------
 
     async def default_session(self, user_id: str, task_id: int | None) -> PlannerSession:
-        """The task's default session, or the user's global one (task_id None); created and committed if missing."""
+        """The task's default session, or the user's global one (task_id None); created and committed if missing.
+
+        `INSERT ... ON CONFLICT DO NOTHING` on the unique `default_key`: concurrent first uses create one session
+        and nobody's transaction is rolled back (a rollback would expire the rows the caller holds).
+        """
         key = f"task:{task_id}" if task_id is not None else f"global:{user_id}"
-        found = await self._session.scalar(select(PlannerSession).where(PlannerSession.default_key == key))
+        query = select(PlannerSession).where(PlannerSession.default_key == key)
+        found = await self._session.scalar(query)
         if found is not None:
             return found
-        row = PlannerSession(
-            user_id=user_id,
-            task_id=task_id,
-            type="task" if task_id is not None else "global",
-            default_key=key,
-            created_at=utcnow(),
-        )
-        self._session.add(row)
-        try:
-            await self._session.commit()
-        except IntegrityError:
-            # A concurrent request created it first: answer with that one.
-            await self._session.rollback()
-            found = await self._session.scalar(select(PlannerSession).where(PlannerSession.default_key == key))
-            if found is None:
-                raise
-            return found
-        return row
+        insert = sqlite.insert if self._session.get_bind().dialect.name == "sqlite" else postgresql.insert
+        values = {
+            "user_id": user_id,
+            "task_id": task_id,
+            "type": "task" if task_id is not None else "global",
+            "default_key": key,
+            "created_at": utcnow(),
+        }
+        await self._session.execute(insert(PlannerSession).values(values).on_conflict_do_nothing())
+        await self._session.commit()
+        created = await self._session.scalar(query)
+        if created is None:  # unreachable: the row exists, ours or a concurrent request's
+            raise NotFoundError("session not found")
+        return created
 
     async def owned_session(self, user_id: str, session_id: int) -> PlannerSession:
         session = await self._session.get(PlannerSession, session_id)

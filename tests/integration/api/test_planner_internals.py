@@ -15,7 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.db.base import utcnow
 from api.db.models.agents import Agent
-from api.db.models.planner import LlmSettingsRow, PlannerJob, PlannerMessage, PlannerStep, PlannerTask
+from api.db.models.planner import (
+    LlmSettingsRow,
+    PlannerJob,
+    PlannerMessage,
+    PlannerSession,
+    PlannerStep,
+    PlannerTask,
+)
 from api.db.models.tasks import Task
 from api.planner.applier import JobApplier
 from api.planner.apply import apply_job
@@ -23,6 +30,7 @@ from api.planner.credentials import CredentialSealer
 from api.planner.crypto import KeyRing
 from api.planner.live import SessionFeed
 from api.planner.patches import MAX_STEPS_PER_TASK, apply_patches
+from api.planner.service import PlannerService
 from api.planner.waiter import TaskWaiter
 from api.ws.fanout import WatchEvent, event_from_payload
 from api.ws.registry import SessionRegistry
@@ -372,3 +380,23 @@ async def test_sealing_at_delivery(sessionmaker: Db, broken_key: bool) -> None:
         ).submit_payload(trusted, _entry(task_id, "planner.from_text"))
         == _entry(task_id, "planner.from_text").payload_json
     )
+
+
+# --- sessions created on first use ------------------------------------------------------------------------
+
+
+async def test_concurrent_first_uses_create_one_session(sessionmaker: Db) -> None:
+    user = await make.user(sessionmaker)
+    task_id, _ = await make.planner_task(sessionmaker, user)
+
+    async def first_use(task: int | None) -> int:
+        async with sessionmaker() as session:
+            found = await PlannerService(session).default_session(user, task)
+            return found.id
+
+    global_ids = await asyncio.gather(*(first_use(None) for _ in range(5)))
+    task_ids = await asyncio.gather(*(first_use(task_id) for _ in range(5)))
+
+    assert len(set(global_ids)) == 1
+    assert len(set(task_ids)) == 1
+    assert await _count(sessionmaker, PlannerSession, user_id=user) == 2
