@@ -21,6 +21,7 @@ from api.db.session import create_engine, create_sessionmaker, provide_db_sessio
 from api.errors import exception_handlers
 from api.health import healthz, readyz
 from api.http import RequestContextMiddleware, require_json_body
+from api.planner import wiring as planner_wiring
 from api.ratelimit import RateLimiter
 from api.settings import SettingsError
 from api.tasks import wiring
@@ -135,8 +136,13 @@ def create_app(settings: ApiSettings) -> Litestar:
             allow_credentials=False,
         )
     app = Litestar(
-        route_handlers=[healthz, readyz, AuthController, *wiring.route_handlers()],
-        lifespan=[_core_lifespan(settings, settings.redis.url.reveal()), *wiring.lifespans()],
+        route_handlers=[healthz, readyz, AuthController, *wiring.route_handlers(), *planner_wiring.route_handlers()],
+        # The planner's lifespan comes last: it uses the /ws session registry.
+        lifespan=[
+            _core_lifespan(settings, settings.redis.url.reveal()),
+            *wiring.lifespans(),
+            *planner_wiring.lifespans(),
+        ],
         dependencies={"db_session": Provide(provide_db_session)},
         exception_handlers=exception_handlers(),
         middleware=[require_json_body],

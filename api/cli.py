@@ -123,6 +123,7 @@ async def create_agent(
     concurrency: int,
     is_public: bool,
     agent_type: str = "generic",
+    trusted: bool = False,
 ) -> tuple[str, str]:
     """Create an agent through the agents service (owner: `owner_email`, else the first admin).
 
@@ -156,6 +157,7 @@ async def create_agent(
                 capabilities=list(capabilities),
                 concurrency=concurrency,
                 is_public=is_public,
+                trusted=trusted,
             )
             # Creating an agent touches only the database; the scheduler learns of it when it connects.
             service = AgentService(session, scheduler=None)  # type: ignore[arg-type]
@@ -279,6 +281,7 @@ def _cmd_create_agent(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             is_public=args.public,
             agent_type=args.type,
+            trusted=args.trusted,
         )
     )
     print(f"agent id:    {agent_id}")
@@ -393,6 +396,7 @@ def _add_create_agent(sub: Any) -> None:
     p.add_argument("--capability", action="append", help="a capability (repeat for several)")
     p.add_argument("--concurrency", type=int, default=4, help="tasks run at once (default 4)")
     p.add_argument("--public", action="store_true", help="visible to and usable by every user")
+    p.add_argument("--trusted", action="store_true", help="our own LLM worker: gets users' sealed LLM settings")
     p.add_argument("--owner-email", default=None)
     p.set_defaults(func=_cmd_create_agent)
 

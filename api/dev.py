@@ -115,8 +115,9 @@ async def _agent_exists(settings: ApiSettings, agent_id: str) -> bool:
             if agent is None:
                 return False
             missing = set(DEV_AGENT_CAPABILITIES) - set(agent.capabilities)
-            if missing:
+            if missing or not agent.trusted:
                 agent.capabilities = sorted(set(agent.capabilities) | missing)
+                agent.trusted = True  # our own worker: it gets users' sealed LLM settings
                 await session.commit()
             return True
     finally:
@@ -148,6 +149,7 @@ async def _ensure_credentials(settings: ApiSettings, state_path: Path) -> tuple[
             capabilities=list(DEV_AGENT_CAPABILITIES),
             concurrency=8,
             is_public=True,
+            trusted=True,  # our own worker: it gets users' sealed LLM settings (docs/planner.md)
         )
         agent = {"id": agent_id, "token": token}
         created = True
@@ -287,6 +289,10 @@ def _start(options: DevOptions, environ: Mapping[str, str], stack: _Stack, stop:
     settings = load_settings(env)
     database_url = settings.database.url.reveal()
     env["DATABASE_URL"] = database_url
+    if settings.planner.llm_seal_key is not None:
+        # Dev generates the key into the data dir; the worker needs the same one to unseal LLM credentials.
+        env.setdefault("TASKYARD_API_LLM_SEAL_KEY", settings.planner.llm_seal_key.reveal())
+        env.setdefault("TASKYARD_WORKER_LLM_SEAL_KEY", env["TASKYARD_API_LLM_SEAL_KEY"])
     _say("applying migrations")
     upgrade(database_url, "head")
     state, created = asyncio.run(_ensure_credentials(settings, data_dir / DEV_STATE_FILE))

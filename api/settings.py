@@ -15,6 +15,8 @@ cannot be written the secret is random per process.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import hmac
 import itertools
@@ -38,6 +40,7 @@ __all__ = (
     "AuthSettings",
     "DatabaseSettings",
     "HttpSettings",
+    "PlannerSettings",
     "RateLimitSettings",
     "RedisSettings",
     "Secret",
@@ -223,6 +226,45 @@ class TasksSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PlannerSettings:
+    planner_wait_s: float = 60.0
+    """How long the LLM-backed planner routes wait for their task; past it they answer 504 with the job id and the
+    result is still stored when the task ends."""
+    planner_task_timeout_s: int = 300
+    """Run deadline of each planner task (`planner.from_text`, `planner.reply`) on its agent."""
+    planner_task_max_attempts: int = 2
+    """Attempts of each planner task (agent losses and retryable errors count)."""
+    planner_task_priority: int = 7
+    """Queue priority (0..9) of planner tasks: a person is waiting on them."""
+    planner_capabilities: tuple[str, ...] = ("llm",)
+    """Capabilities an agent needs to run planner tasks (comma-separated)."""
+    planner_recheck_interval_s: float = 2.0
+    """A waiting request re-reads its task this often in case the event that ends it was missed (pub/sub)."""
+    planner_apply_interval_s: float = 2.0
+    """How often each replica applies finished planner jobs nobody waited for (after a 504); 0: never."""
+    planner_stale_job_s: float = 900.0
+    """A job whose task never appeared (a crash between the two writes) is failed after this long."""
+    planner_llm_per_user: int = 30
+    """LLM-backed planner requests (from-text, session messages) per user per window; then 429."""
+    planner_llm_window_s: int = 60
+    """Window of the per-user LLM request count."""
+    secrets_key: Secret | None = None
+    """Key(s) encrypting users' LLM API keys at rest: 32 bytes as base64url, comma-separated for rotation (the
+    first encrypts, all decrypt). Dev: generated into the data dir. Prod without it: API keys cannot be stored."""
+    llm_seal_key: Secret | None = None
+    """Key (32 bytes, base64url) sealing a task owner's LLM settings for trusted agents; our LLM workers hold the
+    same key. Dev: generated into the data dir. Unset in prod: no credentials are sent (workers use defaults)."""
+    llm_task_types: tuple[str, ...] = ("llm.chat", "planner.from_text", "planner.reply")
+    """Task types whose `task/submit` to a trusted agent carries the owner's sealed LLM settings."""
+    llm_base_url_allowlist: tuple[str, ...] = ()
+    """Hosts, IPs or CIDR networks a user's LLM base URL may point to although they are private or loopback (e.g. a
+    local model server), each optionally with `:port` (without one, every port of it is allowed). Everything else
+    must resolve to public addresses only."""
+    llm_credentials_cache_s: float = 5.0
+    """How long a replica reuses an owner's decrypted LLM settings and an agent's trusted flag when sealing."""
+
+
+@dataclass(frozen=True, slots=True)
 class ApiSettings:
     env: Literal["dev", "prod"] = "dev"
     """`APP_ENV`: dev (embedded defaults, open registration) or prod (strict checks)."""
@@ -237,6 +279,7 @@ class ApiSettings:
     ratelimit: RateLimitSettings = field(default_factory=RateLimitSettings)
     ws: WsSettings = field(default_factory=WsSettings)
     tasks: TasksSettings = field(default_factory=TasksSettings)
+    planner: PlannerSettings = field(default_factory=PlannerSettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     # The API applies agent frames (retry backoff, stream bounds, TTLs) through the same scripts as the
     # scheduler process, so it reads the same `TASKYARD_SCHEDULER_*` variables (docs/operations.md).
@@ -264,6 +307,7 @@ _GROUPS: dict[str, type[Any]] = {
     "ratelimit": RateLimitSettings,
     "ws": WsSettings,
     "tasks": TasksSettings,
+    "planner": PlannerSettings,
 }
 
 # Fields whose environment name is not `TASKYARD_API_<FIELD>`.
@@ -382,6 +426,55 @@ def _dev_jwt_secret(data_dir: Path) -> str:
     return value
 
 
+def _dev_key(data_dir: Path, name: str) -> str:
+    """A persisted dev key (32 random bytes, base64url), like the dev JWT secret."""
+    path = data_dir / name
+    try:
+        existing = path.read_text(encoding="utf-8").strip()
+        if _key_problem(existing) is None:
+            return existing
+    except OSError:
+        pass
+    value = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(value)
+    except OSError:
+        pass
+    return value
+
+
+def _key_problem(value: str) -> str | None:
+    """None when `value` is 32 bytes in base64url without padding, else what is wrong (never the value)."""
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (ValueError, binascii.Error):
+        return "must be base64url"
+    return None if len(raw) == 32 else "must decode to 32 bytes"
+
+
+def _planner_key(current: Secret | None, name: str, env: str, data_dir: Path, problems: list[str]) -> Secret | None:
+    if current is None and env == "dev":
+        current = Secret(_dev_key(data_dir, name.replace("_", "-")))
+    if current is not None:
+        for part in current.reveal().split(","):
+            bad = _key_problem(part.strip())
+            if bad:
+                problems.append(f"{env_name('planner', name)}: {bad}")
+    return current
+
+
+def _planner_keys(planner: PlannerSettings, env: str, data_dir: Path, problems: list[str]) -> PlannerSettings:
+    """The two keys, checked; in dev, generated into the data dir when unset (`secrets-key`, `llm-seal-key`)."""
+    return dataclasses.replace(
+        planner,
+        secrets_key=_planner_key(planner.secrets_key, "secrets_key", env, data_dir, problems),
+        llm_seal_key=_planner_key(planner.llm_seal_key, "llm_seal_key", env, data_dir, problems),
+    )
+
+
 def _check_jwt_secret(secret: str) -> str | None:
     if not secret:
         return "JWT_SECRET: required when APP_ENV=prod"
@@ -429,6 +522,8 @@ def load_settings(environ: Mapping[str, str]) -> ApiSettings:
     elif not auth.jwt_secret.reveal():
         auth = dataclasses.replace(auth, jwt_secret=Secret(_dev_jwt_secret(data_dir)))
 
+    planner = _planner_keys(groups["planner"], env, data_dir, problems)
+
     scheduler = SchedulerSettings()
     try:
         scheduler = load_scheduler_settings(environ)
@@ -449,6 +544,7 @@ def load_settings(environ: Mapping[str, str]) -> ApiSettings:
         ratelimit=groups["ratelimit"],
         ws=groups["ws"],
         tasks=groups["tasks"],
+        planner=planner,
     )
 
 
@@ -488,6 +584,7 @@ def settings_reference() -> str:
             if group == "http" and f.name in ("host", "port"):
                 continue
             default = f.default if f.default is not dataclasses.MISSING else None
-            shown = "(secret)" if isinstance(default, Secret) or f.name in ("url", "jwt_secret") else repr(default)
+            secret = isinstance(default, Secret) or f.name in ("url", "jwt_secret", "secrets_key", "llm_seal_key")
+            shown = "(secret)" if secret else repr(default)
             lines.append(f"| `{env_name(group, f.name)}` | `{shown}` | {docs.get(f.name, '')} |")
     return "\n".join(lines) + "\n"

@@ -73,6 +73,7 @@ _SubjectId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)
 _Seconds = Annotated[float, msgspec.Meta(gt=0, le=86400)]
 _Count = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
 _AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+_PlannerId = Annotated[int, msgspec.Meta(ge=1, le=2**53 - 1, description="A planner object id (seed 002).")]
 
 
 class _Payload(msgspec.Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
@@ -255,8 +256,15 @@ class TaskStatusEvent(_Payload):
     """Why, for requeues, failures and cancels."""
 
 
+def _one_target(task_id: str | None, session_id: int | None, all_: bool) -> None:
+    if (task_id is not None) + (session_id is not None) + all_ != 1:
+        # Raised inside decoding, msgspec turns this into a ValidationError naming the payload.
+        raise ValueError("give exactly one of `taskId`, `sessionId` or `all: true`")
+
+
 class Subscribe(_Payload):
-    """`subscribe`, client -> server: watch one task (`taskId`) or all of the user's tasks (`all: true`).
+    """`subscribe`, client -> server: watch one task (`taskId`), all of the user's tasks (`all: true`), or a
+    planner session (`sessionId`: the events of the tasks answering its messages, e.g. an LLM reply's tokens).
 
     Delivery: answered once, by `ack` or `error`. With `lastSeq`, the server first replays the task's
     events after that sequence number, then streams new ones, in order.
@@ -266,24 +274,27 @@ class Subscribe(_Payload):
     all: bool = False
     last_seq: Seq | None = None
     """Replay events of `taskId` after this sequence number."""
+    session_id: _PlannerId | None = None
+    """A planner session of the user (`/api/planner/sessions/{id}`)."""
 
     def __post_init__(self) -> None:
-        if (self.task_id is None) == (not self.all):
-            # Raised inside decoding, msgspec turns this into a ValidationError naming the payload.
-            raise ValueError("give exactly one of `taskId` or `all: true`")
+        _one_target(self.task_id, self.session_id, self.all)
         if self.last_seq is not None and self.task_id is None:
             raise ValueError("`lastSeq` needs `taskId`")
 
 
 class Unsubscribe(_Payload):
-    """`unsubscribe`, client -> server: stop watching one task or everything. Delivery: answered once, by `ack`."""
+    """`unsubscribe`, client -> server: stop watching one task, a planner session, or everything.
+
+    Delivery: answered once, by `ack`.
+    """
 
     task_id: TaskId | None = None
     all: bool = False
+    session_id: _PlannerId | None = None
 
     def __post_init__(self) -> None:
-        if (self.task_id is None) == (not self.all):
-            raise ValueError("give exactly one of `taskId` or `all: true`")
+        _one_target(self.task_id, self.session_id, self.all)
 
 
 class Ack(_Payload):

@@ -126,6 +126,8 @@ class AgentView(_View):
     meta: dict[str, Any]
     is_public: bool
     """Whether other users' tasks may be placed on it."""
+    trusted: bool
+    """Set by an admin for our own LLM workers: only they receive a task owner's sealed LLM credentials."""
     online: bool
     """Fresh heartbeat right now."""
     running: int

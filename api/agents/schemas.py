@@ -52,6 +52,8 @@ class AgentCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw
     meta: dict[str, Any] = msgspec.field(default_factory=dict)
     is_public: bool = False
     """Public agents may be used and seen by every user; private ones by admins only."""
+    trusted: bool = False
+    """Our own LLM workers: they get the task owner's LLM settings, sealed, with LLM tasks (docs/planner.md)."""
     token: Token | None = None
     """Optional caller-chosen token (at least 32 printable characters); generated when absent."""
 
@@ -66,6 +68,7 @@ class AgentUpdate(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw
     tags: Tags | msgspec.UnsetType = msgspec.UNSET
     meta: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
     is_public: bool | msgspec.UnsetType = msgspec.UNSET
+    trusted: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class RotateToken(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):

@@ -88,6 +88,7 @@ def _out(agent: Agent, presence: AgentPresence | None) -> dict[str, Any]:
         "tags": list(agent.tags),
         "meta": dict(agent.meta),
         "is_public": agent.is_public,
+        "trusted": agent.trusted,
         "online": presence is not None,
         "running": presence.running if presence is not None else 0,
         "created_at": agent.created_at,
@@ -159,6 +160,7 @@ class AgentService:
             tags=list(data.tags),
             meta=dict(data.meta),
             is_public=data.is_public,
+            trusted=data.trusted,
             token_hash=hash_token(token),
             token_rotated_at=now,
             created_at=now,
@@ -185,6 +187,8 @@ class AgentService:
             agent.meta = dict(data.meta)
         if data.is_public is not msgspec.UNSET:
             agent.is_public = data.is_public
+        if data.trusted is not msgspec.UNSET:
+            agent.trusted = data.trusted
         agent.updated_at = utcnow()
         await self._session.flush()
         return agent

@@ -49,7 +49,7 @@ from protocol.messages import (
 from scheduler.types import AgentSpec, Outcome
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Awaitable, Callable, Coroutine
 
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -143,7 +143,10 @@ class AgentSession(Session):
         consumer: str,
         token: str,
         lanes: FrameLanes,
+        submit_payload: Callable[[str, InboxEntry], Awaitable[bytes]] | None = None,
     ) -> None:
+        """`submit_payload(agent id, entry)`: the planner's hook giving the submit payload to send (it adds
+        sealed LLM credentials for trusted agents, api/planner/credentials.py); None sends entries as stored."""
         super().__init__(conn, session_id)
         self._token = token
         self.agent = agent
@@ -151,6 +154,7 @@ class AgentSession(Session):
         self._scheduler = scheduler
         self._db = db
         self._settings = settings
+        self._submit_payload = submit_payload
         self._consumer = consumer
         self._unaccepted: OrderedDict[tuple[str, int], str] = OrderedDict()
         self._acks: list[str] = []
@@ -294,7 +298,10 @@ class AgentSession(Session):
         cancels: list[str] = []
         for entry in entries:
             if entry.kind == "submit":
-                await self.conn.send_text(encode_raw_frame("task/submit", entry.payload_json).decode())
+                payload = entry.payload_json
+                if self._submit_payload is not None:
+                    payload = await self._submit_payload(self.agent.id, entry)
+                await self.conn.send_text(encode_raw_frame("task/submit", payload).decode())
                 self._remember(entry.task_id, entry.attempt, entry.entry_id)
             else:
                 await self.conn.send_text(encode_raw_frame("task/cancel", entry.payload_json).decode())

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from api.auth.identity import CurrentUser
+    from api.planner.live import SessionFeed
     from api.settings import WsSettings
     from api.ws.agent_status import AgentStatusEvent, AgentStatusFeed
     from api.ws.fanout import WatchEvent
@@ -68,6 +69,7 @@ class ClientSession(Session):
         db: async_sessionmaker[AsyncSession],
         settings: WsSettings,
         agent_feed: AgentStatusFeed | None = None,
+        planner_sessions: SessionFeed | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(conn, session_id)
@@ -78,6 +80,7 @@ class ClientSession(Session):
         self._settings = settings
         self._clock = clock
         self._agent_feed = agent_feed
+        self._planner_sessions = planner_sessions
         self._outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=max(1, settings.send_backlog))
         self._tasks: set[str] = set()
         self._all = False
@@ -165,6 +168,8 @@ class ClientSession(Session):
             self._registry.unwatch_task(task_id, self)
         self._registry.unwatch_owner(self.user.id, self)
         self._registry.unwatch_everything(self)
+        if self._planner_sessions is not None:
+            self._planner_sessions.unwatch_all(self)
 
     async def _receive(self) -> Frame | None:
         expires_in = self.user.token_exp - self._clock()
@@ -191,6 +196,9 @@ class ClientSession(Session):
             await self.conn.reject(ErrorCode.VALIDATION_ERROR, "clients may not send this type", ref=frame.id)
 
     async def _subscribe(self, ref: str, sub: Subscribe) -> None:
+        if sub.session_id is not None:
+            await self._subscribe_session(ref, sub.session_id)
+            return
         if sub.all:
             if self.user.is_admin:
                 self._registry.watch_everything(self)
@@ -257,4 +265,17 @@ class ClientSession(Session):
         elif unsub.task_id is not None:
             self._registry.unwatch_task(unsub.task_id, self)
             self._tasks.discard(unsub.task_id)
+        elif unsub.session_id is not None and self._planner_sessions is not None:
+            self._planner_sessions.unwatch(self, unsub.session_id)
         self._reply(Ack(ref=ref))
+
+    # --- planner sessions (`subscribe {sessionId}`; the routing lives in api/planner/live.py) ----------
+
+    async def _subscribe_session(self, ref: str, session_id: int) -> None:
+        feed = self._planner_sessions
+        found = feed is not None and await feed.watch(self, self.user.id, session_id)
+        self._reply(Ack(ref=ref) if found else ErrorFrame.of(ErrorCode.NOT_FOUND, "session not found", ref=ref))
+
+    def deliver_session_event(self, event: WatchEvent) -> None:
+        """Take one event of a watched planner session's task (from the planner's feed); never blocks."""
+        self._push_event(event)

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from litestar.datastructures import State
 
     from api.auth.identity import CurrentUser
+    from api.planner.live import SessionFeed
+    from api.planner.wiring import PlannerRuntime
     from api.settings import ApiSettings
     from api.ws.wiring import WsRuntime
 
@@ -122,6 +124,7 @@ async def _agent_session(socket: WebSocket[Any, Any, Any], state: State, runtime
         logger.warning("ws agent handshake: storage unavailable", exc_info=True)
         raise _Refused(ErrorCode.SERVICE_UNAVAILABLE, "try again later", CloseCode.TRY_AGAIN_LATER) from exc
     session_id = str(uuid.uuid4())
+    planner: PlannerRuntime | None = getattr(state, "planner", None)
     conn = FrameSocket(
         socket,
         max_frame_bytes=settings.ws.agent_max_frame_bytes,
@@ -139,6 +142,7 @@ async def _agent_session(socket: WebSocket[Any, Any, Any], state: State, runtime
         consumer=f"{runtime.node_id}:{session_id}",
         token=token,
         lanes=runtime.lanes,
+        submit_payload=planner.sealer.submit_payload if planner is not None else None,
     )
     try:
         await session.register()
@@ -173,7 +177,13 @@ async def _client_session(socket: WebSocket[Any, Any, Any], state: State, runtim
         db=state.db,
         settings=settings.ws,
         agent_feed=runtime.agent_feed,
+        planner_sessions=_planner_feed(state),
     )
+
+
+def _planner_feed(state: State) -> SessionFeed | None:
+    planner: PlannerRuntime | None = getattr(state, "planner", None)
+    return planner.feed if planner is not None else None
 
 
 async def _serve(

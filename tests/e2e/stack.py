@@ -151,9 +151,10 @@ class Stack:
         if result.returncode != 0:
             raise RuntimeError(f"migrate failed: {result.stdout.decode()} {result.stderr.decode()}")
 
-    def start_api(self, name: str = "api", port: int | None = None) -> str:
+    def start_api(self, name: str = "api", port: int | None = None, **env: str) -> str:
         port = port or find_free_port()
-        proc = self.spawn(name, [sys.executable, "-m", "api", "api", "--host", "127.0.0.1", "--port", str(port)])
+        argv = [sys.executable, "-m", "api", "api", "--host", "127.0.0.1", "--port", str(port)]
+        proc = self.spawn(name, argv, **env)
         url = f"http://127.0.0.1:{port}"
 
         def ready() -> bool:

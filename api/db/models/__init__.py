@@ -5,7 +5,22 @@ from __future__ import annotations
 from api.db.models.agents import Agent
 from api.db.models.audit import AuditLog
 from api.db.models.auth import RefreshToken, RevokedToken
+from api.db.models.planner import LlmSettingsRow, PlannerJob, PlannerMessage, PlannerSession, PlannerStep, PlannerTask
 from api.db.models.tasks import Task, TaskEvent
 from api.db.models.users import User
 
-__all__ = ("Agent", "AuditLog", "RefreshToken", "RevokedToken", "Task", "TaskEvent", "User")
+__all__ = (
+    "Agent",
+    "AuditLog",
+    "LlmSettingsRow",
+    "PlannerJob",
+    "PlannerMessage",
+    "PlannerSession",
+    "PlannerStep",
+    "PlannerTask",
+    "RefreshToken",
+    "RevokedToken",
+    "Task",
+    "TaskEvent",
+    "User",
+)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt  # noqa: TC003 - SQLAlchemy resolves Mapped[] at runtime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from api.db.base import ID_LENGTH, Base, IdColumn, JsonColumn, UTCDateTime, utcnow
@@ -32,6 +32,8 @@ class Agent(Base):
     tags: Mapped[list[str]] = mapped_column(JsonColumn)
     meta: Mapped[dict[str, Any]] = mapped_column(JsonColumn)
     is_public: Mapped[bool] = mapped_column(Boolean, default=False)
+    trusted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Set by an admin for our own LLM workers: only they get a task owner's sealed LLM credentials."""
     token_hash: Mapped[str] = mapped_column(String(TOKEN_HASH_LENGTH))
     token_rotated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -120,8 +120,9 @@ SAMPLES: dict[MessageType, list[Message]] = {
         Subscribe(task_id=TASK_ID),
         Subscribe(task_id=TASK_ID, last_seq=4),
         Subscribe(all=True),
+        Subscribe(session_id=1001),
     ],
-    "unsubscribe": [Unsubscribe(task_id=TASK_ID), Unsubscribe(all=True)],
+    "unsubscribe": [Unsubscribe(task_id=TASK_ID), Unsubscribe(all=True), Unsubscribe(session_id=1001)],
     "ack": [Ack(ref=FRAME_ID), Ack(ref=FRAME_ID, duplicate=True)],
     "error": [
         ErrorFrame(error="validation_error", message="bad", code=1001, details={"field": "$.payload.taskId"}),

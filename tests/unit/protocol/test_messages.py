@@ -84,8 +84,14 @@ def test_task_status_at_is_rfc3339_with_offset() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{}, {"task_id": TASK_ID, "all": True}, {"all": True, "last_seq": 3}],
-    ids=["neither", "both", "lastSeq-without-taskId"],
+    [
+        {},
+        {"task_id": TASK_ID, "all": True},
+        {"all": True, "last_seq": 3},
+        {"session_id": 1001, "task_id": TASK_ID},
+        {"session_id": 1001, "last_seq": 3},
+    ],
+    ids=["neither", "both", "lastSeq-without-taskId", "session-and-task", "lastSeq-with-session"],
 )
 def test_subscribe_needs_exactly_one_target(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
@@ -95,6 +101,8 @@ def test_subscribe_needs_exactly_one_target(kwargs: dict[str, object]) -> None:
 def test_unsubscribe_needs_exactly_one_target() -> None:
     with pytest.raises(ValueError):
         Unsubscribe()
+    with pytest.raises(ValueError):
+        Unsubscribe(session_id=1, all=True)
 
 
 def test_error_frame_from_protocol_error_carries_code_details_and_ref() -> None:

@@ -99,6 +99,7 @@ def test_agent_view_has_no_token_field() -> None:
         tags=["eu"],
         meta={"zone": "b"},
         is_public=False,
+        trusted=True,
         online=True,
         running=2,
         created_at=T0,
@@ -108,6 +109,7 @@ def test_agent_view_has_no_token_field() -> None:
     wire = msgspec.json.decode(msgspec.json.encode(agent))
 
     assert wire["isPublic"] is False
+    assert wire["trusted"] is True
     assert wire["online"] is True
     assert "token" not in str(wire).lower()
 
