@@ -1,8 +1,8 @@
-"""`python -m bench` (`make bench`): taskyard against dramatiq and taskiq on one no-op workload.
+"""`python -m bench` (`make bench`): taskyard against its peers, mode by mode, in one run on one machine.
 
-One run owns its services: a private redis-server on a free port (taskyard db 0, dramatiq db 1,
-taskiq db 2) and a PostgreSQL database `taskyard_bench_<hex>`, both removed at the end. The peers run
-in `bench/.venv-peers` (created on first run). Results: a table on stdout and
+Every (mode, system) run starts from nothing: its own redis-server on a free port and, for taskyard,
+its own PostgreSQL database `taskyard_bench_<hex>`, both removed when it ends. The peers run in
+`bench/.venv-peers` (created on first use). Results: tables on stdout and
 `bench/results/<timestamp>.json`; process logs in `bench/results/<timestamp>-logs/`.
 """
 
@@ -13,41 +13,56 @@ import asyncio
 import datetime as dt
 import os
 import platform
-import shutil
 import subprocess
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
 
+from bench.modes import ALL_SYSTEMS, PEERS, Mode, RunContext
 from bench.peers.common import REPO_ROOT
-from bench.report import ratios, table, write_json
-from bench.services import PgDatabase, RedisServer
+from bench.report import median_result, mode_table, ratios, write_json
 
-SYSTEMS = ("taskyard", "dramatiq", "taskiq")
-PEER_DB = {"dramatiq": 1, "taskiq": 2}
+
+def registry() -> dict[str, Mode]:
+    """Every mode, in the order they run. A new mode is one module exposing MODE, added here."""
+    from bench.modes import batch
+
+    return {mode.name: mode for mode in (batch.MODE,)}
+
+
+# (flag, default, --quick default, help)
+SIZES: tuple[tuple[str, float, float, str], ...] = (
+    ("n", 5000, 1000, "batch: tasks in the throughput run"),
+    ("warmup", 50, 50, "batch: tasks run before measuring"),
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="N = 1,000 throughput / 100 sequential")
-    parser.add_argument("--n", type=int, help="tasks in the throughput run (default 5,000; --quick 1,000)")
-    parser.add_argument("--seq", type=int, help="tasks in each sequential latency run (default 300; --quick 100)")
-    parser.add_argument("--batch", type=int, default=500, help="tasks per submit batch (max 500)")
-    parser.add_argument("--warmup", type=int, default=50, help="tasks run before measuring")
-    parser.add_argument("--workers", type=int, default=2, help="taskyard worker processes (peers use 2)")
-    parser.add_argument("--api-replicas", type=int, default=1, help="taskyard API processes (workers spread over them)")
-    parser.add_argument("--concurrency", type=int, default=64, help="taskyard worker concurrency (per process)")
-    parser.add_argument("--submit-concurrency", type=int, default=2, help="taskyard batch requests in flight")
-    parser.add_argument("--repeat", type=int, default=1, help="throughput runs per system; the median is reported")
-    parser.add_argument("--only", choices=SYSTEMS, action="append", help="run only these systems (repeatable)")
+    modes = registry()
+    parser = argparse.ArgumentParser(prog="python -m bench", description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes for every mode (a smoke run)")
+    parser.add_argument("--mode", dest="modes", choices=list(modes), action="append", help="run only these modes")
+    parser.add_argument("--only", choices=ALL_SYSTEMS, action="append", help="run only these systems (repeatable)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per (mode, system); the median is reported")
     parser.add_argument("--timeout-s", type=float, default=300.0, help="bound on each measured phase")
+    parser.add_argument("--batch", type=int, default=500, help="batch: tasks per submit batch (max 500)")
+    parser.add_argument("--workers", type=int, default=2, help="taskyard worker processes (peers use 2)")
+    parser.add_argument("--concurrency", type=int, default=64, help="taskyard worker concurrency (per process)")
+    parser.add_argument("--api-replicas", type=int, default=1, help="taskyard API processes (workers spread over them)")
+    parser.add_argument("--submit-concurrency", type=int, default=2, help="batch: taskyard batch requests in flight")
     parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "bench" / "results")
+    for flag, default, _quick, text in SIZES:
+        kind = float if isinstance(default, float) else int
+        parser.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind, help=f"{text} (default {default:g})")
     args = parser.parse_args(argv)
-    args.n = args.n or (1000 if args.quick else 5000)
-    args.seq = args.seq or (100 if args.quick else 300)
+    for flag, default, quick, _ in SIZES:
+        if getattr(args, flag) is None:
+            setattr(args, flag, quick if args.quick else default)
     args.batch = max(1, min(args.batch, 500))
+    args.repeat = max(1, args.repeat)
+    args.modes = args.modes or list(modes)
+    args.systems = [s for s in ALL_SYSTEMS if not args.only or s in args.only]
     return args
 
 
@@ -81,56 +96,57 @@ def git_commit() -> str:
     return f"{head}+dirty" if dirty else head
 
 
-def run_taskyard(args: argparse.Namespace, redis: RedisServer, log_dir: Path) -> dict[str, Any]:
-    from bench.ty.stack import StackConfig, TaskyardStack
-    from bench.ty.workload import Workload, run_workload
+def prepare_peers(ctx: RunContext, modes: list[Mode]) -> dict[str, str]:
+    """The peers' venv, when a selected mode runs a peer; returns {peer: error} for peers that cannot run."""
+    wanted = {s for m in modes for s in m.systems if s in PEERS and s in ctx.args.systems}
+    if not wanted:
+        return {}
+    from bench.peers.venv import peers_python
 
-    db = PgDatabase()
-    data_dir = Path(tempfile.mkdtemp(prefix="taskyard-bench-data-"))
-    stack = TaskyardStack(
-        StackConfig(redis_url=redis.url(0), database_url=db.sqlalchemy_url, log_dir=log_dir, data_dir=data_dir),
-        api_replicas=args.api_replicas,
-    )
-    work = Workload(
-        n=args.n,
-        seq=args.seq,
-        batch=args.batch,
-        warmup=args.warmup,
-        workers=args.workers,
-        concurrency=args.concurrency,
-        submit_concurrency=args.submit_concurrency,
-        timeout_s=args.timeout_s,
-        repeat=max(1, args.repeat),
-    )
-    setup = (
-        f"{args.api_replicas} API process(es), 1 scheduler, "
-        f"{args.workers} worker processes x concurrency {args.concurrency}; "
-        f"batches of {args.batch} ({args.submit_concurrency} in flight); results in PostgreSQL {{pg}}"
-    )
     try:
-        db.create()
-        stack.prepare()
-        stack.start_api_and_scheduler()
-        result = asyncio.run(run_workload(stack, db.url, work))
-        stack.check_alive()
-        return {
-            "name": "taskyard",
-            "setup": setup.format(pg=db.version()),
-            **result,
-            "dispatch_measured_as": "POST /api/tasks answered -> probe agent received task/submit (one clock)",
-        }
-    except Exception as exc:  # the run goes on with the peers; the report says what failed and where
-        traceback.print_exc()
-        return {
-            "name": "taskyard",
-            "setup": setup.format(pg=""),
-            "error": f"{type(exc).__name__}: {exc}",
-            "logs": str(log_dir),
-        }
-    finally:
-        stack.stop()
-        db.drop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        python = peers_python(log=ctx.log_dir / "peers-venv.log")
+    except (OSError, subprocess.SubprocessError) as exc:  # no PyPI or a failed install: taskyard still runs
+        return {name: f"peers' venv: {exc}; see {ctx.log_dir / 'peers-venv.log'}" for name in wanted}
+    ctx.peers_python.update({name: python for name in wanted})
+    return {}
+
+
+async def run_one(ctx: RunContext, mode: Mode, system: str, attempt: int) -> dict[str, Any]:
+    """One (mode, system) run, bounded; a failure is returned as {"error"} and the run goes on."""
+    log_dir = ctx.sub_log_dir(mode.name, system, attempt)
+    bound_s = ctx.args.timeout_s * 3 + 300
+    try:
+        async with asyncio.timeout(bound_s):
+            return await mode.run(ctx, system, log_dir)
+    except Exception as exc:  # reported as FAILED with the reason; the trace is in the run's log dir
+        (log_dir / "error.txt").write_text(traceback.format_exc())
+        kind = "timed out" if isinstance(exc, TimeoutError) and not str(exc) else f"{type(exc).__name__}: {exc}"
+        return {"error": f"{kind} (see {log_dir})"}
+
+
+async def run_all(ctx: RunContext, modes: list[Mode]) -> dict[str, Any]:
+    broken = prepare_peers(ctx, modes)
+    out: dict[str, Any] = {}
+    for mode in modes:
+        systems = [s for s in mode.systems if s in ctx.args.systems]
+        runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
+        # Repetitions interleave the systems, so a change in the box's load hits them alike.
+        for attempt in range(ctx.args.repeat):
+            for system in systems:
+                print(f"[{mode.name}] {system} (run {attempt + 1}/{ctx.args.repeat}) ...", flush=True)
+                if system in broken:
+                    runs[system].append({"error": broken[system]})
+                    continue
+                load = os.getloadavg()
+                result = await run_one(ctx, mode, system, attempt)
+                result["loadavg"] = {"before": load, "after": os.getloadavg()}
+                runs[system].append(result)
+        results = {s: median_result(r, mode.metrics[0]) for s, r in runs.items()}
+        out[mode.name] = {"title": mode.title, "results": results, "ratios": ratios(mode, results)}
+        if ctx.args.repeat > 1:
+            out[mode.name]["runs"] = runs
+        print("\n" + mode_table(mode, results) + "\n", flush=True)
+    return out
 
 
 MODES = {"llm-stream": "bench.llm_stream"}
@@ -145,76 +161,29 @@ def main(argv: list[str] | None = None) -> int:
         return int(importlib.import_module(MODES[argv[0]]).main(argv[1:]))
     args = parse_args(argv)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    log_dir = args.results_dir / f"{stamp}-logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    wanted = [name for name in SYSTEMS if not args.only or name in args.only]
+    ctx = RunContext(args=args, log_dir=args.results_dir / f"{stamp}-logs")
+    ctx.log_dir.mkdir(parents=True, exist_ok=True)
+    all_modes = registry()
+    modes = [all_modes[name] for name in all_modes if name in args.modes]
     print(
-        f"bench {stamp}: n={args.n} seq={args.seq} batch={args.batch}; systems {', '.join(wanted)}; logs in {log_dir}",
+        f"bench {stamp}: modes {', '.join(m.name for m in modes)}; systems {', '.join(args.systems)}"
+        f"{' (quick)' if args.quick else ''}; logs in {ctx.log_dir}",
         flush=True,
     )
-    results: dict[str, dict[str, Any]] = {}
-    redis = RedisServer(log_dir).start()
-    try:
-        if "taskyard" in wanted:
-            print("running taskyard ...", flush=True)
-            load_before = os.getloadavg()
-            results["taskyard"] = run_taskyard(args, redis, log_dir)
-            results["taskyard"]["loadavg"] = {"before": load_before, "after": os.getloadavg()}
-        peers = [name for name in wanted if name in PEER_DB]
-        if peers:
-            from bench.peers.runner import run_peer
-            from bench.peers.venv import peers_python
-
-            try:
-                python = peers_python(log=log_dir / "peers-venv.log")
-            except (OSError, subprocess.SubprocessError) as exc:
-                # No PyPI, or a failed install: report it and keep the numbers we have.
-                python = None
-                for name in peers:
-                    results[name] = {"name": name, "error": f"peers' venv: {exc}; see {log_dir / 'peers-venv.log'}"}
-            for name in peers if python is not None else []:
-                print(f"running {name} ...", flush=True)
-                load_before = os.getloadavg()
-                results[name] = run_peer(
-                    name,
-                    python=python,
-                    redis_url=redis.url(PEER_DB[name]),
-                    n=args.n,
-                    seq=args.seq,
-                    batch=args.batch,
-                    log_dir=log_dir,
-                    timeout_s=args.timeout_s,
-                    repeat=max(1, args.repeat),
-                )
-                results[name]["loadavg"] = {"before": load_before, "after": os.getloadavg()}
-        redis_version = redis.version()
-    finally:
-        redis.stop()
+    mode_results = asyncio.run(run_all(ctx, modes))
+    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     report = {
         "started_at": stamp,
         "machine": machine(),
-        "redis": redis_version,
         "taskyard_commit": git_commit(),
-        "params": {
-            "n": args.n,
-            "seq": args.seq,
-            "batch": args.batch,
-            "warmup": args.warmup,
-            "api_replicas": args.api_replicas,
-            "workers": args.workers,
-            "concurrency": args.concurrency,
-            "quick": args.quick,
-            "repeat": args.repeat,
-        },
-        "results": results,
-        "ratios": ratios(results),
+        "params": params,
+        "modes": mode_results,
     }
     out = args.results_dir / f"{stamp}.json"
     write_json(out, report)
-    print()
-    print(table(results))
-    print(f"\nwritten {out}")
-    return 1 if any("error" in r for r in results.values()) else 0
+    print(f"written {out}")
+    failed = any("error" in r for m in mode_results.values() for r in m["results"].values())
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

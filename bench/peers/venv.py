@@ -14,7 +14,13 @@ if TYPE_CHECKING:
 VENV_DIR = REPO_ROOT / "bench" / ".venv-peers"
 # Ranges, not exact pins: the bench measures what their users install today, within a major line
 # whose APIs the run scripts were written against. The versions used are recorded in each result.
-REQUIREMENTS = ("dramatiq[redis]>=2.2,<3", "taskiq>=0.13,<0.14", "taskiq-redis>=1.2,<2")
+REQUIREMENTS = (
+    "dramatiq[redis]>=2.2,<3",
+    "taskiq>=0.13,<0.14",
+    "taskiq-redis>=1.2,<2",
+    "celery[redis]>=5.5,<6",
+    "rq>=2.12,<3",
+)
 _STAMP = VENV_DIR / ".bench-requirements"
 
 

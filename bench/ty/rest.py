@@ -44,6 +44,7 @@ class RestClient:
     """One logged-in user's REST session."""
 
     def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
         self._http = httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(120.0, connect=10.0))
         self.access_token = ""
 
@@ -57,9 +58,18 @@ class RestClient:
         body = _check(await self._http.post("/api/auth/login", json={"email": email, "password": password}), 200)
         self.access_token = body.get("accessToken") or body["access_token"]
 
-    async def create_agent(self, name: str, *, concurrency: int, capabilities: list[str]) -> tuple[str, str]:
+    async def register(self, email: str, password: str) -> None:
+        """A new (non-admin) account; open registration is the dev default."""
+        body = {"email": email, "password": password, "name": email.split("@", maxsplit=1)[0]}
+        _check(await self._http.post("/api/auth/register", json=body), 201)
+
+    async def create_agent(
+        self, name: str, *, concurrency: int, capabilities: list[str], public: bool = False
+    ) -> tuple[str, str]:
         """Returns (agent id, agent token)."""
         payload = {"name": name, "type": "bench", "capabilities": capabilities, "concurrency": concurrency}
+        if public:
+            payload["isPublic"] = True
         body = _check(await self._http.post("/api/agents", json=payload, headers=self._auth()), 200, 201)
         return str(body["id"]), str(body["token"])
 
@@ -67,8 +77,10 @@ class RestClient:
         body = _check(await self._http.get(f"/api/agents/{agent_id}", headers=self._auth()), 200)
         return bool(body.get("online"))
 
-    async def submit_batch(self, count: int, *, capabilities: list[str] | None = None) -> list[str]:
-        task = {"type": NOOP_TYPE, "input": {}, "capabilities": capabilities or []}
+    async def submit_batch(
+        self, count: int, *, capabilities: list[str] | None = None, type_: str = NOOP_TYPE, input_: Any = None
+    ) -> list[str]:
+        task = {"type": type_, "input": input_ or {}, "capabilities": capabilities or []}
         response = await self._http.post("/api/tasks/batch", json={"tasks": [task] * count}, headers=self._auth())
         ids = _task_ids(_check(response, 200, 201, 207))
         if len(ids) != count:
@@ -79,3 +91,14 @@ class RestClient:
         task = {"type": NOOP_TYPE, "input": {}, "capabilities": capabilities or []}
         body = _check(await self._http.post("/api/tasks", json=task, headers=self._auth()), 200, 201)
         return str(body["id"])
+
+    async def count(self, status: str) -> int:
+        """How many of the caller's tasks have this status (the listing's `total`)."""
+        params = {"status": status, "pageSize": 1}
+        body = _check(await self._http.get("/api/tasks", params=params, headers=self._auth()), 200)
+        return int(body["total"])
+
+    async def task(self, task_id: str) -> dict[str, Any]:
+        """One task with its recorded history (`events`)."""
+        body: dict[str, Any] = _check(await self._http.get(f"/api/tasks/{task_id}", headers=self._auth()), 200)
+        return body

@@ -37,10 +37,15 @@ class TaskyardStack:
     so with several replicas the events cross replicas through Redis as in production.
     """
 
-    def __init__(self, config: StackConfig, *, api_replicas: int = 1) -> None:
+    def __init__(self, config: StackConfig, *, api_replicas: int = 1, extra_env: dict[str, str] | None = None) -> None:
         self.config = config
         self.ports = [free_port() for _ in range(max(1, api_replicas))]
         self.procs: list[Proc] = []
+        self._extra_env = dict(extra_env or {})
+
+    def pids(self, prefix: str) -> list[int]:
+        """Leader pids of the processes whose name starts with `prefix` (`api`, `scheduler`, `worker`)."""
+        return [proc.pid for proc in self.procs if proc.name.startswith(prefix) and proc.alive()]
 
     @property
     def base_url(self) -> str:
@@ -55,19 +60,22 @@ class TaskyardStack:
 
     def env(self) -> dict[str, str]:
         cfg = self.config
-        return dict(
-            os.environ,
-            APP_ENV="dev",
-            DATABASE_URL=cfg.database_url,
-            REDIS_URL=cfg.redis_url,
-            JWT_SECRET=cfg.jwt_secret,
-            TASKYARD_REDIS_PREFIX=cfg.prefix,
-            TASKYARD_DATA_DIR=str(cfg.data_dir),
-            # The bench measures the pipeline, not the submission rate limit (600/min per user by default).
-            TASKYARD_API_TASK_SUBMIT_PER_USER="100000000",
-            # A long run (--n 100000) must not outlive the watcher's access token (15 min by default).
-            TASKYARD_API_ACCESS_TOKEN_TTL_S="7200",
-            PYTHONPATH=str(REPO_ROOT),
+        return (
+            dict(
+                os.environ,
+                APP_ENV="dev",
+                DATABASE_URL=cfg.database_url,
+                REDIS_URL=cfg.redis_url,
+                JWT_SECRET=cfg.jwt_secret,
+                TASKYARD_REDIS_PREFIX=cfg.prefix,
+                TASKYARD_DATA_DIR=str(cfg.data_dir),
+                # The bench measures the pipeline, not the submission rate limit (600/min per user by default).
+                TASKYARD_API_TASK_SUBMIT_PER_USER="100000000",
+                # A long run (--n 100000) must not outlive the watcher's access token (15 min by default).
+                TASKYARD_API_ACCESS_TOKEN_TTL_S="7200",
+                PYTHONPATH=str(REPO_ROOT),
+            )
+            | self._extra_env
         )
 
     def _run_once(self, name: str, argv: list[str], *, stdin: bytes = b"", timeout_s: float = 120) -> None:
