@@ -26,15 +26,19 @@ from bench.report import median_result, mode_table, ratios, write_json
 
 def registry() -> dict[str, Mode]:
     """Every mode, in the order they run. A new mode is one module exposing MODE, added here."""
-    from bench.modes import batch
+    from bench.modes import batch, submit_concurrent, submit_seq
 
-    return {mode.name: mode for mode in (batch.MODE,)}
+    return {mode.name: mode for mode in (batch.MODE, submit_seq.MODE, submit_concurrent.MODE)}
 
 
 # (flag, default, --quick default, help)
 SIZES: tuple[tuple[str, float, float, str], ...] = (
     ("n", 5000, 1000, "batch: tasks in the throughput run"),
     ("warmup", 50, 50, "batch: tasks run before measuring"),
+    ("seq_submits", 1000, 200, "submit_seq: single submits, one at a time"),
+    ("concurrent_submits", 5000, 1000, "submit_concurrent: single submits in all"),
+    ("clients", 32, 32, "submit_concurrent: concurrent clients"),
+    ("client_procs", 2, 2, "submit_concurrent, open_loop: client processes the clients are spread over"),
 )
 
 

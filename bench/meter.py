@@ -183,5 +183,6 @@ def pg_delta(before: dict[str, Any], after: dict[str, Any], units: int) -> dict[
         "rows_inserted": _per(db["tup_inserted"], units),
         "rows_updated": _per(db["tup_updated"], units),
         "rows_deleted": _per(db["tup_deleted"], units),
+        "connections_opened": _per(db.get("sessions", 0), units),
         "tables": tables,
     }

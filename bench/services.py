@@ -22,7 +22,7 @@ from bench.procs import Proc, free_port, port_open, wait_until
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BENCH_APP_NAME = "taskyard-bench"
 """application_name of the bench's own connections: their backends are not the system's cost."""
-_DB_COUNTERS = ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted")
+_DB_COUNTERS = ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted", "sessions")
 _TABLE_COUNTERS = ("n_tup_ins", "n_tup_upd", "n_tup_del", "n_tup_hot_upd")
 
 

@@ -1,0 +1,103 @@
+"""Single submits, sequential or from concurrent clients (shared by `submit_seq` and `submit_concurrent`).
+
+taskyard: `POST /api/tasks` from client processes (`bench.ty.submitter`), each with its share of the
+clients; the window closes when PostgreSQL holds every task as done (so the cost is end to end).
+Peers: their enqueue call (`send()`, `kiq()`, `delay()`, `enqueue()`), then every result waited for.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from bench.children import Child, go_all, start_all, stop_all
+from bench.figures import merge_submits, submit_figures
+from bench.modes import TASKYARD
+from bench.peers.driver import peer_action
+from bench.ty.pgview import DoneCounter
+from bench.ty.stack import REPO_ROOT
+from bench.ty.system import describe, setup_text, taskyard_system
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from bench.modes import RunContext
+    from bench.ty.system import TySystem
+
+CLIENT_WARMUP = 2
+
+
+def _shares(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def submitters(ty: TySystem, action: str, params: list[dict[str, Any]]) -> list[Child]:
+    """Client processes of the project's venv running `bench.ty.submitter` (token in the environment)."""
+    children = []
+    for i, p in enumerate(params):
+        argv = ty.child_argv("bench.ty.submitter", "--base-url", ty.stack.base_url, "--action", action)
+        child = Child(
+            f"submitter-{i}",
+            [*argv, "--params", json.dumps(p)],
+            env=ty.child_env(BENCH_TOKEN=ty.rest.access_token),
+            cwd=REPO_ROOT,
+            log_path=ty.log_dir / f"submitter-{i}.log",
+        )
+        children.append(child)
+    ty.children.extend(children)
+    return children
+
+
+async def _taskyard(ctx: RunContext, log_dir: Path, n: int, clients: int, procs: int) -> dict[str, Any]:
+    a = ctx.args
+    async with taskyard_system(ctx, log_dir, workers=a.workers, concurrency=a.concurrency) as ty:
+        params = [
+            {"n": count, "clients": share, "warmup": CLIENT_WARMUP}
+            for count, share in zip(_shares(n, procs), _shares(clients, procs), strict=True)
+        ]
+        children = submitters(ty, "submits", params)
+        readies = await start_all(children, ready_timeout_s=60)
+        async with DoneCounter(ty.db) as done:
+            await done.wait_for(sum(r["warm"] for r in readies), timeout_s=60)
+            base = await done.count()
+            before = await ty.meter.open_window()
+            results = await go_all(children, timeout_s=a.timeout_s)
+            drained = await done.wait_for(base + n, timeout_s=a.timeout_s)
+            cost = await ty.meter.close_window(before, units=n, unit="task")
+        await stop_all(children)
+        raw = merge_submits(results)
+        raw["drained"] = drained
+        raw["answers"] = [[t0, t1] for t0, t1, _ in raw["answers"]]
+        result = {
+            **submit_figures(raw),
+            "setup": setup_text(ctx, a.workers, a.concurrency)
+            + f"; {clients} client(s) in {procs} process(es), one POST /api/tasks at a time each",
+            "cost": cost,
+        }
+        return describe(result, ty)
+
+
+async def run_single_submits(
+    ctx: RunContext, system: str, log_dir: Path, *, n: int, clients: int, procs: int
+) -> dict[str, Any]:
+    procs = max(1, min(procs, clients))
+    if system == TASKYARD:
+        return await _taskyard(ctx, log_dir, n, clients, procs)
+    params = [
+        {
+            "n": count,
+            "clients": share,
+            "warmup": ctx.args.warmup if i == 0 else CLIENT_WARMUP,
+            "timeout_s": ctx.args.timeout_s,
+        }
+        for i, (count, share) in enumerate(zip(_shares(n, procs), _shares(clients, procs), strict=True))
+    ]
+    out = await peer_action(
+        ctx, system, log_dir, "submits", params, units=n, unit="task", timeout_s=ctx.args.timeout_s * 2 + 60
+    )
+    return {
+        **submit_figures(merge_submits(out["results"])),
+        "setup": out["setup"] + f"; {clients} client(s) in {procs} process(es), one submit at a time each",
+        "versions": out["versions"],
+        "cost": out["cost"],
+    }

@@ -1,0 +1,120 @@
+"""A taskyard submitting client process: single `POST /api/tasks` calls, closed loop or at a fixed rate.
+
+`python -m bench.ty.submitter --base-url URL --action submits|open_loop --params JSON`, the access
+token in BENCH_TOKEN. Speaks `bench.childio`: warms its connections, `ready`, runs on `go`, `result`.
+The answers carry the task ids, so the driver can join them with what its watcher saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+import traceback
+from typing import Any
+
+import httpx
+
+from bench.childio import emit, wait_command
+
+TASK = {"type": "noop", "input": {}}
+MAX_IN_FLIGHT = 512
+"""Open loop: submissions waiting for their answer at once; past this the loop is no longer open (it lags)."""
+
+
+class Submitter:
+    def __init__(self, base_url: str, token: str, connections: int) -> None:
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            limits=limits,
+            timeout=httpx.Timeout(60.0, connect=10.0),
+        )
+
+    async def submit(self) -> str:
+        response = await self._http.post("/api/tasks", json=TASK)
+        if response.status_code != 201:
+            raise RuntimeError(f"POST /api/tasks -> {response.status_code}: {response.text[:300]}")
+        return str(response.json()["id"])
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+async def submits(sub: Submitter, n: int, clients: int) -> dict[str, Any]:
+    """`clients` loops, each one POST at a time, n in all; [started, answered, task id] per submit."""
+    answers: list[list[Any]] = []
+    shares = [n // clients + (1 if i < n % clients else 0) for i in range(clients)]
+
+    async def client(count: int) -> None:
+        for _ in range(count):
+            t0 = time.perf_counter()
+            task_id = await sub.submit()
+            answers.append([t0, time.perf_counter(), task_id])
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(count) for count in shares))
+    return {"started": started, "submitted": time.perf_counter(), "answers": answers}
+
+
+async def open_loop(sub: Submitter, rate: float, duration_s: float) -> dict[str, Any]:
+    """One POST every 1/rate s whatever the answers do: [scheduled, called, answered, None, task id]."""
+    samples: list[list[Any]] = []
+    gate = asyncio.Semaphore(MAX_IN_FLIGHT)
+    started = time.perf_counter()
+
+    async def one(scheduled: float) -> None:
+        async with gate:
+            sample: list[Any] = [scheduled, time.perf_counter(), None, None, None]
+            samples.append(sample)
+            sample[4] = await sub.submit()
+            sample[2] = time.perf_counter()
+
+    tasks = []
+    for i in range(int(rate * duration_s)):
+        delay = started + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(started + i / rate)))
+    await asyncio.gather(*tasks)
+    return {"started": started, "samples": samples}
+
+
+async def run(args: argparse.Namespace) -> None:
+    params = json.loads(args.params)
+    connections = params.get("clients", 1) if args.action == "submits" else MAX_IN_FLIGHT
+    sub = Submitter(args.base_url, os.environ["BENCH_TOKEN"], connections)
+    try:
+        warm = params.get("warmup", 0)
+        await asyncio.gather(*(sub.submit() for _ in range(warm)))
+        emit({"ready": {"warm": warm}})
+        await asyncio.to_thread(wait_command, "go")
+        if args.action == "submits":
+            result = await submits(sub, params["n"], params["clients"])
+        else:
+            result = await open_loop(sub, params["rate"], params["duration_s"])
+    finally:
+        await sub.aclose()
+    emit({"result": result})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--action", required=True, choices=("submits", "open_loop"))
+    parser.add_argument("--params", required=True)
+    args = parser.parse_args()
+    try:
+        asyncio.run(run(args))
+    except Exception as exc:  # the driver reports it as FAILED; the trace goes to the log
+        traceback.print_exc()
+        emit({"error": f"{type(exc).__name__}: {exc}"})
+        raise SystemExit(1) from exc
+    wait_command("stop")
+
+
+if __name__ == "__main__":
+    main()
