@@ -26,9 +26,10 @@ from bench.report import median_result, mode_table, ratios, write_json
 
 def registry() -> dict[str, Mode]:
     """Every mode, in the order they run. A new mode is one module exposing MODE, added here."""
-    from bench.modes import batch, submit_concurrent, submit_seq
+    from bench.modes import batch, idle, open_loop, submit_concurrent, submit_seq
 
-    return {mode.name: mode for mode in (batch.MODE, submit_seq.MODE, submit_concurrent.MODE)}
+    modes = (batch.MODE, submit_seq.MODE, submit_concurrent.MODE, open_loop.MODE, idle.MODE)
+    return {mode.name: mode for mode in modes}
 
 
 # (flag, default, --quick default, help)
@@ -39,6 +40,10 @@ SIZES: tuple[tuple[str, float, float, str], ...] = (
     ("concurrent_submits", 5000, 1000, "submit_concurrent: single submits in all"),
     ("clients", 32, 32, "submit_concurrent: concurrent clients"),
     ("client_procs", 2, 2, "submit_concurrent, open_loop: client processes the clients are spread over"),
+    ("rate", 500.0, 200.0, "open_loop: single submits per second"),
+    ("duration_s", 60.0, 10.0, "open_loop: seconds of submitting"),
+    ("drain_s", 30.0, 10.0, "open_loop: most seconds to wait for the last results after submitting"),
+    ("idle_n", 300, 100, "idle: tasks in each sequential latency run"),
 )
 
 

@@ -37,6 +37,8 @@ def ratios(mode: Mode, results: dict[str, dict[str, Any]]) -> dict[str, dict[str
     if ours is None or not peers:
         return out
     for metric in mode.metrics:
+        if not metric.has_ratio:
+            continue
         mine = lookup(ours, metric.path)
         theirs = {n: v for n, r in peers.items() if (v := lookup(r, metric.path)) is not None}
         if mine is None or not theirs:

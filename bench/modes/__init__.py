@@ -27,6 +27,8 @@ class Metric:
     label: str
     path: tuple[str, ...]
     higher_is_better: bool = False
+    has_ratio: bool = True
+    """False for figures whose quotient means nothing (a slope around 0, a count that may be 0)."""
 
 
 @dataclass

@@ -20,8 +20,10 @@ import httpx
 from bench.childio import emit, wait_command
 
 TASK = {"type": "noop", "input": {}}
-MAX_IN_FLIGHT = 512
-"""Open loop: submissions waiting for their answer at once; past this the loop is no longer open (it lags)."""
+MAX_IN_FLIGHT = 64
+"""Open loop: submissions waiting for their answer at once (per process); past this the loop stops being
+open and the lag shows as late submits. More would make the client the bottleneck (httpx's pool costs
+grow with its connections) on a box where it shares the cores with the system under test."""
 
 
 class Submitter:
@@ -67,17 +69,20 @@ async def open_loop(sub: Submitter, rate: float, duration_s: float) -> dict[str,
     started = time.perf_counter()
 
     async def one(scheduled: float) -> None:
-        async with gate:
+        try:
             sample: list[Any] = [scheduled, time.perf_counter(), None, None, None]
             samples.append(sample)
             sample[4] = await sub.submit()
             sample[2] = time.perf_counter()
+        finally:
+            gate.release()
 
     tasks = []
     for i in range(int(rate * duration_s)):
         delay = started + i / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
+        await gate.acquire()  # a full gate holds the schedule back: that submit is late, and says so
         tasks.append(asyncio.create_task(one(started + i / rate)))
     await asyncio.gather(*tasks)
     return {"started": started, "samples": samples}
