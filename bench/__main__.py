@@ -26,9 +26,17 @@ from bench.report import median_result, mode_table, ratios, write_json
 
 def registry() -> dict[str, Mode]:
     """Every mode, in the order they run. A new mode is one module exposing MODE, added here."""
-    from bench.modes import batch, idle, open_loop, submit_concurrent, submit_seq
+    from bench.modes import batch, idle, open_loop, streaming, submit_concurrent, submit_seq, watchers
 
-    modes = (batch.MODE, submit_seq.MODE, submit_concurrent.MODE, open_loop.MODE, idle.MODE)
+    modes = (
+        batch.MODE,
+        submit_seq.MODE,
+        submit_concurrent.MODE,
+        open_loop.MODE,
+        idle.MODE,
+        streaming.MODE,
+        watchers.MODE,
+    )
     return {mode.name: mode for mode in modes}
 
 
@@ -44,6 +52,14 @@ SIZES: tuple[tuple[str, float, float, str], ...] = (
     ("duration_s", 60.0, 10.0, "open_loop: seconds of submitting"),
     ("drain_s", 30.0, 10.0, "open_loop: most seconds to wait for the last results after submitting"),
     ("idle_n", 300, 100, "idle: tasks in each sequential latency run"),
+    ("stream_tasks", 500, 100, "streaming: tasks streaming at once"),
+    ("stream_rate", 20.0, 20.0, "streaming: progress events per second per task"),
+    ("stream_seconds", 10.0, 5.0, "streaming: seconds each task streams"),
+    ("stream_agents", 2, 2, "streaming: agent processes the tasks are spread over"),
+    ("watchers", 1000, 100, "watchers: watcher sockets"),
+    ("watcher_procs", 4, 2, "watchers: processes the sockets are spread over"),
+    ("watch_tasks", 100, 20, "watchers: tasks"),
+    ("watch_events", 5, 5, "watchers: progress events per task"),
 )
 
 

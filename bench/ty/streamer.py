@@ -1,0 +1,165 @@
+"""A streaming agent process: the agent protocol spoken by hand (docs/protocol.md), one agent per process.
+
+On each `task/submit` it accepts, sends `events` progress frames at `rate` per second (each carrying
+its send time, `data.t`, perf_counter: one clock for every process on the machine), then the result.
+It records the server's refusals by error name and how long each `ack` took (accept and result).
+`python -m bench.ty.streamer --url ws://.../ws --params JSON`, agent id and token in BENCH_AGENT_ID /
+BENCH_AGENT_TOKEN. Speaks `bench.childio`: `ready` once authenticated, `result` on each `report`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+import traceback
+import uuid
+from collections import Counter
+from typing import Any
+from urllib.parse import urlencode
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from bench.childio import emit
+
+
+def frame(type_: str, payload: dict[str, Any]) -> tuple[str, str]:
+    frame_id = str(uuid.uuid4())
+    return frame_id, json.dumps({"id": frame_id, "type": type_, "ts": int(time.time()), "payload": payload})
+
+
+class StreamAgent:
+    def __init__(self, conn: ClientConnection) -> None:
+        self._conn = conn
+        self._sent_at: dict[str, tuple[str, float]] = {}  # frame id -> (kind, perf_counter)
+        self._acked: dict[str, asyncio.Future[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._seen: set[tuple[str, int]] = set()
+        self.running: dict[str, int] = {}
+        self.ack_s: dict[str, list[float]] = {"task/accept": [], "task/result": []}
+        self.errors: Counter[str] = Counter()
+        self.progress_sent = 0
+        self.finished = 0
+        self.unacked_results = 0
+        self.tasks_seen_before = 0
+
+    async def send(self, type_: str, payload: dict[str, Any], *, track: bool = False) -> asyncio.Future[None] | None:
+        frame_id, data = frame(type_, payload)
+        fut = None
+        if track:
+            fut = asyncio.get_running_loop().create_future()
+            self._acked[frame_id] = fut
+            self._sent_at[frame_id] = (type_, time.perf_counter())
+        await self._conn.send(data)
+        return fut
+
+    async def read(self) -> None:
+        async for raw in self._conn:
+            msg = json.loads(raw)
+            kind, payload = msg.get("type"), msg.get("payload", {})
+            if kind == "task/submit":
+                key = (str(payload["taskId"]), int(payload["attempt"]))
+                if key not in self._seen:  # at least once: a repeat of a known attempt is not new work
+                    self._seen.add(key)
+                    task = asyncio.create_task(self._run(key[0], key[1], payload.get("input") or {}))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            elif kind == "ack":
+                ref = str(payload.get("ref"))
+                sent = self._sent_at.pop(ref, None)
+                if sent is not None:
+                    self.ack_s[sent[0]].append(time.perf_counter() - sent[1])
+                fut = self._acked.pop(ref, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+            elif kind == "error":
+                self.errors[str(payload.get("error"))] += 1
+
+    async def _run(self, task_id: str, attempt: int, spec: dict[str, Any]) -> None:
+        ref = {"taskId": task_id, "attempt": attempt}
+        self.running[task_id] = attempt
+        await self.send("task/accept", ref, track=True)
+        events, rate = int(spec.get("events", 0)), float(spec.get("rate", 1.0))
+        started = time.perf_counter()
+        for i in range(events):
+            delay = started + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self.send("task/progress", {**ref, "data": {"t": time.perf_counter(), "i": i}})
+            self.progress_sent += 1
+        fut = await self.send("task/result", {**ref, "output": {"events": events}}, track=True)
+        self.running.pop(task_id, None)
+        try:
+            if fut is not None:
+                await asyncio.wait_for(fut, timeout=60)
+            self.finished += 1
+        except TimeoutError:
+            self.unacked_results += 1
+
+    async def heartbeat(self, interval_s: float, capacity: int) -> None:
+        while True:
+            tasks = [{"taskId": t, "attempt": a} for t, a in self.running.items()]
+            payload = {"running": len(tasks), "capacity": capacity, "runningTasks": tasks[:4096]}
+            await self._conn.send(frame("heartbeat", payload)[1])
+            await asyncio.sleep(interval_s)
+
+    def reset(self) -> None:
+        self.ack_s = {"task/accept": [], "task/result": []}
+        self.errors.clear()
+        self.progress_sent = self.finished = self.unacked_results = 0
+        self.tasks_seen_before = len(self._seen)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "tasks_seen": len(self._seen) - self.tasks_seen_before,
+            "finished": self.finished,
+            "unacked_results": self.unacked_results,
+            "progress_sent": self.progress_sent,
+            "errors": dict(self.errors),
+            "ack_s": self.ack_s,
+        }
+
+
+async def run(url: str, params: dict[str, Any]) -> None:
+    query = urlencode(
+        {"role": "agent", "agent_id": os.environ["BENCH_AGENT_ID"], "agent_token": os.environ["BENCH_AGENT_TOKEN"]}
+    )
+    async with connect(f"{url}?{query}", max_size=1 << 20, open_timeout=15, compression=None) as conn:
+        first = json.loads(await asyncio.wait_for(conn.recv(), timeout=15))
+        if first.get("type") != "auth/ok":
+            raise RuntimeError(f"expected auth/ok, got {str(first)[:300]}")
+        agent = StreamAgent(conn)
+        interval = float(first["payload"].get("heartbeatIntervalS") or 5.0)
+        reader = asyncio.create_task(agent.read())
+        beat = asyncio.create_task(agent.heartbeat(interval, int(params["capacity"])))
+        emit({"ready": {}})
+        # `report` answers with what happened since the last report; `stop` (or EOF) ends the agent.
+        while (command := (await asyncio.to_thread(sys.stdin.readline)).strip()) not in ("", "stop"):
+            if command == "report":
+                emit({"result": agent.report()})
+                agent.reset()
+        for task in (reader, beat):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--params", required=True)
+    args = parser.parse_args()
+    try:
+        asyncio.run(run(args.url, json.loads(args.params)))
+    except Exception as exc:  # the driver reports it as FAILED; the trace goes to the log
+        traceback.print_exc()
+        emit({"error": f"{type(exc).__name__}: {exc}"})
+        raise SystemExit(1) from exc
+
+
+if __name__ == "__main__":
+    main()
