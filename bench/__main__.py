@@ -26,7 +26,7 @@ from bench.report import median_result, mode_table, ratios, write_json
 
 def registry() -> dict[str, Mode]:
     """Every mode, in the order they run. A new mode is one module exposing MODE, added here."""
-    from bench.modes import batch, idle, open_loop, streaming, submit_concurrent, submit_seq, watchers
+    from bench.modes import batch, idle, open_loop, sql, streaming, submit_concurrent, submit_seq, watchers
 
     modes = (
         batch.MODE,
@@ -36,6 +36,7 @@ def registry() -> dict[str, Mode]:
         idle.MODE,
         streaming.MODE,
         watchers.MODE,
+        sql.MODE,
     )
     return {mode.name: mode for mode in modes}
 
@@ -60,6 +61,7 @@ SIZES: tuple[tuple[str, float, float, str], ...] = (
     ("watcher_procs", 4, 2, "watchers: processes the sockets are spread over"),
     ("watch_tasks", 100, 20, "watchers: tasks"),
     ("watch_events", 5, 5, "watchers: progress events per task"),
+    ("sql_n", 200, 100, "sql: tasks on each counted path"),
 )
 
 

@@ -77,9 +77,12 @@ async def wait_for(
         await asyncio.sleep(interval_s)
 
 
-async def start_workers(system: TySystem, count: int, concurrency: int) -> list[str]:
-    """`count` worker processes (the built-in types, no capabilities), each its own agent; their ids."""
-    agents = [
+async def start_workers(
+    system: TySystem, count: int, concurrency: int, agents: list[tuple[str, str]] | None = None
+) -> list[str]:
+    """`count` worker processes (the built-in types, no capabilities), each its own agent (created here
+    unless `agents` gives their (id, token)); their ids once every one is online."""
+    agents = agents or [
         await system.rest.create_agent(f"bench-worker-{i}", concurrency=concurrency, capabilities=[])
         for i in range(count)
     ]
@@ -96,14 +99,26 @@ async def start_workers(system: TySystem, count: int, concurrency: int) -> list[
 
 @contextlib.asynccontextmanager
 async def taskyard_system(
-    ctx: RunContext, log_dir: Path, *, workers: int, concurrency: int, env: dict[str, str] | None = None
+    ctx: RunContext,
+    log_dir: Path,
+    *,
+    workers: int,
+    concurrency: int,
+    env: dict[str, str] | None = None,
+    pg_port: int | None = None,
 ) -> AsyncIterator[TySystem]:
-    """A started taskyard (API replicas per `--api-replicas`, a scheduler, `workers` worker processes)."""
+    """A started taskyard (API replicas per `--api-replicas`, a scheduler, `workers` worker processes).
+
+    `pg_port` sends taskyard's database connections through that port (the `sql` mode's counting proxy).
+    """
     redis = RedisServer(log_dir).start()
     db = PgDatabase()
     data_dir = Path(tempfile.mkdtemp(prefix="taskyard-bench-data-"))
+    db_url = db.sqlalchemy_url
+    if pg_port is not None:
+        db_url = f"postgresql+psycopg://postgres@127.0.0.1:{pg_port}/{db.name}?sslmode=disable"
     stack = TaskyardStack(
-        StackConfig(redis_url=redis.url(0), database_url=db.sqlalchemy_url, log_dir=log_dir, data_dir=data_dir),
+        StackConfig(redis_url=redis.url(0), database_url=db_url, log_dir=log_dir, data_dir=data_dir),
         api_replicas=ctx.args.api_replicas,
         extra_env=env,
     )
