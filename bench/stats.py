@@ -49,12 +49,3 @@ def latency_fields(e2e: list[float], dispatch: list[float], submit_to_receive: l
         },
         "latency_submit_to_receive_ms": summarize_ms(submit_to_receive),
     }
-
-
-def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The median of repeated throughput runs (by tasks/s), with every run's tasks/s listed beside it."""
-    ordered = sorted(runs, key=lambda r: r.get("tasks_per_s") or 0.0)
-    chosen = dict(ordered[(len(ordered) - 1) // 2])
-    if len(runs) > 1:
-        chosen["runs_tasks_per_s"] = [r.get("tasks_per_s") for r in runs]
-    return chosen

@@ -30,7 +30,7 @@ def versions(peer: str) -> dict[str, str]:
 
 
 def run_sync(peer: str, action: str, p: dict[str, Any]) -> dict[str, Any]:
-    adapter = adapters.SYNC[peer]()
+    adapter: Any = adapters.SYNC[peer]()
     try:
         # The warm-up also proves the workers are up: its results come back only once they consume.
         actions_sync.batch(adapter, p.get("warmup", 0), WARMUP_TIMEOUT_S)
@@ -51,7 +51,7 @@ def run_sync(peer: str, action: str, p: dict[str, Any]) -> dict[str, Any]:
 
 
 async def run_async(peer: str, action: str, p: dict[str, Any]) -> dict[str, Any]:
-    adapter = adapters.ASYNC[peer]()
+    adapter: Any = adapters.ASYNC[peer]()
     await adapter.start()
     try:
         await actions_async.batch(adapter, p.get("warmup", 0), 500, WARMUP_TIMEOUT_S)

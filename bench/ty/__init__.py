@@ -1,1 +1,1 @@
-"""The taskyard half of the bench: its processes, a REST client, WebSocket clients and the workload."""
+"""The taskyard side of the bench: its processes, REST and WebSocket clients, client processes."""

@@ -94,7 +94,7 @@ class RestClient:
 
     async def count(self, status: str) -> int:
         """How many of the caller's tasks have this status (the listing's `total`)."""
-        params = {"status": status, "pageSize": 1}
+        params: dict[str, str | int] = {"status": status, "pageSize": 1}
         body = _check(await self._http.get("/api/tasks", params=params, headers=self._auth()), 200)
         return int(body["total"])
 
