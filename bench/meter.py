@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 # PGSTAT_IDLE_INTERVAL (10 s) plus a margin: the longest an idle backend keeps its counters to itself.
 PG_STATS_FLUSH_S = 11.0
+IDLE_SAMPLE_S = 2.0
+"""Without PostgreSQL to wait for, how long the idle system is sampled before a window."""
 QUIET_CORES = 0.05
 """A system is quiet when its processes together use less than this share of one core."""
 
@@ -44,6 +46,7 @@ class Snapshot:
     cpu: dict[str, dict[int, float]]
     redis: dict[str, int]
     pg: dict[str, Any] | None
+    idle_cores: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -77,9 +80,20 @@ class Meter:
         )
 
     async def open_window(self) -> Snapshot:
-        """The snapshot a measured window starts from (after PostgreSQL's counters caught up)."""
-        await self.settle_pg()
-        return self.snapshot()
+        """The snapshot a measured window starts from (after PostgreSQL's counters caught up).
+
+        The wait before it doubles as a sample of the idle system: `idle_cores` is what each role
+        burns doing nothing, which a long window (a slow mode) charges to its few units.
+        """
+        t0, cpu0 = time.perf_counter(), self._cpu()
+        await (self.settle_pg() if self.pg is not None else asyncio.sleep(IDLE_SAMPLE_S))
+        snap = self.snapshot()
+        seconds = snap.at - t0
+        snap.idle_cores = {
+            role: round(sum(v - cpu0.get(role, {}).get(pid, v) for pid, v in pids.items()) / seconds, 3)
+            for role, pids in snap.cpu.items()
+        }
+        return snap
 
     async def close_window(self, before: Snapshot, *, units: int, unit: str) -> dict[str, Any]:
         """Wait for the system to go quiet, snapshot, and return the window's cost per unit.
@@ -160,6 +174,7 @@ def cost(before: Snapshot, after: Snapshot, *, units: int, unit: str, client_rol
         "cpu_ms_per_unit": {role: _per(v * 1000, units) for role, v in sorted(cpu.items())},
         "cpu_ms_per_unit_system": _per(system_s * 1000, units),
         "cpu_cores_busy": {role: round(v / window_s, 2) for role, v in sorted(cpu.items())} if window_s else {},
+        "idle_cores_before": before.idle_cores,
         "redis_commands_per_unit": _per(total_calls, units, 2),
         "redis_commands_top_per_unit": {cmd: _per(n, units, 2) for cmd, n in top},
     }
