@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.modes import ALL_SYSTEMS, PEERS, Mode, RunContext
 from bench.peers.common import REPO_ROOT
-from bench.report import median_result, mode_table, ratios, write_json
+from bench.report import median_result, mode_table, ratios, summary, write_json
 
 
 def registry() -> dict[str, Mode]:
@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = args.results_dir / f"{stamp}.json"
     write_json(out, report)
+    print(summary(modes, mode_results))
     print(f"written {out}")
     failed = any("error" in r for m in mode_results.values() for r in m["results"].values())
     return 1 if failed else 0

@@ -105,6 +105,26 @@ def cost_lines(results: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def summary(modes: list[Mode], mode_results: dict[str, Any]) -> str:
+    """One line per mode: taskyard's headline figures and, where peers ran, its ratio to the best one."""
+    lines = ["== summary (taskyard; ratio to the best peer where one ran)"]
+    for mode in modes:
+        entry = mode_results.get(mode.name)
+        if entry is None:
+            continue
+        ours = entry["results"].get(TASKYARD, {})
+        if "error" in ours:
+            lines.append(f"  {mode.name}: FAILED")
+            continue
+        cells = []
+        for metric in mode.metrics[:3]:
+            value = lookup(ours, metric.path)
+            ratio = entry["ratios"].get(metric.label, {}).get("ratio_to_best")
+            cells.append(f"{metric.label} {_cell(value)}" + (f" ({ratio:.2f}x)" if ratio is not None else ""))
+        lines.append(f"  {mode.name}: " + "; ".join(cells))
+    return "\n".join(lines)
+
+
 def write_json(path: Path, report: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
