@@ -41,7 +41,7 @@ async def _taskyard(ctx: RunContext, log_dir: Path, procs: int) -> dict[str, Any
             before = await ty.meter.open_window()
             results = await go_all(children, timeout_s=a.duration_s + a.timeout_s)
             samples = [s for r in results for s in r["samples"]]
-            watcher.track([s[4] for s in samples])
+            watcher.track([s[4] for s in samples if s[4] is not None])
             with contextlib.suppress(TimeoutError):
                 await watcher.wait_tracked(a.drain_s)
             cost = await ty.meter.close_window(before, units=len(samples), unit="task")
@@ -49,10 +49,17 @@ async def _taskyard(ctx: RunContext, log_dir: Path, procs: int) -> dict[str, Any
         finally:
             await watcher.close()
         for sample in samples:
-            sample[3] = watcher.ended_at.get(sample[4])
+            sample[3] = watcher.ended_at.get(sample[4]) if sample[4] is not None else None
+        refused: dict[str, int] = {}
+        for r in results:
+            for status, count in r.get("refused", {}).items():
+                refused[status] = refused.get(status, 0) + count
         result = {
+            "refused": refused,
             **open_loop_figures([s[:4] for s in samples], rate=a.rate, duration_s=a.duration_s),
-            "not_done": sum(1 for s in samples if watcher.ended_status.get(s[4], "done") != "done"),
+            "not_done": sum(
+                1 for s in samples if s[4] is not None and watcher.ended_status.get(s[4], "done") != "done"
+            ),
             "setup": setup_text(ctx, a.workers, a.concurrency)
             + f"; POST /api/tasks from {procs} process(es); results from a watcher socket",
             "cost": cost,

@@ -31,6 +31,15 @@ def _shares(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
+def _refused(results: list[dict[str, Any]]) -> dict[str, int]:
+    """Submits the API refused, by HTTP status, over every submitter process."""
+    out: dict[str, int] = {}
+    for result in results:
+        for status, n in result.get("refused", {}).items():
+            out[status] = out.get(status, 0) + n
+    return out
+
+
 def submitters(ty: TySystem, action: str, params: list[dict[str, Any]]) -> list[Child]:
     """Client processes of the project's venv running `bench.ty.submitter` (token in the environment)."""
     children = []
@@ -62,14 +71,17 @@ async def _taskyard(ctx: RunContext, log_dir: Path, n: int, clients: int, procs:
             base = await done.count()
             before = await ty.meter.open_window()
             results = await go_all(children, timeout_s=a.timeout_s)
-            drained = await done.wait_for(base + n, timeout_s=a.timeout_s)
-            cost = await ty.meter.close_window(before, units=n, unit="task")
+            refused = _refused(results)
+            accepted = n - sum(refused.values())
+            drained = await done.wait_for(base + accepted, timeout_s=a.timeout_s)
+            cost = await ty.meter.close_window(before, units=max(1, accepted), unit="task")
         await stop_all(children)
         raw = merge_submits(results)
         raw["drained"] = drained
         raw["answers"] = [[t0, t1] for t0, t1, _ in raw["answers"]]
         result = {
             **submit_figures(raw),
+            "refused": refused,
             "setup": setup_text(ctx, a.workers, a.concurrency)
             + f"; {clients} client(s) in {procs} process(es), one POST /api/tasks at a time each",
             "cost": cost,
