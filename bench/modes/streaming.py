@@ -74,6 +74,7 @@ MODE = Mode(
         Metric("idle: agent->watcher p50", ("idle", "watcher", "agent_to_watcher_ms", "p50")),
         Metric("idle: agent->watcher p99", ("idle", "watcher", "agent_to_watcher_ms", "p99")),
         Metric("result ack p99 ms", ("agents", "result_ack_ms", "p99")),
+        Metric("frames refused", ("agents", "refused_total")),
         Metric("CPU ms/event (system)", ("cost", "cpu_ms_per_unit_system")),
     ),
     run=run,

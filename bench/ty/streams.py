@@ -106,6 +106,7 @@ def agent_figures(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "unacked_results": sum(p["unacked_results"] for p in parts),
         "progress_sent": sum(p["progress_sent"] for p in parts),
         "refused": errors,
+        "refused_total": sum(errors.values()),
         "accept_ack_ms": summarize_ms([s for p in parts for s in p["ack_s"]["task/accept"]]),
         "result_ack_ms": summarize_ms([s for p in parts for s in p["ack_s"]["task/result"]]),
     }
