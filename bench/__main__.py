@@ -44,7 +44,7 @@ def registry() -> dict[str, Mode]:
 # (flag, default, --quick default, help)
 SIZES: tuple[tuple[str, float, float, str], ...] = (
     ("n", 5000, 1000, "batch: tasks in the throughput run"),
-    ("warmup", 50, 50, "batch: tasks run before measuring"),
+    ("warmup", 50, 50, "tasks a system runs before it is measured (it also proves it is up)"),
     ("seq_submits", 1000, 200, "submit_seq: single submits, one at a time"),
     ("concurrent_submits", 5000, 1000, "submit_concurrent: single submits in all"),
     ("clients", 32, 32, "submit_concurrent: concurrent clients"),
@@ -69,7 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     modes = registry()
     parser = argparse.ArgumentParser(prog="python -m bench", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes for every mode (a smoke run)")
-    parser.add_argument("--mode", dest="modes", choices=list(modes), action="append", help="run only these modes")
+    parser.add_argument(
+        "--mode", dest="modes", choices=list(modes), action="append", help="run only these modes (repeatable)"
+    )
     parser.add_argument("--only", choices=ALL_SYSTEMS, action="append", help="run only these systems (repeatable)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per (mode, system); the median is reported")
     parser.add_argument("--timeout-s", type=float, default=300.0, help="bound on each measured phase")
@@ -156,6 +158,9 @@ async def run_all(ctx: RunContext, modes: list[Mode]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for mode in modes:
         systems = [s for s in mode.systems if s in ctx.args.systems]
+        if not systems:
+            print(f"[{mode.name}] skipped: it runs only {', '.join(mode.systems)}", flush=True)
+            continue
         runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
         # Repetitions interleave the systems, so a change in the box's load hits them alike.
         for attempt in range(ctx.args.repeat):
