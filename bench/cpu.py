@@ -51,3 +51,17 @@ def cpu_by_pid(pids: list[int]) -> dict[int, float]:
         if seconds is not None:
             out[pid] = seconds
     return out
+
+
+def rss_mib(pids: list[int]) -> float:
+    """Resident memory of these processes together, in MiB (VmRSS; processes gone count 0)."""
+    total_kib = 0
+    for pid in pids:
+        try:
+            for line in (_PROC / str(pid) / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kib += int(line.split()[1])
+                    break
+        except OSError:
+            continue
+    return round(total_kib / 1024, 1)

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from bench.children import stop_all
 from bench.modes import TASKYARD, Metric, Mode
-from bench.ty.pgview import DoneCounter
+from bench.ty.pgview import ENDED, DoneCounter
+from bench.ty.stages import status_counts
 from bench.ty.streams import agent_figures, reports, start_agents, start_watchers, stream_tasks, watcher_figures
 from bench.ty.system import describe, taskyard_system
 
@@ -28,7 +29,7 @@ IDLE_RATE = 5.0
 async def run(ctx: RunContext, system: str, log_dir: Path) -> dict[str, Any]:
     a = ctx.args
     events = int(a.stream_rate * a.stream_seconds)
-    async with taskyard_system(ctx, log_dir, workers=0, concurrency=0) as ty, DoneCounter(ty.db) as done:
+    async with taskyard_system(ctx, log_dir, workers=0, concurrency=0) as ty, DoneCounter(ty.db, ENDED) as done:
         agents = await start_agents(ty, a.stream_agents, a.stream_tasks, public=False)
         token = ty.rest.access_token
         idle_watch = await start_watchers(ty, 1, 1, token)
@@ -52,6 +53,7 @@ async def run(ctx: RunContext, system: str, log_dir: Path) -> dict[str, Any]:
             "offered_events_per_s": a.stream_tasks * a.stream_rate,
             "watcher": seen,
             "agents": sent,
+            "statuses": await status_counts(ty.rest),
             "idle": {"watcher": idle, "events": IDLE_EVENTS, "rate": IDLE_RATE},
             "setup": f"{ctx.args.api_replicas} API process(es), 1 scheduler, {a.stream_agents} streaming agent "
             f"process(es), {a.stream_tasks} tasks x {a.stream_rate:g} events/s x {a.stream_seconds:g} s, one watcher "

@@ -37,7 +37,7 @@ class StreamAgent:
         self._conn = conn
         self._sent_at: dict[str, tuple[str, float]] = {}  # frame id -> (kind, perf_counter)
         self._acked: dict[str, asyncio.Future[None]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._seen: set[tuple[str, int]] = set()
         self.running: dict[str, int] = {}
         self.ack_s: dict[str, list[float]] = {"task/accept": [], "task/result": []}
@@ -46,6 +46,7 @@ class StreamAgent:
         self.finished = 0
         self.unacked_results = 0
         self.tasks_seen_before = 0
+        self.cancels = 0
 
     async def send(self, type_: str, payload: dict[str, Any], *, track: bool = False) -> asyncio.Future[None] | None:
         frame_id, data = frame(type_, payload)
@@ -66,8 +67,15 @@ class StreamAgent:
                 if key not in self._seen:  # at least once: a repeat of a known attempt is not new work
                     self._seen.add(key)
                     task = asyncio.create_task(self._run(key[0], key[1], payload.get("input") or {}))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                    self._tasks[key] = task
+                    task.add_done_callback(self._forget)
+            elif kind == "task/cancel":
+                # The attempt was taken back (timed out, canceled): stop it, as docs/protocol.md asks.
+                self.cancels += 1
+                running = self._tasks.get((str(payload["taskId"]), int(payload["attempt"])))
+                if running is not None:
+                    running.cancel()
+                    self.running.pop(str(payload["taskId"]), None)
             elif kind == "ack":
                 ref = str(payload.get("ref"))
                 sent = self._sent_at.pop(ref, None)
@@ -78,6 +86,11 @@ class StreamAgent:
                     fut.set_result(None)
             elif kind == "error":
                 self.errors[str(payload.get("error"))] += 1
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        for key, running in list(self._tasks.items()):
+            if running is task:
+                del self._tasks[key]
 
     async def _run(self, task_id: str, attempt: int, spec: dict[str, Any]) -> None:
         ref = {"taskId": task_id, "attempt": attempt}
@@ -110,7 +123,7 @@ class StreamAgent:
     def reset(self) -> None:
         self.ack_s = {"task/accept": [], "task/result": []}
         self.errors.clear()
-        self.progress_sent = self.finished = self.unacked_results = 0
+        self.progress_sent = self.finished = self.unacked_results = self.cancels = 0
         self.tasks_seen_before = len(self._seen)
 
     def report(self) -> dict[str, Any]:
@@ -118,6 +131,7 @@ class StreamAgent:
             "tasks_seen": len(self._seen) - self.tasks_seen_before,
             "finished": self.finished,
             "unacked_results": self.unacked_results,
+            "cancels": self.cancels,
             "progress_sent": self.progress_sent,
             "errors": dict(self.errors),
             "ack_s": self.ack_s,

@@ -104,6 +104,7 @@ def agent_figures(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "tasks": sum(p["tasks_seen"] for p in parts),
         "finished": sum(p["finished"] for p in parts),
         "unacked_results": sum(p["unacked_results"] for p in parts),
+        "cancels": sum(p["cancels"] for p in parts),
         "progress_sent": sum(p["progress_sent"] for p in parts),
         "refused": errors,
         "refused_total": sum(errors.values()),
