@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -123,11 +124,16 @@ async def test_cancel_running_task_tells_the_agent_and_refuses_its_late_result(
     assert [(e.kind, e.task_id, e.attempt) for e in inbox] == [("cancel", task["id"], 1)]
 
     async with sessionmaker() as session:
-        late = await TaskService(session, sched).record_result(task["id"], 1, agent, {"too": "late"})
-    assert late.ack is False
+        late = await TaskService(session, sched).record_result(task["id"], 1, agent, {"partial": "text"})
+    # The canceled attempt's output is kept as partial output (so an LLM stream cut by a cancel keeps
+    # what was written) and acked, so the agent stops resending; the status stays canceled.
+    assert (late.ack, late.status) == (True, "canceled")
     [(status, result)] = env.rows("SELECT status, result FROM tasks WHERE id = :i", i=task["id"])
     assert status == "canceled"
-    assert result is None
+    assert (json.loads(result) if isinstance(result, str) else result) == {"partial": "text"}
+    async with sessionmaker() as session:
+        other = await TaskService(session, sched).record_result(task["id"], 1, "agent-someone-else", {"x": 1})
+    assert other.ack is False  # only the attempt's own agent is heard
 
 
 async def test_app_recorder_follows_the_task(make_env: Any, sched, sched_service) -> None:
