@@ -175,12 +175,9 @@ async def create_agent(
 
 
 def _load_settings(environ: Mapping[str, str] | None = None) -> ApiSettings:
-    from api.settings import SettingsError, load_settings
+    from api.settings import load_settings
 
-    try:
-        return load_settings(os.environ if environ is None else environ)
-    except SettingsError as exc:
-        raise SystemExit("taskyard: " + "\n  ".join(["invalid settings:", *exc.problems])) from exc
+    return load_settings(os.environ if environ is None else environ)  # SettingsError: one line, in main()
 
 
 def _cmd_api(args: argparse.Namespace) -> int:
@@ -218,6 +215,7 @@ def _exec_module(module: str, args: Sequence[str]) -> int:
     argv = [sys.executable, "-m", module, *[a for a in args if a != "--"]]
     sys.stdout.flush()
     sys.stderr.flush()
+    os.environ["TASKYARD_PROG"] = f"taskyard {module}"  # so its --help and errors name the command used
     os.execv(sys.executable, argv)  # noqa: S606 - fixed interpreter, arguments passed through as a list
     return 0  # pragma: no cover - execv does not return
 
@@ -352,8 +350,8 @@ def _add_exec(sub: Any, name: str, helptext: str) -> None:
     p = sub.add_parser(
         name,
         help=helptext,
-        description=f"{helptext}. Replaces this process with `python -m {name} ARGS`; "
-        f"pass its own options after `--` (e.g. `taskyard {name} -- --help`).",
+        description=f"{helptext}. Replaces this process with `python -m {name} ARGS`: every option "
+        f"after `taskyard {name}` is its own (`taskyard {name} --help` lists them).",
     )
     p.add_argument("args", nargs=argparse.REMAINDER, help=f"arguments for python -m {name}")
     p.set_defaults(func=_cmd_scheduler if name == "scheduler" else _cmd_worker)
@@ -417,7 +415,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_PASS_THROUGH = {"scheduler": _cmd_scheduler, "worker": _cmd_worker}
+"""Subcommands whose options belong to `python -m <name>`: handed over untouched, `--help` included.
+
+argparse cannot pass an option-like remainder (`taskyard worker --handlers m:attr` would be refused
+as "unrecognized arguments"), so these never go through it.
+"""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("taskyard")
+    except PackageNotFoundError:  # pragma: no cover - running from a tree that was never installed
+        return "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _PASS_THROUGH:
+        return _PASS_THROUGH[argv[0]](argparse.Namespace(args=argv[1:]))
+    parser = build_parser()
+    parser.add_argument("--version", action="version", version=f"taskyard {_version()}")
+    args = parser.parse_args(argv)
+    from api.settings import SettingsError
+
+    try:
+        result: int = args.func(args)
+    except SettingsError as exc:
+        # A configuration mistake is the operator's to fix: one clear line, no traceback.
+        print("taskyard: invalid settings: " + "; ".join(exc.problems), file=sys.stderr)
+        return 2
     return result
