@@ -26,9 +26,10 @@ dev: $(STAMP) ## Run API, scheduler and a worker on embedded defaults (SQLite + 
 test: $(STAMP) ## Run the whole test suite (real Redis/PostgreSQL where present, else embedded)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check, import contracts (layers, no circles)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 fmt: $(STAMP) ## Format and autofix
 	$(BIN)/ruff format .

@@ -14,6 +14,7 @@ from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
+from api import wiring
 from api.auth.controllers import AuthController
 from api.auth.passwords import PasswordService
 from api.auth.tokens import AccessTokenCodec
@@ -24,7 +25,6 @@ from api.http import RequestContextMiddleware, require_json_body
 from api.planner import wiring as planner_wiring
 from api.ratelimit import RateLimiter
 from api.settings import SettingsError
-from api.tasks import wiring
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -143,7 +143,7 @@ def create_app(settings: ApiSettings) -> Litestar:
             *wiring.lifespans(),
             *planner_wiring.lifespans(),
         ],
-        dependencies={"db_session": Provide(provide_db_session)},
+        dependencies={"db_session": Provide(provide_db_session), **wiring.dependencies()},
         exception_handlers=exception_handlers(),
         middleware=[require_json_body],
         cors_config=cors,

@@ -129,7 +129,7 @@ async def _ensure_credentials(settings: ApiSettings, state_path: Path) -> tuple[
 
     Returns (state, whether anything was created).
     """
-    from api.cli import create_agent, ensure_admin
+    from api.chores import create_agent, ensure_admin
 
     state = _read_state(state_path)
     created = False

@@ -96,3 +96,15 @@ def test_the_walk_finds_the_packages() -> None:
 )
 def test_the_checker_catches_forbidden_edges(package: str, source: str, expected: set[str]) -> None:
     assert forbidden_edges(package, imported_modules(source, package=package)) == expected
+
+
+def test_import_contracts_hold() -> None:
+    """import-linter's contracts in pyproject.toml: the layers, and no import circle between siblings anywhere."""
+    import shutil
+    import subprocess
+
+    linter = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    if linter is None:  # pragma: no cover - the dev group installs it
+        pytest.skip("import-linter is not installed")
+    result = subprocess.run([linter], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout[-3000:]
