@@ -35,7 +35,7 @@ fmt: $(STAMP) ## Format and autofix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-typecheck: $(STAMP) ## mypy (strict) on protocol, scheduler, worker and api
+typecheck: $(STAMP) ## mypy (strict) on every package
 	$(BIN)/mypy
 
 check: lint typecheck test ## Everything CI runs

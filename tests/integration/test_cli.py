@@ -34,7 +34,7 @@ def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 def run_cli(*args: str, env: Mapping[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "api", *args],
+        [sys.executable, "-m", "taskyard", *args],
         env=dict(env),
         input=stdin,
         capture_output=True,
@@ -117,7 +117,7 @@ def test_console_script_is_installed(tmp_path: Path) -> None:
 def test_cli_does_not_import_worker() -> None:
     """api must not depend on worker: the CLI execs `python -m worker` instead of importing it."""
     code = (
-        "import sys, api.cli, api.dev; api.cli.build_parser(); "
+        "import sys, taskyard.cli, taskyard.dev; taskyard.cli.build_parser(); "
         "print(sorted(m for m in sys.modules if m == 'worker' or m.startswith('worker.')))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)

@@ -116,6 +116,13 @@ def test_dockerfile_runs_taskyard_as_non_root() -> None:
     assert "TASKYARD_MIGRATIONS_DIR" in text
 
 
+def test_dockerfile_copies_every_package_and_installs_through_the_lock() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    for package in ("taskyard", "api", "scheduler", "worker", "protocol"):
+        assert re.search(rf"^COPY {package} \./{package}$", text, re.MULTILINE), package
+    assert "pip install -c requirements.lock ." in text
+
+
 def test_pre_commit_has_ruff_format_and_mypy() -> None:
     (config,) = _docs(ROOT / ".pre-commit-config.yaml")
     hook_ids = {hook["id"] for repo in config["repos"] for hook in repo["hooks"]}

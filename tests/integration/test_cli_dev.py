@@ -34,7 +34,7 @@ _BANNER_END = "Ctrl-C stops everything."
 
 
 class DevProcess:
-    """`python -m api dev` with its merged output collected by a reader thread (a full pipe would block it)."""
+    """`python -m taskyard dev` with its merged output collected by a reader thread (a full pipe would block it)."""
 
     def __init__(self, data_dir: Path, port: int, *extra: str, env_extra: dict[str, str] | None = None) -> None:
         env = cli_env(data_dir, **(env_extra or {}))
@@ -42,7 +42,7 @@ class DevProcess:
         self.port = port
         self.data_dir = data_dir
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "api", "dev", "--data-dir", str(data_dir), "--port", str(port), *extra],
+            [sys.executable, "-m", "taskyard", "dev", "--data-dir", str(data_dir), "--port", str(port), *extra],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

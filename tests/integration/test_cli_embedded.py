@@ -1,4 +1,4 @@
-"""The embedded redis-server (api.embedded): starts, serves, and is gone after stop (process and port)."""
+"""The embedded redis-server (taskyard.embedded): starts, serves, and is gone after stop (process and port)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import socket
 import pytest
 import redis
 
-from api.embedded import EmbeddedRedis, EmbeddedRedisError, find_free_port
+from taskyard.embedded import EmbeddedRedis, EmbeddedRedisError, find_free_port
 
 
 def _port_free(port: int) -> bool:

@@ -1,7 +1,7 @@
 """The README's command blocks, run as written against a real `taskyard dev` stack.
 
 Only what differs on a test machine is substituted: the port, the printed password, the ids the
-commands print, and `.venv/bin/taskyard` by this interpreter's `-m api`. The handler module the
+commands print, and `.venv/bin/taskyard` by this interpreter's `-m taskyard`. The handler module the
 worker block names is the README's own Python block, written to disk.
 """
 
@@ -76,7 +76,7 @@ def _as_tested(command: str, dev: DevProcess) -> str:
     ws_url = dev.base_url.replace("http", "ws", 1)
     command = command.replace("http://127.0.0.1:8000", dev.base_url).replace("ws://127.0.0.1:8000", ws_url)
     command = command.replace("<printed password>", password)
-    return command.replace(".venv/bin/taskyard", f"{shlex.quote(sys.executable)} -m api")
+    return command.replace(".venv/bin/taskyard", f"{shlex.quote(sys.executable)} -m taskyard")
 
 
 def _wait_done(get_task: str, dev: DevProcess) -> dict[str, Any]:

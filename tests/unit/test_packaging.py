@@ -56,6 +56,6 @@ def test_this_environment_has_the_locked_versions() -> None:
             continue  # pinned for another platform or an extra this environment did not ask for
         if installed != pinned:
             mismatched.append(f"{name}: installed {installed}, locked {pinned}")
-    if mismatched and not (ROOT / ".venv").resolve() == Path(sys.prefix).resolve():
+    if mismatched and (ROOT / ".venv").resolve() != Path(sys.prefix).resolve():
         pytest.skip("not the Makefile's .venv: " + "; ".join(mismatched[:3]))
     assert not mismatched, mismatched

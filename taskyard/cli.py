@@ -2,7 +2,7 @@
 
 `api` runs uvicorn in this process; `scheduler` and `worker` replace this process with
 `python -m scheduler` / `python -m worker` (so `api` never imports `worker`); `dev` runs the whole
-stack under a supervisor (`api.dev`). Settings are read from the environment once, here.
+stack under a supervisor (`taskyard.dev`). Settings are read from the environment once, here.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from api.migrate import current_revision, downgrade, upgrade
+    from taskyard.migrate import current_revision, downgrade, upgrade
 
     url = _load_settings().database.url.reveal()
     if args.action == "upgrade":
@@ -110,14 +110,14 @@ def _read_password(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_create_admin(args: argparse.Namespace) -> int:
-    from api.migrate import upgrade
+    from taskyard.migrate import upgrade
 
     settings = _load_settings()
     upgrade(settings.database.url.reveal(), "head")
     password = _read_password(args)
     if password is not None and len(password) < 8:
         raise SystemExit("create-admin: the password must be at least 8 characters")
-    from api.chores import ensure_admin
+    from taskyard.chores import ensure_admin
 
     user_id, outcome = asyncio.run(ensure_admin(settings, email=args.email, password=password, name=args.name))
     print(f"admin {args.email.strip().lower()} {outcome} (id {user_id})")
@@ -125,8 +125,8 @@ def _cmd_create_admin(args: argparse.Namespace) -> int:
 
 
 def _cmd_create_agent(args: argparse.Namespace) -> int:
-    from api.chores import create_agent
-    from api.migrate import upgrade
+    from taskyard.chores import create_agent
+    from taskyard.migrate import upgrade
 
     settings = _load_settings()
     upgrade(settings.database.url.reveal(), "head")
@@ -149,7 +149,7 @@ def _cmd_create_agent(args: argparse.Namespace) -> int:
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
-    from api.dev import DevOptions, run_dev
+    from taskyard.dev import DevOptions, run_dev
 
     return run_dev(
         DevOptions(

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from api.embedded import EmbeddedRedis, die_with_parent, redis_server_binary
+from taskyard.embedded import EmbeddedRedis, die_with_parent, redis_server_binary
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -129,7 +129,7 @@ async def _ensure_credentials(settings: ApiSettings, state_path: Path) -> tuple[
 
     Returns (state, whether anything was created).
     """
-    from api.chores import create_agent, ensure_admin
+    from taskyard.chores import create_agent, ensure_admin
 
     state = _read_state(state_path)
     created = False
@@ -272,8 +272,8 @@ def _supervise(stack: _Stack, stop: threading.Event) -> int:
 
 
 def _start(options: DevOptions, environ: Mapping[str, str], stack: _Stack, stop: threading.Event) -> int:
-    from api.migrate import async_database_url, upgrade
     from api.settings import load_settings
+    from taskyard.migrate import async_database_url, upgrade
 
     data_dir = Path(options.data_dir or environ.get("TASKYARD_DATA_DIR") or ".taskyard").resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -298,7 +298,7 @@ def _start(options: DevOptions, environ: Mapping[str, str], stack: _Stack, stop:
     state, created = asyncio.run(_ensure_credentials(settings, data_dir / DEV_STATE_FILE))
 
     python = sys.executable
-    _spawn(stack, "api", [python, "-m", "api", "api", "--host", host, "--port", str(port)], env)
+    _spawn(stack, "api", [python, "-m", "taskyard", "api", "--host", host, "--port", str(port)], env)
     if options.scheduler:
         _spawn(stack, "scheduler", [python, "-m", "scheduler"], env)
     connect_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - only compared
