@@ -40,6 +40,7 @@ __all__ = (
     "AuthSettings",
     "DatabaseSettings",
     "HttpSettings",
+    "OpsSettings",
     "PlannerSettings",
     "RateLimitSettings",
     "RedisSettings",
@@ -265,6 +266,29 @@ class PlannerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class OpsSettings:
+    jobs_queue: str = "ops"
+    """rq queue of the side jobs (purges, counters, webhooks); the Redis prefix is put in front of it."""
+    retention_tasks_days: float = 30.0
+    """Finished tasks (done, failed, canceled) older than this (by finish time) are deleted with their events;
+    0: kept."""
+    retention_events_days: float = 7.0
+    """Events of finished tasks older than this are deleted (the task row stays); 0: kept."""
+    retention_audit_days: float = 180.0
+    """Audit rows older than this are deleted; 0: kept."""
+    retention_tokens_days: float = 1.0
+    """Refresh tokens whose family expired this long ago, and revoked access-token ids past expiry, are deleted."""
+    retention_batch_size: int = 500
+    """Rows deleted per transaction by a purge (each batch is its own short transaction)."""
+    retention_max_batches: int = 200
+    """Batches one purge run deletes at most per table; the rest waits for the next run."""
+    purge_interval_s: int = 600
+    """How often the jobs process enqueues the retention purge (rq cron)."""
+    counts_interval_s: int = 15
+    """How often the jobs process refreshes the task-status counts `/metrics` reads (rq cron)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ApiSettings:
     env: Literal["dev", "prod"] = "dev"
     """`APP_ENV`: dev (embedded defaults, open registration) or prod (strict checks)."""
@@ -280,6 +304,7 @@ class ApiSettings:
     ws: WsSettings = field(default_factory=WsSettings)
     tasks: TasksSettings = field(default_factory=TasksSettings)
     planner: PlannerSettings = field(default_factory=PlannerSettings)
+    ops: OpsSettings = field(default_factory=OpsSettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     # The API applies agent frames (retry backoff, stream bounds, TTLs) through the same scripts as the
     # scheduler process, so it reads the same `TASKYARD_SCHEDULER_*` variables (docs/operations.md).
@@ -308,6 +333,7 @@ _GROUPS: dict[str, type[Any]] = {
     "ws": WsSettings,
     "tasks": TasksSettings,
     "planner": PlannerSettings,
+    "ops": OpsSettings,
 }
 
 # Fields whose environment name is not `TASKYARD_API_<FIELD>`.
@@ -545,6 +571,7 @@ def load_settings(environ: Mapping[str, str]) -> ApiSettings:
         ws=groups["ws"],
         tasks=groups["tasks"],
         planner=planner,
+        ops=groups["ops"],
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from api.db.models.agents import Agent
 from api.db.models.audit import AuditLog
 from api.db.models.auth import RefreshToken, RevokedToken
+from api.db.models.ops import DeadLetter
 from api.db.models.planner import LlmSettingsRow, PlannerJob, PlannerMessage, PlannerSession, PlannerStep, PlannerTask
 from api.db.models.tasks import Task, TaskEvent
 from api.db.models.users import User
@@ -12,6 +13,7 @@ from api.db.models.users import User
 __all__ = (
     "Agent",
     "AuditLog",
+    "DeadLetter",
     "LlmSettingsRow",
     "PlannerJob",
     "PlannerMessage",
