@@ -97,7 +97,7 @@ def test_metric_named_in_keda_is_exported() -> None:
 def test_compose_services_and_healthchecks() -> None:
     (compose,) = _docs(DEPLOY / "compose.yaml")
     services = compose["services"]
-    assert {"postgres", "redis", "api", "scheduler", "worker", "migrate"} <= set(services)
+    assert {"postgres", "redis", "api", "scheduler", "jobs", "worker", "migrate"} <= set(services)
     for name in ("postgres", "redis", "api", "scheduler"):
         assert "healthcheck" in services[name], name
     assert services["api"]["depends_on"]["redis"]["condition"] == "service_healthy"

@@ -1,0 +1,82 @@
+"""`taskyard jobs` as a real process: rq cron enqueues the purge and the counts, the rq worker runs them."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import httpx
+import pytest
+import redis
+import sqlalchemy as sa
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from tests.e2e.stack import Stack, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.redis, pytest.mark.timeout(180)]
+
+
+def _sync_url(url: str) -> str:
+    return url.replace("+aiosqlite", "")
+
+
+def test_jobs_process_purges_old_tasks_and_publishes_counts(stack: Stack) -> None:
+    token = stack.register_user("ops-user@example.com")
+    old = stack.submit(token, type="echo", capabilities=["nobody-has-this"])
+    kept = stack.submit(token, type="echo", capabilities=["nobody-has-this"])
+    engine = sa.create_engine(_sync_url(stack.database_url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("UPDATE tasks SET status = 'done', finished_at = :at WHERE id = :id"),
+                {"at": "2001-01-01 00:00:00+00:00", "id": old["id"]},
+            )
+    finally:
+        engine.dispose()
+
+    jobs = stack.spawn(
+        "jobs",
+        [sys.executable, "-m", "api", "jobs"],
+        TASKYARD_API_PURGE_INTERVAL_S="1",
+        TASKYARD_API_COUNTS_INTERVAL_S="1",
+    )
+
+    def purged() -> bool:
+        assert jobs.alive(), jobs.log()[-4000:]
+        with stack.http(token) as client:
+            return client.get(f"/api/tasks/{old['id']}").status_code == 404
+
+    wait_until(purged, timeout_s=60, what="the old finished task purged by the jobs process")
+    assert stack.task(token, kept["id"])["status"] == "queued"
+
+    # The jobs ran through rq: finished purge jobs with their report as the (JSON) result.
+    connection = redis.Redis.from_url(stack.redis_url)
+    try:
+        queue = Queue(f"{stack.prefix}.ops", connection=connection, serializer=JSONSerializer)
+
+        def finished_purge() -> bool:
+            for job_id in queue.finished_job_registry.get_job_ids():
+                job = queue.fetch_job(job_id)
+                if job is not None and job.func_name.endswith("purge_retention"):
+                    result = job.return_value()
+                    return isinstance(result, dict) and "tasks" in result
+            return False
+
+        wait_until(finished_purge, timeout_s=30, what="a finished purge job in rq's registry")
+        wait_until(
+            lambda: connection.exists(f"{stack.prefix}:ops:task_counts") == 1,
+            timeout_s=30,
+            what="published task counts",
+        )
+    finally:
+        connection.close()
+
+    metrics = httpx.get(f"{stack.api_url}/metrics", timeout=10).text
+    queued = [line for line in metrics.splitlines() if line.startswith('taskyard_tasks{status="queued"}')]
+    assert queued
+    assert float(queued[0].split()[-1]) >= 1
+
+    # SIGTERM: rq's warm shutdown, exit code 0.
+    stack.kill(jobs, signal.SIGTERM)
+    assert jobs.popen.returncode == 0, jobs.log()[-4000:]
