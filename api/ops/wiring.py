@@ -1,0 +1,16 @@
+"""What the operations side adds to the app (registered by `api.app.create_app`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from api.ops.controllers import AdminDeadLetterController, DeadLetterController
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ("route_handlers",)
+
+
+def route_handlers() -> Sequence[Any]:
+    return [DeadLetterController, AdminDeadLetterController]
