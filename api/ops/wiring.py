@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from api.ops.admin_controllers import HoldsController
 from api.ops.controllers import AdminDeadLetterController, DeadLetterController
 
 if TYPE_CHECKING:
@@ -13,4 +14,4 @@ __all__ = ("route_handlers",)
 
 
 def route_handlers() -> Sequence[Any]:
-    return [DeadLetterController, AdminDeadLetterController]
+    return [DeadLetterController, AdminDeadLetterController, HoldsController]
