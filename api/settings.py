@@ -286,6 +286,14 @@ class OpsSettings:
     """How often the jobs process enqueues the retention purge (rq cron)."""
     counts_interval_s: int = 15
     """How often the jobs process refreshes the task-status counts `/metrics` reads (rq cron)."""
+    schedules_tick_s: int = 5
+    """How often the jobs process fires due schedules (rq cron); a firing is at most this late."""
+    schedule_misfire_grace_s: int = 60
+    """An occurrence later than this when it is fired counts as missed (the schedule's misfire policy applies)."""
+    schedules_per_user: int = 100
+    """Most schedules one user may have."""
+    schedule_min_interval_s: int = 60
+    """Shortest interval of an interval schedule."""
 
 
 @dataclass(frozen=True, slots=True)

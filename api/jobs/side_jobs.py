@@ -21,7 +21,7 @@ from api.settings import load_settings
 if TYPE_CHECKING:
     from api.settings import ApiSettings
 
-__all__ = ("purge_retention", "refresh_task_counts")
+__all__ = ("fire_schedules", "purge_retention", "refresh_task_counts")
 
 
 def _settings() -> ApiSettings:
@@ -42,11 +42,18 @@ def purge_retention() -> dict[str, int]:
     return asyncio.run(_purge(_settings()))
 
 
-async def _counts(settings: ApiSettings) -> dict[str, int]:
+def _redis(settings: ApiSettings) -> redis.asyncio.Redis:
     if settings.redis.url is None:
         raise ValueError("REDIS_URL is required")
+    # The same reply shape as the API's clients (the scheduler client expects it).
+    return redis.asyncio.Redis.from_url(
+        settings.redis.url.reveal(), protocol=3, legacy_responses=True, decode_responses=False, socket_timeout=10
+    )
+
+
+async def _counts(settings: ApiSettings) -> dict[str, int]:
     engine = create_engine(settings.database)
-    client = redis.asyncio.Redis.from_url(settings.redis.url.reveal())
+    client = _redis(settings)
     try:
         # Three intervals: one missed run is not yet "stale".
         ttl = 3 * settings.ops.counts_interval_s
@@ -59,3 +66,23 @@ async def _counts(settings: ApiSettings) -> dict[str, int]:
 def refresh_task_counts() -> dict[str, int]:
     """Periodic: publish task counts by status for `/metrics`."""
     return asyncio.run(_counts(_settings()))
+
+
+async def _fire(settings: ApiSettings) -> dict[str, int]:
+    from api.schedules.firing import fire_due
+    from scheduler.client import SchedulerClient
+
+    engine = create_engine(settings.database)
+    client = _redis(settings)
+    try:
+        scheduler = SchedulerClient(client, prefix=settings.redis.prefix, settings=settings.scheduler)
+        submitted = await fire_due(create_sessionmaker(engine), scheduler, settings.ops, now=utcnow())
+    finally:
+        await client.aclose()
+        await engine.dispose()
+    return {"submitted": submitted}
+
+
+def fire_schedules() -> dict[str, int]:
+    """Periodic: submit the tasks of every due schedule occurrence."""
+    return asyncio.run(_fire(_settings()))

@@ -1,4 +1,4 @@
-"""What the operations side adds to the app (registered by `api.app.create_app`)."""
+"""What the operations side adds to the app (registered by `api.app.create_app`): dead letters, holds, schedules."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from api.ops.admin_controllers import HoldsController
 from api.ops.controllers import AdminDeadLetterController, DeadLetterController
+from api.schedules.controllers import ScheduleController
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -14,4 +15,4 @@ __all__ = ("route_handlers",)
 
 
 def route_handlers() -> Sequence[Any]:
-    return [DeadLetterController, AdminDeadLetterController, HoldsController]
+    return [DeadLetterController, AdminDeadLetterController, HoldsController, ScheduleController]

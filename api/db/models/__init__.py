@@ -7,6 +7,7 @@ from api.db.models.audit import AuditLog
 from api.db.models.auth import RefreshToken, RevokedToken
 from api.db.models.ops import DeadLetter
 from api.db.models.planner import LlmSettingsRow, PlannerJob, PlannerMessage, PlannerSession, PlannerStep, PlannerTask
+from api.db.models.schedules import Schedule, ScheduleRun
 from api.db.models.tasks import Task, TaskEvent
 from api.db.models.users import User
 
@@ -22,6 +23,8 @@ __all__ = (
     "PlannerTask",
     "RefreshToken",
     "RevokedToken",
+    "Schedule",
+    "ScheduleRun",
     "Task",
     "TaskEvent",
     "User",
