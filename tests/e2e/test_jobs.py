@@ -80,3 +80,37 @@ def test_jobs_process_purges_old_tasks_and_publishes_counts(stack: Stack) -> Non
     # SIGTERM: rq's warm shutdown, exit code 0.
     stack.kill(jobs, signal.SIGTERM)
     assert jobs.popen.returncode == 0, jobs.log()[-4000:]
+
+
+def test_jobs_process_fires_a_schedule_through_the_task_path(stack: Stack) -> None:
+    # An API that accepts a 1 s interval (the default minimum is a minute).
+    api = stack.start_api(name="api-fast", TASKYARD_API_SCHEDULE_MIN_INTERVAL_S="1")
+    token = stack.register_user("sched-user@example.com")
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {
+        "name": "every two seconds",
+        "intervalSeconds": 2,
+        "task": {"type": "echo", "input": {"hello": "world"}, "capabilities": ["nobody-has-this"]},
+    }
+    created = httpx.post(f"{api}/api/schedules", json=body, headers=headers, timeout=10)
+    assert created.status_code == 201, created.text
+    sid = created.json()["id"]
+
+    jobs = stack.spawn("jobs", [sys.executable, "-m", "api", "jobs"], TASKYARD_API_SCHEDULES_TICK_S="1")
+
+    def runs() -> list[dict[str, object]]:
+        assert jobs.alive(), jobs.log()[-4000:]
+        r = httpx.get(f"{api}/api/schedules/{sid}/runs", headers=headers, timeout=10)
+        assert r.status_code == 200, r.text
+        items: list[dict[str, object]] = r.json()["items"]
+        return items
+
+    wait_until(lambda: len([r for r in runs() if r["outcome"] == "submitted"]) >= 2, timeout_s=60, what="two firings")
+    submitted = [r for r in runs() if r["outcome"] == "submitted"]
+    for run in submitted:
+        task = stack.task(token, str(run["taskId"]))
+        assert task["type"] == "echo"
+        assert task["input"] == {"hello": "world"}
+        assert task["idempotencyKey"].startswith(f"schedule:{sid}:")
+    assert len({r["fireAt"] for r in submitted}) == len(submitted)
+    stack.kill(jobs, signal.SIGTERM)
