@@ -294,6 +294,15 @@ class OpsSettings:
     """Most schedules one user may have."""
     schedule_min_interval_s: int = 60
     """Shortest interval of an interval schedule."""
+    webhooks_tick_s: int = 2
+    """How often the jobs process looks for newly finished tasks to call webhooks for (rq cron)."""
+    webhook_max_attempts: int = 6
+    """Delivery attempts per finished task (rq retries with backoff: 10 s, 30 s, 2 min, 10 min, 30 min)."""
+    webhook_timeout_s: float = 10.0
+    """Connect + read timeout of one delivery attempt."""
+    webhook_allowlist: tuple[str, ...] = ()
+    """Hosts, IPs or CIDR networks (optionally `:port`) a webhook may point to although they are private or
+    loopback. Everything else must resolve to public addresses only (checked when saved and at each delivery)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""What the operations side adds to the app (registered by `api.app.create_app`): dead letters, holds, schedules."""
+"""What the operations side adds to the app: dead letters, holds, schedules, webhooks (registered by create_app)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from api.ops.admin_controllers import HoldsController
 from api.ops.controllers import AdminDeadLetterController, DeadLetterController
 from api.schedules.controllers import ScheduleController
+from api.webhooks.controllers import WebhookController
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -15,4 +16,4 @@ __all__ = ("route_handlers",)
 
 
 def route_handlers() -> Sequence[Any]:
-    return [DeadLetterController, AdminDeadLetterController, HoldsController, ScheduleController]
+    return [DeadLetterController, AdminDeadLetterController, HoldsController, ScheduleController, WebhookController]

@@ -1,4 +1,4 @@
-"""Operations: `dead_letters` (a failed task retried as a new task, or discarded), `schedules`, `schedule_runs`.
+"""Operations: `dead_letters`, `schedules`, `schedule_runs`, `webhooks`, `webhook_deliveries`; tasks by finish time.
 
 Revision ID: 0005_operations
 Revises: 0003_planner
@@ -77,11 +77,47 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_schedule_runs")),
         sa.UniqueConstraint("schedule_id", "fire_at", name=op.f("uq_schedule_runs_schedule_id_fire_at")),
     )
+    op.create_table(
+        "webhooks",
+        sa.Column("user_id", sa.String(length=36), nullable=False),
+        sa.Column("url", sa.String(length=2048), nullable=False),
+        sa.Column("secret_enc", sa.LargeBinary(), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("created_at", api.db.base.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", api.db.base.UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_webhooks_user_id_users"), ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("user_id", name=op.f("pk_webhooks")),
+    )
+    op.create_table(
+        "webhook_deliveries",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("user_id", sa.String(length=36), nullable=False),
+        sa.Column("task_id", sa.String(length=36), nullable=False),
+        sa.Column("url", sa.String(length=2048), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("last_status_code", sa.Integer(), nullable=True),
+        sa.Column("last_error", sa.String(length=500), nullable=True),
+        sa.Column("created_at", api.db.base.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", api.db.base.UTCDateTime(), nullable=False),
+        sa.Column("delivered_at", api.db.base.UTCDateTime(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_webhook_deliveries_user_id_users"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_deliveries")),
+        sa.UniqueConstraint("task_id", "user_id", name=op.f("uq_webhook_deliveries_task_id_user_id")),
+    )
+    op.create_index(
+        op.f("ix_webhook_deliveries_user_id_created_at"), "webhook_deliveries", ["user_id", "created_at"], unique=False
+    )
     # Retention finds old finished tasks by finish time; without this it scans the table.
     op.create_index(op.f("ix_tasks_finished_at"), "tasks", ["finished_at"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_webhook_deliveries_user_id_created_at"), table_name="webhook_deliveries")
+    op.drop_table("webhook_deliveries")
+    op.drop_table("webhooks")
     op.drop_table("schedule_runs")
     op.drop_index(op.f("ix_schedules_paused_next_fire_at"), table_name="schedules")
     op.drop_index(op.f("ix_schedules_owner_id_created_at"), table_name="schedules")

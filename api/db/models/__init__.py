@@ -10,6 +10,7 @@ from api.db.models.planner import LlmSettingsRow, PlannerJob, PlannerMessage, Pl
 from api.db.models.schedules import Schedule, ScheduleRun
 from api.db.models.tasks import Task, TaskEvent
 from api.db.models.users import User
+from api.db.models.webhooks import Webhook, WebhookDelivery
 
 __all__ = (
     "Agent",
@@ -28,4 +29,6 @@ __all__ = (
     "Task",
     "TaskEvent",
     "User",
+    "Webhook",
+    "WebhookDelivery",
 )
