@@ -19,6 +19,7 @@ from api.db.models.audit import AuditLog
 from api.db.models.auth import RefreshToken, RevokedToken
 from api.db.models.ops import DeadLetter
 from api.db.models.tasks import Task, TaskEvent
+from api.db.models.webhooks import WebhookDelivery
 from protocol.status import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ async def _remove_tasks(session: AsyncSession, ids: list[Any]) -> None:
     # Children first and explicitly: SQLite only cascades with foreign keys on, and this keeps each step indexed.
     await session.execute(delete(TaskEvent).where(TaskEvent.task_id.in_(ids)))
     await session.execute(delete(DeadLetter).where(DeadLetter.task_id.in_(ids)))
+    await session.execute(delete(WebhookDelivery).where(WebhookDelivery.task_id.in_(ids)))
     await session.execute(delete(Task).where(Task.id.in_(ids), Task.status.in_(_TERMINAL)))
 
 
