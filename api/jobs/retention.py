@@ -19,7 +19,7 @@ from api.db.models.audit import AuditLog
 from api.db.models.auth import RefreshToken, RevokedToken
 from api.db.models.ops import DeadLetter
 from api.db.models.tasks import Task, TaskEvent
-from api.db.models.webhooks import WebhookDelivery
+from api.db.models.webhooks import TaskCallback, WebhookDelivery
 from protocol.status import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
@@ -88,6 +88,7 @@ async def _remove_tasks(session: AsyncSession, ids: list[Any]) -> None:
     await session.execute(delete(TaskEvent).where(TaskEvent.task_id.in_(ids)))
     await session.execute(delete(DeadLetter).where(DeadLetter.task_id.in_(ids)))
     await session.execute(delete(WebhookDelivery).where(WebhookDelivery.task_id.in_(ids)))
+    await session.execute(delete(TaskCallback).where(TaskCallback.task_id.in_(ids)))
     await session.execute(delete(Task).where(Task.id.in_(ids), Task.status.in_(_TERMINAL)))
 
 

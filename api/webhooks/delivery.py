@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from api.db.base import utcnow
 from api.db.models.tasks import Task
-from api.db.models.webhooks import Webhook, WebhookDelivery
+from api.db.models.webhooks import TaskCallback, Webhook, WebhookDelivery
 from api.planner.errors import SecretUnavailableError
 from api.planner.ssrf import UnsafeUrlError, check_base_url, system_resolver
 from api.tasks.service import task_view
@@ -68,11 +68,15 @@ async def collect(
         return []
     mark = dt.datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else str(raw))
     async with sessionmaker() as session:
+        # A task's own callback wins over its owner's URL; either one makes a delivery.
+        target = func.coalesce(TaskCallback.url, Webhook.url)
         query = (
-            select(Task.id, Task.owner_id, Task.finished_at, Webhook.url)
+            select(Task.id, Task.owner_id, Task.finished_at, target)
             .join(Webhook, Webhook.user_id == Task.owner_id)
+            .outerjoin(TaskCallback, TaskCallback.task_id == Task.id)
             .where(
                 Webhook.active.is_(True),
+                target.is_not(None),
                 Task.finished_at > mark,
                 Task.finished_at <= upper,
                 Task.status.in_(_TERMINAL),
@@ -145,8 +149,13 @@ async def _attempt(session: AsyncSession, settings: ApiSettings, row: WebhookDel
     except SecretUnavailableError:
         row.last_error = "the signing secret cannot be decrypted (secrets key rotated away?)"
         return "failed"
+    callback = await session.get(TaskCallback, row.task_id)
+    target = callback.url if callback is not None else hook.url
+    if target is None:
+        row.last_error = "no callback URL for this task any more"
+        return "canceled"
     try:
-        url = await check_base_url(hook.url, allow=url_allowlist(settings), resolve=system_resolver)
+        url = await check_base_url(target, allow=url_allowlist(settings), resolve=system_resolver)
     except UnsafeUrlError as exc:
         row.last_error = exc.message[:500]
         return "refused"

@@ -25,24 +25,25 @@ if TYPE_CHECKING:
     from api.auth.identity import CurrentUser
     from api.settings import ApiSettings
 
-__all__ = ("DeliveryPage", "WebhookIn", "WebhookService", "WebhookView", "keyring", "url_allowlist")
+__all__ = ("DeliveryPage", "WebhookIn", "WebhookService", "WebhookView", "check_url", "keyring", "url_allowlist")
 
 Url = Annotated[str, msgspec.Meta(min_length=8, max_length=MAX_URL_LENGTH)]
 
 
 class WebhookIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
-    url: Url
-    """http(s) URL called with a signed POST when any of your tasks ends (no query string)."""
+    url: Url | None = None
+    """http(s) URL called with a signed POST when any of your tasks ends (no query string). None: only tasks
+    submitted with their own `callbackUrl` are called back (the webhook then only holds the signing secret)."""
     active: bool = True
     rotate_secret: bool = False
     """Issue a new signing secret (the answer shows it once)."""
 
 
 class WebhookView(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
-    url: str
     active: bool
     created_at: dt.datetime
     updated_at: dt.datetime
+    url: str | None = None
     secret: str | None = None
     """Only in the answer that created it: keep it, it is never shown again."""
 
@@ -77,6 +78,14 @@ def url_allowlist(settings: ApiSettings) -> AllowList:
     return AllowList.parse(settings.ops.webhook_allowlist)
 
 
+async def check_url(settings: ApiSettings, raw: str, field: str) -> str:
+    """The URL when it may be called (public, or allow-listed by the operator), else a 422."""
+    try:
+        return await check_base_url(raw, allow=url_allowlist(settings), resolve=system_resolver)
+    except UnsafeUrlError as exc:
+        raise ValidationFailedError(exc.message, {"field": field, "reason": exc.reason}) from exc
+
+
 def _view(row: Webhook, secret: str | None = None) -> WebhookView:
     return WebhookView(
         url=row.url, active=row.active, created_at=row.created_at, updated_at=row.updated_at, secret=secret
@@ -98,10 +107,7 @@ class WebhookService:
         ring = keyring(self._settings)
         if ring is None:
             raise ConflictError("webhooks need the secrets key (TASKYARD_API_SECRETS_KEY) on this deployment")
-        try:
-            url = await check_base_url(data.url, allow=url_allowlist(self._settings), resolve=system_resolver)
-        except UnsafeUrlError as exc:
-            raise ValidationFailedError(exc.message, {"field": "url", "reason": exc.reason}) from exc
+        url = await check_url(self._settings, data.url, "url") if data.url is not None else None
         row = await self._session.get(Webhook, user.id)
         now = utcnow()
         secret: str | None = None

@@ -1,4 +1,4 @@
-"""Operations: `dead_letters`, `schedules`, `schedule_runs`, `webhooks`, `webhook_deliveries`; tasks by finish time.
+"""Operations: `dead_letters`, `schedules`, `schedule_runs`, `webhooks`, `webhook_deliveries`, `task_callbacks`; tasks by finish time.
 
 Revision ID: 0005_operations
 Revises: 0003_planner
@@ -80,7 +80,7 @@ def upgrade() -> None:
     op.create_table(
         "webhooks",
         sa.Column("user_id", sa.String(length=36), nullable=False),
-        sa.Column("url", sa.String(length=2048), nullable=False),
+        sa.Column("url", sa.String(length=2048), nullable=True),
         sa.Column("secret_enc", sa.LargeBinary(), nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("created_at", api.db.base.UTCDateTime(), nullable=False),
@@ -110,11 +110,21 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_webhook_deliveries_user_id_created_at"), "webhook_deliveries", ["user_id", "created_at"], unique=False
     )
+    op.create_table(
+        "task_callbacks",
+        sa.Column("task_id", sa.String(length=36), nullable=False),
+        sa.Column("url", sa.String(length=2048), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["task_id"], ["tasks.id"], name=op.f("fk_task_callbacks_task_id_tasks"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("task_id", name=op.f("pk_task_callbacks")),
+    )
     # Retention finds old finished tasks by finish time; without this it scans the table.
     op.create_index(op.f("ix_tasks_finished_at"), "tasks", ["finished_at"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_table("task_callbacks")
     op.drop_index(op.f("ix_webhook_deliveries_user_id_created_at"), table_name="webhook_deliveries")
     op.drop_table("webhook_deliveries")
     op.drop_table("webhooks")

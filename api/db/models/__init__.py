@@ -10,7 +10,7 @@ from api.db.models.planner import LlmSettingsRow, PlannerJob, PlannerMessage, Pl
 from api.db.models.schedules import Schedule, ScheduleRun
 from api.db.models.tasks import Task, TaskEvent
 from api.db.models.users import User
-from api.db.models.webhooks import Webhook, WebhookDelivery
+from api.db.models.webhooks import TaskCallback, Webhook, WebhookDelivery
 
 __all__ = (
     "Agent",
@@ -27,6 +27,7 @@ __all__ = (
     "Schedule",
     "ScheduleRun",
     "Task",
+    "TaskCallback",
     "TaskEvent",
     "User",
     "Webhook",

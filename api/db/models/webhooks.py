@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from api.db.base import ID_LENGTH, Base, IdColumn, UTCDateTime, utcnow
 
-__all__ = ("Webhook", "WebhookDelivery")
+__all__ = ("TaskCallback", "Webhook", "WebhookDelivery")
 
 
 class Webhook(Base):
@@ -19,7 +19,8 @@ class Webhook(Base):
     user_id: Mapped[str] = mapped_column(
         String(ID_LENGTH), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
     )
-    url: Mapped[str] = mapped_column(String(2048))
+    url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    """Called for every task of the user; None: only tasks with their own `callbackUrl` are called back."""
     secret_enc: Mapped[bytes] = mapped_column(LargeBinary)
     """The signing secret, encrypted with the API's secrets key (bound to the user)."""
     active: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -44,3 +45,14 @@ class WebhookDelivery(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class TaskCallback(Base):
+    """A task's own callback URL (`callbackUrl` at submission); it wins over the owner's webhook URL."""
+
+    __tablename__ = "task_callbacks"
+
+    task_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    url: Mapped[str] = mapped_column(String(2048))

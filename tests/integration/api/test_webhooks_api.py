@@ -10,6 +10,7 @@ from tests.integration.api.test_tasks_support import (  # noqa: F401 - fixtures,
     Env,
     assert_error,
     make_env_fixture,
+    sessionmaker_fixture,
 )
 
 pytestmark = pytest.mark.redis
@@ -70,3 +71,66 @@ def test_secret_is_shown_once_and_rotates(env: Env) -> None:
     assert_error(env.client.put("/api/webhook", json=long_url, headers=user.headers), 422, "validation_error")
     assert env.client.delete("/api/webhook", headers=user.headers).status_code == 204
     assert_error(env.client.delete("/api/webhook", headers=user.headers), 404, "not_found")
+
+
+async def test_a_task_callback_url_is_called_instead_of_the_owner_url(
+    make_env: Any, redis_client: Any, sessionmaker: Any
+) -> None:
+    import datetime as dt
+    import hashlib
+    import hmac
+    import http.server
+    import json
+    import threading
+
+    from api.db.base import utcnow
+    from api.webhooks.delivery import collect, deliver
+    from tests.conftest import free_port
+
+    port = free_port()
+    calls: list[tuple[dict[str, str], bytes]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            calls.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env: Env = make_env(TASKYARD_API_WEBHOOK_ALLOWLIST=f"127.0.0.1:{port}")
+        user = env.user()
+        # No URL of its own: the webhook only holds the signing secret.
+        secret = env.client.put("/api/webhook", json={}, headers=user.headers).json()["secret"]
+        await collect(sessionmaker, redis_client, env.prefix, now=utcnow() - dt.timedelta(seconds=5))  # watermark
+
+        with_callback = env.submit(
+            user, {"type": "echo", "capabilities": ["nobody"], "callbackUrl": f"http://127.0.0.1:{port}/cb"}
+        )
+        without = env.submit(user, {"type": "echo", "capabilities": ["nobody"]})
+        bad = {"type": "echo", "callbackUrl": "file:///etc/passwd"}
+        assert_error(env.client.post("/api/tasks", json=bad, headers=user.headers), 422, "validation_error")
+        for task in (with_callback, without):
+            assert env.client.post(f"/api/tasks/{task['id']}/cancel", headers=user.headers).status_code == 200
+
+        ids = await collect(sessionmaker, redis_client, env.prefix, now=utcnow() + dt.timedelta(seconds=5))
+        assert len(ids) == 1
+        assert await collect(sessionmaker, redis_client, env.prefix, now=utcnow() + dt.timedelta(seconds=6)) == []
+        settings = env.client.app.state.settings
+        assert await deliver(sessionmaker, settings, ids[0], last_attempt=False) == "delivered"
+        [(headers, body)] = calls
+        assert headers["x-taskyard-delivery"] == ids[0]
+        assert json.loads(body)["task"]["id"] == with_callback["id"]
+        signed = f"{headers['x-taskyard-timestamp']}.".encode() + body
+        assert headers["x-taskyard-signature"] == "v1=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+        # Delivered once: a repeated job (rq retry after a crash) does not call again.
+        assert await deliver(sessionmaker, settings, ids[0], last_attempt=False) == "delivered"
+        assert len(calls) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
