@@ -192,3 +192,29 @@ async def test_disabling_a_user_ends_their_tokens_and_closes_their_sockets(renv:
     r = env.client.post(f"/api/admin/users/{user.id}/enable", headers=admin.headers)
     assert r.json() == {"userId": user.id, "active": True}
     assert env.client.post("/api/auth/login", json={"email": user.email, "password": PASSWORD}).status_code == 200
+
+
+async def test_a_disabled_users_agents_cannot_authenticate(renv: Env, sched, sessionmaker) -> None:
+    from api.agents.service import AgentService
+    from api.errors import UnauthorizedError
+
+    env = renv
+    admin = env.user(admin=True)
+    owner = env.user(admin=True)  # only admins create public agents here; the owner is who matters
+    r = env.client.post(
+        "/api/agents",
+        json={"name": "mine", "type": "worker", "capabilities": [], "concurrency": 1},
+        headers=owner.headers,
+    )
+    assert r.status_code == 201, r.text
+    agent_id, token = r.json()["id"], r.json()["token"]
+    async with sessionmaker() as session:
+        assert (await AgentService(session, sched).authenticate(agent_id, token)).id == agent_id
+
+    assert env.client.post(f"/api/admin/users/{owner.id}/disable", headers=admin.headers).status_code == 200
+    async with sessionmaker() as session:
+        with pytest.raises(UnauthorizedError):
+            await AgentService(session, sched).authenticate(agent_id, token)
+    assert env.client.post(f"/api/admin/users/{owner.id}/enable", headers=admin.headers).status_code == 200
+    async with sessionmaker() as session:
+        assert (await AgentService(session, sched).authenticate(agent_id, token)).id == agent_id
