@@ -518,6 +518,34 @@ def _planner_keys(planner: PlannerSettings, env: str, data_dir: Path, problems: 
     )
 
 
+def _ops_problems(ops: OpsSettings) -> list[str]:
+    """Values that would make a side job spin or never run."""
+    out: list[str] = []
+    positive = ("retention_batch_size", "retention_max_batches", "schedules_per_user", "schedule_min_interval_s")
+    for name in positive:
+        if getattr(ops, name) < 1:
+            out.append(f"{env_name('ops', name)}: must be at least 1")
+    not_negative = (
+        "retention_tasks_days",
+        "retention_events_days",
+        "retention_audit_days",
+        "retention_tokens_days",
+        "purge_interval_s",
+        "counts_interval_s",
+        "schedules_tick_s",
+        "schedule_misfire_grace_s",
+        "webhooks_tick_s",
+    )
+    for name in not_negative:
+        if getattr(ops, name) < 0:
+            out.append(f"{env_name('ops', name)}: must not be negative")
+    if ops.webhook_max_attempts < 1 or ops.webhook_timeout_s <= 0:
+        out.append("TASKYARD_API_WEBHOOK_MAX_ATTEMPTS / TASKYARD_API_WEBHOOK_TIMEOUT_S: must be positive")
+    if not ops.jobs_queue.replace("-", "").replace("_", "").isalnum():
+        out.append("TASKYARD_API_JOBS_QUEUE: letters, digits, '-' and '_' only")
+    return out
+
+
 def _check_jwt_secret(secret: str) -> str | None:
     if not secret:
         return "JWT_SECRET: required when APP_ENV=prod"
@@ -566,6 +594,7 @@ def load_settings(environ: Mapping[str, str]) -> ApiSettings:
         auth = dataclasses.replace(auth, jwt_secret=Secret(_dev_jwt_secret(data_dir)))
 
     planner = _planner_keys(groups["planner"], env, data_dir, problems)
+    problems.extend(_ops_problems(groups["ops"]))
 
     scheduler = SchedulerSettings()
     try:
