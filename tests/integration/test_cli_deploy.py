@@ -45,7 +45,7 @@ def _pod_specs() -> dict[str, dict[str, Any]]:
 
 def test_k8s_deployments_have_probes_grace_and_run_as_non_root() -> None:
     pods = _pod_specs()
-    assert set(pods) == {"taskyard-api", "taskyard-scheduler", "taskyard-worker"}
+    assert set(pods) == {"taskyard-api", "taskyard-scheduler", "taskyard-jobs", "taskyard-worker"}
     for name, pod in pods.items():
         assert pod["terminationGracePeriodSeconds"] > 0, name
         assert pod["securityContext"]["runAsNonRoot"] is True, name
