@@ -302,7 +302,7 @@ def _start(options: DevOptions, environ: Mapping[str, str], stack: _Stack, stop:
     if options.scheduler:
         _spawn(stack, "scheduler", [python, "-m", "scheduler"], env)
     # Side jobs (rq): retention purges and the task counts /metrics reads.
-    _spawn(stack, "jobs", [python, "-m", "api", "jobs"], env)
+    _spawn(stack, "jobs", [python, "-m", "api.jobs"], env)
     connect_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - only compared
     base_url = f"http://{connect_host}:{port}"
     if not _wait_ready(base_url, stack, stop):

@@ -37,7 +37,7 @@ def test_jobs_process_purges_old_tasks_and_publishes_counts(stack: Stack) -> Non
 
     jobs = stack.spawn(
         "jobs",
-        [sys.executable, "-m", "api", "jobs"],
+        [sys.executable, "-m", "api.jobs"],
         TASKYARD_API_PURGE_INTERVAL_S="1",
         TASKYARD_API_COUNTS_INTERVAL_S="1",
     )
@@ -96,7 +96,7 @@ def test_jobs_process_fires_a_schedule_through_the_task_path(stack: Stack) -> No
     assert created.status_code == 201, created.text
     sid = created.json()["id"]
 
-    jobs = stack.spawn("jobs", [sys.executable, "-m", "api", "jobs"], TASKYARD_API_SCHEDULES_TICK_S="1")
+    jobs = stack.spawn("jobs", [sys.executable, "-m", "api.jobs"], TASKYARD_API_SCHEDULES_TICK_S="1")
 
     def runs() -> list[dict[str, object]]:
         assert jobs.alive(), jobs.log()[-4000:]
@@ -114,3 +114,29 @@ def test_jobs_process_fires_a_schedule_through_the_task_path(stack: Stack) -> No
         assert task["idempotencyKey"].startswith(f"schedule:{sid}:")
     assert len({r["fireAt"] for r in submitted}) == len(submitted)
     stack.kill(jobs, signal.SIGTERM)
+
+
+def test_taskyard_jobs_burst_runs_what_is_queued_and_exits(stack: Stack) -> None:
+    import subprocess
+    from pathlib import Path
+
+    from api.jobs import side_jobs
+    from api.jobs.queue import enqueue
+    from api.settings import load_settings
+
+    settings = load_settings(stack.env())
+    connection = redis.Redis.from_url(stack.redis_url)
+    try:
+        job = enqueue(settings, connection, side_jobs.refresh_task_counts, kwargs={})
+        # The console script (the same in every layout of the package).
+        taskyard = str(Path(sys.executable).parent / "taskyard")
+        result = subprocess.run(
+            [taskyard, "jobs", "--burst", "--no-cron"], env=stack.env(), capture_output=True, timeout=120, check=False
+        )
+        assert result.returncode == 0, result.stderr.decode()[-4000:]
+        job.refresh()
+        assert job.get_status() == "finished"
+        assert set(job.return_value()) >= {"queued", "done", "failed"}
+        assert connection.exists(f"{stack.prefix}:ops:task_counts") == 1
+    finally:
+        connection.close()

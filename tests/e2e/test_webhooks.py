@@ -77,7 +77,7 @@ def test_a_finished_task_is_delivered_signed_and_retried_after_a_500(stack: Stac
     )
     jobs = stack.spawn(
         "jobs",
-        [sys.executable, "-m", "api", "jobs"],
+        [sys.executable, "-m", "api.jobs"],
         TASKYARD_API_WEBHOOKS_TICK_S="1",
         TASKYARD_API_WEBHOOK_ALLOWLIST=f"127.0.0.1:{receiver.port}",
     )
