@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +60,9 @@ class OpsCron:
     """rq's `CronScheduler` with our periodic jobs, run in a thread until `stop()`."""
 
     def __init__(self, settings: ApiSettings, connection: redis.Redis) -> None:
-        self.scheduler = CronScheduler(connection=connection, name=f"{queue_name(settings)}.cron")
+        # One registry entry per process (rq-dashboard lists each jobs process's cron).
+        name = f"{queue_name(settings)}.cron.{socket.gethostname()}.{os.getpid()}"
+        self.scheduler = CronScheduler(connection=connection, name=name)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         ops = settings.ops
