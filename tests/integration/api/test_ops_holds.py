@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from scheduler.keys import route_id
 from scheduler.types import AgentSpec
 from tests.integration.api.test_tasks_support import (  # noqa: F401 - fixtures, used by name
     PASSWORD,
@@ -97,7 +98,8 @@ async def test_pausing_a_route_by_capabilities(renv: Env, sched, sched_service) 
     cap = "cap-" + uuid.uuid4().hex[:8]
     r = env.client.post("/api/admin/pauses", json={"capabilities": [cap]}, headers=admin.headers)
     assert r.status_code == 200, r.text
-    [route] = [x for x in r.json()["pausedRoutes"] if x.startswith("c:")][-1:]
+    [route] = r.json()["pausedRoutes"]
+    assert route == route_id(None, (cap,))
     task = env.submit(user, {"type": "echo", "capabilities": [cap]})["id"]
     agent = "agent-" + uuid.uuid4().hex[:8]
     await sched.agent_online(AgentSpec(agent, user.id, (cap,), 2), lease_s=30)
