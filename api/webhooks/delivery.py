@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 __all__ = ("LAG", "collect", "deliver", "mark_key", "sign")
 
 LAG = dt.timedelta(seconds=2)
+STALE_PENDING = dt.timedelta(minutes=10)
+"""A delivery still pending and never tried after this long lost its job; it is enqueued again."""
 BATCH = 500
 _TERMINAL = tuple(str(s) for s in TERMINAL_STATUSES)
 _DONE_STATES = ("delivered", "refused", "canceled")
@@ -101,6 +103,14 @@ async def collect(
             await session.rollback()  # another scanner wrote them first; it enqueues them
             return []
         ids = [d.id for d in new]
+        # A row whose job never reached Redis (the enqueue failed after the commit) is enqueued again;
+        # the job id is the delivery's, and a delivered row is never sent twice.
+        stale = select(WebhookDelivery.id).where(
+            WebhookDelivery.status == "pending",
+            WebhookDelivery.attempts == 0,
+            WebhookDelivery.created_at < now - STALE_PENDING,
+        )
+        ids += list((await session.execute(stale.limit(BATCH))).scalars())
     last = rows[-1][2] if len(rows) == BATCH and rows[-1][2] is not None else upper
     await redis.set(mark_key(prefix), last.isoformat())
     return ids

@@ -84,7 +84,7 @@ async def test_a_task_callback_url_is_called_instead_of_the_owner_url(
     import threading
 
     from api.db.base import utcnow
-    from api.webhooks.delivery import collect, deliver
+    from api.webhooks.delivery import collect, deliver, mark_key
     from tests.conftest import free_port
 
     port = free_port()
@@ -131,6 +131,21 @@ async def test_a_task_callback_url_is_called_instead_of_the_owner_url(
         # Delivered once: a repeated job (rq retry after a crash) does not call again.
         assert await deliver(sessionmaker, settings, ids[0], last_attempt=False) == "delivered"
         assert len(calls) == 1
+
+        # A pending delivery whose job was lost is handed out again by a later scan (and only then).
+        env.client.put("/api/webhook", json={"url": f"http://127.0.0.1:{port}/user"}, headers=user.headers)
+        # (The scans above ran with future clocks; put the watermark back to the present.)
+        await redis_client.set(mark_key(env.prefix), (utcnow() - dt.timedelta(seconds=5)).isoformat())
+        lost = env.submit(user, {"type": "echo", "capabilities": ["nobody"]})
+        env.client.post(f"/api/tasks/{lost['id']}/cancel", headers=user.headers)
+        fresh = await collect(sessionmaker, redis_client, env.prefix, now=utcnow() + dt.timedelta(seconds=7))
+        [(lost_id,)] = env.rows("SELECT id FROM webhook_deliveries WHERE task_id = :t", t=lost["id"])
+        assert lost_id in fresh  # (the earlier task without a callback qualifies too, now that the user has a URL)
+        assert await collect(sessionmaker, redis_client, env.prefix, now=utcnow() + dt.timedelta(seconds=8)) == []
+        later = utcnow() + dt.timedelta(minutes=11)
+        assert lost_id in await collect(sessionmaker, redis_client, env.prefix, now=later)
+        assert await deliver(sessionmaker, settings, lost_id, last_attempt=False) == "delivered"
+        assert lost_id not in await collect(sessionmaker, redis_client, env.prefix, now=later)
     finally:
         server.shutdown()
         server.server_close()
