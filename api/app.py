@@ -22,6 +22,7 @@ from api.db.session import create_engine, create_sessionmaker, provide_db_sessio
 from api.errors import exception_handlers
 from api.health import healthz, readyz
 from api.http import RequestContextMiddleware, require_json_body
+from api.ops import wiring as ops_wiring
 from api.planner import wiring as planner_wiring
 from api.ratelimit import RateLimiter
 from api.settings import SettingsError
@@ -136,7 +137,14 @@ def create_app(settings: ApiSettings) -> Litestar:
             allow_credentials=False,
         )
     app = Litestar(
-        route_handlers=[healthz, readyz, AuthController, *wiring.route_handlers(), *planner_wiring.route_handlers()],
+        route_handlers=[
+            healthz,
+            readyz,
+            AuthController,
+            *wiring.route_handlers(),
+            *planner_wiring.route_handlers(),
+            *ops_wiring.route_handlers(),
+        ],
         # The planner's lifespan comes last: it uses the /ws session registry.
         lifespan=[
             _core_lifespan(settings, settings.redis.url.reveal()),

@@ -148,6 +148,14 @@ def _cmd_create_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    from api.jobs.process import run_jobs
+
+    settings = _load_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return run_jobs(settings, burst=args.burst, cron=not args.no_cron)
+
+
 def _cmd_dev(args: argparse.Namespace) -> int:
     from taskyard.dev import DevOptions, run_dev
 
@@ -259,6 +267,18 @@ def _add_create_agent(sub: Any) -> None:
     p.set_defaults(func=_cmd_create_agent)
 
 
+def _add_jobs(sub: Any) -> None:
+    p = sub.add_parser(
+        "jobs",
+        help="run the side-job process (rq worker + rq cron: retention purges, /metrics counts)",
+        description="One rq worker on the side-job queue and rq's cron scheduler for the periodic jobs. "
+        "Needs REDIS_URL and DATABASE_URL like the API.",
+    )
+    p.add_argument("--burst", action="store_true", help="run the queued jobs, then exit")
+    p.add_argument("--no-cron", action="store_true", help="do not enqueue the periodic jobs from this process")
+    p.set_defaults(func=_cmd_jobs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="taskyard",
@@ -272,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_migrate(sub)
     _add_create_admin(sub)
     _add_create_agent(sub)
+    _add_jobs(sub)
     return parser
 
 

@@ -2,7 +2,7 @@
 
 Resolves Redis (REDIS_URL, else an embedded redis-server) and the database (DATABASE_URL, else
 SQLite in the data folder), migrates, ensures a dev admin and a dev agent (kept in `dev.json` so
-restarts reuse them), then supervises the API, a scheduler and workers as child processes. On
+restarts reuse them), then supervises the API, a scheduler, the side-jobs process and workers as child processes. On
 SIGINT/SIGTERM every child gets SIGTERM in reverse start order; a child that dies stops the stack
 with a non-zero exit; if the supervisor itself is killed, Linux ends the children too. Development
 only: it prints credentials.
@@ -301,6 +301,8 @@ def _start(options: DevOptions, environ: Mapping[str, str], stack: _Stack, stop:
     _spawn(stack, "api", [python, "-m", "taskyard", "api", "--host", host, "--port", str(port)], env)
     if options.scheduler:
         _spawn(stack, "scheduler", [python, "-m", "scheduler"], env)
+    # Side jobs (rq): retention purges and the task counts /metrics reads.
+    _spawn(stack, "jobs", [python, "-m", "api.jobs"], env)
     connect_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - only compared
     base_url = f"http://{connect_host}:{port}"
     if not _wait_ready(base_url, stack, stop):

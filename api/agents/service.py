@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from api.agents.schemas import MAX_AGENT_META_BYTES, AgentCreate, AgentCreated, AgentUpdate
 from api.db.base import utcnow
 from api.db.models.agents import Agent
+from api.db.models.users import User
 from api.errors import NotFoundError, PayloadTooLargeError, UnauthorizedError
 from protocol.views import AgentView
 from scheduler.types import AgentPresence, AgentSpec
@@ -259,6 +260,9 @@ class AgentService:
         expected = agent.token_hash if agent is not None else _DUMMY_HASH
         ok = hmac.compare_digest(hash_token(token).encode(), expected.encode())
         if agent is None or not ok:
+            raise UnauthorizedError("invalid agent credentials")
+        # A disabled owner's agents are refused too (the `user_disabled` control message closes their sockets).
+        if not await self._session.scalar(select(User.is_active).where(User.id == agent.owner_id)):
             raise UnauthorizedError("invalid agent credentials")
         return _record(agent)
 

@@ -45,7 +45,7 @@ def _pod_specs() -> dict[str, dict[str, Any]]:
 
 def test_k8s_deployments_have_probes_grace_and_run_as_non_root() -> None:
     pods = _pod_specs()
-    assert set(pods) == {"taskyard-api", "taskyard-scheduler", "taskyard-worker"}
+    assert set(pods) == {"taskyard-api", "taskyard-scheduler", "taskyard-jobs", "taskyard-worker"}
     for name, pod in pods.items():
         assert pod["terminationGracePeriodSeconds"] > 0, name
         assert pod["securityContext"]["runAsNonRoot"] is True, name
@@ -97,7 +97,7 @@ def test_metric_named_in_keda_is_exported() -> None:
 def test_compose_services_and_healthchecks() -> None:
     (compose,) = _docs(DEPLOY / "compose.yaml")
     services = compose["services"]
-    assert {"postgres", "redis", "api", "scheduler", "worker", "migrate"} <= set(services)
+    assert {"postgres", "redis", "api", "scheduler", "jobs", "worker", "migrate"} <= set(services)
     for name in ("postgres", "redis", "api", "scheduler"):
         assert "healthcheck" in services[name], name
     assert services["api"]["depends_on"]["redis"]["condition"] == "service_healthy"

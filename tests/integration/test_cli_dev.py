@@ -199,7 +199,7 @@ def test_dev_starts_the_stack_and_sigint_stops_every_child(tmp_data_dir: Path, d
 
     wait_for(agent_online, timeout_s=60, what="the dev agent online", dev=dev)
     pids = dev.pids()
-    assert {"api", "scheduler", "worker-1", "redis"} <= set(pids), dev.output
+    assert {"api", "scheduler", "jobs", "worker-1", "redis"} <= set(pids), dev.output
 
     assert dev.stop(signal.SIGINT) == 0, dev.output
     wait_for(lambda: _all_gone(pids), timeout_s=15, what="every child gone", dev=dev)
