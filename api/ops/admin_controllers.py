@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession  # noqa: TC002 - Litestar resolv
 from api import audit
 from api.auth.guards import requires_admin
 from api.errors import request_id_of
+from api.http.outages import dependency_error_handlers
 from api.ops.holds import DrainView, Holds, HoldsView, PauseRequest, UserStateView
-from api.tasks.http_errors import dependency_error_handlers
 
 __all__ = ("HoldsController",)
 

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession  # noqa: TC002 - Litestar resolv
 from api import audit
 from api.auth.guards import requires_admin, requires_user
 from api.errors import request_id_of
+from api.http.outages import dependency_error_handlers
 from api.ops.dead_letters import DeadLetterPage, DeadLetterService, DeadLetterView, RetryOutcome, State
-from api.tasks.http_errors import dependency_error_handlers
 from api.tasks.service import SubmitLimit, TaskService
 from protocol.limits import MAX_TYPE_LENGTH, TaskType
 

@@ -10,6 +10,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CON
 from sqlalchemy.ext.asyncio import AsyncSession  # noqa: TC002 - Litestar resolves handler hints at runtime
 
 from api.auth.guards import requires_user
+from api.http.outages import dependency_error_handlers
 from api.schedules.schemas import (  # noqa: TC001 - Litestar resolves handler hints at runtime
     ScheduleCreate,
     SchedulePage,
@@ -18,7 +19,6 @@ from api.schedules.schemas import (  # noqa: TC001 - Litestar resolves handler h
     ScheduleView,
 )
 from api.schedules.service import ScheduleService, schedule_view
-from api.tasks.http_errors import dependency_error_handlers
 
 if TYPE_CHECKING:
     from api.auth.identity import CurrentUser

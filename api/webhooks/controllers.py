@@ -10,7 +10,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CON
 from sqlalchemy.ext.asyncio import AsyncSession  # noqa: TC002 - Litestar resolves handler hints at runtime
 
 from api.auth.guards import requires_user
-from api.tasks.http_errors import dependency_error_handlers
+from api.http.outages import dependency_error_handlers
 from api.webhooks.service import (
     DeliveryPage,
     WebhookIn,
