@@ -54,7 +54,16 @@ def new_page(browser: Any, base_url: str) -> Any:
     page.set_default_timeout(30_000)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    # Script errors only: Chromium also logs every 4xx answer ("Failed to load resource"), which some
+    # tests provoke on purpose and the page shows to the user.
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(msg.text)
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
     page.js_errors = errors
     return page
 

@@ -68,6 +68,16 @@ def test_log_in_submit_watch_the_stream_to_done_and_cancel(stack: Stack, browser
     for status in ("queued", "assigned", "running", "done"):
         assert status in timeline
 
+    # Retry: a new task with the same type and input, followed the same way.
+    first_url = page.url
+    page.get_by_role("button", name="Retry as a new task").click()
+    page.get_by_role("heading", name="Retry a task").wait_for()
+    assert page.get_by_label("Type").input_value() == "llm.chat"
+    page.get_by_role("button", name="Submit").click()
+    page.wait_for_url(lambda url: "#/task/" in url and url != first_url)
+    wait_until(lambda: _status(page) == "done", timeout_s=60, what="the retried task done")
+    assert output.text_content() == "".join(words)
+
     # A slow one, canceled from its page.
     fake.script("slow", {"tokens": [f"t{i} " for i in range(300)], "token_delay_ms": 100})
     task_id = stack.submit(
@@ -160,3 +170,85 @@ def test_a_user_never_sees_another_users_tasks(stack: Stack, browser: Any) -> No
     assert page.locator(f"tr[data-task-id='{hidden}']").count() == 0
     # Bob is not an admin: no queues link, and the admin endpoint refuses him.
     assert page.get_by_role("link", name="Queues").count() == 0
+
+
+def test_queues_page_shows_depth_by_priority_and_route(stack: Stack, browser: Any) -> None:
+    admin = stack.create_admin()
+    page = new_page(browser, stack.api_url)
+    log_in(page, ADMIN_EMAIL, ADMIN_PASSWORD)
+    page.get_by_role("link", name="Queues").click()
+    page.get_by_text("Nothing queued.").wait_for()
+    for priority in (2, 7, 7):
+        stack.submit(admin, type="echo", priority=priority, capabilities=["gpu"])
+    # No reload: the page re-reads the numbers when task events arrive on /ws.
+    page.locator("td[data-priority='7']", has_text="2").wait_for()
+    assert page.locator("td[data-priority='2']").text_content() == "1"
+    route = page.locator("table[aria-label='Queued tasks by route'] tr", has_text="gpu")
+    assert "p7: 2" in str(route.text_content())
+    page.get_by_text("3 queued").wait_for()
+    screenshot(page, "queues")
+    assert page.js_errors == []
+
+
+def test_planner_pages_plan_from_text_and_stream_the_reply(stack: Stack, browser: Any) -> None:
+    import asyncio
+
+    from tests.e2e.planner_agent import Answer, PlannerAgent
+
+    admin = stack.create_admin()
+    stack.register_user("planner@example.com")
+    reply = ["Reading ", "the papers ", "comes first; ", "start today."]
+
+    async def handle(submit: Any, io: Any) -> Any:
+        if submit.type == "planner.from_text":
+            steps = [{"title": "Read ten papers", "detail": "", "estimateMinutes": 240}, {"title": "Write a draft"}]
+            return Answer(
+                output={
+                    "title": "The AIGC paper",
+                    "description": "from the console",
+                    "priority": "high",
+                    "steps": steps,
+                }
+            )
+        for piece in reply:
+            await io.piece(piece)
+            await asyncio.sleep(0.6)
+        return Answer(output={"agentName": "executor", "content": "".join(reply), "patches": []})
+
+    agent_id, token = stack.create_agent(capabilities=["llm"], name="planner-agent")
+    with stack.http(admin) as client:
+        assert client.put(f"/api/agents/{agent_id}", json={"trusted": True}).status_code == 200
+    agent = PlannerAgent(stack.api_url, agent_id, token, handle).start()
+    try:
+        page = new_page(browser, stack.api_url)
+        log_in(page, "planner@example.com", "user-password-123")
+        page.get_by_role("link", name="Planner").click()
+        page.get_by_label("Text to plan").fill("Write the AIGC paper: read ten papers, then write a draft")
+        page.get_by_role("button", name="Make a plan").click()
+        page.wait_for_url("**#/planner/task/*")
+        page.get_by_role("heading", name="The AIGC paper").wait_for()
+        page.get_by_text("Read ten papers").wait_for()
+
+        page.get_by_label("Message", exact=True).fill("What should I do first?")
+        page.get_by_role("button", name="Send").click()
+        # The answer appears piece by piece while the request is still waiting.
+        writing = page.locator(".msg.assistant", has_text="agent (writing...)")
+        writing.filter(has_text="the papers").wait_for()
+        assert "start today." not in str(writing.text_content())
+        page.locator(".msg.assistant", has_text="executor").filter(has_text="start today.").wait_for()
+        screenshot(page, "planner")
+
+        page.get_by_role("link", name="LLM settings").click()
+        page.get_by_text("No settings").wait_for()
+        page.get_by_label("Model").fill("my-model")
+        page.get_by_label("API key (write-only; leave empty to keep the stored one)").fill("sk-console-secret")
+        page.get_by_role("button", name="Save").click()
+        page.get_by_role("alert").filter(has_text="baseUrl is required the first time").wait_for()
+        page.get_by_label("Base URL").fill("https://8.8.8.8/v1")
+        page.get_by_role("button", name="Save").click()
+        page.get_by_text("An API key is stored.").wait_for()
+        assert page.get_by_label("API key (write-only; leave empty to keep the stored one)").input_value() == ""
+        assert "sk-console-secret" not in page.content()
+        assert page.js_errors == []
+    finally:
+        agent.stop()

@@ -107,27 +107,33 @@ function chatBox(root, sessionId, onChanged) {
   const log = h("div", { className: "chat", "aria-live": "polite", "aria-label": "Conversation" });
   const input = h("textarea", { name: "content", rows: 3, maxlength: 8000, required: true });
   const button = h("button", { type: "submit", text: "Send" });
-  const form = h("form", { className: "stack", "aria-label": "Message the agent" }, field("Message", input), button);
+  const form = h("form", { className: "stack", "aria-label": "Talk to the agent" }, field("Message", input), button);
   const pending = new Map(); // reply task id -> its bubble
   let waiting = false;
 
   function bubble(role, who, text) {
+    const label = h("span", { className: "role", text: who });
     const body = h("span", { className: "text", text });
-    const el = h("div", { className: `msg ${role}` }, h("span", { className: "role", text: who }), body);
-    log.append(el);
+    log.append(h("div", { className: `msg ${role}` }, label, body));
     log.scrollTop = log.scrollHeight;
-    return body;
+    return { label, body };
   }
 
   const off = live.on((frame) => {
     const p = frame.payload || {};
     if (!waiting || !p.taskId) return;
+    if (!pending.has(p.taskId)) pending.set(p.taskId, { ...bubble("assistant", "agent", ""), seq: 0 });
+    const reply = pending.get(p.taskId);
+    if (typeof p.seq === "number") {
+      if (p.seq <= reply.seq) return; // the same event through an `all` subscription too
+      reply.seq = p.seq;
+    }
     if (frame.type === "task/stream") {
-      if (!pending.has(p.taskId)) pending.set(p.taskId, bubble("assistant", "agent (writing...)", ""));
-      pending.get(p.taskId).textContent += p.delta;
+      reply.label.textContent = "agent (writing...)";
+      reply.body.textContent += p.delta;
       log.scrollTop = log.scrollHeight;
-    } else if (frame.type === "task/status" && !pending.has(p.taskId)) {
-      pending.set(p.taskId, bubble("assistant", `agent (${p.status})`, ""));
+    } else if (frame.type === "task/status") {
+      reply.label.textContent = `agent (${p.status})`;
     }
   });
   live.subscribeSession(sessionId);

@@ -7,6 +7,7 @@ import { live } from "./live.js";
 const STATUSES = ["", "scheduled", "queued", "assigned", "running", "done", "failed", "canceled"];
 const TERMINAL = new Set(["done", "failed", "canceled"]);
 const PAGE_SIZE = 20;
+let retryTemplate = null; // the task "Retry as a new task" was pressed on
 
 function errorText(err) {
   if (err instanceof ApiError) {
@@ -132,12 +133,7 @@ export function tasksPage(root, params) {
 
 export function submitPage(root, params) {
   const message = h("div");
-  let from = null;
-  try {
-    from = params.get("from") ? JSON.parse(params.get("from")) : null;
-  } catch {
-    from = null;
-  }
+  const from = params.get("retry") ? retryTemplate : null;
   const type = h("input", { name: "type", required: true, maxlength: 128, value: (from && from.type) || "echo" });
   const input = h("textarea", { name: "input", rows: 8, maxlength: 262144 });
   input.value = from ? json(from.input) : '{"text": "hello"}';
@@ -214,8 +210,12 @@ export function taskPage(root, taskId) {
     if (task.error) append(facts, [h("dt", { text: "Error" }), h("dd", { className: "error-text", text: `${task.error.error}: ${task.error.message}` })]);
     clear(actions);
     if (!TERMINAL.has(task.status)) actions.append(h("button", { type: "button", className: "danger", onclick: cancel, text: "Cancel" }));
-    const from = JSON.stringify({ type: task.type, input: task.input, priority: task.priority, capabilities: task.capabilities, timeoutSeconds: task.timeoutSeconds });
-    actions.append(h("a", { className: "button", href: `#/submit?${new URLSearchParams({ from })}`, text: "Retry as a new task" }));
+    const template = { type: task.type, input: task.input, priority: task.priority, capabilities: task.capabilities, timeoutSeconds: task.timeoutSeconds };
+    const retry = () => {
+      retryTemplate = template; // kept in memory, not in the URL: inputs may be large or private
+      location.hash = "#/submit?retry=1";
+    };
+    actions.append(h("button", { type: "button", onclick: retry, text: "Retry as a new task" }));
     inputPre.textContent = json(task.input);
     resultPre.textContent = task.result === undefined ? "(no result yet)" : json(task.result);
   }
