@@ -134,6 +134,7 @@ def test_agents_go_online_and_offline_live_and_admins_manage_them(stack: Stack, 
     worker = stack.start_worker(agent_id, token, concurrency=3)
     row.locator(".online").wait_for(timeout=60_000)
     assert "0 / 3" in str(row.locator(".load-cell").text_content())
+    assert row.locator(".seen-cell").text_content() != "-"
     screenshot(page, "agents")
     stack.kill(worker, signal.SIGKILL)
     # A plain disconnect shows once the presence lease runs out (plus one presence poll).

@@ -13,7 +13,7 @@ export function agentsPage(root) {
   const message = h("div");
   const secret = h("div", { "aria-live": "polite" });
   const tbody = h("tbody");
-  const agents = new Map(); // id -> {agent, tr, seen}
+  const agents = new Map(); // id -> {agent, tr}
 
   function onlineCell(a) {
     return h("span", { className: `badge ${a.online ? "online" : "offline"}`, text: a.online ? "online" : "offline" });
@@ -31,7 +31,7 @@ export function agentsPage(root) {
       h("td", { className: "load-cell" }, loadCell(a)),
       h("td", { text: a.capabilities.join(", ") || "-" }),
       h("td", { text: a.isPublic ? "public" : "private" }),
-      h("td", { className: "seen-cell", text: entry.seen ? when(entry.seen) : "-" }),
+      h("td", { className: "seen-cell", text: a.online && a.lastHeartbeatAt ? when(a.lastHeartbeatAt) : "-" }),
     ];
     if (isAdmin()) {
       cells.push(
@@ -85,7 +85,7 @@ export function agentsPage(root) {
       const data = await api("GET", "/api/agents?pageSize=200");
       clear(tbody);
       for (const a of data.items) {
-        const entry = { agent: a, tr: null, seen: agents.get(a.id)?.seen };
+        const entry = { agent: a, tr: null };
         agents.set(a.id, entry);
         tbody.append(render(entry));
       }
@@ -103,8 +103,9 @@ export function agentsPage(root) {
       load(); // an agent created elsewhere
       return;
     }
+    // A status frame is news from the agent's presence: it was alive (or was last alive) just now.
     Object.assign(entry.agent, { online: p.online, running: p.running, concurrency: p.concurrency });
-    entry.seen = new Date().toISOString();
+    if (p.online) entry.agent.lastHeartbeatAt = new Date().toISOString();
     render(entry);
   });
   live.subscribeAll();
@@ -113,10 +114,10 @@ export function agentsPage(root) {
   if (isAdmin()) parts.push(createForm(load, showToken, message));
   parts.push(
     h("table", { className: "grid", "aria-label": "Agents" },
-      h("thead", {}, h("tr", {}, ["Agent", "State", "Load", "Capabilities", "Visibility", "Last status", ...(isAdmin() ? ["Actions"] : [])].map((t) => h("th", { scope: "col", text: t })))),
+      h("thead", {}, h("tr", {}, ["Agent", "State", "Load", "Capabilities", "Visibility", "Last heartbeat", ...(isAdmin() ? ["Actions"] : [])].map((t) => h("th", { scope: "col", text: t })))),
       tbody,
     ),
-    h("p", { className: "muted", text: "State and load follow the agents' heartbeats live; \"last status\" is when this page last heard of the agent." }),
+    h("p", { className: "muted", text: "State and load follow the agents' presence live. The last heartbeat is as of the page load or the agent's last change of state or load." }),
   );
   append(root, parts);
   load();
