@@ -110,6 +110,19 @@ def test_the_task_table_follows_status_changes_live(stack: Stack, browser: Any) 
     page.get_by_label("Status").select_option("failed")
     page.wait_for_url("**status=failed")
     page.get_by_text("No tasks.").wait_for()
+
+    # Paging and the type filter.
+    stack.submit_batch(admin, [{"type": "noop", "capabilities": ["nobody"]} for _ in range(21)])
+    page.goto("/console#/tasks")
+    page.get_by_text("Page 1 of 2 (22 tasks)").wait_for()
+    page.get_by_role("button", name="Next").click()
+    page.wait_for_url("**page=2")
+    page.get_by_text("Page 2 of 2 (22 tasks)").wait_for()
+    assert page.locator("tr[data-task-id]").count() == 2
+    page.get_by_label("Type").fill("sleep")
+    page.get_by_role("button", name="Filter").click()
+    page.get_by_text("Page 1 of 1 (1 tasks)").wait_for()
+    assert page.locator(f"tr[data-task-id='{task_id}']").count() == 1
     assert page.js_errors == []
 
 

@@ -38,7 +38,15 @@ export function accessToken() {
   return s ? s.accessToken : null;
 }
 
-async function refresh() {
+// One refresh at a time: a REST call and the socket may both find the token expired, and refresh tokens
+// are single-use (a second use of the same one would end the session).
+let refreshing = null;
+function refresh() {
+  if (!refreshing) refreshing = doRefresh().finally(() => { refreshing = null; });
+  return refreshing;
+}
+
+async function doRefresh() {
   const s = session.load();
   if (!s || !s.refreshToken) return false;
   const response = await fetch("/api/auth/refresh", {
