@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ def _row(*cells: Any, widths: tuple[int, ...]) -> str:
 
 
 def _cmd_login(args: argparse.Namespace) -> int:
-    url = (args.url or DEFAULT_URL).rstrip("/")
+    url = (args.url or os.environ.get("TASKYARD_URL") or DEFAULT_URL).rstrip("/")
     email = args.email or input("email: ").strip()
     password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else getpass.getpass("password: ")
     conn = Connection(url, None)

@@ -133,6 +133,17 @@ def test_watch_follows_a_stream_to_done_failed_and_canceled(stack: Stack) -> Non
     assert failed.returncode == 3, failed.stderr
     assert "planned_failure" in failed.stderr
 
+    slept = cli(
+        stack,
+        *("tasks", "submit", "sleep", "--input", '{"seconds": 1.5, "progressEvery": 0.3}', "--capability", "llm"),
+        "--watch",
+        **env,
+    )
+    assert slept.returncode == 0, slept.stderr
+    assert "progress: " in slept.stderr
+    assert "%" in slept.stderr
+    assert json.loads(slept.stdout) == {"sleptS": 1.5}
+
     # Watching with --json: one event per line, in seq order, then the task.
     task_id = stack.submit(env["TASKYARD_TOKEN"], type="echo", input={"x": 1}, capabilities=["llm"])["id"]
     as_json = cli(stack, "tasks", "watch", task_id, "--json", **env)
