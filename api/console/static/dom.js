@@ -36,14 +36,6 @@ export function when(iso) {
   return Number.isNaN(d.getTime()) ? String(iso) : d.toLocaleString();
 }
 
-export function ago(iso) {
-  if (!iso) return "";
-  const s = Math.max(0, Math.round((Date.now() - new Date(iso).getTime()) / 1000));
-  if (s < 60) return `${s} s ago`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
-  return `${Math.floor(s / 3600)} h ago`;
-}
-
 // A labelled form field: the label wraps its control, so screen readers and clicks both find it.
 export function field(label, control) {
   return h("label", { className: "field" }, h("span", { text: label }), control);
