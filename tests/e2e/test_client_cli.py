@@ -19,6 +19,12 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def taskyard() -> list[str]:
+    """The installed `taskyard` command, as a user runs it (else the module behind it)."""
+    script = Path(sys.executable).with_name("taskyard")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "api"]
+
+
 def _env(stack: Stack, **extra: str) -> dict[str, str]:
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -32,7 +38,7 @@ def _env(stack: Stack, **extra: str) -> dict[str, str]:
 
 def cli(stack: Stack, *args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "api", *args],
+        [*taskyard(), *args],
         cwd=ROOT,
         env=_env(stack, **env),
         input=stdin,
@@ -159,7 +165,7 @@ def test_watch_follows_a_stream_to_done_failed_and_canceled(stack: Stack) -> Non
         env["TASKYARD_TOKEN"], type="llm.chat", input=json.loads(_chat_input("slow")), capabilities=["llm"]
     )["id"]
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "api", "tasks", "watch", slow_id],
+        [*taskyard(), "tasks", "watch", slow_id],
         cwd=ROOT,
         env=_env(stack, **env),
         stdout=subprocess.PIPE,
@@ -187,9 +193,7 @@ def test_watch_follows_a_stream_to_done_failed_and_canceled(stack: Stack) -> Non
 def test_every_client_subcommand_has_help(tmp_path: Path) -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
-        return subprocess.run(
-            [sys.executable, "-m", "api", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
-        )
+        return subprocess.run([*taskyard(), *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
 
     for args in (
         ("login",),

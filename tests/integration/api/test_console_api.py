@@ -30,6 +30,9 @@ def test_root_redirects_to_the_console_and_pages_carry_a_strict_csp(env: Env) ->
     assert "script-src 'self'" in csp
     assert "unsafe-inline" not in csp
     assert "unsafe-eval" not in csp
+    # Self only: no other origin, no data: or blob: sources anywhere.
+    sources = {src for directive in csp.split(";") for src in directive.split()[1:]}
+    assert sources <= {"'self'", "'none'"}
     assert page.headers["x-content-type-options"] == "nosniff"
     assert '<script type="module" src="/console/static/app.js">' in page.text
     script = env.client.get("/console/static/app.js")
