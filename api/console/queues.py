@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import msgspec
 from litestar import Request, get
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ("QueueStats", "queue_stats")
 
 MAX_ROUTES = 200
-"""Routes (routing classes with queued work) listed per answer, longest-waiting registry order first."""
+"""Routes (routing classes with queued work) read per answer: the first in dispatch order (best head first)."""
 _TERMINAL = ("done", "failed", "canceled")
 
 
@@ -63,14 +63,22 @@ class QueueStats(msgspec.Struct, rename="camel", kw_only=True):
     """Tasks that ended per minute over the last `minutes`, oldest first."""
 
 
+class _Route(NamedTuple):
+    route: str
+    info: dict[str, Any]
+    """`{"pin": agent id or "", "caps": [...]}` as the scheduler registered it."""
+    depths: list[int]
+    """Queued tasks per priority 0..9."""
+    heads: list[str]
+    """The longest-waiting task id of each non-empty priority band."""
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def _routes(
-    redis: redis.asyncio.Redis, keys: Keys
-) -> tuple[list[tuple[str, dict[str, Any], list[int], list[str]]], bool, int]:
-    """Per route: its description, depth per priority and the head id of each non-empty priority band."""
+async def _routes(redis: redis.asyncio.Redis, keys: Keys) -> tuple[list[_Route], bool, int]:
+    """The queued routes, whether there were more than `MAX_ROUTES`, and the count of scheduled tasks."""
     routes = [_text(r) for r in await redis.zrange(keys.queues(), 0, MAX_ROUTES)]
     truncated = len(routes) > MAX_ROUTES
     routes = routes[:MAX_ROUTES]
@@ -87,14 +95,14 @@ async def _routes(
             pipe.zrangebyscore(keys.queue(route), low, f"({low + 10**14}", start=0, num=1)
     replies = await pipe.execute()
     described = replies[0]
-    out = []
+    out: list[_Route] = []
     for i, route in enumerate(routes):
         band = replies[1 + i * 20 : 1 + (i + 1) * 20]
         depths = [int(band[2 * p]) for p in range(10)]
         heads = [_text(band[2 * p + 1][0]) for p in range(10) if band[2 * p + 1]]
         raw = described[i]
         info = json.loads(raw) if raw else {}
-        out.append((route, info, depths, heads))
+        out.append(_Route(route, info, depths, heads))
     return out, truncated, scheduled
 
 
@@ -136,7 +144,7 @@ async def queue_stats(
     state = request.app.state
     now = utcnow()
     routes, truncated, scheduled = await _routes(state.redis, Keys(state.settings.redis.prefix))
-    heads = [h for _, _, _, hs in routes for h in hs]
+    heads = [h for r in routes for h in r.heads]
     created: dict[str, dt.datetime] = {}
     if heads:
         rows = (await db_session.execute(select(Task.id, Task.created_at).where(Task.id.in_(heads)))).all()
