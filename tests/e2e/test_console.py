@@ -267,3 +267,19 @@ def test_planner_pages_plan_from_text_and_stream_the_reply(stack: Stack, browser
         assert page.js_errors == []
     finally:
         agent.stop()
+
+
+def test_a_revoked_session_returns_the_page_to_the_login_form(stack: Stack, browser: Any) -> None:
+    stack.create_admin()
+    page = new_page(browser, stack.api_url)
+    log_in(page, ADMIN_EMAIL, ADMIN_PASSWORD)
+    page.locator("table[aria-label=Tasks]").wait_for()
+    saved = page.evaluate("JSON.parse(sessionStorage.getItem('taskyard.console.session'))")
+    assert set(saved) >= {"accessToken", "refreshToken"}
+    # Logging this session out elsewhere revokes both tokens: the socket is closed (1008), the refresh
+    # is refused, and the page goes back to the login form with its storage cleared.
+    with stack.http(saved["accessToken"]) as client:
+        assert client.post("/api/auth/logout", json={"refreshToken": saved["refreshToken"]}).status_code == 200
+    page.get_by_role("button", name="Log in").wait_for(timeout=60_000)
+    assert page.evaluate("sessionStorage.getItem('taskyard.console.session')") is None
+    assert page.js_errors == []

@@ -68,8 +68,7 @@ export async function api(method, path, body, { retry = true } = {}) {
   const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   if (response.status === 401 && retry && token) {
     if (await refresh()) return api(method, path, body, { retry: false });
-    session.clear();
-    onLoggedOut();
+    endSession();
   }
   if (response.status === 204) return null;
   const text = await response.text();
@@ -112,4 +111,10 @@ export function isAdmin() {
 
 export function refreshSession() {
   return refresh();
+}
+
+// The session is over (refused and not refreshable): back to the login form.
+export function endSession() {
+  session.clear();
+  onLoggedOut();
 }

@@ -2,7 +2,7 @@
 // subscriptions (with lastSeq) for a task's page, session subscriptions for the planner. Reconnects with
 // backoff and resubscribes; per task, events whose seq was already seen are dropped (replays repeat them).
 
-import { accessToken, refreshSession } from "./api.js";
+import { accessToken, endSession, refreshSession } from "./api.js";
 
 function uuid() {
   if (crypto.randomUUID) return crypto.randomUUID();
@@ -79,7 +79,11 @@ class Live {
     this.ws = null;
     if (this.stopped) return;
     this.setState("reconnecting");
-    if (event.code === 1008) await refreshSession(); // expired or revoked token: try a fresh one
+    // 1008: the token expired or was revoked. Try a fresh one; if there is none, the session is over.
+    if (event.code === 1008 && !(await refreshSession())) {
+      endSession();
+      return;
+    }
     setTimeout(() => this.connect(), this.backoff);
     this.backoff = Math.min(this.backoff * 2, 10000);
   }
