@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from api.client.http import DEFAULT_URL, ClientError, Connection, connect, save_config
 from api.client.watch import EXIT_CANCELED, EXIT_DONE, EXIT_FAILED, watch_task
@@ -181,6 +181,13 @@ def _cmd_agents(conn: Connection, args: argparse.Namespace) -> int:
 # --- parser ---------------------------------------------------------------------------------------
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (exit 2), like every other error of these commands."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("server")
@@ -196,7 +203,7 @@ def _add_tasks(sub: Any, common: argparse.ArgumentParser) -> None:
         help="submit, list, read, watch and cancel tasks on a server",
         description=("Talk to a running server over its REST API and /ws. " + EXIT_CODES_HELP),
     )
-    tsub = tasks.add_subparsers(dest="tasks_command", required=True, metavar="ACTION")
+    tsub = tasks.add_subparsers(dest="tasks_command", required=True, metavar="ACTION", parser_class=_OneLineParser)
 
     p = tsub.add_parser(
         "submit",
@@ -261,7 +268,7 @@ def add_client_commands(sub: Any) -> None:
     p.set_defaults(func=_cmd_login)
     _add_tasks(sub, common)
     agents = sub.add_parser("agents", help="list the agents you may see", description="Agents on a server.")
-    asub = agents.add_subparsers(dest="agents_command", required=True, metavar="ACTION")
+    asub = agents.add_subparsers(dest="agents_command", required=True, metavar="ACTION", parser_class=_OneLineParser)
     p = asub.add_parser(
         "list",
         parents=[common],

@@ -212,3 +212,7 @@ def test_every_client_subcommand_has_help(tmp_path: Path) -> None:
     assert "Exit codes" in run("tasks", "watch", "--help").stdout
     assert "--json" in run("agents", "list", "--help").stdout
     assert run("tasks").returncode == 2  # an action is required
+    bad = run("tasks", "submit", "echo", "--priority", "12")
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1
+    assert bad.stderr.startswith("taskyard tasks submit: error: argument --priority")
