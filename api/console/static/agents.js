@@ -14,6 +14,7 @@ export function agentsPage(root) {
   const secret = h("div", { "aria-live": "polite" });
   const tbody = h("tbody");
   const agents = new Map(); // id -> {agent, tr}
+  let reloadTimer = null;
 
   function onlineCell(a) {
     return h("span", { className: `badge ${a.online ? "online" : "offline"}`, text: a.online ? "online" : "offline" });
@@ -100,7 +101,9 @@ export function agentsPage(root) {
     const p = frame.payload;
     const entry = agents.get(p.agentId);
     if (!entry) {
-      load(); // an agent created elsewhere
+      // An agent this page does not list yet (created elsewhere): one reload for a burst of them.
+      clearTimeout(reloadTimer);
+      reloadTimer = setTimeout(load, 300);
       return;
     }
     // A status frame is news from the agent's presence: it was alive (or was last alive) just now.
@@ -121,7 +124,10 @@ export function agentsPage(root) {
   );
   append(root, parts);
   load();
-  return off;
+  return () => {
+    off();
+    clearTimeout(reloadTimer);
+  };
 }
 
 function createForm(reload, showToken, message) {

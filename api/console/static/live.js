@@ -122,6 +122,7 @@ class Live {
   }
 
   subscribeAll() {
+    if (this.watchAll) return; // once per socket: it covers every page (and is renewed on reconnect)
     this.watchAll = true;
     this.send("subscribe", { all: true });
   }
