@@ -201,6 +201,10 @@ def test_queues_page_shows_depth_by_priority_and_route(stack: Stack, browser: An
     route = page.locator("table[aria-label='Queued tasks by route'] tr", has_text="gpu")
     assert "p7: 2" in str(route.text_content())
     page.get_by_text("3 queued").wait_for()
+    # The oldest task's waiting time keeps growing between reloads.
+    age_cell = route.locator("td.age")
+    first_age = age_cell.text_content()
+    wait_until(lambda: age_cell.text_content() != first_age, timeout_s=10, what="the waiting time to advance")
     screenshot(page, "queues")
     assert page.js_errors == []
 

@@ -31,7 +31,9 @@ export function queuesPage(root) {
       for (const r of q.routes) {
         const target = r.pinnedAgentId ? `agent ${r.pinnedAgentId}` : r.capabilities.length ? r.capabilities.join(", ") : "(any agent)";
         const prios = Object.entries(r.byPriority).sort((a, b) => b[0] - a[0]).map(([p, n]) => `p${p}: ${n}`).join("  ");
-        routeBody.append(h("tr", {}, h("td", { text: target }), h("td", { text: r.depth }), h("td", { text: prios }), h("td", { text: age(r.oldestAgeS) })));
+        const ageCell = h("td", { className: "age", text: age(r.oldestAgeS) });
+        if (r.oldestAgeS !== null && r.oldestAgeS !== undefined) ageCell.dataset.age = r.oldestAgeS;
+        routeBody.append(h("tr", {}, h("td", { text: target }), h("td", { text: r.depth }), h("td", { text: prios }), ageCell));
       }
       if (!q.routes.length) routeBody.append(h("tr", {}, h("td", { colspan: 4, text: "Nothing queued." })));
       if (q.routesTruncated) routeBody.append(h("tr", {}, h("td", { colspan: 4, text: "More routes than shown." })));
@@ -47,6 +49,7 @@ export function queuesPage(root) {
           ),
         );
       }
+      fetchedAt = Date.now();
       flash(message, "");
     } catch (err) {
       flash(message, err instanceof ApiError && err.status === 403 ? "Queues are for admins." : err.message);
@@ -55,6 +58,12 @@ export function queuesPage(root) {
 
   let timer = null;
   let last = 0;
+  let fetchedAt = Date.now();
+  // Waiting times grow between reloads: advance them on the local clock (no request).
+  const ticker = setInterval(() => {
+    const elapsed = (Date.now() - fetchedAt) / 1000;
+    for (const cell of routeBody.querySelectorAll("td[data-age]")) cell.textContent = age(Number(cell.dataset.age) + elapsed);
+  }, 1000);
   const off = live.on((frame) => {
     if (frame.type !== "task/status") return;
     clearTimeout(timer);
@@ -77,5 +86,5 @@ export function queuesPage(root) {
       h("thead", {}, h("tr", {}, ["Minute", "Done", "Failed", "Canceled", ""].map((t) => h("th", { scope: "col", text: t })))), tputBody),
   ]);
   load();
-  return () => { off(); clearTimeout(timer); };
+  return () => { off(); clearTimeout(timer); clearInterval(ticker); };
 }
