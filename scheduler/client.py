@@ -21,7 +21,16 @@ if TYPE_CHECKING:
 
     from redis.asyncio import Redis
 
-    from scheduler.types import AgentPresence, AgentSpec, Applied, CancelResult, InboxEntry, TaskEvent, TaskSpec
+    from scheduler.types import (
+        AgentPresence,
+        AgentSpec,
+        Applied,
+        CancelResult,
+        InboxEntry,
+        ReconcileResult,
+        TaskEvent,
+        TaskSpec,
+    )
 
 __all__ = ("SchedulerClient",)
 
@@ -137,9 +146,20 @@ class SchedulerClient:
 
     # --- presence ------------------------------------------------------------------------------
 
-    async def agent_online(self, spec: AgentSpec, *, lease_s: float) -> bool:
-        """On connect and every heartbeat; True when the agent just came online."""
-        return await self.scripts.heartbeat(spec, int(lease_s * 1000), self._now())
+    async def agent_online(self, spec: AgentSpec, *, lease_s: float, session_id: str = "") -> bool:
+        """On connect and every heartbeat; True when the agent just came online.
+
+        `session_id` names the socket: only the latest one's close starts a reconnect grace."""
+        return await self.scripts.heartbeat(spec, int(lease_s * 1000), self._now(), session_id)
+
+    async def agent_closed(self, agent_id: str, session_id: str, *, grace_s: float) -> None:
+        """The agent's socket closed: stop offering it work; unless it reconnects within `grace_s` (or
+        another session of it is live already), the reaper requeues its tasks then."""
+        await self.scripts.agent_closed(agent_id, session_id, int(grace_s * 1000), self._now())
+
+    async def reconcile_agent(self, agent_id: str, running: list[tuple[str, int]]) -> ReconcileResult:
+        """Requeue the agent's running attempts its (new session's first) heartbeat does not list."""
+        return await self.scripts.reconcile_agent(agent_id, running, self._now())
 
     async def agent_offline(self, agent_id: str, *, requeue_now: bool) -> int:
         """requeue_now: tasks back to queued at once and presence removed (delete, rotate);
