@@ -176,18 +176,21 @@ class SchedulerClient:
     async def stale_attempts(self, agent_id: str, reported: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """Of the (task, attempt) pairs an agent says it runs, those it no longer holds.
 
-        An attempt is live only while its task is assigned/running, on that attempt, on that agent.
+        An attempt is live while its task is assigned/running, on that attempt, on that agent; also once that
+        attempt of that agent finished the task: the agent lists outcomes not acknowledged yet, and one whose
+        commit was lost (a replica died) must be resent, not cancelled.
         Read-only and not atomic: a caller only uses it to tell an agent to drop work.
         """
         pipe = self._redis.pipeline(transaction=False)
         for task_id, _ in reported:
-            pipe.hmget(self.keys.task(task_id), "status", "attempt", "agent")
+            pipe.hmget(self.keys.task(task_id), "status", "attempt", "agent", "fin")
         rows = await pipe.execute()
         agent = agent_id.encode()
         stale: list[tuple[str, int]] = []
-        for (task_id, attempt), (status, current, holder) in zip(reported, rows, strict=True):
+        for (task_id, attempt), (status, current, holder, fin) in zip(reported, rows, strict=True):
             live = status in (b"assigned", b"running") and current is not None and int(current) == attempt
-            if not (live and holder == agent):
+            finished_by_it = fin is not None and fin.startswith(b"%d:%s:" % (attempt, agent))
+            if not (live and holder == agent) and not finished_by_it:
                 stale.append((task_id, attempt))
         return stale
 

@@ -359,9 +359,13 @@ class Agent(Generic[R]):
     def _on_cancel(self, cancel: TaskCancel) -> None:
         key = (cancel.task_id, cancel.attempt)
         self._finished.add(key)  # a submit of this attempt arriving later must not run it
-        self._outbox.purge(key)
-        self._streams.pop(key, None)
-        self._note_outbox_change()
+        if not self._outbox.has_terminal(key):
+            # An outcome already waiting for its ack stays: only the server's answer settles it (an ack, the
+            # partial output of a canceled task, or a refusal that drops it). Dropping it here could leave a
+            # task `done` without its result when the first commit was lost with a replica.
+            self._outbox.purge(key)
+            self._streams.pop(key, None)
+            self._note_outbox_change()
         job = self._jobs.get(key)
         if job is not None:
             logger.info("task cancelled by the server", extra=job.log_extra(self._settings.agent_id))
