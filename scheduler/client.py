@@ -119,8 +119,9 @@ class SchedulerClient:
         """
         return await self.scripts.stream(task_id, attempt, agent_id, self._now(), offset=offset, delta=delta)
 
-    async def complete(self, task_id: str, attempt: int, agent_id: str) -> Applied:
-        return await self.scripts.complete(task_id, attempt, agent_id, self._now())
+    async def complete(self, task_id: str, attempt: int, agent_id: str, output_json: bytes | None = None) -> Applied:
+        """`output_json`: kept in Redis for `output_keep_s` so a lost commit can be filled in (`pending_outputs`)."""
+        return await self.scripts.complete(task_id, attempt, agent_id, self._now(), output_json)
 
     async def fail(
         self,
@@ -143,6 +144,17 @@ class SchedulerClient:
             retryable=retryable,
             retry_delay_s=retry_delay_s,
         )
+
+    async def pending_outputs(self, task_ids: Sequence[str]) -> dict[str, bytes]:
+        """The kept outputs of these finished tasks (those Redis still has)."""
+        if not task_ids:
+            return {}
+        values = await self._redis.mget([self.keys.pending_output(task_id) for task_id in task_ids])
+        return {
+            task_id: value if isinstance(value, bytes) else str(value).encode()
+            for task_id, value in zip(task_ids, values, strict=True)
+            if value is not None
+        }
 
     # --- presence ------------------------------------------------------------------------------
 

@@ -13,6 +13,9 @@ Each entry: key, Redis type; contents; bound or TTL; written by -> read by.
     avoid (the agent it last timed out on; dispatch prefers any other with room).
     No TTL while active; `task_ttl_s` once terminal.
     Written by every script -> read by every script and `known_task_ids`.
+`P:out:{id}` STRING
+    The output of the result that made the task `done`, until the database has it (a result whose commit
+    died with its API replica is filled in from here). TTL `output_keep_s`. complete -> the reconciler.
 `P:hist:{id}` STREAM
     The task's events (status, progress, stream pieces); entry id `0-{seq}`, so "after seq" is one XRANGE.
     MAXLEN ~ `history_maxlen`; TTL `task_ttl_s`, refreshed per event.
@@ -111,6 +114,9 @@ class Keys:
 
     def task(self, task_id: str) -> str:
         return f"{self.prefix}:task:{task_id}"
+
+    def pending_output(self, task_id: str) -> str:
+        return f"{self.prefix}:out:{task_id}"
 
     def history(self, task_id: str) -> str:
         return f"{self.prefix}:hist:{task_id}"

@@ -187,8 +187,13 @@ class Scripts:
         keys, args = self._frame(task_id, attempt, agent_id)
         return _applied(await self._run("stream", now_ms, keys, [*args, offset, delta.encode()]))
 
-    async def complete(self, task_id: str, attempt: int, agent_id: str, now_ms: int) -> Applied:
+    async def complete(
+        self, task_id: str, attempt: int, agent_id: str, now_ms: int, output_json: bytes | None = None
+    ) -> Applied:
         keys, args = self._frame(task_id, attempt, agent_id)
+        if output_json is not None:
+            keys.append(self._keys.pending_output(task_id))
+            args += [output_json, int(self._settings.output_keep_s * 1000)]
         return _applied(await self._run("complete", now_ms, keys, args))
 
     async def fail(
