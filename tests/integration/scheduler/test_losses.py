@@ -151,3 +151,16 @@ def _spec(agent_id: str):  # type: ignore[no-untyped-def]
     from scheduler.types import AgentSpec
 
     return AgentSpec(agent_id, "owner-1", (), 1)
+
+
+async def test_an_attempt_that_finished_the_task_is_not_stale(sched, service, make_agent) -> None:
+    """A reconnecting agent lists outcomes awaiting their ack; cancelling them could lose a result."""
+    a = make_agent("a", concurrency=2)
+    await a.online()
+    await sched.enqueue_many([spec("finished"), spec("taken")])
+    await service.run_until_idle()
+    entries = {e.task_id: e.attempt for e in await a.inbox()}
+    await sched.complete("finished", entries["finished"], "a")
+    await sched.agent_offline("a", requeue_now=True)  # "taken" goes back to the queue
+    stale = await sched.stale_attempts("a", [("finished", entries["finished"]), ("taken", entries["taken"])])
+    assert stale == [("taken", entries["taken"])]
