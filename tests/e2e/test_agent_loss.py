@@ -97,3 +97,22 @@ def test_a_poison_task_is_stopped_by_its_loss_bound_not_its_attempts(stack: Stac
     assert _redis_task(stack, task_id)["losses"] == "3"
     # Three workers died on it; the fourth was never offered it again.
     assert sum(1 for w in workers if w.alive()) == 1
+
+
+def test_a_reconnect_within_the_grace_keeps_the_running_task(make_stack: StackFactory) -> None:
+    """The API restarts (SIGTERM, same port): its sockets close, the worker reconnects, the attempt stays."""
+    stack = make_stack(TASKYARD_API_HEARTBEAT_TIMEOUT_S="60", TASKYARD_API_RECONNECT_GRACE_S="30")
+    admin = stack.create_admin()
+    a_id, a_token = stack.create_agent(capabilities=["keep"], concurrency=1, name="A")
+    worker_a = stack.start_worker(a_id, a_token, concurrency=1, name="worker-A", TASKYARD_WORKER_BACKOFF_MAX_S="1")
+    task_id = stack.submit(admin, type="sleep", input={"seconds": 8}, capabilities=["keep"], maxAttempts=3)["id"]
+    wait_until(lambda: _running_on(stack, admin, task_id, a_id), timeout_s=30, what="running on A")
+    api = stack.procs[0]
+    port = stack.api_url.rsplit(":", 1)[1]
+    stack.kill(api, signal.SIGTERM)
+    stack.start_api(name="api-restarted", port=int(port))
+    wait_until(lambda: worker_a.log().count("agent connected") >= 2, timeout_s=30, what="A reconnected")
+    wait_until(lambda: stack.task(admin, task_id)["status"] == "done", timeout_s=60, what="done")
+    task = stack.task(admin, task_id)
+    assert (task["attempt"], task["agentId"], task["result"]) == (1, a_id, {"sleptS": 8})
+    assert "losses" not in _redis_task(stack, task_id)
