@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from contextlib import AbstractAsyncContextManager
@@ -160,8 +161,8 @@ class Agent(Generic[R]):
         resources: Callable[[], AbstractAsyncContextManager[R]] | None = None,
         on_hang: Callable[[], None] = _exit_hung,
     ) -> None:
-        """`on_hang`: what the watchdog does when the link is silent past its bound (default: exit the
-        process with `EXIT_HUNG`, so the supervisor restarts the worker)."""
+        """`on_hang`: what the watchdog does, on its own thread, when the link is silent past its bound
+        (default: exit the process with `EXIT_HUNG`, so the supervisor restarts the worker)."""
         self._settings = settings
         self._on_hang = on_hang
         self._registry = registry
@@ -232,14 +233,19 @@ class Agent(Generic[R]):
             self._resources = resources
             connection_loop = asyncio.create_task(self._connection_loop(), name="agent-connection")
             stop_wait = asyncio.create_task(self._stop_requested.wait(), name="agent-stop-wait")
-            watchdog = asyncio.create_task(self._watchdog(), name="agent-watchdog")
+            watchdog_stop = threading.Event()
+            if self._settings.watchdog_s > 0:
+                threading.Thread(
+                    target=self._watchdog, args=(watchdog_stop,), name="agent-watchdog", daemon=True
+                ).start()
             try:
                 await asyncio.wait({connection_loop, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                 if connection_loop.done():
                     connection_loop.result()  # an AuthenticationError ends the run here
                 await self._drain()
             finally:
-                await cancel_and_wait(stop_wait, connection_loop, watchdog)
+                await cancel_and_wait(stop_wait, connection_loop)
+                watchdog_stop.set()
                 await self._cancel_jobs(None)
 
     # -- connection lifecycle ---------------------------------------------------------------------------
@@ -277,16 +283,14 @@ class Agent(Generic[R]):
                 logger.exception("agent session failed", extra={"agent_id": agent_id})
             await asyncio.sleep(backoff.next_delay_s())
 
-    async def _watchdog(self) -> None:
-        """Exit through `on_hang` when the link shows no sign of life past the bound.
+    def _watchdog(self, stop: threading.Event) -> None:
+        """Call `on_hang` when the link shows no sign of life past the bound; runs on its own thread.
 
         Alive means a frame from the server (it sends heartbeats) or a connection attempt; a hung
-        cancellation or a stuck socket shows neither. Off when `watchdog_s` is 0.
+        cancellation, a stuck socket or a blocked event loop shows neither. A thread, so that a loop
+        that no longer runs anything is caught too. Off when `watchdog_s` is 0.
         """
-        if self._settings.watchdog_s <= 0:
-            return
-        while True:
-            await asyncio.sleep(_WATCHDOG_TICK_S)
+        while not stop.wait(_WATCHDOG_TICK_S):
             bound_s = max(self._settings.watchdog_s, _WATCHDOG_HEARTBEATS * self._link.heartbeat_interval_s)
             silent_s = time.monotonic() - self._link.alive_at
             if silent_s > bound_s:

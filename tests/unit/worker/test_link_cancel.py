@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -144,7 +146,7 @@ async def test_serve_returns_when_the_socket_dies_as_a_job_finishes() -> None:
 
 
 async def test_the_watchdog_calls_on_hang_when_the_link_is_silent() -> None:
-    hung = asyncio.Event()
+    hung = threading.Event()
     async with FakeApi() as api:
         settings = WorkerSettings(
             url=api.url, agent_id=api.agent_id, agent_token=Secret(api.token), watchdog_s=0.5, backoff_max_s=0.1
@@ -154,7 +156,7 @@ async def test_the_watchdog_calls_on_hang_when_the_link_is_silent() -> None:
         try:
             await asyncio.wait_for(agent.connected.wait(), WAIT_S)
             # The fake API sends one heartbeat, then nothing: past the bound the link counts as hung.
-            await asyncio.wait_for(hung.wait(), WAIT_S)
+            assert await asyncio.to_thread(hung.wait, WAIT_S)
         finally:
             agent.stop()
             agent.stop()
@@ -162,7 +164,7 @@ async def test_the_watchdog_calls_on_hang_when_the_link_is_silent() -> None:
 
 
 async def test_the_watchdog_stays_quiet_while_the_server_heartbeats() -> None:
-    hung = asyncio.Event()
+    hung = threading.Event()
     async with FakeApi() as api:
         settings = WorkerSettings(
             url=api.url, agent_id=api.agent_id, agent_token=Secret(api.token), watchdog_s=0.5, backoff_max_s=0.1
@@ -175,6 +177,27 @@ async def test_the_watchdog_stays_quiet_while_the_server_heartbeats() -> None:
                 await api.send(Heartbeat(interval=0.05))
                 await asyncio.sleep(0.1)
             assert not hung.is_set()
+        finally:
+            agent.stop()
+            agent.stop()
+            await asyncio.wait_for(run, WAIT_S)
+
+
+async def test_the_watchdog_catches_a_blocked_event_loop() -> None:
+    """A handler that blocks the loop stops heartbeats and everything else; the watchdog's thread still runs."""
+    hung = threading.Event()
+    async with FakeApi() as api:
+        settings = WorkerSettings(
+            url=api.url, agent_id=api.agent_id, agent_token=Secret(api.token), watchdog_s=0.3, backoff_max_s=0.1
+        )
+        agent: Agent[Any] = Agent(settings, Registry(), on_hang=hung.set)
+        run = asyncio.create_task(agent.run())
+        try:
+            await asyncio.wait_for(agent.connected.wait(), WAIT_S)
+            deadline = time.monotonic() + WAIT_S
+            while not hung.is_set() and time.monotonic() < deadline:
+                time.sleep(0.05)  # blocks the event loop, as a misbehaving synchronous handler would
+            assert hung.is_set()
         finally:
             agent.stop()
             agent.stop()
