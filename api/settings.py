@@ -214,7 +214,7 @@ class WsSettings:
 @dataclass(frozen=True, slots=True)
 class TasksSettings:
     reconcile_interval_s: float = 5.0
-    """How often the reconciler re-enqueues recent rows Redis does not know; 0 turns the reconciler off."""
+    """How often the reconciler re-enqueues recent rows Redis does not know and fills lost results; 0: off."""
     reconcile_window_s: float = 600.0
     """How far back (by creation time) the reconciler looks for rows Redis may have missed."""
     reconcile_grace_s: float = 2.0
