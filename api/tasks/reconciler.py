@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from sqlalchemy import literal_column, select
+from sqlalchemy import select
 
 from api.db.base import utcnow
 from api.db.models.tasks import Task
@@ -174,8 +174,7 @@ class Reconciler(BackgroundLoop):
                 await session.execute(
                     select(Task.id, Task.attempt, Task.assigned_agent_id)
                     .where(
-                        # A literal, as in the partial index's predicate, so a generic plan can still use it.
-                        Task.status == literal_column("'done'"),
+                        Task.status == str(TaskStatus.DONE),
                         Task.result.is_(None),
                         Task.finished_at >= now - keep,
                         Task.finished_at <= now - _RESULT_GRACE,

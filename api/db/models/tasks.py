@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt  # noqa: TC003 - SQLAlchemy resolves Mapped[] at runtime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from api.db.base import ID_LENGTH, Base, IdColumn, JsonColumn, UTCDateTime, utcnow
@@ -18,7 +18,6 @@ __all__ = ("EVENT_ID_TYPE", "Task", "TaskEvent")
 
 # BIGINT on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid).
 EVENT_ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")
-_DONE_WITHOUT_RESULT = text("status = 'done' AND result IS NULL")
 
 
 class Task(Base):
@@ -31,14 +30,6 @@ class Task(Base):
         Index(None, "agent_id"),
         Index(None, "assigned_agent_id"),
         Index(None, "created_at"),
-        # Rows `done` whose result commit is missing (normally none for more than a moment): the reconciler
-        # fills them from the output Redis kept, without scanning every finished task.
-        Index(
-            "ix_tasks_done_without_result",
-            "finished_at",
-            postgresql_where=_DONE_WITHOUT_RESULT,
-            sqlite_where=_DONE_WITHOUT_RESULT,
-        ),
     )
 
     id: Mapped[str] = mapped_column(IdColumn, primary_key=True)
