@@ -166,7 +166,10 @@ class Reconciler(BackgroundLoop):
         return added
 
     async def repair_results(self) -> int:
-        """Fill recent `done` rows that have no result from the output Redis kept; returns how many."""
+        """Fill recent `done` rows that have no result from the output Redis kept; returns how many.
+
+        Bounded by finish time (the last `output_keep_s`): with an index on `finished_at`, a short range scan.
+        """
         now = self._clock()
         keep = dt.timedelta(seconds=self._scheduler.settings.output_keep_s)
         async with self._sessionmaker() as session:
