@@ -24,8 +24,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from api.db.base import UTCDateTime
 from api.db.models.tasks import Task, TaskEvent
+from api.tasks import history
 from api.tasks._background import BackgroundLoop
-from api.tasks.result_writer import lock_task_rows, retry_on_lock_conflict
+from api.tasks.result_writer import retry_on_lock_conflict
 from protocol.status import TERMINAL_STATUSES, TaskStatus
 
 if TYPE_CHECKING:
@@ -132,8 +133,13 @@ class _RowUpdate:
         }
 
 
-def _row_updates(events: list[SchedulerEvent], inserted: set[tuple[str, int]]) -> list[dict[str, Any]]:
-    """Per task, the batch's net change, sorted by task id (the lock order)."""
+def _row_updates(
+    events: list[SchedulerEvent], inserted: set[tuple[str, int]], histories: dict[str, list[list[Any]]]
+) -> list[dict[str, Any]]:
+    """Per task, the batch's net change, sorted by task id (the lock order).
+
+    `histories`: the merged `tasks.history` of tasks whose status entries changed in this batch.
+    """
     rows: dict[str, _RowUpdate] = {}
     ended: set[str] = set()
     for event in sorted(events, key=lambda e: (e.task_id, e.seq)):
@@ -142,7 +148,14 @@ def _row_updates(events: list[SchedulerEvent], inserted: set[tuple[str, int]]) -
         row = rows.get(event.task_id) or rows.setdefault(event.task_id, _RowUpdate(event.task_id))
         if not row.add(event, (event.task_id, event.seq) in inserted):
             ended.add(event.task_id)
-    return [rows[k].params() for k in sorted(rows)]
+    out = []
+    for task_id in sorted(rows):
+        params = rows[task_id].params()
+        merged = histories.get(task_id)
+        params["b_new_history"] = int(merged is not None)
+        params["b_history"] = merged
+        out.append(params)
+    return out
 
 
 def _update_statement() -> Update:
@@ -157,6 +170,7 @@ def _update_statement() -> Update:
     fresh = and_(t.c.seq < seq, active)
     fresh_status = and_(t.c.seq < sseq, active)
     has_fail = bindparam("b_has_fail") == 1
+    new_history = bindparam("b_new_history") == 1
     return (
         update(t)
         .where(
@@ -165,6 +179,7 @@ def _update_statement() -> Update:
                 fresh,
                 and_(bindparam("b_running_at", type_=UTCDateTime()).is_not(None), t.c.started_at.is_(None)),
                 and_(has_fail, t.c.error.is_(None), t.c.status == str(TaskStatus.FAILED)),
+                new_history,
             ),
         )
         .values(
@@ -202,6 +217,9 @@ def _update_statement() -> Update:
                 ),
                 else_=t.c.error,
             ),
+            # Merged under the row lock taken at the start of the batch, so nothing is lost to a
+            # concurrent append (the result writer and cancel wait for the lock).
+            history=case((new_history, bindparam("b_history", type_=t.c.history.type)), else_=t.c.history),
         )
     )
 
@@ -218,6 +236,81 @@ def _insert_statement(dialect: str) -> Insert:
         insert_fn = sqlite.insert if dialect == "sqlite" else postgresql.insert
         stmt = _INSERTS[dialect] = insert_fn(_EVENTS).on_conflict_do_nothing(index_elements=["task_id", "seq"])
     return stmt
+
+
+@dataclass(slots=True)
+class _Stored:
+    history: list[list[Any]] | None
+    start: dt.datetime | None
+    """When the task became due (run_at or created_at): the start of its first dispatch latency."""
+
+
+async def _lock_histories(conn: AsyncConnection, ids: list[str]) -> dict[str, _Stored]:
+    """Lock the task rows in id order (like `lock_task_rows`) and read their history."""
+    t = cast("Table", Task.__table__)
+    stmt = (
+        select(t.c.id, t.c.history, func.coalesce(t.c.run_at, t.c.created_at))
+        .where(t.c.id.in_(sorted(set(ids))))
+        .order_by(t.c.id)
+        .with_for_update(key_share=True)
+    )
+    return {str(r[0]): _Stored(r[1], r[2]) for r in (await conn.execute(stmt)).all()}
+
+
+def _merge_statuses(
+    events: list[SchedulerEvent], stored: dict[str, _Stored]
+) -> tuple[dict[str, list[list[Any]]], set[tuple[str, int]]]:
+    """Fold the batch's status events into each task's history.
+
+    Returns the merged histories of the tasks that changed, and the (task_id, seq) pairs that were
+    not stored before (a replayed batch changes nothing and returns none).
+    """
+    new: dict[str, list[list[Any]]] = {}
+    for event in events:
+        if event.type == "task/status" and event.status:
+            change = history.entry(
+                event.seq,
+                event.status,
+                attempt=event.attempt,
+                agent_id=event.agent_id,
+                data=_event_data(event),
+                at=_at(event.at_ms),
+            )
+            new.setdefault(event.task_id, []).append(change)
+    merged: dict[str, list[list[Any]]] = {}
+    inserted: set[tuple[str, int]] = set()
+    for task_id, changes in new.items():
+        before = stored[task_id].history or []
+        known = {int(e[0]): e for e in before if isinstance(e, list) and e}
+        fresh = [c for c in changes if known.get(c[0]) != c]
+        if not fresh:
+            continue
+        inserted.update((task_id, c[0]) for c in fresh if c[0] not in known)
+        merged[task_id] = history.merge(before, fresh)
+    return merged, inserted
+
+
+def _dispatch_latencies(
+    events: list[SchedulerEvent],
+    inserted: set[tuple[str, int]],
+    merged: dict[str, list[list[Any]]],
+    stored: dict[str, _Stored],
+) -> list[float]:
+    """queued -> assigned, for assignments recorded now (a replayed event is not counted twice)."""
+    out: list[float] = []
+    for event in events:
+        if not (event.type == "task/status" and event.status == TaskStatus.ASSIGNED):
+            continue
+        if (event.task_id, event.seq) not in inserted:
+            continue
+        entries = merged.get(event.task_id) or stored[event.task_id].history or []
+        queued = [int(e[5]) for e in entries if e[1] == TaskStatus.QUEUED and int(e[0]) < event.seq]
+        start = _at(max(queued)) if queued else stored[event.task_id].start
+        if start is None:
+            continue
+        start = start if start.tzinfo else start.replace(tzinfo=dt.UTC)
+        out.append(max(0.0, (_at(event.at_ms) - start).total_seconds()))
+    return out
 
 
 class Recorder(BackgroundLoop):
@@ -299,27 +392,31 @@ class Recorder(BackgroundLoop):
     async def _apply_batch(
         self, conn: AsyncConnection, events: list[SchedulerEvent]
     ) -> tuple[set[tuple[str, int]], list[float]]:
-        # Task rows first, in id order (the order every writer of tasks + task_events uses).
-        known = await lock_task_rows(conn, [e.task_id for e in events])
-        mine = [e for e in events if e.task_id in known]
+        # Task rows first, in id order (the order every writer of tasks + task_events uses); their
+        # history is read under that lock and written back merged by the one UPDATE per task.
+        stored = await _lock_histories(conn, [e.task_id for e in events])
+        mine = [e for e in events if e.task_id in stored]
         if len(mine) != len(events):
             # Tasks without a row were never accepted through this database (e.g. enqueued
             # by a tool straight into Redis); nothing to record for them.
             logger.debug("recorder skipped %d events of unknown tasks", len(events) - len(mine))
         if not mine:
             return set(), []
-        inserted = await self._insert_events(conn, mine)
-        await conn.execute(_UPDATE, _row_updates(mine, inserted))
-        return inserted, await self._dispatch_latencies(conn, mine, inserted)
+        merged, inserted = _merge_statuses(mine, stored)
+        inserted |= await self._insert_events(conn, [e for e in mine if e.type == "task/stream"])
+        await conn.execute(_UPDATE, _row_updates(mine, inserted, merged))
+        return inserted, _dispatch_latencies(mine, inserted, merged, stored)
 
     @staticmethod
     async def _insert_events(conn: AsyncConnection, events: list[SchedulerEvent]) -> set[tuple[str, int]]:
-        """Insert the batch's event rows; returns the (task_id, seq) pairs that are new.
+        """Insert the batch's `task/stream` rows; returns the (task_id, seq) pairs that are new.
 
         With the task rows locked nobody else adds events for these tasks, so the pairs already
         stored can be read first; the insert is then a plain executemany (a short statement the
         driver prepares once, where RETURNING would render one huge VALUES list per batch).
         """
+        if not events:
+            return set()
         stored = await conn.execute(
             select(_EVENTS.c.task_id, _EVENTS.c.seq).where(
                 _EVENTS.c.task_id.in_({e.task_id for e in events}), _EVENTS.c.seq >= min(e.seq for e in events)
@@ -335,39 +432,6 @@ class Recorder(BackgroundLoop):
         if rows:
             await conn.execute(_insert_statement(conn.dialect.name), rows)
         return {(r["task_id"], r["seq"]) for r in rows}
-
-    @staticmethod
-    async def _dispatch_latencies(
-        conn: AsyncConnection, events: list[SchedulerEvent], inserted: set[tuple[str, int]]
-    ) -> list[float]:
-        """queued -> assigned, for assignments recorded now (a replayed event is not counted twice)."""
-        assigned = [
-            e
-            for e in events
-            if e.type == "task/status" and e.status == TaskStatus.ASSIGNED and (e.task_id, e.seq) in inserted
-        ]
-        if not assigned:
-            return []
-        ids = {e.task_id for e in assigned}
-        queued: dict[str, list[tuple[int, dt.datetime]]] = {}
-        rows = await conn.execute(
-            select(TaskEvent.task_id, TaskEvent.seq, TaskEvent.at).where(
-                TaskEvent.task_id.in_(ids), TaskEvent.status == str(TaskStatus.QUEUED)
-            )
-        )
-        for task_id, seq, at in rows.all():
-            queued.setdefault(task_id, []).append((seq, at))
-        starts = select(Task.id, func.coalesce(Task.run_at, Task.created_at)).where(Task.id.in_(ids))
-        created = {r[0]: r[1] for r in (await conn.execute(starts)).all()}
-        out: list[float] = []
-        for event in assigned:
-            before = [at for seq, at in queued.get(event.task_id, []) if seq < event.seq]
-            start = max(before) if before else created.get(event.task_id)
-            if start is None:
-                continue
-            start = start if start.tzinfo else start.replace(tzinfo=dt.UTC)
-            out.append(max(0.0, (_at(event.at_ms) - start).total_seconds()))
-        return out
 
     # --- lifecycle --------------------------------------------------------------------------------
 

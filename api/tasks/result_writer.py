@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 
 from api.db.base import UTCDateTime
 from api.db.models.tasks import Task
+from api.tasks.history import json_append
 from protocol.status import TERMINAL_STATUSES, TaskStatus
 
 if TYPE_CHECKING:
@@ -63,6 +64,13 @@ _seq: BindParameter[int] = bindparam("b_seq")
 _now = bindparam("b_now", type_=UTCDateTime())
 _attempt: BindParameter[int] = bindparam("b_attempt")
 _newer_seq = case((_t.c.seq < _seq, _seq), else_=_t.c.seq)
+# The outcome's status change goes onto the row with the outcome, before the agent's ack: once acked,
+# Redis is never its only home. Appended only when the row has not reached this seq (the recorder or
+# an earlier copy of this write already holds it then).
+_with_change = case(
+    (_t.c.seq < _seq, json_append(_t.c.history, bindparam("b_change", type_=_t.c.history.type))),
+    else_=_t.c.history,
+)
 # Inlined literals: an expanding IN cannot be used with executemany.
 _active = _t.c.status.not_in([literal_column(f"'{s}'") for s in _TERMINAL])
 
@@ -79,6 +87,7 @@ _STATEMENTS: dict[Kind, Update] = {
         finished_at=func.coalesce(_t.c.finished_at, _now),
         updated_at=_now,
         seq=_newer_seq,
+        history=_with_change,
     ),
     # Redis already made the task `canceled`; the row may still trail it (the cancel's own commit or the
     # recorder), so it is made canceled here too. Only an empty result slot is filled.
@@ -99,6 +108,7 @@ _STATEMENTS: dict[Kind, Update] = {
         finished_at=func.coalesce(_t.c.finished_at, _now),
         updated_at=_now,
         seq=_newer_seq,
+        history=_with_change,
     ),
     # A retry records the error; the status moves only if this event is newer than the row.
     "retry": update(_t)
@@ -109,6 +119,7 @@ _STATEMENTS: dict[Kind, Update] = {
         attempt=_attempt,
         updated_at=_now,
         seq=_newer_seq,
+        history=_with_change,
     ),
 }
 

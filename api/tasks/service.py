@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import msgspec
 import redis.exceptions
-from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from api.agents.service import AgentService
-from api.db.base import utcnow
+from api.db.base import JsonColumn, utcnow
 from api.db.models.tasks import Task, TaskEvent
 from api.errors import (
     ApiError,
@@ -33,7 +33,7 @@ from api.errors import (
     TaskNotRunnableError,
     ValidationFailedError,
 )
-from api.tasks.events import insert_events_ignore_duplicates
+from api.tasks import history
 from api.tasks.result_writer import apply_writes
 from protocol.errors import ErrorCode
 from protocol.limits import MAX_IDEMPOTENCY_KEY_LENGTH, MAX_TASK_INPUT_BYTES, MAX_TASK_OUTPUT_BYTES
@@ -131,6 +131,7 @@ _NEW_ROW_KEYS = (
     "seq",
     "created_at",
     "updated_at",
+    "history",
 )
 
 
@@ -323,8 +324,11 @@ class TaskService:
     def _new_row(self, user: CurrentUser, p: _Prepared, now: dt.datetime) -> Task:
         data = p.data
         run_at = data.run_at.astimezone(dt.UTC) if data.run_at else None
-        status = TaskStatus.SCHEDULED if run_at is not None and run_at > now else TaskStatus.QUEUED
-        task = Task(
+        status = str(TaskStatus.SCHEDULED if run_at is not None and run_at > now else TaskStatus.QUEUED)
+        # The first status change is written with the row, so the history is whole even if Redis
+        # never hears of the task; the enqueue (seq 0) makes the scheduler emit the same event as
+        # seq 1, which the recorder then merges onto this entry.
+        return Task(
             id=str(uuid.uuid4()),
             owner_id=user.id,
             type=data.type,
@@ -337,30 +341,20 @@ class TaskService:
             run_at=run_at,
             idempotency_key=p.key,
             request_hash=p.request_hash,
-            status=str(status),
+            status=status,
             attempt=0,
             seq=1,
             created_at=now,
             updated_at=now,
+            history=[history.entry(1, status, attempt=0, agent_id=None, data=None, at=now)],
         )
-        return task
 
     async def _insert(self, tasks: list[Task]) -> None:
-        """Insert new rows and their first history entries with Core executemany (no ORM flush).
-
-        The first history entry is written with the row, so the history is whole even if Redis never
-        hears of the task. The enqueue (seq 0) makes the scheduler record the same event as seq 1,
-        which the recorder then finds already stored. Raises IntegrityError on a duplicate key.
-        """
+        """One Core INSERT (executemany for a batch; no ORM flush, no event rows). Raises IntegrityError
+        on a duplicate idempotency key."""
         conn = await self._session.connection()
-        await conn.execute(
-            insert(cast("Table", Task.__table__)), [{k: getattr(t, k) for k in _NEW_ROW_KEYS} for t in tasks]
-        )
-        events = [
-            {"task_id": t.id, "seq": 1, "type": "task/status", "status": t.status, "attempt": 0, "at": t.created_at}
-            for t in tasks
-        ]
-        await conn.execute(insert(cast("Table", TaskEvent.__table__)), events)
+        rows = [{k: getattr(t, k) for k in _NEW_ROW_KEYS} for t in tasks]
+        await conn.execute(insert(cast("Table", Task.__table__)), rows[0] if len(rows) == 1 else rows)
 
     async def _enqueue(self, tasks: list[Task]) -> None:
         """After the commit. A Redis failure is logged, not raised: the reconciler enqueues the rows."""
@@ -456,11 +450,7 @@ class TaskService:
 
     async def detail(self, user: CurrentUser, task_id: str) -> TaskView:
         task = await self.get_visible(user, task_id)
-        newest = (
-            select(TaskEvent).where(TaskEvent.task_id == task.id).order_by(TaskEvent.seq.desc()).limit(HISTORY_LIMIT)
-        )
-        events = list((await self._session.execute(newest)).scalars())
-        events.reverse()
+        events = await history.read_events(self._session, task, limit=HISTORY_LIMIT, newest=True)
         return task_view(task, events)
 
     async def list_page(
@@ -533,8 +523,16 @@ class TaskService:
             raise TaskNotRunnableError("task already finished", {"status": task.status})
         seq = result.seq if result.outcome == "canceled" and result.seq else task.seq + 1
         now = utcnow()
-        # The tasks row first, then its event: the order the recorder and the result writer lock in
-        # too (task rows by id, then task_events), so none of them can deadlock with another.
+        canceled = result.outcome == "canceled"
+        change = history.entry(
+            seq,
+            str(TaskStatus.CANCELED),
+            attempt=(result.attempt or 0) if canceled else task.attempt,
+            agent_id=result.agent_id if canceled else None,
+            data={"reason": reason},
+            at=now,
+        )
+        # One UPDATE: the status and its history entry (the row lock orders it with the recorder).
         await self._session.execute(
             update(Task)
             .where(Task.id == task.id, Task.status.not_in(_TERMINAL))
@@ -543,22 +541,8 @@ class TaskService:
                 seq=case((Task.seq < seq, seq), else_=Task.seq),
                 finished_at=now,
                 updated_at=now,
+                history=history.json_append(Task.history, bindparam("b_change", [change], type_=JsonColumn)),
             )
-        )
-        await insert_events_ignore_duplicates(
-            self._session,
-            [
-                {
-                    "task_id": task.id,
-                    "seq": seq,
-                    "type": "task/status",
-                    "status": str(TaskStatus.CANCELED),
-                    "attempt": result.attempt if result.outcome == "canceled" else task.attempt,
-                    "agent_id": result.agent_id if result.outcome == "canceled" else None,
-                    "data": {"reason": reason},
-                    "at": now,
-                }
-            ],
         )
         await self._session.flush()
         await self._session.refresh(task)
@@ -588,13 +572,18 @@ class TaskService:
             applied = await self._scheduler.complete(task_id, attempt, agent_id)
         if applied.outcome not in (Outcome.OK, Outcome.DUPLICATE):
             return Recorded(False, False, applied.status, _REFUSALS.get(applied.outcome, ErrorCode.CONFLICT))
+        now = utcnow()
+        seq = -1 if applied.seq is None else applied.seq
         params = {
             "b_id": task_id,
             "b_output": output,
             "b_attempt": attempt,
             "b_agent": agent_id,
-            "b_now": utcnow(),
-            "b_seq": -1 if applied.seq is None else applied.seq,
+            "b_now": now,
+            "b_seq": seq,
+            "b_change": [
+                history.entry(seq, str(TaskStatus.DONE), attempt=attempt, agent_id=agent_id, data=None, at=now)
+            ],
         }
         if applied.status == TaskStatus.CANCELED:
             # The attempt was canceled while it ran: its (partial) output is kept, the status stays.
@@ -628,12 +617,17 @@ class TaskService:
         if applied.outcome not in (Outcome.OK, Outcome.DUPLICATE):
             return Recorded(False, False, applied.status, _REFUSALS.get(applied.outcome, ErrorCode.CONFLICT))
         status = applied.status or str(TaskStatus.FAILED)
+        now = utcnow()
+        seq = -1 if applied.seq is None else applied.seq
+        # The same entry the scheduler emits: `failed` names the agent, a retry does not.
+        agent = agent_id if status == TaskStatus.FAILED else None
         params: dict[str, Any] = {
             "b_id": task_id,
             "b_error": {"error": error, "message": message, "attempt": attempt, "retryable": retryable},
             "b_attempt": attempt,
-            "b_now": utcnow(),
-            "b_seq": -1 if applied.seq is None else applied.seq,
+            "b_now": now,
+            "b_seq": seq,
+            "b_change": [history.entry(seq, status, attempt=attempt, agent_id=agent, data={"reason": error}, at=now)],
         }
         if status == TaskStatus.FAILED:
             await self._write("failed", params)
