@@ -14,6 +14,7 @@ from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
+from api.auth.cache import UserCache
 from api.auth.controllers import AuthController
 from api.auth.passwords import PasswordService
 from api.auth.tokens import AccessTokenCodec
@@ -44,6 +45,8 @@ class AuthRuntime:
     tokens: AccessTokenCodec
     limiter: RateLimiter
     control_channel: str
+    users: UserCache
+    """Access tokens that passed the database check, for `auth.user_cache_ttl_s`."""
 
 
 def _redis_client(url: str, settings: ApiSettings, *, blocking: bool) -> redis.asyncio.Redis:
@@ -111,6 +114,7 @@ def _core_lifespan(settings: ApiSettings, redis_url: str) -> Any:
                 tokens=AccessTokenCodec(auth),
                 limiter=RateLimiter(app.state.redis, settings.redis.prefix),
                 control_channel=Keys(settings.redis.prefix).control_channel(),
+                users=UserCache(auth.user_cache_ttl_s),
             )
             logger.info("api started env=%s", settings.env)
             yield
