@@ -48,6 +48,9 @@ _PAYLOAD_KEYS = {"task/progress": ("data", "message"), "task/stream": ("offset",
 """The payload fields an event row keeps in `data`, per event type."""
 MAX_BATCH = 1000
 """Most events applied in one transaction when the stream is behind."""
+FIRST_RETRY_DELAY_S = 0.05
+MAX_RETRY_DELAY_S = 2.0
+"""Longest wait between retries of a failed batch: the catch-up starts at most this long after recovery."""
 
 
 def default_consumer_name() -> str:
@@ -336,11 +339,22 @@ class Recorder(BackgroundLoop):
         self._block_ms = block_ms
         self._claim_idle_ms = claim_idle_ms
         self._metrics = metrics
+        self._unapplied: list[SchedulerEvent] = []
+        """The batch being applied, or the last one that failed (retried first)."""
         super().__init__()
         self.name = f"recorder:{self.consumer}"
 
     async def run_once(self, *, block_ms: int | None = None) -> int:
-        """Read one batch (more reads while full, up to `max_batch`), apply it, ack it. Returns the count."""
+        """Read one batch (more reads while full, up to `max_batch`), apply it, ack it. Returns the count.
+
+        A batch that failed (database or Redis down) is kept and retried first, by this replica, on
+        the next call: it never waits for `claim_stale`'s idle time.
+        """
+        if self._unapplied:
+            events = self._unapplied
+            await self._apply_and_ack(events)
+            logger.info("recorder applied %d events of a batch that had failed", len(events))
+            return len(events)
         events = await self._scheduler.read_events(
             self.consumer, block_ms=self._block_ms if block_ms is None else block_ms, count=self._batch_size
         )
@@ -353,9 +367,20 @@ class Recorder(BackgroundLoop):
                 self.consumer, block_ms=0, count=min(self._batch_size, self._max_batch - len(events))
             )
             events.extend(more)
+        await self._apply_and_ack(events)
+        return len(events)
+
+    async def _apply_and_ack(self, events: list[SchedulerEvent]) -> None:
+        self._unapplied = events
+        self._set_unapplied(len(events))
         await self.apply(events)
         await self._scheduler.ack_events([e.entry_id for e in events])
-        return len(events)
+        self._unapplied = []
+        self._set_unapplied(0)
+
+    def _set_unapplied(self, n: int) -> None:
+        if self._metrics is not None:
+            self._metrics.recorder_unapplied.set(n)
 
     async def claim_stale(self) -> int:
         """Take over events another (crashed) replica read but never acknowledged, apply and ack them."""
@@ -436,8 +461,10 @@ class Recorder(BackgroundLoop):
     # --- lifecycle --------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Loop until stopped. Errors are logged and retried with a capped backoff."""
-        delay = 0.5
+        """Loop until stopped. A failed batch is retried at once, then with a backoff capped at
+        `MAX_RETRY_DELAY_S` while the database (or Redis) stays down; once it answers, the backlog
+        drains in full batches without waiting for anything."""
+        delay = FIRST_RETRY_DELAY_S
         loop = asyncio.get_running_loop()
         next_claim = loop.time()
         while self.running:
@@ -446,9 +473,11 @@ class Recorder(BackgroundLoop):
                     next_claim = loop.time() + self._claim_idle_ms / 1000
                     await self.claim_stale()
                 await self.run_once()
-                delay = 0.5
+                delay = FIRST_RETRY_DELAY_S
             except Exception:
                 self.raise_if_cancelling()
-                logger.exception("recorder batch failed; retrying in %.1f s", delay)
+                logger.exception(
+                    "recorder batch failed (%d events kept for retry); retrying in %.1f s", len(self._unapplied), delay
+                )
                 await self.pause(delay)
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, MAX_RETRY_DELAY_S)
