@@ -535,7 +535,12 @@ class TaskService:
         # One UPDATE: the status and its history entry (the row lock orders it with the recorder).
         await self._session.execute(
             update(Task)
-            .where(Task.id == task.id, Task.status.not_in(_TERMINAL))
+            .where(
+                Task.id == task.id,
+                # An attempt's partial output may have made the row `canceled` first (without a seq):
+                # the cancel still records its own status change then.
+                or_(Task.status.not_in(_TERMINAL), and_(Task.status == str(TaskStatus.CANCELED), Task.seq < seq)),
+            )
             .values(
                 status=str(TaskStatus.CANCELED),
                 seq=case((Task.seq < seq, seq), else_=Task.seq),
