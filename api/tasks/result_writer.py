@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 
 from api.db.base import UTCDateTime
 from api.db.models.tasks import Task
-from api.tasks.history import json_append
+from api.tasks.history import entry, json_append
 from protocol.status import TERMINAL_STATUSES, TaskStatus
 
 if TYPE_CHECKING:
@@ -124,6 +124,28 @@ _STATEMENTS: dict[Kind, Update] = {
 }
 
 
+def _with_history_entry(kind: Kind, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` plus `b_change`: the status change the scheduler emitted for this outcome (same fields)."""
+    if kind == "partial" or "b_change" in params:
+        return params
+    seq, attempt, now = params["b_seq"], params["b_attempt"], params["b_now"]
+    if kind == "result":
+        change = entry(seq, str(TaskStatus.DONE), attempt=attempt, agent_id=params.get("b_agent"), data=None, at=now)
+    else:
+        # `failed` names the agent, a retry does not; both carry the error code as the reason.
+        status = str(TaskStatus.FAILED) if kind == "failed" else str(params["b_status"])
+        error = params.get("b_error") or {}
+        change = entry(
+            seq,
+            status,
+            attempt=attempt,
+            agent_id=params.get("b_agent") if kind == "failed" else None,
+            data={"reason": error["error"]} if error.get("error") else None,
+            at=now,
+        )
+    return params | {"b_change": [change]}
+
+
 def is_lock_conflict(exc: BaseException) -> bool:
     """A deadlock or serialization failure: the transaction was rolled back and may simply be rerun."""
     if not isinstance(exc, DBAPIError):
@@ -148,7 +170,7 @@ async def apply_writes(conn: AsyncConnection, writes: Sequence[tuple[Kind, dict[
     """Apply prepared writes inside the caller's transaction (rows locked in id order first)."""
     by_kind: dict[Kind, list[dict[str, Any]]] = {}
     for kind, params in writes:
-        by_kind.setdefault(kind, []).append(params)
+        by_kind.setdefault(kind, []).append(_with_history_entry(kind, params))
     if len(by_kind) > 1:
         # One executemany in id order already locks in id order; several need the order taken first.
         await lock_task_rows(conn, [p["b_id"] for _, p in writes])

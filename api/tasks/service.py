@@ -577,18 +577,13 @@ class TaskService:
             applied = await self._scheduler.complete(task_id, attempt, agent_id)
         if applied.outcome not in (Outcome.OK, Outcome.DUPLICATE):
             return Recorded(False, False, applied.status, _REFUSALS.get(applied.outcome, ErrorCode.CONFLICT))
-        now = utcnow()
-        seq = -1 if applied.seq is None else applied.seq
         params = {
             "b_id": task_id,
             "b_output": output,
             "b_attempt": attempt,
             "b_agent": agent_id,
-            "b_now": now,
-            "b_seq": seq,
-            "b_change": [
-                history.entry(seq, str(TaskStatus.DONE), attempt=attempt, agent_id=agent_id, data=None, at=now)
-            ],
+            "b_now": utcnow(),
+            "b_seq": -1 if applied.seq is None else applied.seq,
         }
         if applied.status == TaskStatus.CANCELED:
             # The attempt was canceled while it ran: its (partial) output is kept, the status stays.
@@ -622,17 +617,13 @@ class TaskService:
         if applied.outcome not in (Outcome.OK, Outcome.DUPLICATE):
             return Recorded(False, False, applied.status, _REFUSALS.get(applied.outcome, ErrorCode.CONFLICT))
         status = applied.status or str(TaskStatus.FAILED)
-        now = utcnow()
-        seq = -1 if applied.seq is None else applied.seq
-        # The same entry the scheduler emits: `failed` names the agent, a retry does not.
-        agent = agent_id if status == TaskStatus.FAILED else None
         params: dict[str, Any] = {
             "b_id": task_id,
             "b_error": {"error": error, "message": message, "attempt": attempt, "retryable": retryable},
             "b_attempt": attempt,
-            "b_now": now,
-            "b_seq": seq,
-            "b_change": [history.entry(seq, status, attempt=attempt, agent_id=agent, data={"reason": error}, at=now)],
+            "b_agent": agent_id,
+            "b_now": utcnow(),
+            "b_seq": -1 if applied.seq is None else applied.seq,
         }
         if status == TaskStatus.FAILED:
             await self._write("failed", params)
