@@ -48,6 +48,9 @@ MAX_BATCH = 1000
 FIRST_RETRY_DELAY_S = 0.05
 MAX_RETRY_DELAY_S = 2.0
 """Longest wait between retries of a failed batch: the catch-up starts at most this long after recovery."""
+LINGER_MS = 50
+"""Pause after a batch that did not fill: how much longer an event waits in Redis alone (the Redis-loss
+window, docs/architecture.md) in exchange for fewer row updates per task."""
 
 
 def default_consumer_name() -> str:
@@ -67,6 +70,7 @@ class Recorder(BackgroundLoop):
         batch_size: int = 200,
         max_batch: int = MAX_BATCH,
         block_ms: int = 1000,
+        linger_ms: int = LINGER_MS,
         claim_idle_ms: int = 30_000,
         metrics: Metrics | None = None,
     ) -> None:
@@ -76,6 +80,7 @@ class Recorder(BackgroundLoop):
         self._batch_size = batch_size
         self._max_batch = max(batch_size, max_batch)
         self._block_ms = block_ms
+        self._linger_s = linger_ms / 1000
         self._claim_idle_ms = claim_idle_ms
         self._metrics = metrics
         self._unapplied: list[SchedulerEvent] = []
@@ -168,7 +173,9 @@ class Recorder(BackgroundLoop):
             return set(), []
         merged, inserted = merge_statuses(mine, stored)
         inserted |= await self._insert_events(conn, [e for e in mine if e.type == "task/stream"])
-        await conn.execute(UPDATE_ROWS, row_updates(mine, inserted, merged))
+        updates = row_updates(mine, inserted, merged, stored)
+        if updates:
+            await conn.execute(UPDATE_ROWS, updates)
         return inserted, dispatch_latencies(mine, inserted, merged, stored)
 
     @staticmethod
@@ -211,8 +218,12 @@ class Recorder(BackgroundLoop):
                 if loop.time() >= next_claim:
                     next_claim = loop.time() + self._claim_idle_ms / 1000
                     await self.claim_stale()
-                await self.run_once()
+                applied = await self.run_once()
                 delay = FIRST_RETRY_DELAY_S
+                if 0 < applied < self._batch_size and self._linger_s > 0:
+                    # Caught up: let the next events gather, so a task's assigned/running/done
+                    # usually land in one batch and cost its row one UPDATE instead of three.
+                    await self.pause(self._linger_s)
             except Exception:
                 self.raise_if_cancelling()
                 logger.exception(

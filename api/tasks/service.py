@@ -374,8 +374,13 @@ class TaskService:
             )
 
     async def submit(self, user: CurrentUser, data: TaskCreate, header_key: str | None) -> tuple[TaskView, bool]:
-        """Create one task; returns it and whether it was created now (False: an idempotent replay)."""
+        """Create one task; returns it and whether it was created now (False: an idempotent replay).
+
+        The one INSERT runs in autocommit: it is its own transaction, durable when it returns, with
+        no BEGIN/COMMIT round trips around it (a batch keeps its explicit all-or-nothing transaction).
+        """
         prepared = self._prepare(data, header_key, None)
+        await self._session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         if prepared.key is not None:
             existing = (await self._existing_by_key(user, [prepared.key])).get(prepared.key)
             if existing is not None:
