@@ -14,10 +14,9 @@ from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
-from api.auth.cache import UserCache
 from api.auth.controllers import AuthController
 from api.auth.passwords import PasswordService
-from api.auth.tokens import AccessTokenCodec
+from api.auth.tokens import AccessTokenCodec, UserCache
 from api.db.session import create_engine, create_sessionmaker, provide_db_session
 from api.errors import exception_handlers
 from api.health import healthz, readyz

@@ -19,6 +19,7 @@ import jwt
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
+from api.auth.cache import UserCache
 from api.auth.identity import CurrentUser
 from api.auth.keys import revoked_session_key, revoked_token_key
 from api.db.models.auth import RefreshToken, RevokedToken
@@ -30,10 +31,16 @@ if TYPE_CHECKING:
     from litestar.datastructures import State
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-    from api.auth.cache import UserCache
     from api.settings import AuthSettings
 
-__all__ = ("ACCESS_TOKEN_TYPE", "MAX_TOKEN_LENGTH", "AccessClaims", "AccessTokenCodec", "authenticate_access_token")
+__all__ = (
+    "ACCESS_TOKEN_TYPE",
+    "MAX_TOKEN_LENGTH",
+    "AccessClaims",
+    "AccessTokenCodec",
+    "UserCache",
+    "authenticate_access_token",
+)
 
 logger = logging.getLogger(__name__)
 
