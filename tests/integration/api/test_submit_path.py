@@ -108,3 +108,27 @@ def test_batch_submit_is_one_transaction_and_one_row_per_task(env: Env, tally: T
     mine = "SELECT count(*) FROM {} WHERE {} IN (SELECT id FROM tasks WHERE owner_id = :o)"
     assert env.rows(mine.format("tasks", "id"), o=user.id) == [(21,)]
     assert env.rows(mine.format("task_events", "task_id"), o=user.id) == [(0,)]
+
+
+def test_submit_and_cancel_keep_their_history_on_sqlite(make_env: Any, tmp_path: Any) -> None:
+    """The dev database: the autocommit INSERT and the JSON history appends work on SQLite too."""
+    from api.migrate import upgrade
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'dev.db'}"
+    upgrade(url)
+    env: Env = make_env(DATABASE_URL=url)
+    user = env.user()
+    task = env.submit(user, {"type": "echo", "capabilities": ["nobody-has-this"]}, **{"Idempotency-Key": "sq-1"})
+    again = env.client.post(
+        "/api/tasks",
+        json={"type": "echo", "capabilities": ["nobody-has-this"]},
+        headers={**user.headers, "Idempotency-Key": "sq-1"},
+    )
+    assert again.status_code == 200
+    assert again.json()["id"] == task["id"]
+    canceled = env.client.post(f"/api/tasks/{task['id']}/cancel", headers=user.headers)
+    assert canceled.status_code == 200, canceled.text
+    body = canceled.json()
+    assert body["status"] == "canceled"
+    assert [(e["seq"], e["status"]) for e in body["events"]] == [(1, "queued"), (2, "canceled")]
+    assert body["events"][1]["data"] == {"reason": "canceled"}
