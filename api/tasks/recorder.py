@@ -14,6 +14,7 @@ import functools
 import logging
 import os
 import socket
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ from api.tasks.recorder_rows import (
     row_updates,
 )
 from api.tasks.result_writer import retry_on_lock_conflict
+from protocol.status import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
@@ -43,14 +45,34 @@ __all__ = ("Recorder", "default_consumer_name")
 
 logger = logging.getLogger(__name__)
 
+_FINISHED = frozenset(str(s) for s in TERMINAL_STATUSES)
+
 MAX_BATCH = 1000
 """Most events applied in one transaction when the stream is behind."""
 FIRST_RETRY_DELAY_S = 0.05
 MAX_RETRY_DELAY_S = 2.0
 """Longest wait between retries of a failed batch: the catch-up starts at most this long after recovery."""
+HOLD_MS = 200
+"""Longest an unfinished task's events are kept back so its later changes share one row UPDATE: with
+`LINGER_MS`, the bound on how long a healthy recorder leaves an event in Redis alone."""
 LINGER_MS = 50
 """Pause after a batch that did not fill: how much longer an event waits in Redis alone (the Redis-loss
 window, docs/architecture.md) in exchange for fewer row updates per task."""
+
+
+def _split_young(events: list[SchedulerEvent], cutoff_s: float) -> tuple[list[SchedulerEvent], list[SchedulerEvent]]:
+    """(events to apply now, events to hold): a task is held while it has not finished in this batch
+    and its oldest event here is newer than `cutoff_s` (unix seconds); held tasks keep all their events."""
+    oldest: dict[str, int] = {}
+    finished: set[str] = set()
+    for e in events:
+        oldest[e.task_id] = min(oldest.get(e.task_id, e.at_ms), e.at_ms)
+        if e.type == "task/status" and e.status in _FINISHED:
+            finished.add(e.task_id)
+    young = {t for t, at_ms in oldest.items() if t not in finished and at_ms / 1000 > cutoff_s}
+    if not young:
+        return events, []
+    return [e for e in events if e.task_id not in young], [e for e in events if e.task_id in young]
 
 
 def default_consumer_name() -> str:
@@ -71,6 +93,7 @@ class Recorder(BackgroundLoop):
         max_batch: int = MAX_BATCH,
         block_ms: int = 1000,
         linger_ms: int = LINGER_MS,
+        hold_ms: int = HOLD_MS,
         claim_idle_ms: int = 30_000,
         metrics: Metrics | None = None,
     ) -> None:
@@ -81,29 +104,37 @@ class Recorder(BackgroundLoop):
         self._max_batch = max(batch_size, max_batch)
         self._block_ms = block_ms
         self._linger_s = linger_ms / 1000
+        self._hold_s = hold_ms / 1000
         self._claim_idle_ms = claim_idle_ms
         self._metrics = metrics
         self._unapplied: list[SchedulerEvent] = []
         """The batch being applied, or the last one that failed (retried first)."""
+        self._held: list[SchedulerEvent] = []
+        """Read but kept back for at most `hold_ms` (see `run_once`); applied with the next batch."""
         super().__init__()
         self.name = f"recorder:{self.consumer}"
 
-    async def run_once(self, *, block_ms: int | None = None) -> int:
-        """Read one batch (more reads while full, up to `max_batch`), apply it, ack it. Returns the count.
+    async def run_once(self, *, block_ms: int | None = None, hold: bool = False) -> int:
+        """Read one batch (more reads while full, up to `max_batch`), apply it, ack it. Returns the count applied.
 
         A batch that failed (database or Redis down) is kept and retried first, by this replica, on
-        the next call: it never waits for `claim_stale`'s idle time.
+        the next call: it never waits for `claim_stale`'s idle time. `hold` (the background loop):
+        keep back the events of unfinished tasks whose oldest event here is younger than `hold_ms`,
+        so their next changes join them and the row is updated once (they stay unacknowledged).
         """
         if self._unapplied:
             events = self._unapplied
             await self._apply_and_ack(events)
             logger.info("recorder applied %d events of a batch that had failed", len(events))
             return len(events)
-        events = await self._scheduler.read_events(
-            self.consumer, block_ms=self._block_ms if block_ms is None else block_ms, count=self._batch_size
-        )
-        if not events:
-            return 0
+        wait_ms = self._block_ms if block_ms is None else block_ms
+        if self._held:
+            wait_ms = min(wait_ms, int(self._hold_s * 1000))
+        events = [
+            *self._held,
+            *await self._scheduler.read_events(self.consumer, block_ms=wait_ms, count=self._batch_size),
+        ]
+        self._held = []
         more = events
         while len(more) == self._batch_size and len(events) < self._max_batch:
             # Behind: the stream holds more right now, so take it into this transaction.
@@ -111,6 +142,10 @@ class Recorder(BackgroundLoop):
                 self.consumer, block_ms=0, count=min(self._batch_size, self._max_batch - len(events))
             )
             events.extend(more)
+        if hold and self._hold_s > 0 and len(events) < self._max_batch:
+            events, self._held = _split_young(events, time.time() - self._hold_s)
+        if not events:
+            return 0
         await self._apply_and_ack(events)
         return len(events)
 
@@ -138,8 +173,19 @@ class Recorder(BackgroundLoop):
         logger.warning("recorder took over %d unacknowledged events", len(events))
         return len(events)
 
+    async def stop(self) -> None:
+        """Stop the loop, then apply what it held back (best effort: if that fails the events stay
+        unacknowledged, and another replica claims them after `claim_idle_ms`)."""
+        await super().stop()
+        held, self._held = self._held, []
+        if held:
+            try:
+                await asyncio.wait_for(self._apply_and_ack(held), timeout=10)
+            except Exception:
+                logger.warning("recorder stopped with %d held events unapplied; they stay pending", len(held))
+
     async def drain(self, *, max_batches: int = 1000) -> int:
-        """Apply everything available now, without blocking (tests, shutdown)."""
+        """Apply everything available now (held events included), without blocking (tests, shutdown)."""
         total = 0
         for _ in range(max_batches):
             n = await self.run_once(block_ms=0)
@@ -218,7 +264,7 @@ class Recorder(BackgroundLoop):
                 if loop.time() >= next_claim:
                     next_claim = loop.time() + self._claim_idle_ms / 1000
                     await self.claim_stale()
-                applied = await self.run_once()
+                applied = await self.run_once(hold=True)
                 delay = FIRST_RETRY_DELAY_S
                 if 0 < applied < self._batch_size and self._linger_s > 0:
                     # Caught up: let the next events gather, so a task's assigned/running/done
