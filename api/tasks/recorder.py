@@ -62,12 +62,16 @@ window, docs/architecture.md) in exchange for fewer row updates per task."""
 
 def _split_young(events: list[SchedulerEvent], cutoff_s: float) -> tuple[list[SchedulerEvent], list[SchedulerEvent]]:
     """(events to apply now, events to hold): a task is held while it has not finished in this batch
-    and its oldest event here is newer than `cutoff_s` (unix seconds); held tasks keep all their events."""
+    and its oldest event here is newer than `cutoff_s` (unix seconds); held tasks keep all their events.
+
+    A task with `task/stream` pieces is never held: pieces are rows anyway, and a replica killed while
+    holding them would leave them out of the history until another replica claims them.
+    """
     oldest: dict[str, int] = {}
     finished: set[str] = set()
     for e in events:
         oldest[e.task_id] = min(oldest.get(e.task_id, e.at_ms), e.at_ms)
-        if e.type == "task/status" and e.status in _FINISHED:
+        if (e.type == "task/status" and e.status in _FINISHED) or e.type == "task/stream":
             finished.add(e.task_id)
     young = {t for t, at_ms in oldest.items() if t not in finished and at_ms / 1000 > cutoff_s}
     if not young:

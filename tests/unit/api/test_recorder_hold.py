@@ -37,3 +37,10 @@ def test_young_unfinished_tasks_are_held_whole_and_the_rest_applied() -> None:
 def test_nothing_is_held_when_every_task_finished_or_waited_long_enough() -> None:
     events = [ev("a", 4, "failed", 1), ev("b", 2, "assigned", 300)]
     assert _split_young(events, (NOW_MS - 200) / 1000) == (events, [])
+
+
+def test_a_task_with_stream_pieces_is_never_held() -> None:
+    piece = ev("s", 3, None, 5)
+    piece = TaskEvent(**{**{f: getattr(piece, f) for f in piece.__slots__}, "type": "task/stream"})
+    events = [ev("s", 2, "running", 10), piece]
+    assert _split_young(events, (NOW_MS - 200) / 1000) == (events, [])
