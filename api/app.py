@@ -17,7 +17,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from api import wiring
 from api.auth.controllers import AuthController
 from api.auth.passwords import PasswordService
-from api.auth.tokens import AccessTokenCodec
+from api.auth.tokens import AccessTokenCodec, UserCache
 from api.console import console_route_handlers
 from api.db.session import create_engine, create_sessionmaker, provide_db_session
 from api.errors import exception_handlers
@@ -46,6 +46,8 @@ class AuthRuntime:
     tokens: AccessTokenCodec
     limiter: RateLimiter
     control_channel: str
+    users: UserCache
+    """Access tokens that passed the database check, for `auth.user_cache_ttl_s`."""
 
 
 def _redis_client(url: str, settings: ApiSettings, *, blocking: bool) -> redis.asyncio.Redis:
@@ -113,6 +115,7 @@ def _core_lifespan(settings: ApiSettings, redis_url: str) -> Any:
                 tokens=AccessTokenCodec(auth),
                 limiter=RateLimiter(app.state.redis, settings.redis.prefix),
                 control_channel=Keys(settings.redis.prefix).control_channel(),
+                users=UserCache(auth.user_cache_ttl_s),
             )
             logger.info("api started env=%s", settings.env)
             yield

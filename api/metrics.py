@@ -65,6 +65,16 @@ class Metrics:
         self.recorded_events = Counter(
             "taskyard_recorded_events_total", "Scheduler events applied to the database by this replica.", registry=r
         )
+        self.recorder_backlog = Gauge(
+            "taskyard_recorder_backlog_events",
+            "Scheduler events not yet applied to the database by any replica (stream lag + unacknowledged).",
+            registry=r,
+        )
+        self.recorder_unapplied = Gauge(
+            "taskyard_recorder_unapplied_events",
+            "Events of this replica's current or last failed batch, waiting to be applied.",
+            registry=r,
+        )
         self.reenqueued_tasks = Counter(
             "taskyard_reconciler_enqueued_total",
             "Tasks the reconciler put back into Redis, by reason.",
@@ -89,6 +99,7 @@ class Metrics:
         self.agents_online.set(len(agents))
         self.agent_slots_used.set(sum(a.running for a in agents))
         self.agent_slots_total.set(sum(a.concurrency for a in agents))
+        self.recorder_backlog.set(await scheduler.events_backlog())
 
     async def _refresh_database(
         self, sessionmaker: async_sessionmaker[AsyncSession], published: tuple[Redis, str] | None

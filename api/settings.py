@@ -134,6 +134,10 @@ class RedisSettings:
     """Pool size of the blocking-read client: each agent connected to this replica holds one for its inbox."""
 
 
+MAX_USER_CACHE_TTL_S = 300.0
+"""The cap on `auth.user_cache_ttl_s`: a staleness bound past a few minutes is no bound."""
+
+
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
     jwt_secret: Secret = field(default_factory=lambda: Secret(""))
@@ -148,6 +152,10 @@ class AuthSettings:
     """Absolute lifetime of a refresh token family (rotation never extends it)."""
     jwt_leeway_s: int = 10
     """Clock skew tolerated on exp/nbf/iat."""
+    user_cache_ttl_s: float = 2.0
+    """Most seconds a replica serves a checked access token from memory: the bound on how stale a role
+    change, deactivation, token-version bump, or a revocation Redis lost can be. 0 checks the database
+    on every request. Logout and refresh-token reuse still apply at once (they are checked in Redis)."""
     argon2_time_cost: int = 3
     """argon2id iterations (argon2-cffi default)."""
     argon2_memory_cost_kib: int = 65536
@@ -588,6 +596,8 @@ def load_settings(environ: Mapping[str, str]) -> ApiSettings:
         database = dataclasses.replace(database, url=Secret(db_url))
 
     auth: AuthSettings = groups["auth"]
+    if not 0 <= auth.user_cache_ttl_s <= MAX_USER_CACHE_TTL_S:
+        problems.append(f"TASKYARD_API_USER_CACHE_TTL_S: must be between 0 and {MAX_USER_CACHE_TTL_S:g} seconds")
     if env == "prod":
         bad = _check_jwt_secret(auth.jwt_secret.reveal())
         if bad:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Literal
 
+import redis.exceptions
+
 from scheduler.clock import Clock, SystemClock
 from scheduler.keys import INBOX_GROUP, RECORDER_GROUP, Keys
 from scheduler.presence import read_online
@@ -255,6 +257,20 @@ class SchedulerClient:
     async def ack_events(self, entry_ids: Sequence[str]) -> None:
         if entry_ids:
             await self._redis.xack(self.keys.events(), RECORDER_GROUP, *entry_ids)
+
+    async def events_backlog(self) -> int:
+        """Events the recorders have not applied yet: never delivered (`lag`) plus delivered but unacknowledged."""
+        try:
+            groups = await self._redis.xinfo_groups(self.keys.events())
+        except redis.exceptions.ResponseError:  # no stream yet: nothing was ever emitted
+            return 0
+        for group in groups:
+            if as_str(group.get("name")) == RECORDER_GROUP:
+                lag, pending = group.get("lag"), group.get("pending")
+                if lag is None:  # Redis cannot tell (entries deleted mid-range): count the whole stream
+                    lag = await self._redis.xlen(self.keys.events())
+                return int(lag) + int(pending or 0)
+        return int(await self._redis.xlen(self.keys.events()))
 
     async def history(self, task_id: str, after_seq: int = 0, *, count: int = 1000) -> list[TaskEvent]:
         """The task's events with seq > after_seq (bounded history: old ones may be trimmed)."""

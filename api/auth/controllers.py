@@ -41,6 +41,7 @@ async def provide_auth_service(state: State, db_session: AsyncSession) -> AuthSe
         limiter=state.auth.limiter,
         redis=state.redis,
         control_channel=state.auth.control_channel,
+        users=state.auth.users,
     )
 
 

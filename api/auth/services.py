@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from api import audit
 from api.auth import refresh as refresh_tokens
 from api.auth.identity import ROLE_USER
-from api.auth.keys import revoked_token_key
+from api.auth.keys import revoked_session_key, revoked_token_key
 from api.db.base import utcnow
 from api.db.models.auth import RefreshToken, RevokedToken
 from api.db.models.users import User
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import redis.asyncio
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from api.auth.cache import UserCache
     from api.auth.identity import CurrentUser
     from api.auth.passwords import PasswordService
     from api.auth.tokens import AccessTokenCodec
@@ -89,8 +90,10 @@ class AuthService:
         limiter: RateLimiter,
         redis: redis.asyncio.Redis,
         control_channel: str,
+        users: UserCache | None = None,
     ) -> None:
         self._session = session
+        self._users = users
         self._settings = settings
         self._passwords = passwords
         self._tokens = tokens
@@ -225,6 +228,8 @@ class AuthService:
             )
             await self._session.commit()
             logger.warning("refresh token reuse; family revoked family_id=%s", result.family_id)
+            if result.family_id is not None:
+                await self._announce_revocation(None, [result.family_id])
             raise UnauthorizedError(_INVALID_REFRESH)
         if result.outcome is not refresh_tokens.RotateOutcome.OK or result.user_id is None:
             await self._session.rollback()
@@ -272,13 +277,27 @@ class AuthService:
             await self._session.commit()
         except IntegrityError:  # a concurrent logout of the same token inserted the row first
             await self._session.rollback()
-        await self._announce_revocation(user.jti, user.token_exp)
+        await self._announce_revocation((user.jti, user.token_exp), sorted(families))
 
-    async def _announce_revocation(self, jti: str, exp: int) -> None:
-        """Cache the revocation and tell other replicas (closes WebSockets). Best effort: the DB row rules."""
-        ttl_s = max(1, exp - int(time.time()) + self._settings.auth.jwt_leeway_s)
+    async def _announce_revocation(self, token: tuple[str, int] | None, sessions: list[str]) -> None:
+        """Put the revocation of a token (`(jti, exp)`) and of sessions in Redis, which every replica checks
+        on every request, and tell other replicas (closes WebSockets). Best effort: the database rows rule,
+        and replicas' caches re-read them within `auth.user_cache_ttl_s`."""
+        auth, prefix = self._settings.auth, self._settings.redis.prefix
+        if token is not None and self._users is not None:
+            self._users.forget(token[0])
         try:
-            await self._redis.set(revoked_token_key(self._settings.redis.prefix, jti), "1", ex=ttl_s)
-            await self._redis.publish(self._control_channel, json.dumps({"kind": "token_revoked", "id": jti}))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                if token is not None:
+                    jti, exp = token
+                    ttl_s = max(1, exp - int(time.time()) + auth.jwt_leeway_s)
+                    pipe.set(revoked_token_key(prefix, jti), "1", ex=ttl_s)
+                    pipe.publish(self._control_channel, json.dumps({"kind": "token_revoked", "id": jti}))
+                for family_id in sessions:
+                    # Any access token of the session is younger than its lifetime: the key outlives them all.
+                    pipe.set(
+                        revoked_session_key(prefix, family_id), "1", ex=auth.access_token_ttl_s + auth.jwt_leeway_s
+                    )
+                await pipe.execute()
         except RedisError:
-            logger.warning("could not cache or announce a token revocation; the database still refuses it")
+            logger.warning("could not cache or announce a revocation; the database still refuses it")

@@ -2,8 +2,9 @@
 
 Any failure is one `UnauthorizedError` with a generic message; the reason goes to the server log only.
 Checks, in order: size, signature/alg/claims (pyjwt), type, revocation of the token or of its session's
-refresh family (Redis cache, then the database, so an emptied Redis never revives a token), and
-the user row (exists, active, token version unchanged).
+refresh family (Redis, on every request), then the database: the user row (exists, active, token
+version unchanged) and the revocation tables, served from a per-process cache with a bounded
+staleness (api/auth/cache.py), so an emptied Redis revives a revoked token for at most that bound.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import jwt
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
+from api.auth.cache import UserCache
 from api.auth.identity import CurrentUser
-from api.auth.keys import revoked_token_key
+from api.auth.keys import revoked_session_key, revoked_token_key
 from api.db.models.auth import RefreshToken, RevokedToken
 from api.db.models.users import User
 from api.errors import UnauthorizedError
@@ -31,7 +33,14 @@ if TYPE_CHECKING:
 
     from api.settings import AuthSettings
 
-__all__ = ("ACCESS_TOKEN_TYPE", "MAX_TOKEN_LENGTH", "AccessClaims", "AccessTokenCodec", "authenticate_access_token")
+__all__ = (
+    "ACCESS_TOKEN_TYPE",
+    "MAX_TOKEN_LENGTH",
+    "AccessClaims",
+    "AccessTokenCodec",
+    "UserCache",
+    "authenticate_access_token",
+)
 
 logger = logging.getLogger(__name__)
 
@@ -140,15 +149,19 @@ def _refuse(reason: str) -> UnauthorizedError:
     return UnauthorizedError()
 
 
-async def _revoked_in_cache(redis: redis.asyncio.Redis | None, prefix: str, jti: str) -> bool:
+async def _revoked_in_redis(redis: redis.asyncio.Redis | None, prefix: str, claims: AccessClaims) -> bool | None:
+    """True when Redis holds a revocation of the token or of its session; None when Redis is unavailable."""
     if redis is None:
-        return False
+        return None
+    keys = [revoked_token_key(prefix, claims.jti)]
+    if claims.session_id:
+        keys.append(revoked_session_key(prefix, claims.session_id))
     try:
-        return bool(await redis.exists(revoked_token_key(prefix, jti)))
+        return bool(await redis.exists(*keys))
     except RedisError:
         # The database below is the source of truth; a Redis outage only loses the fast path.
         logger.warning("revocation cache unavailable; checking the database")
-        return False
+        return None
 
 
 async def load_current_user(session: AsyncSession, claims: AccessClaims) -> CurrentUser:
@@ -185,12 +198,26 @@ async def load_current_user(session: AsyncSession, claims: AccessClaims) -> Curr
 
 
 async def authenticate_access_token(state: State, token: str) -> CurrentUser:
-    """The full check of a bearer access token (REST guards and the WS handshake)."""
+    """The full check of a bearer access token (REST guards and the WS handshake).
+
+    Revocations in Redis are checked on every call. The database check runs on a cache miss; a token
+    that passed it is served from the process' cache for `auth.user_cache_ttl_s` (see api/auth/cache.py),
+    and never while Redis is unavailable (then the database decides every time).
+    """
     codec: AccessTokenCodec = state.auth.tokens
     claims = codec.decode(token)
     prefix: str = state.settings.redis.prefix
-    if await _revoked_in_cache(state.redis, prefix, claims.jti):
-        raise _refuse("token revoked (cache)")
+    revoked = await _revoked_in_redis(state.redis, prefix, claims)
+    if revoked:
+        raise _refuse("token or session revoked (cache)")
+    cache: UserCache | None = getattr(state.auth, "users", None)
+    if cache is not None and revoked is not None:
+        cached = cache.get(claims.jti)
+        if cached is not None:
+            return cached
     maker: async_sessionmaker[AsyncSession] = state.db
     async with maker() as session:
-        return await load_current_user(session, claims)
+        user = await load_current_user(session, claims)
+    if cache is not None:
+        cache.put(user)
+    return user

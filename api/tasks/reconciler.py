@@ -4,6 +4,8 @@ Runs in every API replica (no leader): every step is idempotent, because `enqueu
 Redis already knows, and a result only fills an empty slot. Three jobs:
   (a) Redis came back empty (the epoch marker is gone): rebuild every non-terminal task from the
       database, keeping attempt and seq so fencing and event order continue, then mark the epoch.
+      Then fill what the rows can tell about the history Redis took with it: a task that finished
+      recently without its final status change recorded gets one derived from the row.
   (b) Every interval: re-enqueue recent `queued`/`scheduled` rows Redis does not know (the API
       crashed between its commit and its enqueue).
   (c) Every interval: fill recent `done` rows that have no result from the output Redis kept
@@ -19,14 +21,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 
-from api.db.base import utcnow
+from api.db.base import JsonColumn, utcnow
 from api.db.models.tasks import Task
+from api.tasks import history
 from api.tasks._background import BackgroundLoop
 from api.tasks.result_writer import apply_writes
 from api.tasks.service import spec_for
-from protocol.status import ACTIVE_STATUSES, TaskStatus
+from protocol.status import ACTIVE_STATUSES, TERMINAL_STATUSES, TaskStatus
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -43,6 +46,7 @@ __all__ = ("ReconcileResult", "Reconciler")
 logger = logging.getLogger(__name__)
 
 _ACTIVE = tuple(str(s) for s in ACTIVE_STATUSES)
+_FINISHED = tuple(str(s) for s in TERMINAL_STATUSES)
 _WAITING = (str(TaskStatus.QUEUED), str(TaskStatus.SCHEDULED))
 _RESULT_GRACE = dt.timedelta(seconds=5)
 """A `done` row without its result this long after it finished lost its commit (batches commit in ms)."""
@@ -117,11 +121,67 @@ class Reconciler(BackgroundLoop):
                     break
                 total += await self._scheduler.enqueue_many([_rebuild_spec(t, now) for t in page])
                 last_id = page[-1].id
+        filled = await self.fill_derivable_history()
         await self._scheduler.mark_epoch()
         if self._metrics is not None:
             self._metrics.reenqueued_tasks.labels(reason="rebuild").inc(total)
-        logger.warning("redis had no epoch marker: rebuilt queues from the database, enqueued=%d", total)
+        logger.warning(
+            "redis had no epoch marker: rebuilt queues from the database, enqueued=%d history_filled=%d", total, filled
+        )
         return total
+
+    async def fill_derivable_history(self) -> int:
+        """Give recently finished tasks whose final status change never reached the database one derived
+        from the row (status, seq, attempt, agent, finished_at; `data.derived` marks it). Returns how many.
+
+        The result writer and cancel record the final change with the outcome, so this covers what only
+        the scheduler decides (e.g. a timeout's `failed`) while its event was still in Redis.
+        """
+        since = self._clock() - self._window
+        filled = 0
+        last_id = ""
+        async with self._sessionmaker() as session:
+            while True:
+                page = (
+                    await session.execute(
+                        select(
+                            Task.id,
+                            Task.status,
+                            Task.seq,
+                            Task.attempt,
+                            Task.assigned_agent_id,
+                            Task.finished_at,
+                            Task.history,
+                        )
+                        .where(
+                            Task.status.in_(_FINISHED),
+                            Task.finished_at >= since,
+                            Task.history.is_not(None),
+                            Task.id > last_id,
+                        )
+                        .order_by(Task.id)
+                        .limit(_CHUNK)
+                    )
+                ).all()
+                if not page:
+                    break
+                last_id = page[-1][0]
+                for task_id, status, seq, attempt, agent_id, finished_at, entries in page:
+                    if finished_at is None or any(
+                        e[1] == status for e in entries or () if isinstance(e, list) and len(e) > 1
+                    ):
+                        continue
+                    change = history.entry(
+                        seq, status, attempt=attempt, agent_id=agent_id, data={"derived": True}, at=finished_at
+                    )
+                    await session.execute(
+                        update(Task)
+                        .where(Task.id == task_id, Task.status == status)
+                        .values(history=history.json_append(Task.history, bindparam("b", [change], type_=JsonColumn)))
+                    )
+                    filled += 1
+            await session.commit()
+        return filled
 
     async def reenqueue_recent(self) -> int:
         """Enqueue recent waiting rows Redis does not know; returns how many.

@@ -2,36 +2,40 @@
 
 Every API replica runs one (consumer group `recorder`, one consumer per replica). A batch is applied
 in one transaction, then acknowledged: a crash in between replays the batch, which changes nothing
-(event rows are `ON CONFLICT DO NOTHING`; a row moves only forward in `seq` and never out of a
-terminal status).
+(status changes merge into `tasks.history` by seq, stream rows are `ON CONFLICT DO NOTHING`, a row
+moves only forward in `seq` and never out of a terminal status; see api/tasks/recorder_rows.py).
+A batch that fails is kept and retried first, so this replica catches up as soon as the database is back.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import functools
 import logging
 import os
 import socket
+import time
 import uuid
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-import msgspec
-from sqlalchemy import and_, bindparam, case, func, literal_column, null, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select
 
-from api.db.base import UTCDateTime
-from api.db.models.tasks import Task, TaskEvent
 from api.tasks._background import BackgroundLoop
-from api.tasks.result_writer import lock_task_rows, retry_on_lock_conflict
-from protocol.status import TERMINAL_STATUSES, TaskStatus
+from api.tasks.recorder_rows import (
+    EVENTS,
+    UPDATE_ROWS,
+    dispatch_latencies,
+    event_row,
+    insert_statement,
+    lock_histories,
+    merge_statuses,
+    row_updates,
+)
+from api.tasks.result_writer import retry_on_lock_conflict
+from protocol.status import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
-    from sqlalchemy import BindParameter, Table
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
-    from sqlalchemy.sql.dml import Insert, Update
 
     from api.metrics import Metrics
     from scheduler.client import SchedulerClient
@@ -41,183 +45,43 @@ __all__ = ("Recorder", "default_consumer_name")
 
 logger = logging.getLogger(__name__)
 
-_TERMINAL = tuple(str(s) for s in TERMINAL_STATUSES)
-_WAITING = (str(TaskStatus.QUEUED), str(TaskStatus.SCHEDULED))
-_PAYLOAD_KEYS = {"task/progress": ("data", "message"), "task/stream": ("offset", "delta")}
-"""The payload fields an event row keeps in `data`, per event type."""
+_FINISHED = frozenset(str(s) for s in TERMINAL_STATUSES)
+
 MAX_BATCH = 1000
 """Most events applied in one transaction when the stream is behind."""
+FIRST_RETRY_DELAY_S = 0.05
+MAX_RETRY_DELAY_S = 2.0
+"""Longest wait between retries of a failed batch: the catch-up starts at most this long after recovery."""
+HOLD_MS = 200
+"""Longest an unfinished task's events are kept back so its later changes share one row UPDATE: with
+`LINGER_MS`, the bound on how long a healthy recorder leaves an event in Redis alone."""
+LINGER_MS = 50
+"""Pause after a batch that did not fill: how much longer an event waits in Redis alone (the Redis-loss
+window, docs/architecture.md) in exchange for fewer row updates per task."""
+
+
+def _split_young(events: list[SchedulerEvent], cutoff_s: float) -> tuple[list[SchedulerEvent], list[SchedulerEvent]]:
+    """(events to apply now, events to hold): a task is held while it has not finished in this batch
+    and its oldest event here is newer than `cutoff_s` (unix seconds); held tasks keep all their events.
+
+    A task with `task/stream` pieces is never held: pieces are rows anyway, and a replica killed while
+    holding them would leave them out of the history until another replica claims them.
+    """
+    oldest: dict[str, int] = {}
+    finished: set[str] = set()
+    for e in events:
+        oldest[e.task_id] = min(oldest.get(e.task_id, e.at_ms), e.at_ms)
+        if (e.type == "task/status" and e.status in _FINISHED) or e.type == "task/stream":
+            finished.add(e.task_id)
+    young = {t for t, at_ms in oldest.items() if t not in finished and at_ms / 1000 > cutoff_s}
+    if not young:
+        return events, []
+    return [e for e in events if e.task_id not in young], [e for e in events if e.task_id in young]
 
 
 def default_consumer_name() -> str:
     """Unique per process: `host-pid-random` (a restarted replica is a new consumer)."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-def _at(ms: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
-
-
-def _event_data(event: SchedulerEvent) -> dict[str, Any] | None:
-    keys = _PAYLOAD_KEYS.get(event.type)
-    if keys is not None:
-        try:
-            payload = msgspec.json.decode(event.payload_json)
-        except msgspec.DecodeError:
-            return None
-        if not isinstance(payload, dict):
-            return None
-        return {k: payload[k] for k in keys if k in payload}
-    return {"reason": event.reason} if event.reason else None
-
-
-def _row(event: SchedulerEvent) -> dict[str, Any]:
-    return {
-        "task_id": event.task_id,
-        "seq": event.seq,
-        "type": event.type,
-        "status": event.status if event.type == "task/status" else None,
-        "attempt": event.attempt,
-        "agent_id": event.agent_id or None,
-        "data": _event_data(event),
-        "at": _at(event.at_ms),
-    }
-
-
-@dataclass(slots=True)
-class _RowUpdate:
-    """One task's net change from a batch: its newest event, and its newest status event."""
-
-    task_id: str
-    seq: int = -1
-    at: dt.datetime | None = None
-    status: SchedulerEvent | None = None
-    running_at: dt.datetime | None = None
-    failed: SchedulerEvent | None = None
-
-    def add(self, event: SchedulerEvent, new: bool) -> bool:
-        """Fold in the next event (in seq order); False once the task has reached a terminal status."""
-        at = _at(event.at_ms)
-        self.seq, self.at = event.seq, at
-        if event.type != "task/status" or not event.status:
-            return True
-        self.status = event
-        if event.status == TaskStatus.RUNNING and new and self.running_at is None:
-            # A later event may overtake this one (a result recorded first): the start is kept anyway.
-            self.running_at = at
-        if event.status == TaskStatus.FAILED:
-            self.failed = event
-        return event.status not in _TERMINAL
-
-    def params(self) -> dict[str, Any]:
-        s = self.status
-        status = (s.status or "") if s is not None else ""
-        set_agent = s is not None and (bool(s.agent_id) or status in _WAITING)
-        # An agent's own error (written by TaskService.record_failure) wins over the bare reason.
-        reason = (self.failed.reason or "failed") if self.failed is not None else None
-        return {
-            "b_id": self.task_id,
-            "b_seq": self.seq,
-            "b_at": self.at,
-            "b_sseq": s.seq if s is not None else -1,
-            "b_status": status,
-            "b_attempt": s.attempt if s is not None else 0,
-            "b_sat": _at(s.at_ms) if s is not None else self.at,
-            "b_set_agent": int(set_agent),
-            "b_agent": (s.agent_id or None) if s is not None else None,
-            "b_terminal": int(status in _TERMINAL),
-            "b_running_at": self.running_at,
-            "b_has_fail": int(reason is not None),
-            "b_fail_error": {"error": reason, "message": reason} if reason is not None else None,
-        }
-
-
-def _row_updates(events: list[SchedulerEvent], inserted: set[tuple[str, int]]) -> list[dict[str, Any]]:
-    """Per task, the batch's net change, sorted by task id (the lock order)."""
-    rows: dict[str, _RowUpdate] = {}
-    ended: set[str] = set()
-    for event in sorted(events, key=lambda e: (e.task_id, e.seq)):
-        if event.task_id in ended:
-            continue  # a terminal status is never left, so nothing after it in the batch counts
-        row = rows.get(event.task_id) or rows.setdefault(event.task_id, _RowUpdate(event.task_id))
-        if not row.add(event, (event.task_id, event.seq) in inserted):
-            ended.add(event.task_id)
-    return [rows[k].params() for k in sorted(rows)]
-
-
-def _update_statement() -> Update:
-    """One UPDATE per task, applied with executemany: every column moves only under the same guards as
-    event-by-event application (the row's seq is older and its status not terminal)."""
-    t = cast("Table", Task.__table__)
-    active = t.c.status.not_in([literal_column(f"'{s}'") for s in _TERMINAL])  # no expanding IN in executemany
-    seq: BindParameter[int] = bindparam("b_seq")
-    sseq: BindParameter[int] = bindparam("b_sseq")
-    status = bindparam("b_status", type_=t.c.status.type)
-    sat = bindparam("b_sat", type_=UTCDateTime())
-    fresh = and_(t.c.seq < seq, active)
-    fresh_status = and_(t.c.seq < sseq, active)
-    has_fail = bindparam("b_has_fail") == 1
-    return (
-        update(t)
-        .where(
-            t.c.id == bindparam("b_id"),
-            or_(
-                fresh,
-                and_(bindparam("b_running_at", type_=UTCDateTime()).is_not(None), t.c.started_at.is_(None)),
-                and_(has_fail, t.c.error.is_(None), t.c.status == str(TaskStatus.FAILED)),
-            ),
-        )
-        .values(
-            seq=case((fresh, seq), else_=t.c.seq),
-            updated_at=case((fresh, bindparam("b_at", type_=UTCDateTime())), else_=t.c.updated_at),
-            status=case((fresh_status, status), else_=t.c.status),
-            attempt=case((fresh_status, bindparam("b_attempt")), else_=t.c.attempt),
-            assigned_agent_id=case(
-                (
-                    and_(fresh_status, bindparam("b_set_agent") == 1),
-                    bindparam("b_agent", type_=t.c.assigned_agent_id.type),
-                ),
-                else_=t.c.assigned_agent_id,
-            ),
-            finished_at=case(
-                (and_(fresh_status, bindparam("b_terminal") == 1), func.coalesce(t.c.finished_at, sat)),
-                else_=t.c.finished_at,
-            ),
-            started_at=func.coalesce(
-                t.c.started_at,
-                bindparam("b_running_at", type_=UTCDateTime()),
-                case((and_(fresh_status, status == str(TaskStatus.RUNNING)), sat), else_=null()),
-            ),
-            error=case(
-                (
-                    and_(
-                        has_fail,
-                        t.c.error.is_(None),
-                        or_(
-                            t.c.status == str(TaskStatus.FAILED),
-                            and_(fresh_status, status == str(TaskStatus.FAILED)),
-                        ),
-                    ),
-                    bindparam("b_fail_error", type_=t.c.error.type),
-                ),
-                else_=t.c.error,
-            ),
-        )
-    )
-
-
-_UPDATE = _update_statement()
-_INSERTS: dict[str, Insert] = {}
-_EVENTS = cast("Table", TaskEvent.__table__)
-
-
-def _insert_statement(dialect: str) -> Insert:
-    """`INSERT ... ON CONFLICT (task_id, seq) DO NOTHING`, for executemany (a replay inserts nothing)."""
-    stmt = _INSERTS.get(dialect)
-    if stmt is None:
-        insert_fn = sqlite.insert if dialect == "sqlite" else postgresql.insert
-        stmt = _INSERTS[dialect] = insert_fn(_EVENTS).on_conflict_do_nothing(index_elements=["task_id", "seq"])
-    return stmt
 
 
 class Recorder(BackgroundLoop):
@@ -232,6 +96,8 @@ class Recorder(BackgroundLoop):
         batch_size: int = 200,
         max_batch: int = MAX_BATCH,
         block_ms: int = 1000,
+        linger_ms: int = LINGER_MS,
+        hold_ms: int = HOLD_MS,
         claim_idle_ms: int = 30_000,
         metrics: Metrics | None = None,
     ) -> None:
@@ -241,18 +107,38 @@ class Recorder(BackgroundLoop):
         self._batch_size = batch_size
         self._max_batch = max(batch_size, max_batch)
         self._block_ms = block_ms
+        self._linger_s = linger_ms / 1000
+        self._hold_s = hold_ms / 1000
         self._claim_idle_ms = claim_idle_ms
         self._metrics = metrics
+        self._unapplied: list[SchedulerEvent] = []
+        """The batch being applied, or the last one that failed (retried first)."""
+        self._held: list[SchedulerEvent] = []
+        """Read but kept back for at most `hold_ms` (see `run_once`); applied with the next batch."""
         super().__init__()
         self.name = f"recorder:{self.consumer}"
 
-    async def run_once(self, *, block_ms: int | None = None) -> int:
-        """Read one batch (more reads while full, up to `max_batch`), apply it, ack it. Returns the count."""
-        events = await self._scheduler.read_events(
-            self.consumer, block_ms=self._block_ms if block_ms is None else block_ms, count=self._batch_size
-        )
-        if not events:
-            return 0
+    async def run_once(self, *, block_ms: int | None = None, hold: bool = False) -> int:
+        """Read one batch (more reads while full, up to `max_batch`), apply it, ack it. Returns the count applied.
+
+        A batch that failed (database or Redis down) is kept and retried first, by this replica, on
+        the next call: it never waits for `claim_stale`'s idle time. `hold` (the background loop):
+        keep back the events of unfinished tasks whose oldest event here is younger than `hold_ms`,
+        so their next changes join them and the row is updated once (they stay unacknowledged).
+        """
+        if self._unapplied:
+            events = self._unapplied
+            await self._apply_and_ack(events)
+            logger.info("recorder applied %d events of a batch that had failed", len(events))
+            return len(events)
+        wait_ms = self._block_ms if block_ms is None else block_ms
+        if self._held:
+            wait_ms = min(wait_ms, int(self._hold_s * 1000))
+        events = [
+            *self._held,
+            *await self._scheduler.read_events(self.consumer, block_ms=wait_ms, count=self._batch_size),
+        ]
+        self._held = []
         more = events
         while len(more) == self._batch_size and len(events) < self._max_batch:
             # Behind: the stream holds more right now, so take it into this transaction.
@@ -260,9 +146,24 @@ class Recorder(BackgroundLoop):
                 self.consumer, block_ms=0, count=min(self._batch_size, self._max_batch - len(events))
             )
             events.extend(more)
+        if hold and self._hold_s > 0 and len(events) < self._max_batch:
+            events, self._held = _split_young(events, time.time() - self._hold_s)
+        if not events:
+            return 0
+        await self._apply_and_ack(events)
+        return len(events)
+
+    async def _apply_and_ack(self, events: list[SchedulerEvent]) -> None:
+        self._unapplied = events
+        self._set_unapplied(len(events))
         await self.apply(events)
         await self._scheduler.ack_events([e.entry_id for e in events])
-        return len(events)
+        self._unapplied = []
+        self._set_unapplied(0)
+
+    def _set_unapplied(self, n: int) -> None:
+        if self._metrics is not None:
+            self._metrics.recorder_unapplied.set(n)
 
     async def claim_stale(self) -> int:
         """Take over events another (crashed) replica read but never acknowledged, apply and ack them."""
@@ -276,8 +177,19 @@ class Recorder(BackgroundLoop):
         logger.warning("recorder took over %d unacknowledged events", len(events))
         return len(events)
 
+    async def stop(self) -> None:
+        """Stop the loop, then apply what it held back (best effort: if that fails the events stay
+        unacknowledged, and another replica claims them after `claim_idle_ms`)."""
+        await super().stop()
+        held, self._held = self._held, []
+        if held:
+            try:
+                await asyncio.wait_for(self._apply_and_ack(held), timeout=10)
+            except Exception:
+                logger.warning("recorder stopped with %d held events unapplied; they stay pending", len(held))
+
     async def drain(self, *, max_batches: int = 1000) -> int:
-        """Apply everything available now, without blocking (tests, shutdown)."""
+        """Apply everything available now (held events included), without blocking (tests, shutdown)."""
         total = 0
         for _ in range(max_batches):
             n = await self.run_once(block_ms=0)
@@ -299,30 +211,36 @@ class Recorder(BackgroundLoop):
     async def _apply_batch(
         self, conn: AsyncConnection, events: list[SchedulerEvent]
     ) -> tuple[set[tuple[str, int]], list[float]]:
-        # Task rows first, in id order (the order every writer of tasks + task_events uses).
-        known = await lock_task_rows(conn, [e.task_id for e in events])
-        mine = [e for e in events if e.task_id in known]
+        # Task rows first, in id order (the order every writer of tasks + task_events uses); their
+        # history is read under that lock and written back merged by the one UPDATE per task.
+        stored = await lock_histories(conn, [e.task_id for e in events])
+        mine = [e for e in events if e.task_id in stored]
         if len(mine) != len(events):
             # Tasks without a row were never accepted through this database (e.g. enqueued
             # by a tool straight into Redis); nothing to record for them.
             logger.debug("recorder skipped %d events of unknown tasks", len(events) - len(mine))
         if not mine:
             return set(), []
-        inserted = await self._insert_events(conn, mine)
-        await conn.execute(_UPDATE, _row_updates(mine, inserted))
-        return inserted, await self._dispatch_latencies(conn, mine, inserted)
+        merged, inserted = merge_statuses(mine, stored)
+        inserted |= await self._insert_events(conn, [e for e in mine if e.type == "task/stream"])
+        updates = row_updates(mine, inserted, merged, stored)
+        if updates:
+            await conn.execute(UPDATE_ROWS, updates)
+        return inserted, dispatch_latencies(mine, inserted, merged, stored)
 
     @staticmethod
     async def _insert_events(conn: AsyncConnection, events: list[SchedulerEvent]) -> set[tuple[str, int]]:
-        """Insert the batch's event rows; returns the (task_id, seq) pairs that are new.
+        """Insert the batch's `task/stream` rows; returns the (task_id, seq) pairs that are new.
 
         With the task rows locked nobody else adds events for these tasks, so the pairs already
         stored can be read first; the insert is then a plain executemany (a short statement the
         driver prepares once, where RETURNING would render one huge VALUES list per batch).
         """
+        if not events:
+            return set()
         stored = await conn.execute(
-            select(_EVENTS.c.task_id, _EVENTS.c.seq).where(
-                _EVENTS.c.task_id.in_({e.task_id for e in events}), _EVENTS.c.seq >= min(e.seq for e in events)
+            select(EVENTS.c.task_id, EVENTS.c.seq).where(
+                EVENTS.c.task_id.in_({e.task_id for e in events}), EVENTS.c.seq >= min(e.seq for e in events)
             )
         )
         seen = {(str(r[0]), int(r[1])) for r in stored.all()}
@@ -331,49 +249,18 @@ class Recorder(BackgroundLoop):
             key = (event.task_id, event.seq)
             if key not in seen:
                 seen.add(key)
-                rows.append(_row(event))
+                rows.append(event_row(event))
         if rows:
-            await conn.execute(_insert_statement(conn.dialect.name), rows)
+            await conn.execute(insert_statement(conn.dialect.name), rows)
         return {(r["task_id"], r["seq"]) for r in rows}
-
-    @staticmethod
-    async def _dispatch_latencies(
-        conn: AsyncConnection, events: list[SchedulerEvent], inserted: set[tuple[str, int]]
-    ) -> list[float]:
-        """queued -> assigned, for assignments recorded now (a replayed event is not counted twice)."""
-        assigned = [
-            e
-            for e in events
-            if e.type == "task/status" and e.status == TaskStatus.ASSIGNED and (e.task_id, e.seq) in inserted
-        ]
-        if not assigned:
-            return []
-        ids = {e.task_id for e in assigned}
-        queued: dict[str, list[tuple[int, dt.datetime]]] = {}
-        rows = await conn.execute(
-            select(TaskEvent.task_id, TaskEvent.seq, TaskEvent.at).where(
-                TaskEvent.task_id.in_(ids), TaskEvent.status == str(TaskStatus.QUEUED)
-            )
-        )
-        for task_id, seq, at in rows.all():
-            queued.setdefault(task_id, []).append((seq, at))
-        starts = select(Task.id, func.coalesce(Task.run_at, Task.created_at)).where(Task.id.in_(ids))
-        created = {r[0]: r[1] for r in (await conn.execute(starts)).all()}
-        out: list[float] = []
-        for event in assigned:
-            before = [at for seq, at in queued.get(event.task_id, []) if seq < event.seq]
-            start = max(before) if before else created.get(event.task_id)
-            if start is None:
-                continue
-            start = start if start.tzinfo else start.replace(tzinfo=dt.UTC)
-            out.append(max(0.0, (_at(event.at_ms) - start).total_seconds()))
-        return out
 
     # --- lifecycle --------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Loop until stopped. Errors are logged and retried with a capped backoff."""
-        delay = 0.5
+        """Loop until stopped. A failed batch is retried at once, then with a backoff capped at
+        `MAX_RETRY_DELAY_S` while the database (or Redis) stays down; once it answers, the backlog
+        drains in full batches without waiting for anything."""
+        delay = FIRST_RETRY_DELAY_S
         loop = asyncio.get_running_loop()
         next_claim = loop.time()
         while self.running:
@@ -381,10 +268,16 @@ class Recorder(BackgroundLoop):
                 if loop.time() >= next_claim:
                     next_claim = loop.time() + self._claim_idle_ms / 1000
                     await self.claim_stale()
-                await self.run_once()
-                delay = 0.5
+                applied = await self.run_once(hold=True)
+                delay = FIRST_RETRY_DELAY_S
+                if 0 < applied < self._batch_size and self._linger_s > 0:
+                    # Caught up: let the next events gather, so a task's assigned/running/done
+                    # usually land in one batch and cost its row one UPDATE instead of three.
+                    await self.pause(self._linger_s)
             except Exception:
                 self.raise_if_cancelling()
-                logger.exception("recorder batch failed; retrying in %.1f s", delay)
+                logger.exception(
+                    "recorder batch failed (%d events kept for retry); retrying in %.1f s", len(self._unapplied), delay
+                )
                 await self.pause(delay)
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, MAX_RETRY_DELAY_S)

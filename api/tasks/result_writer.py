@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 
 from api.db.base import UTCDateTime
 from api.db.models.tasks import Task
+from api.tasks.history import entry, json_append
 from protocol.status import TERMINAL_STATUSES, TaskStatus
 
 if TYPE_CHECKING:
@@ -63,6 +64,13 @@ _seq: BindParameter[int] = bindparam("b_seq")
 _now = bindparam("b_now", type_=UTCDateTime())
 _attempt: BindParameter[int] = bindparam("b_attempt")
 _newer_seq = case((_t.c.seq < _seq, _seq), else_=_t.c.seq)
+# The outcome's status change goes onto the row with the outcome, before the agent's ack: once acked,
+# Redis is never its only home. Appended only when the row has not reached this seq (the recorder or
+# an earlier copy of this write already holds it then).
+_with_change = case(
+    (_t.c.seq < _seq, json_append(_t.c.history, bindparam("b_change", type_=_t.c.history.type))),
+    else_=_t.c.history,
+)
 # Inlined literals: an expanding IN cannot be used with executemany.
 _active = _t.c.status.not_in([literal_column(f"'{s}'") for s in _TERMINAL])
 
@@ -79,6 +87,7 @@ _STATEMENTS: dict[Kind, Update] = {
         finished_at=func.coalesce(_t.c.finished_at, _now),
         updated_at=_now,
         seq=_newer_seq,
+        history=_with_change,
     ),
     # Redis already made the task `canceled`; the row may still trail it (the cancel's own commit or the
     # recorder), so it is made canceled here too. Only an empty result slot is filled.
@@ -99,6 +108,7 @@ _STATEMENTS: dict[Kind, Update] = {
         finished_at=func.coalesce(_t.c.finished_at, _now),
         updated_at=_now,
         seq=_newer_seq,
+        history=_with_change,
     ),
     # A retry records the error; the status moves only if this event is newer than the row.
     "retry": update(_t)
@@ -109,8 +119,31 @@ _STATEMENTS: dict[Kind, Update] = {
         attempt=_attempt,
         updated_at=_now,
         seq=_newer_seq,
+        history=_with_change,
     ),
 }
+
+
+def _with_history_entry(kind: Kind, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` plus `b_change`: the status change the scheduler emitted for this outcome (same fields)."""
+    if kind == "partial" or "b_change" in params:
+        return params
+    seq, attempt, now = params["b_seq"], params["b_attempt"], params["b_now"]
+    if kind == "result":
+        change = entry(seq, str(TaskStatus.DONE), attempt=attempt, agent_id=params.get("b_agent"), data=None, at=now)
+    else:
+        # `failed` names the agent, a retry does not; both carry the error code as the reason.
+        status = str(TaskStatus.FAILED) if kind == "failed" else str(params["b_status"])
+        error = params.get("b_error") or {}
+        change = entry(
+            seq,
+            status,
+            attempt=attempt,
+            agent_id=params.get("b_agent") if kind == "failed" else None,
+            data={"reason": error["error"]} if error.get("error") else None,
+            at=now,
+        )
+    return params | {"b_change": [change]}
 
 
 def is_lock_conflict(exc: BaseException) -> bool:
@@ -137,7 +170,7 @@ async def apply_writes(conn: AsyncConnection, writes: Sequence[tuple[Kind, dict[
     """Apply prepared writes inside the caller's transaction (rows locked in id order first)."""
     by_kind: dict[Kind, list[dict[str, Any]]] = {}
     for kind, params in writes:
-        by_kind.setdefault(kind, []).append(params)
+        by_kind.setdefault(kind, []).append(_with_history_entry(kind, params))
     if len(by_kind) > 1:
         # One executemany in id order already locks in id order; several need the order taken first.
         await lock_task_rows(conn, [p["b_id"] for _, p in writes])

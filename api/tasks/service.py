@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import msgspec
 import redis.exceptions
-from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from api.agents.service import AgentService
-from api.db.base import utcnow
+from api.db.base import JsonColumn, utcnow
 from api.db.models.tasks import Task, TaskEvent
 from api.db.models.webhooks import TaskCallback
 from api.errors import (
@@ -34,7 +34,7 @@ from api.errors import (
     TaskNotRunnableError,
     ValidationFailedError,
 )
-from api.tasks.events import insert_events_ignore_duplicates
+from api.tasks import history
 from api.tasks.result_writer import apply_writes
 from protocol.errors import ErrorCode
 from protocol.limits import MAX_IDEMPOTENCY_KEY_LENGTH, MAX_TASK_INPUT_BYTES, MAX_TASK_OUTPUT_BYTES
@@ -132,6 +132,7 @@ _NEW_ROW_KEYS = (
     "seq",
     "created_at",
     "updated_at",
+    "history",
 )
 
 
@@ -326,7 +327,10 @@ class TaskService:
     def _new_row(self, user: CurrentUser, p: _Prepared, now: dt.datetime) -> Task:
         data = p.data
         run_at = data.run_at.astimezone(dt.UTC) if data.run_at else None
-        status = TaskStatus.SCHEDULED if run_at is not None and run_at > now else TaskStatus.QUEUED
+        status = str(TaskStatus.SCHEDULED if run_at is not None and run_at > now else TaskStatus.QUEUED)
+        # The first status change is written with the row, so the history is whole even if Redis
+        # never hears of the task; the enqueue (seq 0) makes the scheduler emit the same event as
+        # seq 1, which the recorder then merges onto this entry.
         task = Task(
             id=str(uuid.uuid4()),
             owner_id=user.id,
@@ -340,32 +344,23 @@ class TaskService:
             run_at=run_at,
             idempotency_key=p.key,
             request_hash=p.request_hash,
-            status=str(status),
+            status=status,
             attempt=0,
             seq=1,
             created_at=now,
             updated_at=now,
+            history=[history.entry(1, status, attempt=0, agent_id=None, data=None, at=now)],
         )
         if data.callback_url is not None:
             self._callbacks[task.id] = data.callback_url
         return task
 
     async def _insert(self, tasks: list[Task]) -> None:
-        """Insert new rows and their first history entries with Core executemany (no ORM flush).
-
-        The first history entry is written with the row, so the history is whole even if Redis never
-        hears of the task. The enqueue (seq 0) makes the scheduler record the same event as seq 1,
-        which the recorder then finds already stored. Raises IntegrityError on a duplicate key.
-        """
+        """One Core INSERT (executemany for a batch; no ORM flush, no event rows). Raises IntegrityError
+        on a duplicate idempotency key."""
         conn = await self._session.connection()
-        await conn.execute(
-            insert(cast("Table", Task.__table__)), [{k: getattr(t, k) for k in _NEW_ROW_KEYS} for t in tasks]
-        )
-        events = [
-            {"task_id": t.id, "seq": 1, "type": "task/status", "status": t.status, "attempt": 0, "at": t.created_at}
-            for t in tasks
-        ]
-        await conn.execute(insert(cast("Table", TaskEvent.__table__)), events)
+        rows = [{k: getattr(t, k) for k in _NEW_ROW_KEYS} for t in tasks]
+        await conn.execute(insert(cast("Table", Task.__table__)), rows[0] if len(rows) == 1 else rows)
         if callbacks := [{"task_id": t.id, "url": self._callbacks[t.id]} for t in tasks if t.id in self._callbacks]:
             await conn.execute(insert(cast("Table", TaskCallback.__table__)), callbacks)
 
@@ -387,8 +382,13 @@ class TaskService:
             )
 
     async def submit(self, user: CurrentUser, data: TaskCreate, header_key: str | None) -> tuple[TaskView, bool]:
-        """Create one task; returns it and whether it was created now (False: an idempotent replay)."""
+        """Create one task; returns it and whether it was created now (False: an idempotent replay).
+
+        The one INSERT runs in autocommit: it is its own transaction, durable when it returns, with
+        no BEGIN/COMMIT round trips around it (a batch keeps its explicit all-or-nothing transaction).
+        """
         prepared = self._prepare(data, header_key, None)
+        await self._session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         if prepared.key is not None:
             existing = (await self._existing_by_key(user, [prepared.key])).get(prepared.key)
             if existing is not None:
@@ -463,11 +463,7 @@ class TaskService:
 
     async def detail(self, user: CurrentUser, task_id: str) -> TaskView:
         task = await self.get_visible(user, task_id)
-        newest = (
-            select(TaskEvent).where(TaskEvent.task_id == task.id).order_by(TaskEvent.seq.desc()).limit(HISTORY_LIMIT)
-        )
-        events = list((await self._session.execute(newest)).scalars())
-        events.reverse()
+        events = await history.read_events(self._session, task, limit=HISTORY_LIMIT, newest=True)
         return task_view(task, events)
 
     async def list_page(
@@ -540,32 +536,31 @@ class TaskService:
             raise TaskNotRunnableError("task already finished", {"status": task.status})
         seq = result.seq if result.outcome == "canceled" and result.seq else task.seq + 1
         now = utcnow()
-        # The tasks row first, then its event: the order the recorder and the result writer lock in
-        # too (task rows by id, then task_events), so none of them can deadlock with another.
+        canceled = result.outcome == "canceled"
+        change = history.entry(
+            seq,
+            str(TaskStatus.CANCELED),
+            attempt=(result.attempt or 0) if canceled else task.attempt,
+            agent_id=result.agent_id if canceled else None,
+            data={"reason": reason},
+            at=now,
+        )
+        # One UPDATE: the status and its history entry (the row lock orders it with the recorder).
         await self._session.execute(
             update(Task)
-            .where(Task.id == task.id, Task.status.not_in(_TERMINAL))
+            .where(
+                Task.id == task.id,
+                # An attempt's partial output may have made the row `canceled` first (without a seq):
+                # the cancel still records its own status change then.
+                or_(Task.status.not_in(_TERMINAL), and_(Task.status == str(TaskStatus.CANCELED), Task.seq < seq)),
+            )
             .values(
                 status=str(TaskStatus.CANCELED),
                 seq=case((Task.seq < seq, seq), else_=Task.seq),
                 finished_at=now,
                 updated_at=now,
+                history=history.json_append(Task.history, bindparam("b_change", [change], type_=JsonColumn)),
             )
-        )
-        await insert_events_ignore_duplicates(
-            self._session,
-            [
-                {
-                    "task_id": task.id,
-                    "seq": seq,
-                    "type": "task/status",
-                    "status": str(TaskStatus.CANCELED),
-                    "attempt": result.attempt if result.outcome == "canceled" else task.attempt,
-                    "agent_id": result.agent_id if result.outcome == "canceled" else None,
-                    "data": {"reason": reason},
-                    "at": now,
-                }
-            ],
         )
         await self._session.flush()
         await self._session.refresh(task)
@@ -641,6 +636,7 @@ class TaskService:
             "b_id": task_id,
             "b_error": {"error": error, "message": message, "attempt": attempt, "retryable": retryable},
             "b_attempt": attempt,
+            "b_agent": agent_id,
             "b_now": utcnow(),
             "b_seq": -1 if applied.seq is None else applied.seq,
         }

@@ -1,7 +1,8 @@
 """History for a watcher's `lastSeq` replay: Redis' bounded per-task history, topped up from the database.
 
 Redis keeps the recent events of live tasks (`scheduler.history`); once it is trimmed or expired,
-the older events come from `task_events` (written by the recorder). The result is in seq order,
+the older ones from the database (statuses on the task row, stream pieces in `task_events`; progress
+is not kept there). The result is in seq order,
 without duplicates; whatever neither holds yet (the recorder lags) is simply not there, and the
 live fan-out brings newer events anyway.
 """
@@ -11,9 +12,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
-
-from api.db.models.tasks import TaskEvent as TaskEventRow
+from api.db.models.tasks import Task
+from api.tasks.history import read_events
 from api.ws.fanout import WatchEvent, event_from_payload
 from protocol.envelope import encode_payload
 from protocol.messages import TaskProgress, TaskStatusEvent, TaskStream
@@ -22,6 +22,7 @@ from protocol.status import TaskStatus
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+    from api.db.models.tasks import TaskEvent
     from protocol.messages import Message
     from scheduler.client import SchedulerClient
 
@@ -62,11 +63,11 @@ async def replay_events(
 async def _stored_events(
     db: async_sessionmaker[AsyncSession], *, task_id: str, owner_id: str, after_seq: int, before_seq: int | None
 ) -> list[WatchEvent]:
-    query = select(TaskEventRow).where(TaskEventRow.task_id == task_id, TaskEventRow.seq > after_seq)
-    if before_seq is not None:
-        query = query.where(TaskEventRow.seq < before_seq)
     async with db() as session:
-        rows = (await session.scalars(query.order_by(TaskEventRow.seq).limit(MAX_REPLAY))).all()
+        task = await session.get(Task, task_id)
+        if task is None:
+            return []
+        rows = await read_events(session, task, after_seq=after_seq, before_seq=before_seq, limit=MAX_REPLAY)
     events: list[WatchEvent] = []
     for row in rows:
         message = _message_of(row)
@@ -77,7 +78,7 @@ async def _stored_events(
     return events
 
 
-def _message_of(row: TaskEventRow) -> Message | None:
+def _message_of(row: TaskEvent) -> Message | None:
     data = row.data or {}
     if row.type == "task/progress":
         message = data.get("message")

@@ -1,7 +1,7 @@
 """Operations: `dead_letters`, `schedules`, `schedule_runs`, `webhooks`, `webhook_deliveries`, `task_callbacks`; tasks by finish time.
 
 Revision ID: 0005_operations
-Revises: 0003_planner
+Revises: 0004_history
 Create Date: 2026-11-28
 """
 
@@ -20,7 +20,7 @@ def _json() -> sa.types.TypeEngine:
     return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 revision: str = "0005_operations"
-down_revision: str | None = "0003_planner"
+down_revision: str | None = "0004_history"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

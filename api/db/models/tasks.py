@@ -1,7 +1,8 @@
 """The `tasks` and `task_events` tables: the durable record of every task and its history.
 
 The database is the source of truth for what was accepted; Redis holds the live queues. The
-recorder copies events here; the reconciler rebuilds Redis from here.
+recorder copies events here; the reconciler rebuilds Redis from here. Status changes live on the
+task row (`history`); `task_events` keeps the `task/stream` pieces (and rows of older versions).
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class Task(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    history: Mapped[list[list[Any]] | None] = mapped_column(JsonColumn, nullable=True)
+    """Status changes, oldest first, as compact `[seq, status, attempt, agent_id, data, at_ms]` entries
+    (see api/tasks/history.py). NULL on rows older than this column: their history is in task_events."""
 
 
 class TaskEvent(Base):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -221,6 +222,25 @@ def test_logout_survives_a_redis_wipe(client: TestClient[Any], redis_url: str, r
     assert_unauthorized(client.get("/api/auth/me", headers=bearer(tokens["accessToken"])))
 
 
+def test_a_revocation_redis_lost_applies_on_other_replicas_within_the_cache_bound(
+    build_client: Callable[..., TestClient[Any]], redis_url: str, redis_prefix: str
+) -> None:
+    replica = build_client(TASKYARD_API_USER_CACHE_TTL_S=1)
+    other = build_client(TASKYARD_API_USER_CACHE_TTL_S=1)
+    email = unique_email()
+    register(replica, email)
+    token = login(replica, email)["accessToken"]
+    assert other.get("/api/auth/me", headers=bearer(token)).status_code == 200  # cached there
+    assert replica.post("/api/auth/logout", headers=bearer(token)).status_code == 200
+    sync_redis = redis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        keys = list(sync_redis.scan_iter(match=f"{redis_prefix}*", count=1000))
+        sync_redis.delete(*keys)  # Redis lost the revocation: only the database still has it
+    finally:
+        sync_redis.close()
+    _until(lambda: other.get("/api/auth/me", headers=bearer(token)).status_code == 401, 1)
+
+
 def test_deactivated_and_deleted_users_tokens_are_refused(client: TestClient[Any], db: sa.Engine) -> None:
     inactive_email, deleted_email = unique_email(), unique_email()
     inactive_id = register(client, inactive_email)
@@ -290,7 +310,11 @@ def test_refresh_past_the_family_lifetime_is_refused(client: TestClient[Any], db
     assert_unauthorized(client.post("/api/auth/refresh", json={"refreshToken": tokens["refreshToken"]}))
 
 
-def test_role_and_token_version_are_read_on_every_request(client: TestClient[Any], db: sa.Engine) -> None:
+def test_role_and_token_version_are_read_on_every_request(
+    build_client: Callable[..., TestClient[Any]], db: sa.Engine
+) -> None:
+    # With the user cache off, every request reads the user row.
+    client = build_client(TASKYARD_API_USER_CACHE_TTL_S=0)
     email = unique_email()
     user_id = register(client, email)
     token = login(client, email)["accessToken"]
@@ -304,6 +328,54 @@ def test_role_and_token_version_are_read_on_every_request(client: TestClient[Any
     with db.begin() as conn:
         conn.execute(sa.text("UPDATE users SET token_version = token_version + 1 WHERE id = :u"), {"u": user_id})
     assert_unauthorized(client.get("/api/auth/me", headers=bearer(token)))
+
+
+def _until(check: Callable[[], bool], bound_s: float) -> float:
+    """Seconds until `check()` held; fails past the bound plus a margin for a slow box."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < bound_s + 5, "not applied within the documented bound"
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+def test_database_only_changes_apply_within_the_cache_bound(
+    build_client: Callable[..., TestClient[Any]], db: sa.Engine
+) -> None:
+    """With the cache on (1 s), a change only the database knows applies within the bound, not never."""
+    client = build_client(TASKYARD_API_USER_CACHE_TTL_S=1)
+    email = unique_email()
+    user_id = register(client, email)
+    token = login(client, email)["accessToken"]
+    assert client.get("/api/auth/me", headers=bearer(token)).json()["roles"] == ["user"]  # now cached
+    with db.begin() as conn:
+        conn.execute(sa.text("UPDATE users SET role = 'admin' WHERE id = :u"), {"u": user_id})
+    _until(lambda: client.get("/api/auth/me", headers=bearer(token)).json()["roles"] == ["admin"], 1)
+    with db.begin() as conn:
+        conn.execute(sa.text("UPDATE users SET token_version = token_version + 1 WHERE id = :u"), {"u": user_id})
+    _until(lambda: client.get("/api/auth/me", headers=bearer(token)).status_code == 401, 1)
+
+
+def test_logout_and_reuse_apply_at_once_on_every_replica_despite_the_cache(
+    build_client: Callable[..., TestClient[Any]],
+) -> None:
+    """Revocations go through Redis: another replica with a long cache refuses the token on the next request."""
+    replica = build_client(TASKYARD_API_USER_CACHE_TTL_S=300)
+    other = build_client(TASKYARD_API_USER_CACHE_TTL_S=300)
+    email = unique_email()
+    register(replica, email)
+    tokens = login(replica, email)
+    assert other.get("/api/auth/me", headers=bearer(tokens["accessToken"])).status_code == 200  # cached there
+    assert replica.post("/api/auth/logout", headers=bearer(tokens["accessToken"])).status_code == 200
+    assert_unauthorized(other.get("/api/auth/me", headers=bearer(tokens["accessToken"])))
+    assert_unauthorized(replica.get("/api/auth/me", headers=bearer(tokens["accessToken"])))
+
+    # Refresh-token reuse revokes the session: its access tokens are refused at once, cached or not.
+    first = login(replica, email)
+    second = replica.post("/api/auth/refresh", json={"refreshToken": first["refreshToken"]}).json()
+    assert other.get("/api/auth/me", headers=bearer(second["accessToken"])).status_code == 200  # cached there
+    assert_unauthorized(replica.post("/api/auth/refresh", json={"refreshToken": first["refreshToken"]}))
+    assert_unauthorized(other.get("/api/auth/me", headers=bearer(second["accessToken"])))
 
 
 def test_logout_purges_denylist_rows_whose_tokens_expired(client: TestClient[Any], db: sa.Engine) -> None:

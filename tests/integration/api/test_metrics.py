@@ -49,6 +49,9 @@ async def test_metrics_expose_the_series(env: Env, sched) -> None:
     assert "taskyard_dispatch_latency_seconds_count" in m
     assert (("role", "agent"),) in m["taskyard_ws_connections"]
     assert (("role", "client"),) in m["taskyard_ws_connections"]
+    # The recorder is off in these apps: the three queued events wait in the stream.
+    assert m["taskyard_recorder_backlog_events"][()] >= 3
+    assert m["taskyard_recorder_unapplied_events"][()] == 0
 
 
 def test_two_apps_in_one_process_keep_separate_registries(make_env) -> None:

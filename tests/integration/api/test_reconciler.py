@@ -11,6 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from api.db.base import UTCDateTime
+from api.db.models.tasks import Task
+from api.tasks.history import read_events
 from api.tasks.reconciler import Reconciler
 from api.tasks.recorder import Recorder
 from api.tasks.service import TaskService
@@ -140,8 +142,15 @@ async def test_emptied_redis_is_rebuilt_from_the_database(
     assert (status, attempt) == ("done", 2)
     assert "late" not in str(result_json)
     # Event numbering continued after the rebuild: seqs stay unique and increasing.
-    seqs = [r[0] for r in env.rows("SELECT seq FROM task_events WHERE task_id = :i ORDER BY seq", i=in_flight)]
+    async with sessionmaker() as session:
+        row = await session.get(Task, in_flight)
+        assert row is not None
+        recorded = await read_events(session, row, limit=1000)
+    seqs = [e.seq for e in recorded]
     assert seqs == sorted(set(seqs))
+    statuses = [e.status for e in recorded]
+    assert statuses[0] == "queued"
+    assert statuses[-1] == "done"
 
 
 class CancelBecomesError:

@@ -10,7 +10,6 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy import func, select
 
 from api.ws.control import publish_control
 from protocol.messages import Subscribe, TaskAccept, TaskProgress, TaskResult
@@ -113,7 +112,8 @@ async def test_short_reconnect_keeps_the_running_task(stack: Stack) -> None:
 
 
 async def test_replay_reads_the_database_once_redis_history_is_gone(stack: Stack) -> None:
-    from api.db.models.tasks import TaskEvent
+    from api.db.models.tasks import Task
+    from api.tasks.history import read_events
 
     owner = await stack.person()
     agent, _agent_id, task_id, attempt = await stack.running_task(owner)
@@ -121,14 +121,16 @@ async def test_replay_reads_the_database_once_redis_history_is_gone(stack: Stack
     await agent.send(TaskResult(task_id=task_id, attempt=attempt, output="x"))
     await agent.recv_type("ack")
 
-    # Wait for the recorder to store every event (queued, assigned, running, progress, done).
+    # Wait for the recorder to store every status (queued, assigned, running, done). Progress is
+    # live-only: Redis replays it while it holds the task's history, the database does not keep it.
     deadline = time.monotonic() + WAIT_S
     while True:
         async with stack.db() as session:
-            stored = await session.scalar(select(func.count()).where(TaskEvent.task_id == task_id))
-        if stored == 5:
+            row = await session.get(Task, task_id)
+            stored = len(await read_events(session, row, limit=100)) if row is not None else 0
+        if stored == 4:
             break
-        assert time.monotonic() < deadline, f"recorder stored {stored} of 5 events"
+        assert time.monotonic() < deadline, f"recorder stored {stored} of 4 events"
         await asyncio.sleep(0.05)
     await stack.redis.delete(Keys(stack.settings.redis.prefix).history(task_id))
 
@@ -137,7 +139,5 @@ async def test_replay_reads_the_database_once_redis_history_is_gone(stack: Stack
     frames = await watcher.recv_until(_is_done)
     assert frames[0].type == "ack"
     events = [payload(f) for f in frames[1:]]
-    assert [e["seq"] for e in events] == [2, 3, 4, 5]
-    assert [e.get("status") for e in events] == ["assigned", "running", None, "done"]
-    assert events[2]["data"] == {"tokens": 3}
-    assert events[2]["message"] == "m"
+    assert [e["seq"] for e in events] == [2, 3, 5]
+    assert [e.get("status") for e in events] == ["assigned", "running", "done"]
