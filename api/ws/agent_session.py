@@ -388,11 +388,13 @@ class AgentSession(Session):
             work = self._on_accept(frame.id, payload)
             await self._dispatch(payload.task_id, work, lane=self._fast, frame_type=frame.type, ref=frame.id, size=size)
         elif isinstance(payload, TaskResult):
+            await self._release_held(payload.task_id, payload.attempt)
             work = self._on_result(frame.id, payload)
             await self._dispatch(
                 payload.task_id, work, lane=self._commits, frame_type=frame.type, ref=frame.id, size=size
             )
         elif isinstance(payload, TaskError):
+            await self._release_held(payload.task_id, payload.attempt)
             work = self._on_error(frame.id, payload)
             await self._dispatch(
                 payload.task_id, work, lane=self._commits, frame_type=frame.type, ref=frame.id, size=size
@@ -514,6 +516,17 @@ class AgentSession(Session):
         for held in self._gate.due(now):
             work = self._apply_progress(None, held)
             await self._dispatch(held.task_id, work, lane=self._fast, frame_type="task/progress", ref=None, size=0)
+
+    async def _release_held(self, task_id: str, attempt: int) -> None:
+        """On an outcome's arrival: its attempt's held-back progress joins the task's chain ahead of it.
+
+        Taken from the gate here, in arrival order, so a later window opening cannot chain it behind the
+        outcome (where it would be refused as `task_not_runnable`).
+        """
+        held = self._gate.take(task_id, attempt)
+        if held is not None:
+            work = self._apply_progress(None, held)
+            await self._dispatch(task_id, work, lane=self._fast, frame_type="task/progress", ref=None, size=0)
 
     async def _flush_attempt(self, task_id: str, attempt: int) -> None:
         """Apply the attempt's held-back progress before its outcome, so its last state is kept."""
