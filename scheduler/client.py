@@ -58,18 +58,14 @@ class SchedulerClient:
 
     async def enqueue(self, spec: TaskSpec) -> bool:
         """Stores and queues a task; False when the task id is already known (idempotent)."""
-        return await self.scripts.enqueue(spec, self._now())
+        return await self.scripts.enqueue([spec], self._now()) == 1
 
     async def enqueue_many(self, specs: Iterable[TaskSpec]) -> int:
-        """Enqueues in pipelined chunks; returns how many were new."""
+        """Enqueues in chunks of one script call each; returns how many were new."""
         added = 0
         batch = list(specs)
         for start in range(0, len(batch), ENQUEUE_CHUNK):
-            pipe = self._redis.pipeline(transaction=False)
-            now = self._now()
-            for spec in batch[start : start + ENQUEUE_CHUNK]:
-                await self.scripts.enqueue_pipelined(pipe, spec, now)
-            added += sum(int(r) for r in await pipe.execute())
+            added += await self.scripts.enqueue(batch[start : start + ENQUEUE_CHUNK], self._now())
         return added
 
     async def cancel(self, task_id: str, *, reason: str = "canceled") -> CancelResult:

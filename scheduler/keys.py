@@ -144,6 +144,12 @@ class Keys:
     def inbox(self, agent_id: str) -> str:
         return f"{self.prefix}:agent:{agent_id}:inbox"
 
+    def presence_version(self) -> str:
+        return f"{self.prefix}:presence"
+
+    def watching(self) -> str:
+        return f"{self.prefix}:watching"
+
     def wake(self) -> str:
         return f"{self.prefix}:wake"
 

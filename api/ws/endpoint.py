@@ -204,6 +204,9 @@ async def _serve(
         runtime.registry.add_client(subject_id, session.user.jti, session)
     runtime.connection_opened(session.role)
     try:
+        if runtime.fanout is not None and not isinstance(session, AgentSession):
+            # Before the client can subscribe: from here on the scheduler publishes events.
+            await runtime.fanout.ensure_watching()
         await session.conn.send(
             AuthOk(
                 role="agent" if isinstance(session, AgentSession) else "client",

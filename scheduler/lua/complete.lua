@@ -1,6 +1,7 @@
 -- complete: the agent's result arrived (assigned|running -> done); frees the slot.
 -- KEYS[8] task hash   ARGV[8] task id  [9] attempt  [10] agent id
 -- Returns {outcome, seq or '', status}. A repeat of the finishing frame is 'duplicate'.
+-- A task still `assigned` records `running` first (the accept the result implies), then `done`.
 -- A task canceled while this attempt ran (same attempt and agent) takes the attempt's result once, as the
 -- partial output of the canceled task: 'ok' with status 'canceled', no event, the status stays.
 -- Invariant: a task finishes once; the slot is freed exactly once.
@@ -15,7 +16,7 @@ if refused == 'terminal' and f[1] == 'canceled' and f[3] == agent and not fin_th
 end
 if refused then return { refused, '', f[1] or '' } end
 release_slot(agent, id)
-redis.call('HSET', KEYS[8], 'fin', attempt .. ':' .. agent .. ':done')
-local seq = finish(id, 'done', attempt, agent, '')
+if f[1] == 'assigned' then implied_accept(id, f, attempt, agent, false) end
+local seq = finish_fenced(id, f, 'done', attempt, agent, '', { 'fin', attempt .. ':' .. agent .. ':done' })
 wake()
 return { 'ok', seq, 'done' }
