@@ -33,10 +33,12 @@ from api.tasks.service import Recorded, TaskService
 from api.ws.framing import CloseCode, SessionClosed
 from api.ws.progress_gate import ProgressGate
 from api.ws.session import Session
-from protocol.envelope import encode_payload, encode_raw_frame
-from protocol.errors import ErrorCode
+from protocol.envelope import AGENT_SENDS, decode_batch, encode_batch, encode_payload, encode_raw_frame
+from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import (
+    FEATURE_BATCH,
     Ack,
+    Batch,
     ErrorFrame,
     Heartbeat,
     TaskAccept,
@@ -56,8 +58,7 @@ if TYPE_CHECKING:
     from api.agents.service import AgentRecord
     from api.settings import WsSettings
     from api.ws.framing import FrameSocket
-    from protocol.envelope import Frame
-    from protocol.errors import ProtocolError
+    from protocol.envelope import Frame, MessageType
     from scheduler.client import SchedulerClient
     from scheduler.types import Applied, InboxEntry
 
@@ -79,6 +80,8 @@ WIND_DOWN_S = 5.0
 MAX_AWAITING_COMMIT = 4096
 """Result/error frames of this process in flight at once; the writer commits what gathers in one batch."""
 _RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+MAX_BATCH_OUT_BYTES = 256 * 1024
+"""Payload bytes per `batch` frame sent to an agent (INBOX_BATCH bounds the item count)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,10 +147,13 @@ class AgentSession(Session):
         token: str,
         lanes: FrameLanes,
         submit_payload: Callable[[str, InboxEntry], Awaitable[bytes]] | None = None,
+        features: list[str] | None = None,
     ) -> None:
         """`submit_payload(agent id, entry)`: the planner's hook giving the submit payload to send (it adds
         sealed LLM credentials for trusted agents, api/planner/credentials.py); None sends entries as stored."""
         super().__init__(conn, session_id)
+        self.features = features
+        self._batch = features is not None and FEATURE_BATCH in features
         self._token = token
         self.agent = agent
         self._spec = spec
@@ -296,21 +302,46 @@ class AgentSession(Session):
 
     async def _deliver(self, entries: list[InboxEntry]) -> None:
         cancels: list[str] = []
+        outgoing: list[tuple[MessageType, bytes]] = []
         for entry in entries:
             if entry.kind == "submit":
                 payload = entry.payload_json
                 if self._submit_payload is not None:
                     payload = await self._submit_payload(self.agent.id, entry)
-                await self.conn.send_text(encode_raw_frame("task/submit", payload).decode())
+                outgoing.append(("task/submit", payload))
                 self._remember(entry.task_id, entry.attempt, entry.entry_id)
             else:
-                await self.conn.send_text(encode_raw_frame("task/cancel", entry.payload_json).decode())
+                outgoing.append(("task/cancel", entry.payload_json))
                 cancels.append(entry.entry_id)
             logger.debug(
                 "delivered %s task_id=%s attempt=%d", entry.kind, entry.task_id, entry.attempt, extra=self.log_context()
             )
+        await self._send_all(outgoing)
         if cancels:
             await self._scheduler.ack_inbox(self.agent_id, cancels)
+
+    async def _send_all(self, outgoing: list[tuple[MessageType, bytes]]) -> None:
+        """Frames in order: one `batch` frame per `MAX_BATCH_OUT_BYTES` when the agent negotiated batches."""
+        if not self._batch:
+            for message_type, payload in outgoing:
+                await self.conn.send_text(encode_raw_frame(message_type, payload).decode())
+            return
+        chunk: list[tuple[MessageType, bytes, str | None]] = []
+        size = 0
+        for message_type, payload in outgoing:
+            if chunk and size + len(payload) > MAX_BATCH_OUT_BYTES:
+                await self._send_chunk(chunk)
+                chunk, size = [], 0
+            chunk.append((message_type, payload, None))
+            size += len(payload)
+        if chunk:
+            await self._send_chunk(chunk)
+
+    async def _send_chunk(self, chunk: list[tuple[MessageType, bytes, str | None]]) -> None:
+        if len(chunk) == 1:
+            await self.conn.send_text(encode_raw_frame(chunk[0][0], chunk[0][1]).decode())
+        else:
+            await self.conn.send_text(encode_batch(chunk).decode())
 
     def _remember(self, task_id: str, attempt: int, entry_id: str) -> None:
         self._unaccepted[(task_id, attempt)] = entry_id
@@ -364,12 +395,25 @@ class AgentSession(Session):
                 continue
             silent_s = 0.0
             self._frame_at = loop.time()
-            if frame is not None:
+            if frame is not None and isinstance(frame.payload, Batch):
+                await self._route_batch(frame)
+            elif frame is not None:
                 await self._route(frame)
 
-    async def _route(self, frame: Frame) -> None:
+    async def _route_batch(self, frame: Frame) -> None:
+        """Each item as if it came alone, in order (its share of the frame's size); a bad item is refused by its id."""
+        items = decode_batch(frame, accept=AGENT_SENDS)
+        share = self.conn.last_frame_chars // len(items)
+        for item in items:
+            if isinstance(item, ProtocolError):
+                await self.conn.send(ErrorFrame.from_error(item))
+            else:
+                await self._route(item, share)
+
+    async def _route(self, frame: Frame, size: int | None = None) -> None:
         payload = frame.payload
-        size = self.conn.last_frame_chars
+        if size is None:
+            size = self.conn.last_frame_chars
         if isinstance(payload, Heartbeat):
             # Inline and first: liveness must not queue behind results being committed.
             await self._guarded(frame.type, frame.id, self._on_heartbeat(payload))
@@ -540,6 +584,7 @@ class AgentSession(Session):
         applied = await self._scheduler.progress(
             progress.task_id, progress.attempt, self.agent_id, encode_payload(payload)
         )
+        self._ack_entry(progress.task_id, progress.attempt)  # it implies the accept
         if applied.outcome not in (Outcome.OK, Outcome.DUPLICATE):
             code = _REFUSALS.get(applied.outcome, ErrorCode.CONFLICT)
             await self.conn.send(_refusal(code, ref, progress.task_id, progress.attempt))
@@ -547,6 +592,7 @@ class AgentSession(Session):
     async def _apply_stream(self, ref: str, piece: TaskStream) -> None:
         """Append a stream piece; answered only when refused (a gap says where to resume)."""
         applied = await self._scheduler.stream(piece.task_id, piece.attempt, self.agent_id, piece.offset, piece.delta)
+        self._ack_entry(piece.task_id, piece.attempt)  # it implies the accept
         if applied.outcome in (Outcome.OK, Outcome.DUPLICATE):
             return
         details: dict[str, Any] = {"taskId": piece.task_id, "attempt": piece.attempt}
@@ -583,6 +629,7 @@ class AgentSession(Session):
                 await self._fail_oversized(result.task_id, result.attempt)
                 await self.conn.send(ErrorFrame.of(ErrorCode.PAYLOAD_TOO_LARGE, exc.message, ref=ref))
                 return
+        self._ack_entry(result.task_id, result.attempt)  # the submit's entry, when the accept was implied
         await self._send_recorded(ref, recorded, result.task_id, result.attempt)
 
     async def _on_error(self, ref: str, error: TaskError) -> None:
@@ -598,6 +645,7 @@ class AgentSession(Session):
                 retryable=error.retryable,
                 retry_delay_s=error.retry_delay_s,
             )
+        self._ack_entry(error.task_id, error.attempt)  # the submit's entry, when the accept was implied
         await self._send_recorded(ref, recorded, error.task_id, error.attempt)
 
     async def _send_recorded(self, ref: str, recorded: Recorded, task_id: str, attempt: int) -> None:
