@@ -205,6 +205,9 @@ class Link:
             if not ready:
                 self._ready.clear()
                 await self._ready.wait()
+                if conn.batch:
+                    # Let whatever else is ready this loop turn queue its frames too: they leave together.
+                    await asyncio.sleep(0)
                 continue
             if len(ready) == 1:
                 await conn.send(ready[0][0])
