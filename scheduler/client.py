@@ -10,6 +10,7 @@ import json
 from typing import TYPE_CHECKING, Any, Literal
 
 from scheduler.clock import Clock, SystemClock
+from scheduler.coalesce import Coalescer
 from scheduler.keys import INBOX_GROUP, RECORDER_GROUP, Keys
 from scheduler.presence import read_online
 from scheduler.scripts import Scripts, as_str
@@ -50,6 +51,9 @@ class SchedulerClient:
         self.keys = Keys(prefix)
         self.clock: Clock = clock or SystemClock()
         self.scripts = Scripts(redis, self.keys, self.settings)
+        self._completes: Coalescer[tuple[str, int, str], Applied] = Coalescer(
+            lambda results: self.scripts.complete(results, self._now())
+        )
 
     def _now(self) -> int:
         return self.clock.now_ms()
@@ -107,7 +111,8 @@ class SchedulerClient:
         return await self.scripts.stream(task_id, attempt, agent_id, self._now(), offset=offset, delta=delta)
 
     async def complete(self, task_id: str, attempt: int, agent_id: str) -> Applied:
-        return await self.scripts.complete(task_id, attempt, agent_id, self._now())
+        """Results completed in the same loop turn share one script call (see `scheduler.coalesce`)."""
+        return await self._completes.call((task_id, attempt, agent_id))
 
     async def fail(
         self,

@@ -188,9 +188,13 @@ class Scripts:
         keys, args = self._frame(task_id, attempt, agent_id)
         return _applied(await self._run("stream", now_ms, keys, [*args, offset, delta.encode()]))
 
-    async def complete(self, task_id: str, attempt: int, agent_id: str, now_ms: int) -> Applied:
-        keys, args = self._frame(task_id, attempt, agent_id)
-        return _applied(await self._run("complete", now_ms, keys, args))
+    async def complete(self, results: Sequence[tuple[str, int, str]], now_ms: int) -> list[Applied]:
+        """Several (task id, attempt, agent id) results in one call; one `Applied` each, in order."""
+        args = [a for task_id, attempt, agent_id in results for a in (task_id, str(attempt), agent_id)]
+        reply = await self._run("complete", now_ms, [], args)
+        if not isinstance(reply, list) or len(reply) != 3 * len(results):
+            raise ScriptReplyError(f"unexpected complete reply {reply!r}")
+        return [_applied(reply[i : i + 3]) for i in range(0, len(reply), 3)]
 
     async def fail(
         self,

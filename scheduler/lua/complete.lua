@@ -1,22 +1,35 @@
--- complete: the agent's result arrived (assigned|running -> done); frees the slot.
--- KEYS[8] task hash   ARGV[8] task id  [9] attempt  [10] agent id
--- Returns {outcome, seq or '', status}. A repeat of the finishing frame is 'duplicate'.
--- A task still `assigned` records `running` first (the accept the result implies), then `done`.
+-- complete: agents' results arrived (assigned|running -> done); frees the slots. Several tasks per call.
+-- ARGV[8..] one group of 3 per result: task id, attempt, agent id
+-- Returns a flat list, 3 per result: {outcome, seq or '', status}. A repeat of the finishing frame is
+-- 'duplicate'. A task still `assigned` records `running` first (the accept the result implies), then `done`.
 -- A task canceled while this attempt ran (same attempt and agent) takes the attempt's result once, as the
 -- partial output of the canceled task: 'ok' with status 'canceled', no event, the status stays.
 -- Invariant: a task finishes once; the slot is freed exactly once.
-local id, attempt, agent = ARGV[8], ARGV[9], ARGV[10]
-local refused, f = fence(id, attempt, agent)
-if f[4] == attempt .. ':' .. agent .. ':done' then return { 'duplicate', '', f[1] } end
-local fin_this = string.sub(f[4] or '', 1, #attempt + 1) == attempt .. ':'
-if refused == 'terminal' and f[1] == 'canceled' and f[3] == agent and not fin_this then
-  -- cancel.lua already freed the slot and finished the task.
-  redis.call('HSET', KEYS[8], 'fin', attempt .. ':' .. agent .. ':done')
-  return { 'ok', '', 'canceled' }
+-- (Task hash keys are built from the ids in ARGV: the documented exception in scheduler/keys.py.)
+local out, done = {}, 0
+for b = 8, #ARGV, 3 do
+  local id, attempt, agent = ARGV[b], ARGV[b + 1], ARGV[b + 2]
+  local refused, f = fence(id, attempt, agent)
+  local fin_this = string.sub(f[4] or '', 1, #attempt + 1) == attempt .. ':'
+  local r
+  if f[4] == attempt .. ':' .. agent .. ':done' then
+    r = { 'duplicate', '', f[1] }
+  elseif refused == 'terminal' and f[1] == 'canceled' and f[3] == agent and not fin_this then
+    -- cancel.lua already freed the slot and finished the task.
+    redis.call('HSET', k_task(id), 'fin', attempt .. ':' .. agent .. ':done')
+    r = { 'ok', '', 'canceled' }
+  elseif refused then
+    r = { refused, '', f[1] or '' }
+  else
+    release_slot(agent, id)
+    if f[1] == 'assigned' then implied_accept(id, f, attempt, agent, false) end
+    local seq = finish_fenced(id, f, 'done', attempt, agent, '', { 'fin', attempt .. ':' .. agent .. ':done' })
+    r = { 'ok', seq, 'done' }
+    done = done + 1
+  end
+  out[#out + 1] = r[1]
+  out[#out + 1] = r[2]
+  out[#out + 1] = r[3]
 end
-if refused then return { refused, '', f[1] or '' } end
-release_slot(agent, id)
-if f[1] == 'assigned' then implied_accept(id, f, attempt, agent, false) end
-local seq = finish_fenced(id, f, 'done', attempt, agent, '', { 'fin', attempt .. ':' .. agent .. ':done' })
-wake()
-return { 'ok', seq, 'done' }
+if done > 0 then wake() end
+return out
