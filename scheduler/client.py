@@ -15,7 +15,14 @@ from scheduler.keys import INBOX_GROUP, RECORDER_GROUP, Keys
 from scheduler.presence import read_online
 from scheduler.scripts import Scripts, as_str
 from scheduler.settings import SchedulerSettings
-from scheduler.streams import claim_pending, parse_event, parse_inbox_entry, read_group, stream_entries
+from scheduler.streams import (
+    claim_pending,
+    parse_event,
+    parse_inbox_entry,
+    read_group,
+    status_event,
+    stream_entries,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -223,9 +230,23 @@ class SchedulerClient:
             await self._redis.xack(self.keys.events(), RECORDER_GROUP, *entry_ids)
 
     async def history(self, task_id: str, after_seq: int = 0, *, count: int = 1000) -> list[TaskEvent]:
-        """The task's events with seq > after_seq (bounded history: old ones may be trimmed)."""
-        reply = await self._redis.xrange(self.keys.history(task_id), f"0-{after_seq + 1}", "+", count=count)
-        return [parse_event(eid, f) for eid, f in stream_entries([(b"", reply)])]
+        """The task's events with seq > after_seq, oldest first, at most `count` (bounded history: old progress
+        and stream events may be trimmed, so the seqs may have gaps; the database has the full history).
+
+        Status events live in the task hash (fields `e{seq}`, written with the status change itself), progress
+        and stream events in the history stream; this merges both.
+        """
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xrange(self.keys.history(task_id), f"0-{after_seq + 1}", "+", count=count)
+        pipe.hget(self.keys.task(task_id), "owner")
+        reply, owner = await pipe.execute()
+        events = [parse_event(eid, f) for eid, f in stream_entries([(b"", reply)])]
+        if owner is not None:
+            async for field, value in self._redis.hscan_iter(self.keys.task(task_id), match="e[0-9]*", count=1000):
+                if int(as_str(field)[1:]) > after_seq:
+                    events.append(status_event(task_id, as_str(owner), value))
+        events.sort(key=lambda e: e.seq)
+        return events[:count]
 
     # --- fan-out and control -------------------------------------------------------------------
 

@@ -76,11 +76,14 @@ local function iso(ms)
     math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60, frac)
 end
 
--- Records one event numbered `seq` (the caller stored it in the task hash): appends it to the task
--- history and the global stream, and publishes it to the owner's watch channel while anyone may watch.
--- `body` is the payload without seq (task/progress and task/stream only). The history gets its TTL when
--- the task finishes (`finish`), like the task hash.
-local function emit_at(id, owner, seq, etype, status, attempt, agent, reason, body)
+-- Records one event numbered `seq` (the caller stored it in the task hash): appends it to the task's
+-- replay history and the global stream, and publishes it to the owner's watch channel while anyone may
+-- watch. `body` is the payload without seq (task/progress and task/stream only).
+-- The replay history of a status event is the task hash field `e{seq}` (its payload): with `held` (a
+-- list) the field and value are appended to it for the caller's own HSET, else written here.
+-- The other events (progress, stream pieces) go to the history stream `P:hist:{id}` (MAXLEN-bounded).
+-- Both get their TTL when the task finishes, like the task hash.
+local function emit_at(id, owner, seq, etype, status, attempt, agent, reason, body, held)
   local payload
   if etype == 'task/status' then
     payload = '{"taskId":' .. enc(id) .. ',"seq":' .. int(seq) .. ',"status":"' .. status
@@ -97,9 +100,16 @@ local function emit_at(id, owner, seq, etype, status, attempt, agent, reason, bo
   end
   local fields = { 'task_id', id, 'owner_id', owner, 'seq', int(seq), 'type', etype, 'status', status,
     'attempt', int(attempt), 'agent_id', agent, 'at_ms', int(NOW), 'reason', reason, 'payload', payload }
-  -- pcall: a history left over from before a rebuild may hold higher ids; losing one replay entry
-  -- is better than aborting a half-applied script.
-  redis.pcall('XADD', k_hist(id), 'MAXLEN', '~', HIST_MAX, '0-' .. int(seq), unpack(fields))
+  if etype ~= 'task/status' then
+    -- pcall: a history left over from before a rebuild may hold higher ids; losing one replay entry
+    -- is better than aborting a half-applied script.
+    redis.pcall('XADD', k_hist(id), 'MAXLEN', '~', HIST_MAX, '0-' .. int(seq), unpack(fields))
+  elseif held then
+    held[#held + 1] = 'e' .. int(seq)
+    held[#held + 1] = payload
+  else
+    redis.call('HSET', k_task(id), 'e' .. int(seq), payload)
+  end
   redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAX, '*', unpack(fields))
   if watched() then
     redis.call('PUBLISH', k_watch(owner), '{"type":"' .. etype .. '","ownerId":' .. enc(owner) .. ',"taskId":'
@@ -193,9 +203,10 @@ end
 
 -- Fencing for agent frames: the frame's (attempt, agent) must be the task's current ones.
 -- Returns nil when the frame may apply, else the outcome name; plus the task fields
--- (status, attempt, agent, fin, owner, timeout, maxatt, seq).
+-- (status, attempt, agent, fin, owner, timeout, maxatt, seq, hx).
 local function fence(id, attempt, agent)
-  local f = redis.call('HMGET', k_task(id), 'status', 'attempt', 'agent', 'fin', 'owner', 'timeout', 'maxatt', 'seq')
+  local f = redis.call('HMGET', k_task(id), 'status', 'attempt', 'agent', 'fin', 'owner', 'timeout', 'maxatt', 'seq',
+    'hx')
   if not f[1] then return 'not_found', f end
   if tonumber(f[2]) ~= tonumber(attempt) then return 'stale_attempt', f end
   if TERMINAL[f[1]] then return 'terminal', f end
@@ -206,26 +217,39 @@ end
 -- Implied accept: a frame of the current attempt found the task still `assigned` (the agent sent no
 -- `task/accept`): record `running` first, as the accept would have. With `writes` false the caller's own
 -- HSET stores the status and f[8] (it finishes the task in the same call, so no run deadline either).
-local function implied_accept(id, f, attempt, agent, writes)
+local function implied_accept(id, f, attempt, agent, writes, held)
   local seq = tonumber(f[8]) + 1
   if writes then
-    redis.call('HSET', k_task(id), 'status', 'running', 'seq', int(seq))
+    local h = {}
+    emit_at(id, f[5], seq, 'task/status', 'running', attempt, agent, '', '', h)
+    redis.call('HSET', k_task(id), 'status', 'running', 'seq', int(seq), unpack(h))
     redis.call('ZADD', K_DEADLINES, int(NOW + tonumber(f[6]) * 1000), id)
+  else
+    emit_at(id, f[5], seq, 'task/status', 'running', attempt, agent, '', '', held)
   end
-  emit_at(id, f[5], seq, 'task/status', 'running', attempt, agent, '', '')
   f[1] = 'running'
   f[8] = int(seq)
 end
 
--- Terminal end of a frame's attempt, with the task fields `fence` read: one HSET for status, seq and
--- `extra` fields; the task hash and its history expire after TASK_TTL.
+-- Terminal end of a frame's attempt, with the task fields `fence` read: one HSET for status, seq, the
+-- `extra` fields (and events' history fields the caller collected in it); the task hash and its history
+-- expire after TASK_TTL (the history stream only exists once the attempt sent progress or stream pieces).
 local function finish_fenced(id, f, status, attempt, agent, reason, extra)
   local tkey = k_task(id)
   local seq = tonumber(f[8]) + 1
+  emit_at(id, f[5], seq, 'task/status', status, attempt, agent, reason, '', extra)
   redis.call('HSET', tkey, 'status', status, 'seq', int(seq), unpack(extra))
   redis.call('ZREM', K_DEADLINES, id)
-  emit_at(id, f[5], seq, 'task/status', status, attempt, agent, reason, '')
   redis.call('EXPIRE', tkey, TASK_TTL)
-  redis.call('EXPIRE', k_hist(id), TASK_TTL)
+  if f[9] then redis.call('EXPIRE', k_hist(id), TASK_TTL) end
   return seq
+end
+
+-- The first progress or stream event of a task creates its history stream: note it (`hx`), so finishing
+-- knows whether there is a stream to give a TTL.
+local function note_history(id, f)
+  if not f[9] then
+    redis.call('HSET', k_task(id), 'hx', '1')
+    f[9] = '1'
+  end
 end

@@ -6,7 +6,7 @@
 -- partial output of the canceled task: 'ok' with status 'canceled', no event, the status stays.
 -- Invariant: a task finishes once; the slot is freed exactly once.
 -- (Task hash keys are built from the ids in ARGV: the documented exception in scheduler/keys.py.)
-local out, done = {}, 0
+local out, done, slots = {}, 0, {}
 for b = 8, #ARGV, 3 do
   local id, attempt, agent = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local refused, f = fence(id, attempt, agent)
@@ -21,9 +21,15 @@ for b = 8, #ARGV, 3 do
   elseif refused then
     r = { refused, '', f[1] or '' }
   else
-    release_slot(agent, id)
-    if f[1] == 'assigned' then implied_accept(id, f, attempt, agent, false) end
-    local seq = finish_fenced(id, f, 'done', attempt, agent, '', { 'fin', attempt .. ':' .. agent .. ':done' })
+    local extra = { 'fin', attempt .. ':' .. agent .. ':done' }
+    if f[1] == 'assigned' then implied_accept(id, f, attempt, agent, false, extra) end
+    local seq = finish_fenced(id, f, 'done', attempt, agent, '', extra)
+    local freed = slots[agent]
+    if freed == nil then
+      freed = {}
+      slots[agent] = freed
+    end
+    freed[#freed + 1] = id
     r = { 'ok', seq, 'done' }
     done = done + 1
   end
@@ -31,5 +37,7 @@ for b = 8, #ARGV, 3 do
   out[#out + 1] = r[2]
   out[#out + 1] = r[3]
 end
+-- Slots freed once per agent (SREM is idempotent: a slot is never freed twice).
+for agent, ids in pairs(slots) do redis.call('SREM', k_agent_tasks(agent), unpack(ids)) end
 if done > 0 then wake() end
 return out

@@ -66,8 +66,10 @@ for _, id in ipairs(taken) do
       if c.running < c.conc and (best == nil or c.running < best.running) then best = c end
     end
     local attempt, seq = (tonumber(t[7]) or 0) + 1, (tonumber(t[8]) or 0) + 1
+    local h = {}
+    emit_at(id, t[2], seq, 'task/status', 'assigned', attempt, best.id, '', '', h)
     redis.call('HSET', tkey, 'status', 'assigned', 'agent', best.id, 'slen', 0, 'attempt', int(attempt),
-      'seq', int(seq))
+      'seq', int(seq), unpack(h))
     best.running = best.running + 1
     best.new[#best.new + 1] = id
     deadlines[#deadlines + 1] = int(NOW + ack_ms)
@@ -76,7 +78,6 @@ for _, id in ipairs(taken) do
       'attempt', int(attempt), 'payload', '{"taskId":' .. enc(id) .. ',"attempt":' .. int(attempt)
       .. ',"type":' .. enc(t[3]) .. ',"input":' .. t[4] .. ',"priority":' .. t[5]
       .. ',"timeoutSeconds":' .. t[6] .. '}')
-    emit_at(id, t[2], seq, 'task/status', 'assigned', attempt, best.id, '', '')
     n = n + 1
   end
 end

@@ -29,10 +29,12 @@ for _, b in ipairs(fresh) do
   local seq = tonumber(ARGV[b + 12])
   local emits = seq == 0
   if emits then seq = 1 end
+  local h = {}
+  if emits then emit_at(id, ARGV[b + 1], 1, 'task/status', status, attempt, '', '', '', h) end
   redis.call('HSET', k_task(id), 'owner', ARGV[b + 1], 'type', ARGV[b + 2], 'input', ARGV[b + 3],
     'prio', ARGV[b + 4], 'pin', ARGV[b + 5], 'caps', ARGV[b + 6], 'route', route, 'ord', int(ord),
     'timeout', ARGV[b + 8], 'maxatt', ARGV[b + 9], 'status', status, 'attempt', int(attempt),
-    'seq', int(seq), 'agent', '', 'fin', '', 'runat', ARGV[b + 10])
+    'seq', int(seq), 'agent', '', 'fin', '', 'runat', ARGV[b + 10], unpack(h))
   if due_later then
     redis.call('ZADD', K_DELAYED, int(run_at), id)
   else
@@ -46,9 +48,6 @@ for _, b in ipairs(fresh) do
     q.members[#q.members + 1] = score
     q.members[#q.members + 1] = id
     if tonumber(score) < tonumber(q.head) then q.head = score end
-  end
-  if emits then
-    emit_at(id, ARGV[b + 1], 1, 'task/status', status, attempt, '', '', '')
   end
 end
 for _, route in ipairs(order) do

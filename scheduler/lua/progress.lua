@@ -7,5 +7,6 @@ local id, attempt, agent = ARGV[8], ARGV[9], ARGV[10]
 local refused, f = fence(id, attempt, agent)
 if refused then return { refused, '', f[1] or '' } end
 if f[1] == 'assigned' then implied_accept(id, f, attempt, agent, true) end
+note_history(id, f)
 local seq = emit(id, f[5], 'task/progress', '', attempt, agent, '', ARGV[11])
 return { 'ok', seq, f[1] }

@@ -25,5 +25,6 @@ if f[1] == 'assigned' then implied_accept(id, f, attempt, agent, true) end
 redis.call('HSET', KEYS[8], 'slen', int(have + #delta))
 local body = '{"taskId":' .. enc(id) .. ',"attempt":' .. int(attempt) .. ',"offset":' .. int(have)
   .. ',"delta":' .. enc(delta) .. '}'
+note_history(id, f)
 local seq = emit(id, f[5], 'task/stream', '', attempt, agent, '', body)
 return { 'ok', seq, f[1] }
