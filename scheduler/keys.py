@@ -80,7 +80,8 @@ Exception to "every key in KEYS": a script builds a key from the prefix in ARGV 
 depends on state it reads (the task hash and history of a popped task, the queue of a task's
 route, the assigned agent's keys, the owner's watch channel), when a call handles many tasks (the
 task hashes of a batched enqueue or complete), and for `P:watching` and `P:presence`.
-`lua/_lib.lua` mirrors the builders below; keep both in step. With one hash tag per prefix every such key is on the script's slot.
+`lua/_lib.lua` mirrors the builders below; keep both in step. With one hash tag per prefix every
+such key is on the script's slot.
 
 Clock skew: leases are `heartbeat timeout` long (30 s in production, 2 s in tests); scheduler
 nodes may disagree on `now` by far less than that (NTP keeps them within milliseconds). A skew of
