@@ -80,6 +80,8 @@ WIND_DOWN_S = 5.0
 MAX_AWAITING_COMMIT = 4096
 """Result/error frames of this process in flight at once; the writer commits what gathers in one batch."""
 _RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+STALE_RECHECK_S = 30.0
+"""How often one running attempt an agent reports is checked against the scheduler again."""
 MAX_BATCH_OUT_BYTES = 256 * 1024
 """Payload bytes per `batch` frame sent to an agent (INBOX_BATCH bounds the item count)."""
 
@@ -163,6 +165,8 @@ class AgentSession(Session):
         self._submit_payload = submit_payload
         self._consumer = consumer
         self._unaccepted: OrderedDict[tuple[str, int], str] = OrderedDict()
+        self._stale_checked: OrderedDict[tuple[str, int], float] = OrderedDict()
+        """When each reported attempt was last checked for staleness (loop time; bounded)."""
         self._acks: list[str] = []
         self._ack_flusher: asyncio.Task[None] | None = None
         self._gate = ProgressGate(settings.progress_rate_per_s)
@@ -542,8 +546,21 @@ class AgentSession(Session):
             await self._cancel_stale([(ref.task_id, ref.attempt) for ref in beat.running_tasks])
 
     async def _cancel_stale(self, reported: list[tuple[str, int]]) -> None:
-        """Tell the agent to drop attempts it runs that the scheduler no longer gives it."""
-        for task_id, attempt in await self._scheduler.stale_attempts(self.agent_id, reported):
+        """Tell the agent to drop attempts it runs that the scheduler no longer gives it.
+
+        Throttled: an attempt is looked up when first reported, then at most every `STALE_RECHECK_S` (an agent
+        heartbeating often, or running many tasks, would otherwise cost a Redis read per task per heartbeat).
+        """
+        now = asyncio.get_running_loop().time()
+        due = [key for key in reported if now - self._stale_checked.get(key, -STALE_RECHECK_S) >= STALE_RECHECK_S]
+        if not due:
+            return
+        for key in due:
+            self._stale_checked[key] = now
+            self._stale_checked.move_to_end(key)
+        while len(self._stale_checked) > MAX_UNACCEPTED:
+            self._stale_checked.popitem(last=False)
+        for task_id, attempt in await self._scheduler.stale_attempts(self.agent_id, due):
             logger.warning(
                 "cancelling a stale attempt task_id=%s attempt=%d", task_id, attempt, extra=self.log_context()
             )

@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from protocol.envelope import encode_batch, encode_payload
-from protocol.messages import Batch, TaskResult, TaskSubmit
+from protocol.messages import Batch, Heartbeat, TaskRef, TaskResult, TaskSubmit
 from tests.integration.api.test_ws_liveness import SPARE_SLOTS
 from tests.integration.api.test_ws_support import WAIT_S, Peer, Stack, payload, stack
 
@@ -94,3 +94,26 @@ async def test_agent_asking_nothing_sees_no_features(stack: Stack) -> None:
     assert first.type == "auth/ok"
     assert "features" not in payload(first)
     assert "concurrency" not in payload(first)
+
+
+async def test_stale_attempt_checks_are_throttled_per_attempt(stack: Stack) -> None:
+    """An attempt an agent keeps reporting is checked once per `STALE_RECHECK_S`, not per heartbeat."""
+    owner = await stack.person()
+    agent_id, token = await stack.agent(owner)
+    agent = await stack.open(f"role=agent&agent_id={agent_id}", {"Authorization": f"Bearer {token}"})
+    assert (await agent.recv()).type == "auth/ok"
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    for _ in range(3):
+        await agent.send(Heartbeat(running=1, capacity=0, running_tasks=[TaskRef(task_id=first, attempt=1)]))
+    await agent.send(
+        Heartbeat(
+            running=2, capacity=0, running_tasks=[TaskRef(task_id=first, attempt=1), TaskRef(task_id=second, attempt=1)]
+        )
+    )
+    cancels = []
+    async with asyncio.timeout(WAIT_S):
+        while len(cancels) < 2:
+            cancels.append(payload(await agent.recv_type("task/cancel"))["taskId"])
+    assert cancels == [first, second]  # the first once, though reported four times
+    with pytest.raises(TimeoutError):
+        await agent.recv_type("task/cancel", timeout_s=1.0)
