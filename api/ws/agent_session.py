@@ -166,6 +166,8 @@ class AgentSession(Session):
         self._consumer = consumer
         self._unaccepted: OrderedDict[tuple[str, int], str] = OrderedDict()
         self._stale_checked: OrderedDict[tuple[str, int], float] = OrderedDict()
+        self._replies: list[tuple[MessageType, bytes]] = []
+        """Answers gathered this loop turn for one `batch` frame (batch agents only)."""
         """When each reported attempt was last checked for staleness (loop time; bounded)."""
         self._acks: list[str] = []
         self._ack_flusher: asyncio.Task[None] | None = None
@@ -667,15 +669,29 @@ class AgentSession(Session):
 
     async def _send_recorded(self, ref: str, recorded: Recorded, task_id: str, attempt: int) -> None:
         if recorded.ack:
-            await self.conn.send(Ack(ref=ref, duplicate=True if recorded.duplicate else None))
+            await self._reply(Ack(ref=ref, duplicate=True if recorded.duplicate else None))
         else:
-            await self.conn.send(_refusal(recorded.error or ErrorCode.CONFLICT, ref, task_id, attempt))
+            await self._reply(_refusal(recorded.error or ErrorCode.CONFLICT, ref, task_id, attempt))
 
     async def _answer(self, ref: str, applied: Applied, task_id: str, attempt: int) -> None:
         if applied.outcome in (Outcome.OK, Outcome.DUPLICATE):
-            await self.conn.send(Ack(ref=ref, duplicate=True if applied.outcome == Outcome.DUPLICATE else None))
+            await self._reply(Ack(ref=ref, duplicate=True if applied.outcome == Outcome.DUPLICATE else None))
         else:
-            await self.conn.send(_refusal(_REFUSALS.get(applied.outcome, ErrorCode.CONFLICT), ref, task_id, attempt))
+            await self._reply(_refusal(_REFUSALS.get(applied.outcome, ErrorCode.CONFLICT), ref, task_id, attempt))
+
+    async def _reply(self, message: Ack | ErrorFrame) -> None:
+        """Answer a frame. To a batch agent, the answers of one loop turn (a committed batch of results, say)
+        leave together in one `batch` frame, sent by the first of them once the others had their turn."""
+        if not self._batch:
+            await self.conn.send(message)
+            return
+        kind: MessageType = "ack" if isinstance(message, Ack) else "error"
+        self._replies.append((kind, encode_payload(message)))
+        if len(self._replies) > 1:
+            return  # the first one's sender takes it along
+        await asyncio.sleep(0)
+        replies, self._replies = self._replies, []
+        await self._send_all(replies)
 
     async def _on_refused(self, exc: ProtocolError) -> None:
         """An oversized `task/result` fails its attempt (not retryable) instead of being resent forever."""
