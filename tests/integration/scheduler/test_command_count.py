@@ -119,6 +119,10 @@ async def test_commands_per_task_on_the_batch_path(private_redis: redis.asyncio.
     assert delta.get("hincrby", 0) == 0, delta
     assert delta.get("expire", 0) == TASKS, delta  # the task hash (its status history inside), once, at the end
     assert delta.get("publish", 0) == 0, delta
+    # Presence stays in memory between passes: one GET of its version, no re-read of the agents (their
+    # lease index is read only by the scripts' once-per-call `watching` check, here three calls).
+    assert delta.get("get", 0) == 1, delta
+    assert delta.get("zrangebyscore", 0) == 3, delta
 
 
 async def test_events_are_published_only_while_someone_watches(private_redis: redis.asyncio.Redis) -> None:
