@@ -211,7 +211,8 @@ class WsSettings:
     bad_frames_before_close: int = 10
     """Bad frames within 60 s before the socket is closed with 1008."""
     progress_rate_per_s: float = 20.0
-    """Agent progress frames applied per task attempt per second; the rest are coalesced (latest wins); 0: all."""
+    """Agent progress frames applied per task attempt per second (a burst of up to one second's worth passes at once);
+    past it the rest are coalesced (latest wins); 0: all."""
     token_recheck_interval_s: float = 300.0
     """How often an open agent socket re-checks its token in the database (backstop for lost control); 0: never."""
     agent_frame_concurrency: int = 16

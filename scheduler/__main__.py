@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from scheduler.errors import SchedulerSettingsError
 from scheduler.keys import Keys
+from scheduler.runtime import run as run_loop
 from scheduler.service import SchedulerService
 from scheduler.settings import SchedulerSettings, load_settings
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         return asyncio.run(_check(settings))
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return asyncio.run(_run(settings))
+    return run_loop(_run(settings))
 
 
 if __name__ == "__main__":

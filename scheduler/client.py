@@ -12,11 +12,19 @@ from typing import TYPE_CHECKING, Any, Literal
 import redis.exceptions
 
 from scheduler.clock import Clock, SystemClock
+from scheduler.coalesce import Coalescer
 from scheduler.keys import INBOX_GROUP, RECORDER_GROUP, Keys
 from scheduler.presence import read_online
 from scheduler.scripts import Scripts, as_str
 from scheduler.settings import SchedulerSettings
-from scheduler.streams import claim_pending, parse_event, parse_inbox_entry, read_group, stream_entries
+from scheduler.streams import (
+    claim_pending,
+    parse_event,
+    parse_inbox_entry,
+    read_group,
+    status_event,
+    stream_entries,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -61,6 +69,9 @@ class SchedulerClient:
         self.keys = Keys(prefix)
         self.clock: Clock = clock or SystemClock()
         self.scripts = Scripts(redis, self.keys, self.settings)
+        self._completes: Coalescer[tuple[str, int, str, bytes | None], Applied] = Coalescer(
+            lambda results: self.scripts.complete(results, self._now())
+        )
 
     def _now(self) -> int:
         return self.clock.now_ms()
@@ -69,18 +80,14 @@ class SchedulerClient:
 
     async def enqueue(self, spec: TaskSpec) -> bool:
         """Stores and queues a task; False when the task id is already known (idempotent)."""
-        return await self.scripts.enqueue(spec, self._now())
+        return await self.scripts.enqueue([spec], self._now()) == 1
 
     async def enqueue_many(self, specs: Iterable[TaskSpec]) -> int:
-        """Enqueues in pipelined chunks; returns how many were new."""
+        """Enqueues in chunks of one script call each; returns how many were new."""
         added = 0
         batch = list(specs)
         for start in range(0, len(batch), ENQUEUE_CHUNK):
-            pipe = self._redis.pipeline(transaction=False)
-            now = self._now()
-            for spec in batch[start : start + ENQUEUE_CHUNK]:
-                await self.scripts.enqueue_pipelined(pipe, spec, now)
-            added += sum(int(r) for r in await pipe.execute())
+            added += await self.scripts.enqueue(batch[start : start + ENQUEUE_CHUNK], self._now())
         return added
 
     async def cancel(self, task_id: str, *, reason: str = "canceled") -> CancelResult:
@@ -122,8 +129,11 @@ class SchedulerClient:
         return await self.scripts.stream(task_id, attempt, agent_id, self._now(), offset=offset, delta=delta)
 
     async def complete(self, task_id: str, attempt: int, agent_id: str, output_json: bytes | None = None) -> Applied:
-        """`output_json`: kept in Redis for `output_keep_s` so a lost commit can be filled in (`pending_outputs`)."""
-        return await self.scripts.complete(task_id, attempt, agent_id, self._now(), output_json)
+        """Results completed in the same loop turn share one script call (see `scheduler.coalesce`).
+
+        `output_json`: kept in Redis for `output_keep_s` so a lost commit can be filled in (`pending_outputs`).
+        """
+        return await self._completes.call((task_id, attempt, agent_id, output_json))
 
     async def fail(
         self,
@@ -273,9 +283,23 @@ class SchedulerClient:
         return int(await self._redis.xlen(self.keys.events()))
 
     async def history(self, task_id: str, after_seq: int = 0, *, count: int = 1000) -> list[TaskEvent]:
-        """The task's events with seq > after_seq (bounded history: old ones may be trimmed)."""
-        reply = await self._redis.xrange(self.keys.history(task_id), f"0-{after_seq + 1}", "+", count=count)
-        return [parse_event(eid, f) for eid, f in stream_entries([(b"", reply)])]
+        """The task's events with seq > after_seq, oldest first, at most `count` (bounded history: old progress
+        and stream events may be trimmed, so the seqs may have gaps; the database has the full history).
+
+        Status events live in the task hash (fields `e{seq}`, written with the status change itself), progress
+        and stream events in the history stream; this merges both.
+        """
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xrange(self.keys.history(task_id), f"0-{after_seq + 1}", "+", count=count)
+        pipe.hget(self.keys.task(task_id), "owner")
+        reply, owner = await pipe.execute()
+        events = [parse_event(eid, f) for eid, f in stream_entries([(b"", reply)])]
+        if owner is not None:
+            async for field, value in self._redis.hscan_iter(self.keys.task(task_id), match="e[0-9]*", count=1000):
+                if int(as_str(field)[1:]) > after_seq:
+                    events.append(status_event(task_id, as_str(owner), value))
+        events.sort(key=lambda e: e.seq)
+        return events[:count]
 
     # --- fan-out and control -------------------------------------------------------------------
 

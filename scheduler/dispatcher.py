@@ -1,6 +1,11 @@
 """One dispatch pass: walk the non-empty queues in the order of their heads and run
 `dispatch.lua` for each queue that has a candidate agent. Decides nothing atomically itself:
 every candidate list is a hint the script re-checks.
+
+Presence is kept in memory between passes: it is read again when a heartbeat changed it (the
+`{P}:presence` counter, one GET per pass), or once it is `PRESENCE_MAX_AGE_MS` old (agents that went
+away without a heartbeat saying so). Slot use is not trusted from it at all: the script counts slots,
+and a queue whose candidates it found full makes the pass skip those agents for the other queues.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ MAX_CANDIDATES = 64
 """Least-loaded candidates passed per call; bounds the script's argument list."""
 MAX_ROUNDS = 1000
 """Rounds per pass, so one pass cannot run forever while producers keep up."""
+PRESENCE_MAX_AGE_MS = 1000
+"""Longest a pass trusts the presence read by an earlier one."""
 
 
 def _candidates(route: Any, free: list[AgentPresence]) -> list[str]:
@@ -51,34 +58,57 @@ class Dispatcher:
         self._scripts = scripts
         self._settings = settings
         self._clock = clock
+        self._agents: list[AgentPresence] = []
+        self._agents_at = -PRESENCE_MAX_AGE_MS
+        self._presence_version: bytes | str | None = None
 
     async def run_pass(self) -> int:
         """Dispatches until no queue can place its head; returns how many tasks were handed out."""
+        await self._refresh_presence()
+        full: set[str] = set()
         total = 0
         for _ in range(MAX_ROUNDS):
-            dispatched, more = await self._round()
+            dispatched, more = await self._round(full)
             total += dispatched
             if not more:
                 break
         return total
 
-    async def _round(self) -> tuple[int, bool]:
+    async def _refresh_presence(self) -> None:
+        now = self._clock.now_ms()
+        version = await self._redis.get(self._keys.presence_version())
+        if version == self._presence_version and now - self._agents_at < PRESENCE_MAX_AGE_MS:
+            return
+        self._agents = await read_online(self._redis, self._keys, now)
+        self._agents_at = now
+        self._presence_version = version
+
+    async def _round(self, full: set[str]) -> tuple[int, bool]:
         """One walk over the registry. Returns (dispatched, whether another round may help)."""
         now = self._clock.now_ms()
-        entries: list[Any] = await self._redis.zrange(self._keys.queues(), 0, -1, withscores=True)
-        if not entries:
-            return 0, False
-        agents = await read_online(self._redis, self._keys, now)
-        # Operator holds (docs/operations.md "Pause and drain"): a drained agent gets no new task,
-        # a paused route is skipped; paused task types are checked per task in dispatch.lua.
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.smembers(self._keys.drained_agents())
-            pipe.smembers(self._keys.paused_routes())
-            drained_raw, paused_raw = await pipe.execute()
-        drained, paused = {as_str(a) for a in drained_raw}, {as_str(r) for r in paused_raw}
-        free = [a for a in agents if a.accepting and a.running < a.concurrency and a.agent_id not in drained]
+        free = [
+            a
+            for a in self._agents
+            if a.accepting and a.lease_until_ms > now and a.concurrency and a.agent_id not in full
+        ]
         if not free:
             return 0, False
+        # Operator holds (docs/operations.md "Pause and drain") come in the same round trip as the queues:
+        # a drained agent gets no new task, a paused route is skipped; paused task types are checked per
+        # task in dispatch.lua.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrange(self._keys.queues(), 0, -1, withscores=True)
+            pipe.smembers(self._keys.drained_agents())
+            pipe.smembers(self._keys.paused_routes())
+            entries, drained_raw, paused_raw = await pipe.execute()
+        if not entries:
+            return 0, False
+        if drained_raw:
+            drained = {as_str(a) for a in drained_raw}
+            free = [a for a in free if a.agent_id not in drained]
+            if not free:
+                return 0, False
+        paused = {as_str(r) for r in paused_raw}
         routes = await self._redis.hmget(self._keys.routes(), [as_str(rid) for rid, _ in entries])
         plan = []
         for (rid, score), route in zip(entries, routes, strict=True):
@@ -87,6 +117,8 @@ class Dispatcher:
                 plan.append((as_str(rid), float(score), candidates))
         dispatched = 0
         for i, (rid, _score, candidates) in enumerate(plan):
+            if full.issuperset(candidates):
+                continue
             # Yield once this queue's head sorts after the next placeable queue's head, so tasks
             # leave in global priority/FIFO order across queues.
             stop = plan[i + 1][1] if i + 1 < len(plan) else None
@@ -94,6 +126,8 @@ class Dispatcher:
                 rid, candidates, now, max_tasks=self._settings.dispatch_batch, stop_score=stop
             )
             dispatched += n
-            if n and why in ("yield", "batch"):
+            if why == "full":
+                full.update(candidates)
+            if (why == "yield" and n) or why == "batch":
                 return dispatched, True
         return dispatched, dispatched > 0

@@ -8,18 +8,21 @@ Each entry: key, Redis type; contents; bound or TTL; written by -> read by.
 `P:task:{id}` HASH
     owner, type, input, prio, pin, caps, route, ord, timeout, maxatt, status, attempt, seq,
     agent (assigned), fin (`attempt:agent:kind` of the frame that finished it), runat, error, message,
-    slen (bytes of the current attempt's `task/stream` text; dispatch resets it),
+    slen (bytes of the current attempt's `task/stream` text; dispatch resets it), hx (set once the task
+    has a history stream), `e{seq}` per status event: its payload (the replay history of statuses,
+    written in the same HSET as the status change; a few per attempt),
     losses (attempts lost with their agent: not counted against maxatt, bounded by `max_losses`),
     avoid (the agent it last timed out on; dispatch prefers any other with room).
     No TTL while active; `task_ttl_s` once terminal.
-    Written by every script -> read by every script and `known_task_ids`.
+    Written by every script -> read by every script, `history()` and `known_task_ids`.
 `P:out:{id}` STRING
     The output of the result that made the task `done`, until the database has it (a result whose commit
     died with its API replica is filled in from here). TTL `output_keep_s`. complete -> the reconciler.
 `P:hist:{id}` STREAM
-    The task's events (status, progress, stream pieces); entry id `0-{seq}`, so "after seq" is one XRANGE.
-    MAXLEN ~ `history_maxlen`; TTL `task_ttl_s`, refreshed per event.
-    Every event-producing script -> `history()` (watcher replay).
+    The task's progress and stream events; entry id `0-{seq}`, so "after seq" is one XRANGE (`history()`
+    merges the status events from the task hash). Only exists once the task reported progress or text.
+    MAXLEN ~ `history_maxlen`; no TTL while active; `task_ttl_s` once terminal.
+    progress, stream -> `history()` (watcher replay).
 `P:events` STREAM (group `recorder`)
     Every event of every task. MAXLEN ~ `events_maxlen`; no TTL (bounded).
     Every event-producing script -> `read_events()` (the API's recorder).
@@ -47,20 +50,27 @@ Each entry: key, Redis type; contents; bound or TTL; written by -> read by.
     Agents with a lease; score = lease end (ms). One member per agent until reaped or offline.
     heartbeat -> dispatch, reap_agents, `online_agents()`, `is_online()`.
 `P:agent:{id}` HASH
-    owner, caps (JSON), conc, accepting, running (slots in use), sess (latest session id: only its close
-    starts a reconnect grace). TTL lease + `agent_keep_s`,
-    refreshed per heartbeat (the reaper deletes it first).
-    heartbeat, dispatch, complete, fail, cancel, timeouts -> dispatch, `online_agents()`.
+    owner, caps (JSON), conc, accepting, sess (latest session id: only its close starts a reconnect
+    grace). TTL lease + `agent_keep_s`, refreshed per heartbeat (the reaper deletes it first).
+    heartbeat -> dispatch, `online_agents()`, agent_offline.
 `P:agent:{id}:tasks` SET
-    Task ids holding a slot on the agent; `running` equals its size. Same TTL as the agent hash.
+    Task ids holding a slot on the agent; its size is the slots in use (SCARD). Same TTL as the agent hash
+    (set by the heartbeat; a set created by a dispatch gets it at the next heartbeat).
     dispatch (add); complete, fail, cancel, timeouts, reconcile_agent (remove) -> reap_agents, agent_offline,
     reconcile_agent.
 `P:agent:{id}:inbox` STREAM (group `deliver`)
     `submit` / `cancel` entries for the agent. MAXLEN ~ `inbox_maxlen`; TTL `inbox_ttl_s`,
-    refreshed per entry and heartbeat. dispatch, cancel, timeouts, reap_agents -> `read_inbox()`.
+    refreshed per heartbeat and cancel entry. dispatch, cancel, timeouts, reap_agents -> `read_inbox()`.
 `P:wake` LIST
-    A nudge for dispatch loops (work or capacity appeared). LTRIM to 1 element; TTL 60 s.
-    enqueue, release_due, heartbeat, complete, fail, cancel, reaps -> the dispatch loop (BLPOP).
+    A nudge for dispatch loops (work or capacity appeared). At most 1 element (pushed only when empty);
+    TTL 60 s. enqueue, release_due, heartbeat, complete, fail, cancel, reaps -> the dispatch loop (BLPOP).
+`P:presence` STRING
+    Counter bumped when an agent comes online or changes concurrency/accepting: dispatch loops keep presence
+    in memory and read it again when this changes. TTL 1 day, refreshed on change. heartbeat -> dispatch loop.
+`P:watching` ZSET
+    API processes that have client sockets or watchers: member process id, score expiry (ms). Scripts
+    publish on `P:watch:{owner}` only while some entry is live. TTL the longest entry's, refreshed by
+    `mark_watching()`. API fan-out -> every event-producing script.
 `P:epoch` STRING
     Set once the queues were rebuilt from the database. One key; no TTL.
     `mark_epoch()` -> `epoch_present()` (the API's reconciler).
@@ -68,7 +78,8 @@ Each entry: key, Redis type; contents; bound or TTL; written by -> read by.
     Liveness of one scheduler process. TTL `3 * sweep_interval_s` (min 5 s).
     The sweep loop -> `python -m scheduler --check`.
 `P:watch:{owner}` Pub/Sub channel
-    Every event of the owner's tasks as JSON. Every event-producing script -> API fan-out.
+    Every event of the owner's tasks as JSON, while anyone watches (`P:watching`). Every event-producing
+    script -> API fan-out.
 `P:ops:paused_types` SET, `P:ops:paused_routes` SET, `P:ops:drained` SET
     Operator holds: task types and route ids not dispatched, agent ids given no new task. One
     member per hold; no TTL. The API's admin routes -> dispatch.lua (types), the dispatch loop
@@ -78,8 +89,10 @@ Each entry: key, Redis type; contents; bound or TTL; written by -> read by.
 
 Exception to "every key in KEYS": a script builds a key from the prefix in ARGV when the key
 depends on state it reads (the task hash and history of a popped task, the queue of a task's
-route, the assigned agent's keys, the owner's watch channel). `lua/_lib.lua` mirrors the builders
-below; keep both in step. With one hash tag per prefix every such key is on the script's slot.
+route, the assigned agent's keys, the owner's watch channel), when a call handles many tasks (the
+task hashes of a batched enqueue or complete), and for `P:watching` and `P:presence`.
+`lua/_lib.lua` mirrors the builders below; keep both in step. With one hash tag per prefix every
+such key is on the script's slot.
 
 Clock skew: leases are `heartbeat timeout` long (30 s in production, 2 s in tests); scheduler
 nodes may disagree on `now` by far less than that (NTP keeps them within milliseconds). A skew of
@@ -157,6 +170,12 @@ class Keys:
 
     def inbox(self, agent_id: str) -> str:
         return f"{self.prefix}:agent:{agent_id}:inbox"
+
+    def presence_version(self) -> str:
+        return f"{self.prefix}:presence"
+
+    def watching(self) -> str:
+        return f"{self.prefix}:watching"
 
     def wake(self) -> str:
         return f"{self.prefix}:wake"

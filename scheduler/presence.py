@@ -13,7 +13,23 @@ if TYPE_CHECKING:
 
     from scheduler.keys import Keys
 
-__all__ = ("read_online",)
+__all__ = ("clear_watching", "mark_watching", "read_online")
+
+
+async def mark_watching(redis: Redis, keys: Keys, instance: str, now_ms: int, ttl_ms: int) -> None:
+    """Say that `instance` (an API process) has watchers for `ttl_ms` from `now_ms`: scripts publish events
+    to the owners' watch channels only while some instance says so. Refresh well before it runs out."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.zadd(keys.watching(), {instance: now_ms + ttl_ms})
+    # The whole index goes once no instance refreshes it (NX: a new key; GT: never shorten another's entry).
+    pipe.pexpire(keys.watching(), ttl_ms, nx=True)
+    pipe.pexpire(keys.watching(), ttl_ms, gt=True)
+    await pipe.execute()
+
+
+async def clear_watching(redis: Redis, keys: Keys, instance: str) -> None:
+    """`instance` has no client socket any more (its entry would otherwise run out by itself)."""
+    await redis.zrem(keys.watching(), instance)
 
 
 async def read_online(redis: Redis, keys: Keys, now_ms: int) -> list[AgentPresence]:
@@ -23,11 +39,13 @@ async def read_online(redis: Redis, keys: Keys, now_ms: int) -> list[AgentPresen
         return []
     pipe = redis.pipeline(transaction=False)
     for member, _score in members:
-        pipe.hmget(keys.agent(as_str(member)), ["running", "conc", "caps", "accepting"])
-    rows = await pipe.execute()
+        agent_id = as_str(member)
+        pipe.hmget(keys.agent(agent_id), ["conc", "caps", "accepting"])
+        pipe.scard(keys.agent_tasks(agent_id))  # slots in use: the size of the slot set
+    replies = await pipe.execute()
     out: list[AgentPresence] = []
-    for (member, score), row in zip(members, rows, strict=True):
-        running, conc, caps, accepting = row
+    for i, (member, score) in enumerate(members):
+        (conc, caps, accepting), running = replies[2 * i], replies[2 * i + 1]
         if conc is None:  # lease without a hash: being reaped
             continue
         out.append(

@@ -17,6 +17,8 @@ from scheduler.keys import route_id
 from scheduler.types import Applied, CancelResult, Outcome, ReconcileResult, SweepResult
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from redis.asyncio import Redis
     from redis.asyncio.client import Pipeline
     from redis.commands.core import AsyncScript
@@ -43,6 +45,10 @@ SCRIPT_NAMES = (
     "timeouts",
     "release_due",
 )
+
+
+MAX_DISPATCH_PER_CALL = 1000
+"""Bounds one dispatch call's argument lists inside the script (Lua's unpack)."""
 
 
 @cache
@@ -116,11 +122,12 @@ class Scripts:
 
     # --- tasks -------------------------------------------------------------------------------
 
-    def _enqueue_args(self, spec: TaskSpec) -> tuple[list[str], list[Any]]:
+    @staticmethod
+    def _enqueue_args(spec: TaskSpec) -> list[Any]:
         caps = sorted(set(spec.capabilities))
         route = route_id(spec.agent_id, spec.capabilities)
         run_at = spec.run_at_ms
-        args: list[Any] = [
+        return [
             spec.task_id,
             spec.owner_id,
             spec.type,
@@ -136,23 +143,18 @@ class Scripts:
             spec.seq,
             spec.status,
         ]
-        return [self._keys.task(spec.task_id), self._keys.ord_counter()], args
 
-    async def enqueue(self, spec: TaskSpec, now_ms: int) -> bool:
-        keys, args = self._enqueue_args(spec)
-        return int(await self._run("enqueue", now_ms, keys, args)) == 1
-
-    async def enqueue_pipelined(self, pipe: Pipeline, spec: TaskSpec, now_ms: int) -> None:
-        """Queues one enqueue on `pipe` (the caller executes it; each reply is 1 or 0)."""
-        keys, args = self._enqueue_args(spec)
-        await self._run("enqueue", now_ms, keys, args, client=pipe)
+    async def enqueue(self, specs: Sequence[TaskSpec], now_ms: int) -> int:
+        """Stores and queues the tasks in one call; returns how many were new."""
+        args = [a for spec in specs for a in self._enqueue_args(spec)]
+        return int(await self._run("enqueue", now_ms, [self._keys.ord_counter()], args))
 
     async def dispatch(
         self, route: str, candidates: list[str], now_ms: int, *, max_tasks: int, stop_score: float | None
     ) -> tuple[int, str]:
         args: list[Any] = [
             route,
-            max_tasks,
+            min(max_tasks, MAX_DISPATCH_PER_CALL),
             int(self._settings.assign_timeout_s * 1000),
             "" if stop_score is None else repr(stop_score),
             *candidates,
@@ -187,14 +189,18 @@ class Scripts:
         keys, args = self._frame(task_id, attempt, agent_id)
         return _applied(await self._run("stream", now_ms, keys, [*args, offset, delta.encode()]))
 
-    async def complete(
-        self, task_id: str, attempt: int, agent_id: str, now_ms: int, output_json: bytes | None = None
-    ) -> Applied:
-        keys, args = self._frame(task_id, attempt, agent_id)
-        if output_json is not None:
-            keys.append(self._keys.pending_output(task_id))
-            args += [output_json, int(self._settings.output_keep_s * 1000)]
-        return _applied(await self._run("complete", now_ms, keys, args))
+    async def complete(self, results: Sequence[tuple[str, int, str, bytes | None]], now_ms: int) -> list[Applied]:
+        """Several (task id, attempt, agent id, output JSON or None) results in one call; one `Applied` each.
+
+        An output given is kept at `P:out:{id}` for `output_keep_s` (see `SchedulerClient.complete`).
+        """
+        args: list[Any] = [int(self._settings.output_keep_s * 1000)]
+        for task_id, attempt, agent_id, output_json in results:
+            args += [task_id, str(attempt), agent_id, b"" if output_json is None else output_json]
+        reply = await self._run("complete", now_ms, [], args)
+        if not isinstance(reply, list) or len(reply) != 3 * len(results):
+            raise ScriptReplyError(f"unexpected complete reply {reply!r}")
+        return [_applied(reply[i : i + 3]) for i in range(0, len(reply), 3)]
 
     async def fail(
         self,

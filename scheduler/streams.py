@@ -6,9 +6,11 @@ Reads only (plus consumer-group bookkeeping); never changes task state.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
+import msgspec
 from redis.exceptions import ResponseError
 
 from scheduler.scripts import as_str
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ("ensure_group", "parse_event", "parse_inbox_entry", "read_group", "stream_entries")
+__all__ = ("ensure_group", "parse_event", "parse_inbox_entry", "read_group", "status_event", "stream_entries")
 
 
 def _fields(raw: Any) -> dict[str, bytes]:
@@ -165,3 +167,36 @@ async def claim_pending(
         if "NOGROUP" not in str(exc):
             raise
         return out
+
+
+class _StatusBody(msgspec.Struct, rename="camel"):
+    """The fields of a stored `task/status` payload that a `TaskEvent` carries."""
+
+    seq: int
+    status: str
+    attempt: int
+    at: str
+    agent_id: str | None = None
+    reason: str | None = None
+
+
+_STATUS_DECODER = msgspec.json.Decoder(_StatusBody)
+
+
+def status_event(task_id: str, owner_id: str, payload_json: bytes) -> TaskEvent:
+    """A `task/status` event from its payload as the task hash keeps it (field `e{seq}`)."""
+    body = _STATUS_DECODER.decode(payload_json)
+    at_ms = int(dt.datetime.fromisoformat(body.at).timestamp() * 1000)
+    return TaskEvent(
+        entry_id=f"0-{body.seq}",
+        task_id=task_id,
+        owner_id=owner_id,
+        seq=body.seq,
+        type="task/status",
+        status=body.status,
+        attempt=body.attempt,
+        agent_id=body.agent_id,
+        at_ms=at_ms,
+        reason=body.reason,
+        payload_json=payload_json,
+    )

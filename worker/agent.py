@@ -108,6 +108,11 @@ def _exit_hung() -> None:
     os._exit(EXIT_HUNG)
 
 
+IMPLIED_ACCEPT_S = 0.5
+"""On a server that takes implied accepts: a task that sent nothing (progress, stream, outcome) this long
+after it started sends `task/accept` (well within the server's assign deadline); quicker ones never do."""
+
+
 @dataclass(eq=False, slots=True)
 class _Job:
     submit: TaskSubmit
@@ -115,6 +120,9 @@ class _Job:
     ctx: TaskContext[Any] | None = None
     is_running: bool = False
     cancel_reason: CancelReason | None = None
+    reported: bool = False
+    """Some frame of this attempt went out (accept, progress, stream or outcome): the server knows it runs."""
+    accept_timer: asyncio.TimerHandle | None = None
 
     @property
     def key(self) -> TaskKey:
@@ -458,6 +466,7 @@ class Agent(Generic[R]):
             if job.cancel_reason == "shutdown":
                 outcome = _handed_back()
         finally:
+            self._stop_accept_timer(job)
             self._jobs.pop(job.key, None)
             self._finished.add(job.key)
             if not self._jobs:
@@ -472,14 +481,33 @@ class Agent(Generic[R]):
                 self._send_outcome(job.key, outcome)
             elif not self._outbox.has_terminal(job.key):
                 self._streams.pop(job.key, None)
-            self._link.heartbeat_now()  # report the freed slot now, not at the next tick
+            self._slot_freed()
+
+    @staticmethod
+    def _stop_accept_timer(job: _Job) -> None:
+        if job.accept_timer is not None:
+            job.accept_timer.cancel()
+            job.accept_timer = None
+        job.reported = True
+
+    def _slot_freed(self) -> None:
+        if not self._link.batch:
+            # An older server hears of the freed slot now, not at the next tick; a newer one frees the slot
+            # with the outcome itself, so a heartbeat per finished task would be pure cost.
+            self._link.heartbeat_now()
 
     async def _execute(self, job: _Job) -> Outcome:
         submit = job.submit
         job.is_running = True
-        accept_id = self._track(job.key, "accept", TaskAccept(task_id=submit.task_id, attempt=submit.attempt))
-        # The server hears `accept` before the work starts (bounded: under backpressure, start anyway).
-        await self._link.until_written(accept_id, _ACCEPT_FLUSH_S)
+        if self._link.batch:
+            # The server applies the accept the first frame of the attempt implies: only a task that stays
+            # quiet for a while sends one, so a quick task costs one frame (its result), not two.
+            job.accept_timer = asyncio.get_running_loop().call_later(IMPLIED_ACCEPT_S, self._late_accept, job)
+        else:
+            job.reported = True
+            accept_id = self._track(job.key, "accept", TaskAccept(task_id=submit.task_id, attempt=submit.attempt))
+            # The server hears `accept` before the work starts (bounded: under backpressure, start anyway).
+            await self._link.until_written(accept_id, _ACCEPT_FLUSH_S)
         job.ctx = TaskContext(
             task_id=submit.task_id,
             attempt=submit.attempt,
@@ -493,6 +521,13 @@ class Agent(Generic[R]):
         )
         logger.debug("task started", extra=job.log_extra(self._settings.agent_id))
         return await execute(self._registry.get(submit.type), msgspec.json.encode(submit.input), job.ctx)
+
+    def _late_accept(self, job: _Job) -> None:
+        job.accept_timer = None
+        if job.reported or job.cancel_reason is not None or self._jobs.get(job.key) is not job:
+            return
+        job.reported = True
+        self._track(job.key, "accept", TaskAccept(task_id=job.submit.task_id, attempt=job.submit.attempt))
 
     def _cancel_job(self, job: _Job, reason: CancelReason) -> None:
         if job.cancel_reason is None:
@@ -559,6 +594,7 @@ class Agent(Generic[R]):
         )
         if not self._link.send_progress(encode_frame(message, frame_id=frame_id)):
             return False
+        job.reported = True
         self._refs.add(frame_id, job.key)
         return True
 
@@ -566,6 +602,7 @@ class Agent(Generic[R]):
         if job.cancel_reason is not None or self._jobs.get(job.key) is not job or job.ctx is None:
             return
         self._streams[job.key] = job.ctx
+        job.reported = True
         await self._link.send_stream(self._stream_frame(job.key, piece))
 
     def _stream_frame(self, key: TaskKey, piece: StreamPiece) -> bytes:

@@ -21,6 +21,7 @@ from worker.connection import ConnectParams, open_connection
 from worker.errors import AuthenticationError, ConnectionLostError, RegistryError, WorkerSettingsError
 from worker.llm import LlmService, llm_registry
 from worker.registry import Registry, load_registry
+from worker.runtime import run as run_loop
 from worker.settings import env_name, load_settings
 
 if TYPE_CHECKING:
@@ -182,7 +183,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         settings.llm_base_url,
     )
     try:
-        asyncio.run(_serve(Agent(settings, registry), llm))
+        run_loop(_serve(Agent(settings, registry), llm))
     except AuthenticationError as exc:
         logger.error("stopping: the server refused the agent's credentials (%s): %s", exc.error, exc.message)
         return EXIT_CONFIG

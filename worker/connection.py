@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, W
 from protocol.envelope import SERVER_SENDS, decode_frame
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.limits import MAX_AGENT_FRAME_BYTES
-from protocol.messages import AuthError, AuthOk
+from protocol.messages import FEATURE_BATCH, AuthError, AuthOk
 from worker.errors import AuthenticationError, ConnectionLostError
 
 if TYPE_CHECKING:
@@ -57,6 +57,8 @@ class ConnectParams:
     ping_interval_s: float | None = 20.0
     ping_timeout_s: float | None = 20.0
     use_env_proxy: bool = False
+    features: tuple[str, ...] = (FEATURE_BATCH,)
+    """Handshake features to ask for; the server's `auth/ok` says which it took (an older server: none)."""
 
     def handshake_url(self) -> str:
         """The URL with `role=agent`, `agent_id` (and `agent_token` when configured) in the query."""
@@ -70,6 +72,8 @@ class ConnectParams:
     def headers(self) -> dict[str, str]:
         """The handshake headers: the agent id, and the bearer token unless it travels in the query."""
         headers = {"X-Agent-ID": self.agent_id}
+        if self.features:
+            headers["X-Taskyard-Features"] = ",".join(self.features)
         if not self.token_in_query:
             headers["Authorization"] = f"Bearer {self.agent_token.reveal()}"
         return headers
@@ -82,6 +86,9 @@ class AgentConnection:
         self._ws = ws
         self.auth = auth
         """The server's `auth/ok` (session id, heartbeat interval and timeout)."""
+        self.batch = FEATURE_BATCH in (auth.features or ())
+        """The server took the `batch` feature: frames may travel in `batch` frames both ways, and (a server
+        that new) applies the accept a task's first progress, stream piece or outcome implies."""
 
     async def send(self, frame: bytes) -> None:
         """Write one encoded frame as a text frame (the server closes binary frames with 1003).

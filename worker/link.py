@@ -13,9 +13,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from protocol.envelope import SERVER_SENDS, decode_frame, encode_frame
+from protocol.envelope import SERVER_SENDS, decode_batch, decode_frame, encode_frame, encode_raw_frame
 from protocol.errors import ProtocolError
-from protocol.limits import MAX_AGENT_FRAME_BYTES
+from protocol.limits import MAX_AGENT_FRAME_BYTES, MAX_BATCH_FRAMES
+from protocol.messages import Batch
 from worker.outbox import SendQueue
 
 if TYPE_CHECKING:
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
 __all__ = ("Link", "cancel_and_wait", "wait_event")
 
 logger = logging.getLogger(__name__)
+
+BATCH_BYTES = 256 * 1024
+"""Most bytes of frames the writer puts into one `batch` frame (the server takes up to 1 MiB per frame)."""
 
 
 class Link:
@@ -85,6 +89,11 @@ class Link:
     def is_up(self) -> bool:
         """True while a connection is being served."""
         return self._conn is not None
+
+    @property
+    def batch(self) -> bool:
+        """The current connection negotiated `batch` (and so takes implied accepts)."""
+        return self._conn is not None and self._conn.batch
 
     def send_tracked(self, frame_id: str, data: bytes) -> None:
         """Write an outbox frame now if connected; otherwise the next connection sends it from the outbox."""
@@ -192,21 +201,52 @@ class Link:
                 logger.warning("unreadable frame from the server: %s", exc.message)
                 continue
             self.alive_at = time.monotonic()
-            self._on_frame(frame.payload)
+            if not isinstance(frame.payload, Batch):
+                self._on_frame(frame.payload)
+                continue
+            for item in decode_batch(frame, accept=SERVER_SENDS - {"batch"}):
+                if isinstance(item, ProtocolError):
+                    logger.warning("unreadable batch item from the server: %s", item.message)
+                else:
+                    self._on_frame(item.payload)
 
     async def _writer(self, conn: AgentConnection) -> None:
         while True:
-            item = self._queue.pop()
-            if item is None:
+            ready = self._take_ready(conn.batch)
+            if not ready:
                 self._ready.clear()
                 await self._ready.wait()
+                if conn.batch:
+                    # Let whatever else is ready this loop turn queue its frames too: they leave together.
+                    await asyncio.sleep(0)
                 continue
-            data, frame_id = item
-            await conn.send(data)
-            if frame_id is not None:
-                self._mark_written(frame_id)
+            if len(ready) == 1:
+                await conn.send(ready[0][0])
+            else:
+                # Frames already encoded go into the batch as they are (an item may keep its own `ts`).
+                await conn.send(encode_raw_frame("batch", b'{"frames":[' + b",".join(d for d, _ in ready) + b"]}"))
+            for _data, frame_id in ready:
+                if frame_id is not None:
+                    self._mark_written(frame_id)
             if not self._stream_room.is_set() and self._queue.streams < self._stream_backlog:
                 self._stream_room.set()
+
+    def _take_ready(self, batch: bool) -> list[tuple[bytes, str | None]]:
+        """The next frame, or with batches everything queued that fits one `batch` frame (in order)."""
+        first = self._queue.pop()
+        if first is None:
+            return []
+        ready = [first]
+        size = len(first[0])
+        while batch and len(ready) < MAX_BATCH_FRAMES and size < BATCH_BYTES:
+            nxt = self._queue.peek_size()
+            if nxt is None or size + nxt > BATCH_BYTES:
+                break
+            item = self._queue.pop()
+            assert item is not None
+            ready.append(item)
+            size += nxt
+        return ready
 
     def _mark_written(self, frame_id: str) -> None:
         pending = self._outbox.get(frame_id)

@@ -156,6 +156,10 @@ class SendQueue:
             self.streams -= 1
         return item.data, item.frame_id
 
+    def peek_size(self) -> int | None:
+        """Bytes of the next frame `pop()` would return, or None when empty."""
+        return len(self._items[0].data) if self._items else None
+
     def clear(self) -> None:
         """Forget everything (the connection is gone; the outbox refills the next one)."""
         self._items.clear()

@@ -35,11 +35,13 @@ from api.tasks.service import Recorded, TaskService
 from api.ws.framing import CloseCode, SessionClosed
 from api.ws.progress_gate import ProgressGate
 from api.ws.session import Session
-from protocol.envelope import encode_payload, encode_raw_frame
-from protocol.errors import ErrorCode
+from protocol.envelope import AGENT_SENDS, decode_batch, encode_batch, encode_payload, encode_raw_frame
+from protocol.errors import ErrorCode, ProtocolError
 from protocol.limits import MAX_HEARTBEAT_TASKS
 from protocol.messages import (
+    FEATURE_BATCH,
     Ack,
+    Batch,
     ErrorFrame,
     Heartbeat,
     TaskAccept,
@@ -59,8 +61,7 @@ if TYPE_CHECKING:
     from api.agents.service import AgentRecord
     from api.settings import WsSettings
     from api.ws.framing import FrameSocket
-    from protocol.envelope import Frame
-    from protocol.errors import ProtocolError
+    from protocol.envelope import Frame, MessageType
     from scheduler.client import SchedulerClient
     from scheduler.types import Applied, InboxEntry
 
@@ -82,6 +83,10 @@ WIND_DOWN_S = 5.0
 MAX_AWAITING_COMMIT = 4096
 """Result/error frames of this process in flight at once; the writer commits what gathers in one batch."""
 _RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+STALE_RECHECK_S = 30.0
+"""How often one running attempt an agent reports is checked against the scheduler again."""
+MAX_BATCH_OUT_BYTES = 256 * 1024
+"""Payload bytes per `batch` frame sent to an agent (INBOX_BATCH bounds the item count)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +152,13 @@ class AgentSession(Session):
         token: str,
         lanes: FrameLanes,
         submit_payload: Callable[[str, InboxEntry], Awaitable[bytes]] | None = None,
+        features: list[str] | None = None,
     ) -> None:
         """`submit_payload(agent id, entry)`: the planner's hook giving the submit payload to send (it adds
         sealed LLM credentials for trusted agents, api/planner/credentials.py); None sends entries as stored."""
         super().__init__(conn, session_id)
+        self.features = features
+        self._batch = features is not None and FEATURE_BATCH in features
         self._token = token
         self.agent = agent
         self._spec = spec
@@ -160,6 +168,10 @@ class AgentSession(Session):
         self._submit_payload = submit_payload
         self._consumer = consumer
         self._unaccepted: OrderedDict[tuple[str, int], str] = OrderedDict()
+        self._stale_checked: OrderedDict[tuple[str, int], float] = OrderedDict()
+        self._replies: list[tuple[MessageType, bytes]] = []
+        """Answers gathered this loop turn for one `batch` frame (batch agents only)."""
+        """When each reported attempt was last checked for staleness (loop time; bounded)."""
         self._acks: list[str] = []
         self._ack_flusher: asyncio.Task[None] | None = None
         self._gate = ProgressGate(settings.progress_rate_per_s)
@@ -308,21 +320,46 @@ class AgentSession(Session):
 
     async def _deliver(self, entries: list[InboxEntry]) -> None:
         cancels: list[str] = []
+        outgoing: list[tuple[MessageType, bytes]] = []
         for entry in entries:
             if entry.kind == "submit":
                 payload = entry.payload_json
                 if self._submit_payload is not None:
                     payload = await self._submit_payload(self.agent.id, entry)
-                await self.conn.send_text(encode_raw_frame("task/submit", payload).decode())
+                outgoing.append(("task/submit", payload))
                 self._remember(entry.task_id, entry.attempt, entry.entry_id)
             else:
-                await self.conn.send_text(encode_raw_frame("task/cancel", entry.payload_json).decode())
+                outgoing.append(("task/cancel", entry.payload_json))
                 cancels.append(entry.entry_id)
             logger.debug(
                 "delivered %s task_id=%s attempt=%d", entry.kind, entry.task_id, entry.attempt, extra=self.log_context()
             )
+        await self._send_all(outgoing)
         if cancels:
             await self._scheduler.ack_inbox(self.agent_id, cancels)
+
+    async def _send_all(self, outgoing: list[tuple[MessageType, bytes]]) -> None:
+        """Frames in order: one `batch` frame per `MAX_BATCH_OUT_BYTES` when the agent negotiated batches."""
+        if not self._batch:
+            for message_type, payload in outgoing:
+                await self.conn.send_text(encode_raw_frame(message_type, payload).decode())
+            return
+        chunk: list[tuple[MessageType, bytes, str | None]] = []
+        size = 0
+        for message_type, payload in outgoing:
+            if chunk and size + len(payload) > MAX_BATCH_OUT_BYTES:
+                await self._send_chunk(chunk)
+                chunk, size = [], 0
+            chunk.append((message_type, payload, None))
+            size += len(payload)
+        if chunk:
+            await self._send_chunk(chunk)
+
+    async def _send_chunk(self, chunk: list[tuple[MessageType, bytes, str | None]]) -> None:
+        if len(chunk) == 1:
+            await self.conn.send_text(encode_raw_frame(chunk[0][0], chunk[0][1]).decode())
+        else:
+            await self.conn.send_text(encode_batch(chunk).decode())
 
     def _remember(self, task_id: str, attempt: int, entry_id: str) -> None:
         self._unaccepted[(task_id, attempt)] = entry_id
@@ -376,12 +413,25 @@ class AgentSession(Session):
                 continue
             silent_s = 0.0
             self._frame_at = loop.time()
-            if frame is not None:
+            if frame is not None and isinstance(frame.payload, Batch):
+                await self._route_batch(frame)
+            elif frame is not None:
                 await self._route(frame)
 
-    async def _route(self, frame: Frame) -> None:
+    async def _route_batch(self, frame: Frame) -> None:
+        """Each item as if it came alone, in order (its share of the frame's size); a bad item is refused by its id."""
+        items = decode_batch(frame, accept=AGENT_SENDS)
+        share = self.conn.last_frame_chars // len(items)
+        for item in items:
+            if isinstance(item, ProtocolError):
+                await self.conn.send(ErrorFrame.from_error(item))
+            else:
+                await self._route(item, share)
+
+    async def _route(self, frame: Frame, size: int | None = None) -> None:
         payload = frame.payload
-        size = self.conn.last_frame_chars
+        if size is None:
+            size = self.conn.last_frame_chars
         if isinstance(payload, Heartbeat):
             # Inline and first: liveness must not queue behind results being committed.
             await self._guarded(frame.type, frame.id, self._on_heartbeat(payload))
@@ -400,11 +450,13 @@ class AgentSession(Session):
             work = self._on_accept(frame.id, payload)
             await self._dispatch(payload.task_id, work, lane=self._fast, frame_type=frame.type, ref=frame.id, size=size)
         elif isinstance(payload, TaskResult):
+            await self._release_held(payload.task_id, payload.attempt)
             work = self._on_result(frame.id, payload)
             await self._dispatch(
                 payload.task_id, work, lane=self._commits, frame_type=frame.type, ref=frame.id, size=size
             )
         elif isinstance(payload, TaskError):
+            await self._release_held(payload.task_id, payload.attempt)
             work = self._on_error(frame.id, payload)
             await self._dispatch(
                 payload.task_id, work, lane=self._commits, frame_type=frame.type, ref=frame.id, size=size
@@ -526,8 +578,21 @@ class AgentSession(Session):
             )
 
     async def _cancel_stale(self, reported: list[tuple[str, int]]) -> None:
-        """Tell the agent to drop attempts it runs that the scheduler no longer gives it."""
-        for task_id, attempt in await self._scheduler.stale_attempts(self.agent_id, reported):
+        """Tell the agent to drop attempts it runs that the scheduler no longer gives it.
+
+        Throttled: an attempt is looked up when first reported, then at most every `STALE_RECHECK_S` (an agent
+        heartbeating often, or running many tasks, would otherwise cost a Redis read per task per heartbeat).
+        """
+        now = asyncio.get_running_loop().time()
+        due = [key for key in reported if now - self._stale_checked.get(key, -STALE_RECHECK_S) >= STALE_RECHECK_S]
+        if not due:
+            return
+        for key in due:
+            self._stale_checked[key] = now
+            self._stale_checked.move_to_end(key)
+        while len(self._stale_checked) > MAX_UNACCEPTED:
+            self._stale_checked.popitem(last=False)
+        for task_id, attempt in await self._scheduler.stale_attempts(self.agent_id, due):
             logger.warning(
                 "cancelling a stale attempt task_id=%s attempt=%d", task_id, attempt, extra=self.log_context()
             )
@@ -545,6 +610,17 @@ class AgentSession(Session):
             work = self._apply_progress(None, held)
             await self._dispatch(held.task_id, work, lane=self._fast, frame_type="task/progress", ref=None, size=0)
 
+    async def _release_held(self, task_id: str, attempt: int) -> None:
+        """On an outcome's arrival: its attempt's held-back progress joins the task's chain ahead of it.
+
+        Taken from the gate here, in arrival order, so a later window opening cannot chain it behind the
+        outcome (where it would be refused as `task_not_runnable`).
+        """
+        held = self._gate.take(task_id, attempt)
+        if held is not None:
+            work = self._apply_progress(None, held)
+            await self._dispatch(task_id, work, lane=self._fast, frame_type="task/progress", ref=None, size=0)
+
     async def _flush_attempt(self, task_id: str, attempt: int) -> None:
         """Apply the attempt's held-back progress before its outcome, so its last state is kept."""
         held = self._gate.take(task_id, attempt)
@@ -557,6 +633,7 @@ class AgentSession(Session):
         applied = await self._scheduler.progress(
             progress.task_id, progress.attempt, self.agent_id, encode_payload(payload)
         )
+        self._ack_entry(progress.task_id, progress.attempt)  # it implies the accept
         if applied.outcome not in (Outcome.OK, Outcome.DUPLICATE):
             code = _REFUSALS.get(applied.outcome, ErrorCode.CONFLICT)
             await self.conn.send(_refusal(code, ref, progress.task_id, progress.attempt))
@@ -564,6 +641,7 @@ class AgentSession(Session):
     async def _apply_stream(self, ref: str, piece: TaskStream) -> None:
         """Append a stream piece; answered only when refused (a gap says where to resume)."""
         applied = await self._scheduler.stream(piece.task_id, piece.attempt, self.agent_id, piece.offset, piece.delta)
+        self._ack_entry(piece.task_id, piece.attempt)  # it implies the accept
         if applied.outcome in (Outcome.OK, Outcome.DUPLICATE):
             return
         details: dict[str, Any] = {"taskId": piece.task_id, "attempt": piece.attempt}
@@ -600,6 +678,7 @@ class AgentSession(Session):
                 await self._fail_oversized(result.task_id, result.attempt)
                 await self.conn.send(ErrorFrame.of(ErrorCode.PAYLOAD_TOO_LARGE, exc.message, ref=ref))
                 return
+        self._ack_entry(result.task_id, result.attempt)  # the submit's entry, when the accept was implied
         await self._send_recorded(ref, recorded, result.task_id, result.attempt)
 
     async def _on_error(self, ref: str, error: TaskError) -> None:
@@ -615,19 +694,34 @@ class AgentSession(Session):
                 retryable=error.retryable,
                 retry_delay_s=error.retry_delay_s,
             )
+        self._ack_entry(error.task_id, error.attempt)  # the submit's entry, when the accept was implied
         await self._send_recorded(ref, recorded, error.task_id, error.attempt)
 
     async def _send_recorded(self, ref: str, recorded: Recorded, task_id: str, attempt: int) -> None:
         if recorded.ack:
-            await self.conn.send(Ack(ref=ref, duplicate=True if recorded.duplicate else None))
+            await self._reply(Ack(ref=ref, duplicate=True if recorded.duplicate else None))
         else:
-            await self.conn.send(_refusal(recorded.error or ErrorCode.CONFLICT, ref, task_id, attempt))
+            await self._reply(_refusal(recorded.error or ErrorCode.CONFLICT, ref, task_id, attempt))
 
     async def _answer(self, ref: str, applied: Applied, task_id: str, attempt: int) -> None:
         if applied.outcome in (Outcome.OK, Outcome.DUPLICATE):
-            await self.conn.send(Ack(ref=ref, duplicate=True if applied.outcome == Outcome.DUPLICATE else None))
+            await self._reply(Ack(ref=ref, duplicate=True if applied.outcome == Outcome.DUPLICATE else None))
         else:
-            await self.conn.send(_refusal(_REFUSALS.get(applied.outcome, ErrorCode.CONFLICT), ref, task_id, attempt))
+            await self._reply(_refusal(_REFUSALS.get(applied.outcome, ErrorCode.CONFLICT), ref, task_id, attempt))
+
+    async def _reply(self, message: Ack | ErrorFrame) -> None:
+        """Answer a frame. To a batch agent, the answers of one loop turn (a committed batch of results, say)
+        leave together in one `batch` frame, sent by the first of them once the others had their turn."""
+        if not self._batch:
+            await self.conn.send(message)
+            return
+        kind: MessageType = "ack" if isinstance(message, Ack) else "error"
+        self._replies.append((kind, encode_payload(message)))
+        if len(self._replies) > 1:
+            return  # the first one's sender takes it along
+        await asyncio.sleep(0)
+        replies, self._replies = self._replies, []
+        await self._send_all(replies)
 
     async def _on_refused(self, exc: ProtocolError) -> None:
         """An oversized `task/result` fails its attempt (not retryable) instead of being resent forever."""

@@ -25,7 +25,7 @@ from api.ws.client_session import ClientSession
 from api.ws.framing import CloseCode, FrameSocket, PeerGoneError, ViolationBudget
 from protocol.envelope import AGENT_SENDS, CLIENT_SENDS, encode_frame
 from protocol.errors import ErrorCode
-from protocol.messages import AuthError, AuthOk
+from protocol.messages import FEATURE_BATCH, KNOWN_FEATURES, AuthError, AuthOk
 
 if TYPE_CHECKING:
     from litestar.datastructures import State
@@ -66,6 +66,19 @@ def _bearer(socket: WebSocket[Any, Any, Any]) -> str | None:
         return None
     scheme, _, value = header.partition(" ")
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+_MAX_FEATURES_LENGTH = 256
+_AGENT_FEATURES = frozenset({FEATURE_BATCH}) & KNOWN_FEATURES
+"""What an agent may ask for; clients get none yet (they are told so in `auth/ok`)."""
+
+
+def _asked_features(socket: WebSocket[Any, Any, Any]) -> set[str] | None:
+    """The handshake features the peer asked for (`X-Taskyard-Features` or `features=`); None when it asked none."""
+    raw = socket.headers.get("x-taskyard-features") or socket.query_params.get("features")
+    if not raw or len(raw) > _MAX_FEATURES_LENGTH:
+        return None
+    return {name.strip().lower() for name in raw.split(",") if name.strip()}
 
 
 def _credential(value: str | None) -> str:
@@ -125,11 +138,14 @@ async def _agent_session(socket: WebSocket[Any, Any, Any], state: State, runtime
         raise _Refused(ErrorCode.SERVICE_UNAVAILABLE, "try again later", CloseCode.TRY_AGAIN_LATER) from exc
     session_id = str(uuid.uuid4())
     planner: PlannerRuntime | None = getattr(state, "planner", None)
+    asked = _asked_features(socket)
+    features = None if asked is None else sorted(asked & _AGENT_FEATURES)
+    batch = features is not None and FEATURE_BATCH in features
     conn = FrameSocket(
         socket,
         max_frame_bytes=settings.ws.agent_max_frame_bytes,
         budget=ViolationBudget(settings.ws.bad_frames_before_close, 60.0),
-        accept=AGENT_SENDS,
+        accept=AGENT_SENDS | {"batch"} if batch else AGENT_SENDS,
     )
     session = AgentSession(
         conn,
@@ -143,6 +159,7 @@ async def _agent_session(socket: WebSocket[Any, Any, Any], state: State, runtime
         token=token,
         lanes=runtime.lanes,
         submit_payload=planner.sealer.submit_payload if planner is not None else None,
+        features=features,
     )
     try:
         await session.register()
@@ -168,7 +185,7 @@ async def _client_session(socket: WebSocket[Any, Any, Any], state: State, runtim
         budget=ViolationBudget(settings.ws.bad_frames_before_close, 60.0),
         accept=CLIENT_SENDS,
     )
-    return ClientSession(
+    session = ClientSession(
         conn,
         str(uuid.uuid4()),
         user=user,
@@ -179,6 +196,8 @@ async def _client_session(socket: WebSocket[Any, Any, Any], state: State, runtim
         agent_feed=runtime.agent_feed,
         planner_sessions=_planner_feed(state),
     )
+    session.features = None if _asked_features(socket) is None else []
+    return session
 
 
 def _planner_feed(state: State) -> SessionFeed | None:
@@ -204,6 +223,9 @@ async def _serve(
         runtime.registry.add_client(subject_id, session.user.jti, session)
     runtime.connection_opened(session.role)
     try:
+        if runtime.fanout is not None and not isinstance(session, AgentSession):
+            # Before the client can subscribe: from here on the scheduler publishes events.
+            await runtime.fanout.ensure_watching()
         await session.conn.send(
             AuthOk(
                 role="agent" if isinstance(session, AgentSession) else "client",
@@ -211,6 +233,10 @@ async def _serve(
                 session_id=session.session_id,
                 heartbeat_interval_s=settings.ws.heartbeat_interval_s,
                 heartbeat_timeout_s=settings.ws.heartbeat_timeout_s,
+                features=session.features,
+                concurrency=session.agent.concurrency
+                if isinstance(session, AgentSession) and session.features is not None
+                else None,
             )
         )
         logger.info("ws %s connected", session.role, extra=session.log_context())

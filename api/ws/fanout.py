@@ -9,6 +9,12 @@ session wants it. The same connection listens to `{P}:control` (see control.py).
 
 Pub/sub is at most once. If the connection breaks, every local watcher is closed with 1013 so it
 reconnects and resumes from its `lastSeq` (history replay) instead of silently missing events.
+
+No fan-out work when nobody watches: the scheduler scripts publish only while some API process says it
+has client sockets or watchers (`{P}:watching`, one entry per process with an expiry; scheduler/presence.py).
+A client socket is marked before its `auth/ok`, so anything it subscribes to is published from then on;
+other watchers (the planner's task waiter) mark on subscribing. Each process refreshes its entry while it
+has any, and removes it once it has none.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,6 +35,7 @@ from api.ws.control import apply_control
 from api.ws.framing import CloseCode
 from protocol.envelope import MESSAGE_TYPES, encode_raw_frame
 from scheduler.keys import Keys
+from scheduler.presence import clear_watching, mark_watching
 
 if TYPE_CHECKING:
     from redis.asyncio.client import PubSub
@@ -40,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 _WATCHED_TYPES = frozenset({"task/status", "task/progress", "task/stream"})
 _RETRY_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+WATCHING_TTL_S = 30.0
+"""How long this process' `{P}:watching` entry lasts unless refreshed."""
+WATCHING_REFRESH_S = 10.0
 
 
 class WatchMessage(msgspec.Struct, rename="camel", frozen=True):
@@ -85,12 +97,67 @@ class Fanout:
         self._keys = Keys(prefix)
         self._registry = registry
         self._task: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
         """Set while the subscriptions are live (tests and startup wait on it)."""
+        self._instance = uuid.uuid4().hex
+        self._marked_until = 0.0
+        """Monotonic time this process' `watching` entry runs out (0: not marked)."""
+        self._mark_lock = asyncio.Lock()
+        self._marking: set[asyncio.Task[None]] = set()
+        registry.on_watch = self._on_watch
+
+    # --- the `watching` mark -------------------------------------------------------------------
+
+    def _wanted(self) -> bool:
+        return self._registry.counts()[1] > 0 or self._registry.has_watchers()
+
+    async def ensure_watching(self, *, refresh: bool = False) -> None:
+        """Return once the scripts publish events (this process' mark is in Redis with most of its TTL left)."""
+        if not refresh and time.monotonic() < self._marked_until - WATCHING_TTL_S / 2:
+            return
+        async with self._mark_lock:
+            if not refresh and time.monotonic() < self._marked_until - WATCHING_TTL_S / 2:
+                return
+            until = time.monotonic() + WATCHING_TTL_S
+            now_ms = int(time.time() * 1000)
+            await mark_watching(self._redis, self._keys, self._instance, now_ms, int(WATCHING_TTL_S * 1000))
+            self._marked_until = until
+
+    def _on_watch(self) -> None:
+        if time.monotonic() < self._marked_until - WATCHING_TTL_S / 2:
+            return
+        task = asyncio.get_running_loop().create_task(self._mark_quietly())
+        self._marking.add(task)
+        task.add_done_callback(self._marking.discard)
+
+    async def _mark_quietly(self) -> None:
+        try:
+            await self.ensure_watching()
+        except (redis.exceptions.RedisError, OSError):
+            logger.warning("could not mark this process as watching; the next refresh retries", exc_info=True)
+
+    async def _keep_mark(self) -> None:
+        """Refresh the mark while anything here watches; remove it once nothing does."""
+        while True:
+            await asyncio.sleep(WATCHING_REFRESH_S)
+            try:
+                if self._wanted():
+                    await self.ensure_watching(refresh=True)
+                elif self._marked_until:
+                    async with self._mark_lock:
+                        if not self._wanted():
+                            self._marked_until = 0.0
+                            await clear_watching(self._redis, self._keys, self._instance)
+            except (redis.exceptions.RedisError, OSError):
+                logger.warning("could not refresh the watching mark", exc_info=True)
+
+    # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self, *, timeout_s: float = 10.0) -> None:
         """Start the reader and wait until the first subscription is confirmed."""
         self._task = asyncio.create_task(self._run(), name="ws-fanout")
+        self._keeper = asyncio.create_task(self._keep_mark(), name="ws-fanout-watching")
         try:
             await asyncio.wait_for(self.ready.wait(), timeout_s)
         except TimeoutError:
@@ -98,12 +165,16 @@ class Fanout:
             logger.warning("ws fan-out not subscribed after %.1f s; retrying in the background", timeout_s)
 
     async def stop(self) -> None:
-        if self._task is None:
-            return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        for task in (self._task, self._keeper, *self._marking):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._keeper = None
+        if self._marked_until:
+            self._marked_until = 0.0
+            with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                await clear_watching(self._redis, self._keys, self._instance)
 
     async def _run(self) -> None:
         failures = 0
@@ -139,6 +210,9 @@ class Fanout:
                     raise redis.exceptions.TimeoutError("no subscribe confirmation from Redis")
                 if reply["type"] in ("psubscribe", "subscribe"):
                     confirmed += 1
+            if self._wanted() or self._marked_until:
+                # Redis may have restarted (the watchers were just closed): mark again before they return.
+                await self.ensure_watching(refresh=True)
             self.ready.set()
             logger.info("ws fan-out subscribed to %s", self._keys.watch_pattern())
             while True:

@@ -1,6 +1,8 @@
-"""Coalescing of an agent's progress flood: per task attempt, at most `rate_per_s` progress frames a second
-reach the scheduler; of the frames in between only the latest is kept and applied when the window opens
-(or just before the attempt's result), so the last progress state is never lost. Pure, no I/O.
+"""Coalescing of an agent's progress flood: per task attempt, a token bucket of `rate_per_s` frames a second
+(holding at most one second's worth) decides which progress frames reach the scheduler at once. A stream at or
+below the rate (jitter included) passes untouched, so the gate adds nothing when idle; only past the rate are
+frames held, and of those only the latest is kept and applied when a token comes back (or just before the
+attempt's result), so the last progress state is never lost. Pure, no I/O.
 """
 
 from __future__ import annotations
@@ -17,13 +19,18 @@ _Key = tuple[str, int]
 
 
 class ProgressGate:
-    """Remembers when each attempt last had progress applied, and the held-back latest frame."""
+    """Per attempt: the bucket's tokens as of when it was last updated, and the held-back latest frame."""
 
     def __init__(self, rate_per_s: float, *, max_tracked: int = 10_000) -> None:
         # A rate of 0 (or less) turns coalescing off: every frame is admitted.
+        self._rate = rate_per_s if rate_per_s > 0 else 0.0
         self.interval_s = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
+        """Time for one token to come back: how soon a held frame may become due."""
+        # A new attempt starts with one token (its first frame goes out at once) and may save up to one
+        # second's worth while quiet, which absorbs the jitter of a stream running at the rate.
+        self._burst = max(1.0, self._rate)
         self._max_tracked = max_tracked
-        self._last: OrderedDict[_Key, float] = OrderedDict()
+        self._buckets: OrderedDict[_Key, tuple[float, float]] = OrderedDict()
         self._held: dict[_Key, TaskProgress] = {}
 
     @property
@@ -33,33 +40,37 @@ class ProgressGate:
 
     def admit(self, progress: TaskProgress, now: float) -> bool:
         """True: apply it now. False: it is held (replacing any older held frame of the attempt)."""
+        if self._rate == 0.0:
+            return True
         key = (progress.task_id, progress.attempt)
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval_s:
-            self._held[key] = progress
-            return False
-        self._mark(key, now)
-        self._held.pop(key, None)
-        return True
+        if key not in self._held and self._spend(key, now):
+            return True
+        self._held[key] = progress
+        return False
 
     def due(self, now: float) -> list[TaskProgress]:
-        """Held frames whose window has opened; they count as applied now."""
-        ready = [key for key in self._held if now - self._last.get(key, 0.0) >= self.interval_s]
-        out: list[TaskProgress] = []
-        for key in ready:
-            out.append(self._held.pop(key))
-            self._mark(key, now)
-        return out
+        """Held frames whose token came back; they count as applied now."""
+        ready = [key for key in self._held if self._spend(key, now)]
+        return [self._held.pop(key) for key in ready]
 
     def take(self, task_id: str, attempt: int) -> TaskProgress | None:
         """The attempt's held frame (to apply before its result), and forget the attempt."""
         key = (task_id, attempt)
-        self._last.pop(key, None)
+        self._buckets.pop(key, None)
         return self._held.pop(key, None)
 
-    def _mark(self, key: _Key, now: float) -> None:
-        self._last[key] = now
-        self._last.move_to_end(key)
-        while len(self._last) > self._max_tracked:
-            old, _ = self._last.popitem(last=False)
+    def _spend(self, key: _Key, now: float) -> bool:
+        """Take one token from the attempt's bucket if it has one (refilled for the time since its last use)."""
+        state = self._buckets.get(key)
+        if state is None:
+            tokens = 1.0
+        else:
+            tokens, at = state
+            tokens = min(self._burst, tokens + max(0.0, now - at) * self._rate)
+        ok = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if ok else tokens, now)
+        self._buckets.move_to_end(key)
+        while len(self._buckets) > self._max_tracked:
+            old, _ = self._buckets.popitem(last=False)
             self._held.pop(old, None)
+        return ok

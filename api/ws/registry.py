@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from api.ws.agent_status import AgentStatusEvent
     from api.ws.fanout import WatchEvent
 
@@ -63,6 +65,8 @@ class SessionRegistry:
         self._watch_task: dict[str, set[Watcher]] = {}
         self._watch_owner: dict[str, set[Watcher]] = {}
         self._watch_everything: set[Watcher] = set()
+        self.on_watch: Callable[[], None] | None = None
+        """Called on every new subscription (the fan-out makes sure events are being published)."""
 
     # --- connections ------------------------------------------------------------------------
 
@@ -104,20 +108,27 @@ class SessionRegistry:
 
     # --- subscriptions ----------------------------------------------------------------------
 
+    def _watched(self) -> None:
+        if self.on_watch is not None:
+            self.on_watch()
+
     def watch_task(self, task_id: str, session: Watcher) -> None:
         _add(self._watch_task, task_id, session)
+        self._watched()
 
     def unwatch_task(self, task_id: str, session: Watcher) -> None:
         _discard(self._watch_task, task_id, session)
 
     def watch_owner(self, owner_id: str, session: Watcher) -> None:
         _add(self._watch_owner, owner_id, session)
+        self._watched()
 
     def unwatch_owner(self, owner_id: str, session: Watcher) -> None:
         _discard(self._watch_owner, owner_id, session)
 
     def watch_everything(self, session: Watcher) -> None:
         self._watch_everything.add(session)
+        self._watched()
 
     def unwatch_everything(self, session: Watcher) -> None:
         self._watch_everything.discard(session)

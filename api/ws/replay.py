@@ -52,12 +52,16 @@ async def replay_events(
         for e in await scheduler.history(task_id, after_seq, count=MAX_REPLAY)
         if e.seq > after_seq
     ]
-    first_recent = recent[0].seq if recent else None
-    if first_recent == after_seq + 1:
+    if [e.seq for e in recent] == list(range(after_seq + 1, after_seq + 1 + len(recent))):
         return recent
-    # Redis lost the beginning (trimmed, expired, or never had it after a rebuild): read the rest from SQL.
-    older = await _stored_events(db, task_id=task_id, owner_id=owner_id, after_seq=after_seq, before_seq=first_recent)
-    return (older + recent)[:MAX_REPLAY]
+    # Redis lost some (trimmed or expired progress, a lost history stream, nothing after a rebuild): fill the
+    # gaps from SQL, up to the last event Redis has.
+    last = recent[-1].seq if recent else None
+    stored = await _stored_events(
+        db, task_id=task_id, owner_id=owner_id, after_seq=after_seq, before_seq=None if last is None else last + 1
+    )
+    merged = {e.seq: e for e in stored} | {e.seq: e for e in recent}
+    return [merged[seq] for seq in sorted(merged)][:MAX_REPLAY]
 
 
 async def _stored_events(

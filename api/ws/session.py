@@ -31,6 +31,8 @@ class Session:
     def __init__(self, conn: FrameSocket, session_id: str) -> None:
         self.conn = conn
         self.session_id = session_id
+        self.features: list[str] | None = None
+        """The handshake features accepted for this peer; None when it asked for none."""
         self._stop = asyncio.Event()
         self._close_request: tuple[int, str] | None = None
 

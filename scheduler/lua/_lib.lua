@@ -34,10 +34,26 @@ local enc = cjson.encode
 -- Integers as plain digits: Lua's tostring switches to exponent form past 14 digits.
 local function int(n) return string.format('%.0f', n) end
 
+-- Once per script call; the list never holds more than one element, and a list that already holds its
+-- nudge (a busy dispatch loop has not popped it yet) costs one LLEN instead of three writes.
+local woken = false
 local function wake()
-  redis.call('LPUSH', K_WAKE, '1')
-  redis.call('LTRIM', K_WAKE, 0, 0)
-  redis.call('EXPIRE', K_WAKE, 60)
+  if woken then return end
+  woken = true
+  if redis.call('LLEN', K_WAKE) == 0 then
+    redis.call('LPUSH', K_WAKE, '1')
+    redis.call('EXPIRE', K_WAKE, 60)
+  end
+end
+
+-- Whether any API process has a client socket open (see api/ws/fanout.py): without one, nobody can be
+-- watching, so events are not published. Read once per script call, on the first event.
+local watched_memo = nil
+local function watched()
+  if watched_memo == nil then
+    watched_memo = #redis.call('ZRANGEBYSCORE', P .. ':watching', '(' .. int(NOW), '+inf', 'LIMIT', 0, 1) > 0
+  end
+  return watched_memo
 end
 
 -- RFC 3339 UTC with milliseconds (days-to-civil, proleptic Gregorian).
@@ -60,11 +76,14 @@ local function iso(ms)
     math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60, frac)
 end
 
--- Records one event: bumps seq, appends to the task history and the global stream, publishes to
--- the owner's watch channel. `body` is the progress payload without seq (task/progress only).
-local function emit(id, owner, etype, status, attempt, agent, reason, body)
-  local tkey = k_task(id)
-  local seq = redis.call('HINCRBY', tkey, 'seq', 1)
+-- Records one event numbered `seq` (the caller stored it in the task hash): appends it to the task's
+-- replay history and the global stream, and publishes it to the owner's watch channel while anyone may
+-- watch. `body` is the payload without seq (task/progress and task/stream only).
+-- The replay history of a status event is the task hash field `e{seq}` (its payload): with `held` (a
+-- list) the field and value are appended to it for the caller's own HSET, else written here.
+-- The other events (progress, stream pieces) go to the history stream `P:hist:{id}` (MAXLEN-bounded).
+-- Both get their TTL when the task finishes, like the task hash.
+local function emit_at(id, owner, seq, etype, status, attempt, agent, reason, body, held)
   local payload
   if etype == 'task/status' then
     payload = '{"taskId":' .. enc(id) .. ',"seq":' .. int(seq) .. ',"status":"' .. status
@@ -81,15 +100,28 @@ local function emit(id, owner, etype, status, attempt, agent, reason, body)
   end
   local fields = { 'task_id', id, 'owner_id', owner, 'seq', int(seq), 'type', etype, 'status', status,
     'attempt', int(attempt), 'agent_id', agent, 'at_ms', int(NOW), 'reason', reason, 'payload', payload }
-  local hkey = k_hist(id)
-  -- pcall: a history left over from before a rebuild may hold higher ids; losing one replay entry
-  -- is better than aborting a half-applied script.
-  redis.pcall('XADD', hkey, 'MAXLEN', '~', HIST_MAX, '0-' .. int(seq), unpack(fields))
-  redis.call('EXPIRE', hkey, TASK_TTL)
+  if etype ~= 'task/status' then
+    -- pcall: a history left over from before a rebuild may hold higher ids; losing one replay entry
+    -- is better than aborting a half-applied script.
+    redis.pcall('XADD', k_hist(id), 'MAXLEN', '~', HIST_MAX, '0-' .. int(seq), unpack(fields))
+  elseif held then
+    held[#held + 1] = 'e' .. int(seq)
+    held[#held + 1] = payload
+  else
+    redis.call('HSET', k_task(id), 'e' .. int(seq), payload)
+  end
   redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAX, '*', unpack(fields))
-  redis.call('PUBLISH', k_watch(owner), '{"type":"' .. etype .. '","ownerId":' .. enc(owner) .. ',"taskId":'
-    .. enc(id) .. ',"seq":' .. int(seq) .. ',"payload":' .. payload .. '}')
+  if watched() then
+    redis.call('PUBLISH', k_watch(owner), '{"type":"' .. etype .. '","ownerId":' .. enc(owner) .. ',"taskId":'
+      .. enc(id) .. ',"seq":' .. int(seq) .. ',"payload":' .. payload .. '}')
+  end
   return seq
+end
+
+-- Records one event, numbering it by bumping the task's seq.
+local function emit(id, owner, etype, status, attempt, agent, reason, body)
+  local seq = redis.call('HINCRBY', k_task(id), 'seq', 1)
+  return emit_at(id, owner, seq, etype, status, attempt, agent, reason, body)
 end
 
 local function queue_score(prio, ord)
@@ -114,22 +146,15 @@ local function queue_refresh(route)
   end
 end
 
+-- An agent's slots in use are the size of its slot set (SCARD), so taking or freeing one is one command.
 local function take_slot(agent, id)
-  local tasks = k_agent_tasks(agent)
-  redis.call('SADD', tasks, id)
-  redis.call('HINCRBY', k_agent(agent), 'running', 1)
-  local ttl = redis.call('PTTL', k_agent(agent))
-  if ttl > 0 then redis.call('PEXPIRE', tasks, ttl) end
+  redis.call('SADD', k_agent_tasks(agent), id)
 end
 
 -- Frees the slot only if the task still holds it, so a slot is never freed twice.
 local function release_slot(agent, id)
   if agent == nil or agent == '' then return end
-  if redis.call('SREM', k_agent_tasks(agent), id) == 1 and redis.call('EXISTS', k_agent(agent)) == 1 then
-    if redis.call('HINCRBY', k_agent(agent), 'running', -1) < 0 then
-      redis.call('HSET', k_agent(agent), 'running', 0)
-    end
-  end
+  redis.call('SREM', k_agent_tasks(agent), id)
 end
 
 local function inbox_push(agent, kind, id, attempt, payload)
@@ -172,13 +197,16 @@ local function finish(id, status, attempt, agent, reason)
   redis.call('ZREM', K_DELAYED, id)
   local seq = emit(id, redis.call('HGET', tkey, 'owner'), 'task/status', status, attempt, agent, reason, '')
   redis.call('EXPIRE', tkey, TASK_TTL)
+  redis.call('EXPIRE', k_hist(id), TASK_TTL)
   return seq
 end
 
 -- Fencing for agent frames: the frame's (attempt, agent) must be the task's current ones.
--- Returns nil when the frame may apply, else the outcome name; plus the task fields.
+-- Returns nil when the frame may apply, else the outcome name; plus the task fields
+-- (status, attempt, agent, fin, owner, timeout, maxatt, seq, hx).
 local function fence(id, attempt, agent)
-  local f = redis.call('HMGET', k_task(id), 'status', 'attempt', 'agent', 'fin', 'owner', 'timeout', 'maxatt')
+  local f = redis.call('HMGET', k_task(id), 'status', 'attempt', 'agent', 'fin', 'owner', 'timeout', 'maxatt', 'seq',
+    'hx')
   if not f[1] then return 'not_found', f end
   if tonumber(f[2]) ~= tonumber(attempt) then return 'stale_attempt', f end
   if TERMINAL[f[1]] then return 'terminal', f end
@@ -203,4 +231,44 @@ end
 -- Attempts that count against `maxatt`: every dispatch bumps `attempt`, losses are given back.
 local function counted(attempt, losses)
   return tonumber(attempt) - (tonumber(losses) or 0)
+end
+
+-- Implied accept: a frame of the current attempt found the task still `assigned` (the agent sent no
+-- `task/accept`): record `running` first, as the accept would have. With `writes` false the caller's own
+-- HSET stores the status and f[8] (it finishes the task in the same call, so no run deadline either).
+local function implied_accept(id, f, attempt, agent, writes, held)
+  local seq = tonumber(f[8]) + 1
+  if writes then
+    local h = {}
+    emit_at(id, f[5], seq, 'task/status', 'running', attempt, agent, '', '', h)
+    redis.call('HSET', k_task(id), 'status', 'running', 'seq', int(seq), unpack(h))
+    redis.call('ZADD', K_DEADLINES, int(NOW + tonumber(f[6]) * 1000), id)
+  else
+    emit_at(id, f[5], seq, 'task/status', 'running', attempt, agent, '', '', held)
+  end
+  f[1] = 'running'
+  f[8] = int(seq)
+end
+
+-- Terminal end of a frame's attempt, with the task fields `fence` read: one HSET for status, seq, the
+-- `extra` fields (and events' history fields the caller collected in it); the task hash and its history
+-- expire after TASK_TTL (the history stream only exists once the attempt sent progress or stream pieces).
+local function finish_fenced(id, f, status, attempt, agent, reason, extra)
+  local tkey = k_task(id)
+  local seq = tonumber(f[8]) + 1
+  emit_at(id, f[5], seq, 'task/status', status, attempt, agent, reason, '', extra)
+  redis.call('HSET', tkey, 'status', status, 'seq', int(seq), unpack(extra))
+  redis.call('ZREM', K_DEADLINES, id)
+  redis.call('EXPIRE', tkey, TASK_TTL)
+  if f[9] then redis.call('EXPIRE', k_hist(id), TASK_TTL) end
+  return seq
+end
+
+-- The first progress or stream event of a task creates its history stream: note it (`hx`), so finishing
+-- knows whether there is a stream to give a TTL.
+local function note_history(id, f)
+  if not f[9] then
+    redis.call('HSET', k_task(id), 'hx', '1')
+    f[9] = '1'
+  end
 end

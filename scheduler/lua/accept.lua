@@ -9,7 +9,5 @@ if refused == 'terminal' and string.sub(f[4] or '', 1, #attempt + #agent + 2) ==
 end
 if refused then return { refused, '', f[1] or '' } end
 if f[1] == 'running' then return { 'duplicate', '', 'running' } end
-redis.call('HSET', KEYS[8], 'status', 'running')
-redis.call('ZADD', K_DEADLINES, int(NOW + tonumber(f[6]) * 1000), id)
-local seq = emit(id, f[5], 'task/status', 'running', attempt, agent, '', '')
-return { 'ok', seq, 'running' }
+implied_accept(id, f, attempt, agent, true)
+return { 'ok', f[8], 'running' }

@@ -1,24 +1,48 @@
--- complete: the agent's result arrived (assigned|running -> done); frees the slot.
--- KEYS[8] task hash   ARGV[8] task id  [9] attempt  [10] agent id
--- KEYS[9] pending-output key, ARGV[11] the output JSON, ARGV[12] its keep ms (both optional): kept until
--- the database has it, so a result whose commit died with an API replica can still be filled in.
--- Returns {outcome, seq or '', status}. A repeat of the finishing frame is 'duplicate'.
+-- complete: agents' results arrived (assigned|running -> done); frees the slots. Several tasks per call.
+-- ARGV[8] how long to keep each output, ms (0: not kept)
+-- ARGV[9..] one group of 4 per result: task id, attempt, agent id, output JSON ('' when not kept)
+-- An output is kept at `P:out:{id}` until the database has it, so a result whose commit died with an
+-- API replica can still be filled in by the reconciler.
+-- Returns a flat list, 3 per result: {outcome, seq or '', status}. A repeat of the finishing frame is
+-- 'duplicate'. A task still `assigned` records `running` first (the accept the result implies), then `done`.
 -- A task canceled while this attempt ran (same attempt and agent) takes the attempt's result once, as the
 -- partial output of the canceled task: 'ok' with status 'canceled', no event, the status stays.
 -- Invariant: a task finishes once; the slot is freed exactly once.
-local id, attempt, agent = ARGV[8], ARGV[9], ARGV[10]
-local refused, f = fence(id, attempt, agent)
-if f[4] == attempt .. ':' .. agent .. ':done' then return { 'duplicate', '', f[1] } end
-local fin_this = string.sub(f[4] or '', 1, #attempt + 1) == attempt .. ':'
-if refused == 'terminal' and f[1] == 'canceled' and f[3] == agent and not fin_this then
-  -- cancel.lua already freed the slot and finished the task.
-  redis.call('HSET', KEYS[8], 'fin', attempt .. ':' .. agent .. ':done')
-  return { 'ok', '', 'canceled' }
+-- (Task hash and output keys are built from the ids in ARGV: the documented exception in scheduler/keys.py.)
+local keep_ms = tonumber(ARGV[8])
+local out, done, slots = {}, 0, {}
+for b = 9, #ARGV, 4 do
+  local id, attempt, agent, output = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local refused, f = fence(id, attempt, agent)
+  local fin_this = string.sub(f[4] or '', 1, #attempt + 1) == attempt .. ':'
+  local r
+  if f[4] == attempt .. ':' .. agent .. ':done' then
+    r = { 'duplicate', '', f[1] }
+  elseif refused == 'terminal' and f[1] == 'canceled' and f[3] == agent and not fin_this then
+    -- cancel.lua already freed the slot and finished the task.
+    redis.call('HSET', k_task(id), 'fin', attempt .. ':' .. agent .. ':done')
+    r = { 'ok', '', 'canceled' }
+  elseif refused then
+    r = { refused, '', f[1] or '' }
+  else
+    local extra = { 'fin', attempt .. ':' .. agent .. ':done' }
+    if f[1] == 'assigned' then implied_accept(id, f, attempt, agent, false, extra) end
+    local seq = finish_fenced(id, f, 'done', attempt, agent, '', extra)
+    if keep_ms > 0 and output ~= '' then redis.call('SET', P .. ':out:' .. id, output, 'PX', keep_ms) end
+    local freed = slots[agent]
+    if freed == nil then
+      freed = {}
+      slots[agent] = freed
+    end
+    freed[#freed + 1] = id
+    r = { 'ok', seq, 'done' }
+    done = done + 1
+  end
+  out[#out + 1] = r[1]
+  out[#out + 1] = r[2]
+  out[#out + 1] = r[3]
 end
-if refused then return { refused, '', f[1] or '' } end
-release_slot(agent, id)
-redis.call('HSET', KEYS[8], 'fin', attempt .. ':' .. agent .. ':done')
-if KEYS[9] and ARGV[11] then redis.call('SET', KEYS[9], ARGV[11], 'PX', ARGV[12]) end
-local seq = finish(id, 'done', attempt, agent, '')
-wake()
-return { 'ok', seq, 'done' }
+-- Slots freed once per agent (SREM is idempotent: a slot is never freed twice).
+for agent, ids in pairs(slots) do redis.call('SREM', k_agent_tasks(agent), unpack(ids)) end
+if done > 0 then wake() end
+return out

@@ -4,9 +4,12 @@
 -- ARGV[11] stop score or '' (yield once the head sorts after another queue's head)
 -- ARGV[12..] candidate agent ids (the caller's guess; each is re-checked here: online lease,
 --   accepting, pin or capabilities, free slot)
--- Returns {dispatched count, why it stopped: 'empty' | 'full' | 'yield' | 'batch'}.
+-- Returns {dispatched count, why it stopped: 'empty' | 'full' | 'yield' | 'batch' (more may follow)}.
 -- Invariant: a task leaves the queue only together with taking a slot, bumping attempt (the
 -- fencing token) and writing the submit entry into that agent's inbox.
+-- Cost: the heads are read and removed, the slot sets, deadlines and the queue registry written once per
+-- call; per task one HMGET, one HSET, the inbox entry and the event (one SISMEMBER more while some task
+-- type is paused).
 local route, qkey = ARGV[8], KEYS[8]
 local max_n, ack_ms, stop = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local pin, need = '', {}
@@ -27,61 +30,83 @@ local function has_caps(caps_json)
   return true
 end
 
-local cands = {}
+local cands, free = {}, 0
 for i = 12, #ARGV do
   local a = ARGV[i]
   local lease = redis.call('ZSCORE', K_AGENTS, a)
   if lease and tonumber(lease) > NOW and (pin == '' or pin == a) then
-    local f = redis.call('HMGET', k_agent(a), 'accepting', 'conc', 'running', 'caps')
-    if f[1] == '1' and (pin ~= '' or has_caps(f[4])) then
-      cands[#cands + 1] = { id = a, conc = tonumber(f[2]) or 0, running = tonumber(f[3]) or 0 }
+    local f = redis.call('HMGET', k_agent(a), 'accepting', 'conc', 'caps')
+    if f[1] == '1' and (pin ~= '' or has_caps(f[3])) then
+      local c = { id = a, conc = tonumber(f[2]) or 0, running = redis.call('SCARD', k_agent_tasks(a)), new = {} }
+      if c.running < c.conc then free = free + c.conc - c.running end
+      cands[#cands + 1] = c
     end
   end
 end
 
+local want = math.min(max_n, free)
+if want <= 0 then return { 0, 'full' } end
 -- Paused task types (an operator hold) stay queued in place; up to MAX_SKIP of them are passed over
 -- per call to reach the tasks behind them.
-local K_PAUSED = P .. ':ops:paused_types'
-local any_paused, skip, MAX_SKIP = redis.call('SCARD', K_PAUSED) > 0, 0, 200
-local function paused(id)
-  return redis.call('SISMEMBER', K_PAUSED, redis.call('HGET', k_task(id), 'type') or '') == 1
+local K_PAUSED, MAX_SKIP = P .. ':ops:paused_types', 200
+local any_paused = redis.call('SCARD', K_PAUSED) > 0
+local heads = redis.call('ZRANGE', qkey, 0, want - 1 + (any_paused and MAX_SKIP or 0), 'WITHSCORES')
+if #heads == 0 then return { 0, 'empty' } end
+local taken, fields, why, filled = {}, {}, nil, false
+for i = 1, #heads, 2 do
+  if #taken >= want then filled = true; break end
+  if stop and tonumber(heads[i + 1]) > stop then why = 'yield'; break end
+  local t = redis.call('HMGET', k_task(heads[i]), 'status', 'owner', 'type', 'input', 'prio', 'timeout', 'attempt',
+    'seq', 'avoid')
+  if not (any_paused and t[1] == 'queued' and redis.call('SISMEMBER', K_PAUSED, t[3] or '') == 1) then
+    taken[#taken + 1] = heads[i]
+    fields[#taken] = t
+  end
 end
-local n, why = 0, 'batch'
-while n < max_n do
-  local head = redis.call('ZRANGE', qkey, skip, skip, 'WITHSCORES')
-  while any_paused and #head > 0 and paused(head[1]) do
-    skip = skip + 1
-    head = skip < MAX_SKIP and redis.call('ZRANGE', qkey, skip, skip, 'WITHSCORES') or {}
-  end
-  if #head == 0 then why = 'empty'; break end
-  if stop and tonumber(head[2]) > stop then why = 'yield'; break end
-  local id = head[1]
+if #taken == 0 then return { 0, why or 'empty' } end
+redis.call('ZREM', qkey, unpack(taken))
+
+local n, deadlines = 0, {}
+for i, id in ipairs(taken) do
   local tkey = k_task(id)
-  local t = redis.call('HMGET', tkey, 'status', 'owner', 'type', 'input', 'prio', 'timeout', 'avoid')
-  -- The agent it last timed out on (`avoid`) gets it only when no other candidate has room.
-  local best, fallback = nil, nil
-  for _, c in ipairs(cands) do
-    if c.running < c.conc then
-      if c.id == t[7] then fallback = c
-      elseif best == nil or c.running < best.running then best = c end
-    end
-  end
-  best = best or fallback
-  if best == nil then why = 'full'; break end
-  redis.call('ZREM', qkey, id)
+  local t = fields[i]
   -- Anything but `queued` is a leftover member; dropping it keeps the queue moving.
   if t[1] == 'queued' then
-    local attempt = redis.call('HINCRBY', tkey, 'attempt', 1)
-    redis.call('HSET', tkey, 'status', 'assigned', 'agent', best.id, 'slen', 0)
-    take_slot(best.id, id)
+    -- The agent it last timed out on (`avoid`) gets it only when no other candidate has room. There is
+    -- always a candidate with room: no more tasks were taken than free slots.
+    local best, fallback = nil, nil
+    for _, c in ipairs(cands) do
+      if c.running < c.conc then
+        if c.id == t[9] then fallback = c
+        elseif best == nil or c.running < best.running then best = c end
+      end
+    end
+    best = best or fallback
+    local attempt, seq = (tonumber(t[7]) or 0) + 1, (tonumber(t[8]) or 0) + 1
+    local h = {}
+    emit_at(id, t[2], seq, 'task/status', 'assigned', attempt, best.id, '', '', h)
+    redis.call('HSET', tkey, 'status', 'assigned', 'agent', best.id, 'slen', 0, 'attempt', int(attempt),
+      'seq', int(seq), unpack(h))
     best.running = best.running + 1
-    redis.call('ZADD', K_DEADLINES, int(NOW + ack_ms), id)
-    inbox_push(best.id, 'submit', id, attempt, '{"taskId":' .. enc(id) .. ',"attempt":' .. int(attempt)
+    best.new[#best.new + 1] = id
+    deadlines[#deadlines + 1] = int(NOW + ack_ms)
+    deadlines[#deadlines + 1] = id
+    redis.call('XADD', k_inbox(best.id), 'MAXLEN', '~', INBOX_MAX, '*', 'kind', 'submit', 'task_id', id,
+      'attempt', int(attempt), 'payload', '{"taskId":' .. enc(id) .. ',"attempt":' .. int(attempt)
       .. ',"type":' .. enc(t[3]) .. ',"input":' .. t[4] .. ',"priority":' .. t[5]
       .. ',"timeoutSeconds":' .. t[6] .. '}')
-    emit(id, t[2], 'task/status', 'assigned', attempt, best.id, '', '')
     n = n + 1
   end
 end
+for _, c in ipairs(cands) do
+  if #c.new > 0 then redis.call('SADD', k_agent_tasks(c.id), unpack(c.new)) end
+end
+if n > 0 then redis.call('ZADD', K_DEADLINES, unpack(deadlines)) end
 queue_refresh(route)
+if why == nil then
+  -- Every head read was looked at: the queue had no more that could go now.
+  if not filled and (#heads < 2 * want or any_paused) then why = 'empty'
+  elseif n < #taken or want == max_n then why = 'batch'
+  else why = 'full' end
+end
 return { n, why }

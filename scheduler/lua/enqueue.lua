@@ -1,30 +1,60 @@
--- enqueue: store a new task and put it in its queue (or in `delayed` when runAt is ahead).
--- KEYS[8] task hash  KEYS[9] ord counter
--- ARGV[8] task id  [9] owner  [10] type  [11] input JSON  [12] priority  [13] pinned agent or ''
--- ARGV[14] capabilities JSON array  [15] route id  [16] timeout s  [17] max attempts
--- ARGV[18] run_at ms or ''  [19] attempt  [20] seq  [21] status hint ('scheduled' keeps a rebuilt
---   retry waiting until run_at)
--- Returns 1 when stored, 0 when the task id is already known (idempotent).
+-- enqueue: store new tasks and put each in its queue (or in `delayed` when runAt is ahead).
+-- KEYS[8] ord counter
+-- ARGV[8..] one group of 14 per task: task id, owner, type, input JSON, priority, pinned agent or '',
+--   capabilities JSON array, route id, timeout s, max attempts, run_at ms or '', attempt, seq, status hint
+--   ('scheduled' keeps a rebuilt retry waiting until run_at)
+-- Returns how many tasks were stored; a task id already known is skipped (idempotent).
 -- Invariant: a task is in exactly one of: its queue, `delayed`, an agent's slot set, or terminal.
 -- A fresh task (seq 0) records its first status as event seq 1; a rebuilt one keeps its seq.
-local id, route = ARGV[8], ARGV[15]
-if redis.call('EXISTS', KEYS[8]) == 1 then return 0 end
-local ord = redis.call('INCR', KEYS[9])
-local run_at = tonumber(ARGV[18])
-local due_later = run_at ~= nil and run_at > NOW
-local status = due_later and 'scheduled' or 'queued'
-local attempt = tonumber(ARGV[19])
-redis.call('HSET', KEYS[8], 'owner', ARGV[9], 'type', ARGV[10], 'input', ARGV[11], 'prio', ARGV[12],
-  'pin', ARGV[13], 'caps', ARGV[14], 'route', route, 'ord', int(ord), 'timeout', ARGV[16],
-  'maxatt', ARGV[17], 'status', status, 'attempt', int(attempt), 'seq', ARGV[20], 'agent', '', 'fin', '',
-  'runat', ARGV[18])
-if due_later then
-  redis.call('ZADD', K_DELAYED, int(run_at), id)
-else
-  queue_push(id, route, queue_score(ARGV[12], ord), ARGV[13], ARGV[14])
-  wake()
+-- Cost: per task EXISTS, HSET and its event; the ord counter, each queue and the registry once per call.
+-- (Task hash keys are built from the ids in ARGV: the documented exception in scheduler/keys.py.)
+local GROUP = 14
+local fresh, seen = {}, {}
+for base = 8, #ARGV, GROUP do
+  local id = ARGV[base]
+  if not seen[id] and redis.call('EXISTS', k_task(id)) == 0 then fresh[#fresh + 1] = base end
+  seen[id] = true
 end
-if tonumber(ARGV[20]) == 0 then
-  emit(id, ARGV[9], 'task/status', status, attempt, '', '', '')
+if #fresh == 0 then return 0 end
+local ord = redis.call('INCRBY', KEYS[8], #fresh) - #fresh
+local queued = {}  -- route -> { members = {score, id, ...}, head = lowest score, pin, caps }
+local order = {}
+for _, b in ipairs(fresh) do
+  local id, route = ARGV[b], ARGV[b + 7]
+  ord = ord + 1
+  local run_at = tonumber(ARGV[b + 10])
+  local due_later = run_at ~= nil and run_at > NOW
+  local status = due_later and 'scheduled' or 'queued'
+  local attempt = tonumber(ARGV[b + 11])
+  local seq = tonumber(ARGV[b + 12])
+  local emits = seq == 0
+  if emits then seq = 1 end
+  local h = {}
+  if emits then emit_at(id, ARGV[b + 1], 1, 'task/status', status, attempt, '', '', '', h) end
+  redis.call('HSET', k_task(id), 'owner', ARGV[b + 1], 'type', ARGV[b + 2], 'input', ARGV[b + 3],
+    'prio', ARGV[b + 4], 'pin', ARGV[b + 5], 'caps', ARGV[b + 6], 'route', route, 'ord', int(ord),
+    'timeout', ARGV[b + 8], 'maxatt', ARGV[b + 9], 'status', status, 'attempt', int(attempt),
+    'seq', int(seq), 'agent', '', 'fin', '', 'runat', ARGV[b + 10], unpack(h))
+  if due_later then
+    redis.call('ZADD', K_DELAYED, int(run_at), id)
+  else
+    local score = queue_score(ARGV[b + 4], ord)
+    local q = queued[route]
+    if q == nil then
+      q = { members = {}, head = score, pin = ARGV[b + 5], caps = ARGV[b + 6] }
+      queued[route] = q
+      order[#order + 1] = route
+    end
+    q.members[#q.members + 1] = score
+    q.members[#q.members + 1] = id
+    if tonumber(score) < tonumber(q.head) then q.head = score end
+  end
 end
-return 1
+for _, route in ipairs(order) do
+  local q = queued[route]
+  redis.call('ZADD', k_queue(route), unpack(q.members))
+  redis.call('ZADD', K_QUEUES, 'LT', q.head, route)
+  redis.call('HSET', K_ROUTES, route, '{"pin":' .. enc(q.pin) .. ',"caps":' .. q.caps .. '}')
+end
+if #order > 0 then wake() end
+return #fresh

@@ -4,12 +4,14 @@
 -- ARGV[13] retryable '1'|'0'  [14] agent's retry delay ms or ''  [15] backoff base ms
 -- ARGV[16] backoff cap ms  [17] jitter fraction in [0, 1)
 -- Returns {outcome, seq or '', status}. A repeat of the finishing frame is 'duplicate'.
+-- A task still `assigned` records `running` first (the accept the error implies).
 -- Invariant: the slot is freed exactly once; counted attempts (lost ones given back) never exceed max attempts.
 local id, attempt, agent, code = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local refused, f = fence(id, attempt, agent)
 if f[4] == attempt .. ':' .. agent .. ':fail' then return { 'duplicate', '', f[1] } end
 if refused then return { refused, '', f[1] or '' } end
 release_slot(agent, id)
+if f[1] == 'assigned' then implied_accept(id, f, attempt, agent, true) end
 redis.call('HSET', KEYS[8], 'fin', attempt .. ':' .. agent .. ':fail', 'error', code, 'message', ARGV[12])
 local n = tonumber(attempt)
 if ARGV[13] == '1' and counted(n, redis.call('HGET', KEYS[8], 'losses')) < tonumber(f[7]) then

@@ -5,7 +5,8 @@
 -- new), 'stream_gap' (the expected offset: the piece starts beyond the stream's end), 'bad_offset' (the
 -- expected offset: the new part would start inside a UTF-8 character), or a fencing refusal.
 -- Invariant: per attempt, the emitted pieces tile the stream's bytes exactly once, in order; `slen` (its
--- byte length) only grows, and dispatch resets it for a new attempt.
+-- byte length) only grows, and dispatch resets it for a new attempt. A task still `assigned` records
+-- `running` first (the accept the piece implies), once the piece is known to apply.
 local id, attempt, agent = ARGV[8], ARGV[9], ARGV[10]
 local refused, f = fence(id, attempt, agent)
 if refused then return { refused, '', f[1] or '' } end
@@ -20,8 +21,10 @@ if skip > 0 then
   if b >= 0x80 and b < 0xC0 then return { 'bad_offset', int(have), f[1] } end
   delta = string.sub(delta, skip + 1)
 end
+if f[1] == 'assigned' then implied_accept(id, f, attempt, agent, true) end
 redis.call('HSET', KEYS[8], 'slen', int(have + #delta))
 local body = '{"taskId":' .. enc(id) .. ',"attempt":' .. int(attempt) .. ',"offset":' .. int(have)
   .. ',"delta":' .. enc(delta) .. '}'
+note_history(id, f)
 local seq = emit(id, f[5], 'task/stream', '', attempt, agent, '', body)
 return { 'ok', seq, f[1] }

@@ -21,7 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from protocol.envelope import decode_frame, encode_frame
 from protocol.limits import MAX_AGENT_FRAME_BYTES
-from protocol.messages import Heartbeat, TaskAccept, TaskCancel, TaskResult, TaskSubmit
+from protocol.messages import Heartbeat, TaskAccept, TaskCancel, TaskProgress, TaskResult, TaskSubmit
 
 
 @dataclass
@@ -35,6 +35,8 @@ class ScriptedAgent:
     hold_s: float = 0.0
     release: threading.Event | None = None
     """When set, tasks are held until this event is set (instead of `hold_s`)."""
+    progress: int = 0
+    """`task/progress` frames sent between the accept and the result of each task."""
 
     received: list[tuple[str, int]] = field(default_factory=list)
     finished: list[tuple[str, int]] = field(default_factory=list)
@@ -138,6 +140,9 @@ class ScriptedAgent:
             self.max_running = max(self.max_running, self.running_now)
         try:
             await socket.send(encode_frame(TaskAccept(task_id=submit.task_id, attempt=submit.attempt)).decode())
+            for step in range(self.progress):
+                progress = TaskProgress(task_id=submit.task_id, attempt=submit.attempt, data={"step": step})
+                await socket.send(encode_frame(progress).decode())
             hold = self.hold_s
             if isinstance(submit.input, dict) and "holdS" in submit.input:
                 hold = float(submit.input["holdS"])

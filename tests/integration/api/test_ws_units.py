@@ -112,3 +112,20 @@ def test_registry_targets_and_closing() -> None:
     assert apply_control(registry, b"not json") == 0
     registry.remove_agent("a1", "alice", agent)
     assert registry.close_agent("a1", 1008, "gone") == 0
+
+
+def test_progress_gate_lets_a_jittery_stream_under_the_rate_through() -> None:
+    gate = ProgressGate(10.0)  # a token every 0.1 s, at most 10 saved up
+    # ~8/s on average, some frames closer than 0.1 s apart (a strict one-per-interval gate would hold them).
+    times = [0.0, 0.13, 0.24, 0.38, 0.48, 0.63, 0.72, 0.88, 0.96, 0.97]
+    assert all(gate.admit(TaskProgress(task_id="t", attempt=1, data=i), t) for i, t in enumerate(times))
+    assert not gate.holding
+
+
+def test_progress_gate_saves_tokens_while_quiet_but_no_more_than_a_second() -> None:
+    gate = ProgressGate(4.0)
+    assert gate.admit(TaskProgress(task_id="t", attempt=1, data=0), 0.0)
+    burst = [gate.admit(TaskProgress(task_id="t", attempt=1, data=i), 10.0) for i in range(1, 7)]
+    assert burst == [True, True, True, True, False, False]  # 4 saved (one second), then held
+    assert gate.due(10.1) == []
+    assert [p.data for p in gate.due(10.3)] == [6]  # only the latest held one, once a token is back

@@ -7,6 +7,7 @@ import json
 
 from scheduler.client import SchedulerClient
 from scheduler.keys import Keys
+from scheduler.presence import mark_watching
 from tests.integration.scheduler.conftest import spec
 
 
@@ -90,6 +91,8 @@ async def test_recorder_stream_carries_every_event_in_order(sched, service, make
 async def test_events_are_published_to_the_owner_channel(sched, redis_client) -> None:
     pubsub = redis_client.pubsub()
     await pubsub.subscribe(sched.keys.watch_channel("owner-1"))
+    # Someone watches (an API process with a client socket says so; otherwise nothing is published).
+    await mark_watching(redis_client, sched.keys, "api-1", sched.clock.now_ms(), 60_000)
     try:
         await sched.enqueue(spec("t1"))
         async with asyncio.timeout(5):

@@ -19,10 +19,19 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from protocol.envelope import AGENT_SENDS, Frame, decode_frame, encode_frame
+from protocol.envelope import (
+    AGENT_SENDS,
+    Frame,
+    MessageType,
+    decode_batch,
+    decode_frame,
+    encode_batch,
+    encode_frame,
+    encode_payload,
+)
 from protocol.errors import ErrorCode
 from protocol.limits import MAX_AGENT_FRAME_BYTES
-from protocol.messages import Ack, AuthError, AuthOk, ErrorFrame, Heartbeat, Message, TaskSubmit
+from protocol.messages import Ack, AuthError, AuthOk, Batch, ErrorFrame, Heartbeat, Message, TaskSubmit
 
 WAIT_S = 10.0
 """Bound on every wait in these tests (a liveness bound, not a timing assertion)."""
@@ -49,6 +58,10 @@ class FakeApi:
     heartbeat_interval_s: float = 0.05
     auto_ack: bool = True
     refuse_with_http: bool = False
+    features: list[str] | None = None
+    """What `auth/ok` says the server took (None: the field is left out, as for a peer that asked nothing)."""
+    batch_frames: int = 0
+    """`batch` frames the agent sent (their items are in `received`, one by one)."""
     received: list[Received] = field(default_factory=list)
     handshakes: list[Handshake] = field(default_factory=list)
     connections: int = 0
@@ -89,6 +102,22 @@ class FakeApi:
                 task_id=task_id, attempt=attempt, type=task_type, input=input or {}, priority=5, timeout_seconds=60
             )
         )
+
+    async def submit_batch(self, task_ids: list[str], task_type: str) -> None:
+        """Several submits in one `batch` frame (as the server sends what is ready to a batch agent)."""
+        await self.wait_for(lambda: self._current is not None)
+        assert self._current is not None
+        items: list[tuple[MessageType, bytes, str | None]] = [
+            (
+                "task/submit",
+                encode_payload(
+                    TaskSubmit(task_id=t, attempt=1, type=task_type, input={}, priority=5, timeout_seconds=60)
+                ),
+                None,
+            )
+            for t in task_ids
+        ]
+        await self._current.send(encode_batch(items).decode())
 
     async def drop(self) -> None:
         """Close the agent's socket from the server side (an API restart, a network blip)."""
@@ -147,6 +176,7 @@ class FakeApi:
             session_id=uuid.uuid4().hex,
             heartbeat_interval_s=self.heartbeat_interval_s,
             heartbeat_timeout_s=self.heartbeat_interval_s * 4,
+            features=self.features,
         )
         await ws.send(encode_frame(ok).decode())
         await ws.send(encode_frame(Heartbeat(interval=self.heartbeat_interval_s)).decode())
@@ -156,13 +186,22 @@ class FakeApi:
             self._current = ws
             self._changed.notify_all()
         try:
+            batch = "batch" in (self.features or ())
             async for raw in ws:
-                frame = decode_frame(raw, max_bytes=MAX_AGENT_FRAME_BYTES, accept=AGENT_SENDS)
-                if self.auto_ack and frame.type in ("task/accept", "task/result", "task/error"):
-                    await ws.send(encode_frame(Ack(ref=frame.id)).decode())
-                async with self._changed:
-                    self.received.append(Received(conn=conn, frame=frame, binary=isinstance(raw, bytes)))
-                    self._changed.notify_all()
+                outer = decode_frame(
+                    raw, max_bytes=MAX_AGENT_FRAME_BYTES, accept=AGENT_SENDS | {"batch"} if batch else AGENT_SENDS
+                )
+                if isinstance(outer.payload, Batch):
+                    self.batch_frames += 1
+                    frames = [item for item in decode_batch(outer, accept=AGENT_SENDS) if isinstance(item, Frame)]
+                else:
+                    frames = [outer]
+                for frame in frames:
+                    if self.auto_ack and frame.type in ("task/accept", "task/result", "task/error"):
+                        await ws.send(encode_frame(Ack(ref=frame.id)).decode())
+                    async with self._changed:
+                        self.received.append(Received(conn=conn, frame=frame, binary=isinstance(raw, bytes)))
+                        self._changed.notify_all()
         finally:
             async with self._changed:
                 if self._current is ws:
