@@ -22,7 +22,14 @@ IdParam = Annotated[str, Parameter(max_length=64)]
 
 def _holds(request: Request[Any, Any, Any], db_session: AsyncSession) -> Holds:
     state = request.app.state
-    return Holds(db_session, state.redis, state.scheduler, state.settings.redis.prefix)
+    auth = state.settings.auth
+    return Holds(
+        db_session,
+        state.redis,
+        state.scheduler,
+        state.settings.redis.prefix,
+        session_revoke_ttl_s=auth.access_token_ttl_s + auth.jwt_leeway_s,
+    )
 
 
 async def _audit(

@@ -388,7 +388,10 @@ class TaskService:
         no BEGIN/COMMIT round trips around it (a batch keeps its explicit all-or-nothing transaction).
         """
         prepared = self._prepare(data, header_key, None)
-        await self._session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        if not self._session.in_transaction() and data.callback_url is None:
+            # Not when a caller's transaction is open (a schedule's firing, a dead letter's retry), nor when
+            # a second row (the task's callback) must commit with the task.
+            await self._session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         if prepared.key is not None:
             existing = (await self._existing_by_key(user, [prepared.key])).get(prepared.key)
             if existing is not None:

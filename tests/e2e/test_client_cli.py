@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def taskyard() -> list[str]:
     """The installed `taskyard` command, as a user runs it (else the module behind it)."""
     script = Path(sys.executable).with_name("taskyard")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "api"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "taskyard"]
 
 
 def _env(stack: Stack, **extra: str) -> dict[str, str]:

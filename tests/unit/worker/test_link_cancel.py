@@ -117,6 +117,8 @@ async def test_cancel_and_wait_leaves_behind_a_task_that_never_stops(caplog: pyt
 class _DroppingConnection:
     """A connection whose socket dies while the heartbeat is due (a job just finished)."""
 
+    batch = False  # a server without the batch feature: one frame per message
+
     def __init__(self, link: Link) -> None:
         self.auth = AuthOk(
             role="agent", subject_id="a", session_id="s", heartbeat_interval_s=30.0, heartbeat_timeout_s=90.0
