@@ -162,11 +162,16 @@ def watch_task(
 
 
 def _settled(conn: Connection, task_id: str, *, wait_s: float) -> dict[str, Any]:
-    """The task over REST; after a terminal event, give the row a moment to catch up with it."""
+    """The task over REST; after a terminal event, give the row a moment to catch up with it.
+
+    The row's status and its result are written by different paths (the event recorder, the result
+    writer), so a `done` row may show its result a moment after its status.
+    """
     deadline = time.monotonic() + wait_s
     while True:
         task: dict[str, Any] = conn.request("GET", f"/api/tasks/{task_id}")
-        if task["status"] in EXIT_CODES or time.monotonic() >= deadline:
+        settled = task["status"] in EXIT_CODES and (task["status"] != "done" or task.get("result") is not None)
+        if settled or time.monotonic() >= deadline:
             return task
         time.sleep(0.2)
 

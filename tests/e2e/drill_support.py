@@ -85,8 +85,19 @@ class Drill:
         return {k.decode(): v.decode() for k, v in raw.items()}
 
 
-def start_drill(stack: Stack, *, workers: int = 3, tasks: int = TASKS, worker_apis: list[int] | None = None) -> Drill:
-    """A second API and scheduler, `workers` workers (worker i on API `worker_apis[i]`), `tasks` sleeps queued."""
+def start_drill(
+    stack: Stack,
+    *,
+    workers: int = 3,
+    tasks: int = TASKS,
+    worker_apis: list[int] | None = None,
+    progress_every_s: float | None = None,
+) -> Drill:
+    """A second API and scheduler, `workers` workers (worker i on API `worker_apis[i]`), `tasks` sleeps queued.
+
+    `progress_every_s`: the sleeps report progress this often, which makes their attempts `running` on the
+    server at once (our worker sends no `task/accept` for a task that finishes quickly: its result implies it).
+    """
     admin = stack.create_admin()
     apis = [stack.api_url, stack.start_api(name="api-2")]
     stack.start_scheduler(name="scheduler-2")
@@ -102,7 +113,10 @@ def start_drill(stack: Stack, *, workers: int = 3, tasks: int = TASKS, worker_ap
         what="every drill worker online",
     )
     rng = random.Random(7)
-    specs = [{"seconds": round(rng.uniform(0.05, 0.3), 3)} for _ in range(tasks)]
+    specs: list[dict[str, float]] = [{"seconds": round(rng.uniform(0.05, 0.3), 3)} for _ in range(tasks)]
+    if progress_every_s is not None:
+        for spec in specs:
+            spec["progressEvery"] = progress_every_s
     created = stack.submit_batch(
         admin,
         [

@@ -25,7 +25,9 @@ def test_drill_worker_kill_9_and_restart_under_the_same_id(make_stack: StackFact
     Lease and grace are long here (60 s / 45 s), so only the reconnect reconciliation can free them in time.
     """
     stack = make_stack(TASKYARD_API_HEARTBEAT_TIMEOUT_S="60", TASKYARD_API_RECONNECT_GRACE_S="45")
-    drill = start_drill(stack)
+    # Progress makes the attempts `running` at once; a quiet quick task stays `assigned` until its result, and
+    # an assigned attempt is not reconciled (its submit is redelivered to the new process instead).
+    drill = start_drill(stack, progress_every_s=0.03)
     wait_quarter_done(drill)
     victim = drill.workers[0]
     stack.kill(victim.proc, signal.SIGKILL)
