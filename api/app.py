@@ -14,17 +14,19 @@ from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
+from api import wiring
 from api.auth.controllers import AuthController
 from api.auth.passwords import PasswordService
 from api.auth.tokens import AccessTokenCodec, UserCache
+from api.console import console_route_handlers
 from api.db.session import create_engine, create_sessionmaker, provide_db_session
 from api.errors import exception_handlers
 from api.health import healthz, readyz
 from api.http import RequestContextMiddleware, require_json_body
+from api.ops import wiring as ops_wiring
 from api.planner import wiring as planner_wiring
 from api.ratelimit import RateLimiter
 from api.settings import SettingsError
-from api.tasks import wiring
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -139,14 +141,21 @@ def create_app(settings: ApiSettings) -> Litestar:
             allow_credentials=False,
         )
     app = Litestar(
-        route_handlers=[healthz, readyz, AuthController, *wiring.route_handlers(), *planner_wiring.route_handlers()],
+        route_handlers=[
+            healthz,
+            readyz,
+            AuthController,
+            *wiring.route_handlers(),
+            *planner_wiring.route_handlers(),
+            *ops_wiring.route_handlers(),
+        ],
         # The planner's lifespan comes last: it uses the /ws session registry.
         lifespan=[
             _core_lifespan(settings, settings.redis.url.reveal()),
             *wiring.lifespans(),
             *planner_wiring.lifespans(),
         ],
-        dependencies={"db_session": Provide(provide_db_session)},
+        dependencies={"db_session": Provide(provide_db_session), **wiring.dependencies()},
         exception_handlers=exception_handlers(),
         middleware=[require_json_body],
         cors_config=cors,
@@ -157,6 +166,8 @@ def create_app(settings: ApiSettings) -> Litestar:
         logging_config=None,
         debug=False,
     )
+    for handler in console_route_handlers():  # the web console (api/console), / redirecting to it
+        app.register(handler)
     # Wrap the whole handler (routing included) so 404/405 carry the request id and get logged too.
     app.asgi_handler = RequestContextMiddleware(app.asgi_handler, access_log=settings.http.access_log)
     return app

@@ -8,9 +8,14 @@ Each entry: key, Redis type; contents; bound or TTL; written by -> read by.
 `P:task:{id}` HASH
     owner, type, input, prio, pin, caps, route, ord, timeout, maxatt, status, attempt, seq,
     agent (assigned), fin (`attempt:agent:kind` of the frame that finished it), runat, error, message,
-    slen (bytes of the current attempt's `task/stream` text; dispatch resets it).
+    slen (bytes of the current attempt's `task/stream` text; dispatch resets it),
+    losses (attempts lost with their agent: not counted against maxatt, bounded by `max_losses`),
+    avoid (the agent it last timed out on; dispatch prefers any other with room).
     No TTL while active; `task_ttl_s` once terminal.
     Written by every script -> read by every script and `known_task_ids`.
+`P:out:{id}` STRING
+    The output of the result that made the task `done`, until the database has it (a result whose commit
+    died with its API replica is filled in from here). TTL `output_keep_s`. complete -> the reconciler.
 `P:hist:{id}` STREAM
     The task's events (status, progress, stream pieces); entry id `0-{seq}`, so "after seq" is one XRANGE.
     MAXLEN ~ `history_maxlen`; TTL `task_ttl_s`, refreshed per event.
@@ -42,12 +47,14 @@ Each entry: key, Redis type; contents; bound or TTL; written by -> read by.
     Agents with a lease; score = lease end (ms). One member per agent until reaped or offline.
     heartbeat -> dispatch, reap_agents, `online_agents()`, `is_online()`.
 `P:agent:{id}` HASH
-    owner, caps (JSON), conc, accepting, running (slots in use). TTL lease + `agent_keep_s`,
+    owner, caps (JSON), conc, accepting, running (slots in use), sess (latest session id: only its close
+    starts a reconnect grace). TTL lease + `agent_keep_s`,
     refreshed per heartbeat (the reaper deletes it first).
     heartbeat, dispatch, complete, fail, cancel, timeouts -> dispatch, `online_agents()`.
 `P:agent:{id}:tasks` SET
     Task ids holding a slot on the agent; `running` equals its size. Same TTL as the agent hash.
-    dispatch (add); complete, fail, cancel, timeouts (remove) -> reap_agents, agent_offline.
+    dispatch (add); complete, fail, cancel, timeouts, reconcile_agent (remove) -> reap_agents, agent_offline,
+    reconcile_agent.
 `P:agent:{id}:inbox` STREAM (group `deliver`)
     `submit` / `cancel` entries for the agent. MAXLEN ~ `inbox_maxlen`; TTL `inbox_ttl_s`,
     refreshed per entry and heartbeat. dispatch, cancel, timeouts, reap_agents -> `read_inbox()`.
@@ -62,6 +69,10 @@ Each entry: key, Redis type; contents; bound or TTL; written by -> read by.
     The sweep loop -> `python -m scheduler --check`.
 `P:watch:{owner}` Pub/Sub channel
     Every event of the owner's tasks as JSON. Every event-producing script -> API fan-out.
+`P:ops:paused_types` SET, `P:ops:paused_routes` SET, `P:ops:drained` SET
+    Operator holds: task types and route ids not dispatched, agent ids given no new task. One
+    member per hold; no TTL. The API's admin routes -> dispatch.lua (types), the dispatch loop
+    (routes, agents).
 `P:control` Pub/Sub channel
     `{"kind": ..., "id": ...}` for API replicas. `publish_control()` -> API replicas.
 
@@ -107,6 +118,9 @@ class Keys:
 
     def task(self, task_id: str) -> str:
         return f"{self.prefix}:task:{task_id}"
+
+    def pending_output(self, task_id: str) -> str:
+        return f"{self.prefix}:out:{task_id}"
 
     def history(self, task_id: str) -> str:
         return f"{self.prefix}:hist:{task_id}"
@@ -161,6 +175,15 @@ class Keys:
 
     def control_channel(self) -> str:
         return f"{self.prefix}:control"
+
+    def paused_types(self) -> str:
+        return f"{self.prefix}:ops:paused_types"
+
+    def paused_routes(self) -> str:
+        return f"{self.prefix}:ops:paused_routes"
+
+    def drained_agents(self) -> str:
+        return f"{self.prefix}:ops:drained"
 
     def pattern(self) -> str:
         """Every key under the prefix (for tests and operators; never used on a hot path)."""

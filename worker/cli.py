@@ -1,7 +1,8 @@
 """`python -m worker`: flags -> settings -> registry -> Agent, signal handling and exit codes.
 
 Exit codes: 0 after a clean stop (drained), 1 when `--check` fails, 2 for bad configuration or credentials
-the server refuses (retrying them cannot help, so a supervisor should not loop on it).
+the server refuses (retrying them cannot help, so a supervisor should not loop on it), 3 when the watchdog
+found the link hung (`worker.agent.EXIT_HUNG`: restart it).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class _FieldsFormatter(logging.Formatter):
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m worker",
+        prog=os.environ.get("TASKYARD_PROG", "python -m worker"),
         description="Run one taskyard agent: connect to the API over WebSocket and run tasks. "
         "Every flag overrides its TASKYARD_WORKER_* environment variable.",
     )

@@ -5,6 +5,7 @@ Owns the `agents` table. Presence (online, load) is read from the scheduler, nev
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import logging
@@ -20,19 +21,39 @@ from sqlalchemy import func, select
 from api.agents.schemas import MAX_AGENT_META_BYTES, AgentCreate, AgentCreated, AgentUpdate
 from api.db.base import utcnow
 from api.db.models.agents import Agent
+from api.db.models.users import User
 from api.errors import NotFoundError, PayloadTooLargeError, UnauthorizedError
 from protocol.views import AgentView
 from scheduler.types import AgentPresence, AgentSpec
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from api.auth.identity import CurrentUser
     from scheduler.client import SchedulerClient
 
-__all__ = ("AgentRecord", "AgentService", "hash_token", "new_token")
+__all__ = ("AgentRecord", "AgentService", "PinnedTasks", "hash_token", "new_token")
 
 logger = logging.getLogger(__name__)
+
+
+class PinnedTasks:
+    """What deleting an agent needs from the task side, handed in by `api.wiring` (agents never import tasks).
+
+    A concrete class rather than a Protocol: Litestar checks a dependency's value against its annotation.
+    """
+
+    __slots__ = ("_cancel",)
+
+    def __init__(self, cancel_pinned_to: Callable[[str], Awaitable[int]]) -> None:
+        self._cancel = cancel_pinned_to
+
+    async def cancel_pinned_to(self, agent_id: str) -> int:
+        """End the unfinished tasks pinned to `agent_id` (they can never run now); the caller commits."""
+        return await self._cancel(agent_id)
+
 
 # Compared against when the agent id is unknown, so a miss costs the same as a wrong token.
 _DUMMY_HASH = hashlib.sha256(b"taskyard-no-such-agent").hexdigest()
@@ -78,7 +99,11 @@ def _check_meta(meta: dict[str, Any]) -> None:
         raise PayloadTooLargeError(f"meta is over {MAX_AGENT_META_BYTES} bytes", {"field": "meta"})
 
 
-def _out(agent: Agent, presence: AgentPresence | None) -> dict[str, Any]:
+def _out(agent: Agent, presence: AgentPresence | None, lease_s: float | None = None) -> dict[str, Any]:
+    last_heartbeat = None
+    if presence is not None and lease_s is not None:
+        # Each renewal sets the lease to now + lease_s, so its end tells when the last one happened.
+        last_heartbeat = dt.datetime.fromtimestamp(presence.lease_until_ms / 1000 - lease_s, dt.UTC)
     return {
         "id": agent.id,
         "name": agent.name,
@@ -93,6 +118,7 @@ def _out(agent: Agent, presence: AgentPresence | None) -> dict[str, Any]:
         "running": presence.running if presence is not None else 0,
         "created_at": agent.created_at,
         "updated_at": agent.updated_at,
+        "last_heartbeat_at": last_heartbeat,
     }
 
 
@@ -103,9 +129,11 @@ class AgentService:
     as not found, exactly like an unknown id.
     """
 
-    def __init__(self, session: AsyncSession, scheduler: SchedulerClient) -> None:
+    def __init__(self, session: AsyncSession, scheduler: SchedulerClient, *, lease_s: float | None = None) -> None:
         self._session = session
         self._scheduler = scheduler
+        self._lease_s = lease_s
+        """The agents' presence lease (`heartbeat_timeout_s`); without it views carry no `lastHeartbeatAt`."""
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -127,7 +155,7 @@ class AgentService:
     async def view(self, user: CurrentUser, agent_id: str) -> AgentView:
         agent = await self.get_visible(user, agent_id)
         presence = await self._presence()
-        return AgentView(**_out(agent, presence.get(agent.id)))
+        return AgentView(**_out(agent, presence.get(agent.id), self._lease_s))
 
     async def list_visible(self, user: CurrentUser, *, limit: int, offset: int) -> tuple[list[AgentView], int]:
         query = select(Agent)
@@ -142,7 +170,7 @@ class AgentService:
             .all()
         )
         presence = await self._presence()
-        return [AgentView(**_out(a, presence.get(a.id))) for a in rows], total
+        return [AgentView(**_out(a, presence.get(a.id), self._lease_s)) for a in rows], total
 
     # --- writes (admin only; the controller guards) -----------------------------------------
 
@@ -240,6 +268,9 @@ class AgentService:
         expected = agent.token_hash if agent is not None else _DUMMY_HASH
         ok = hmac.compare_digest(hash_token(token).encode(), expected.encode())
         if agent is None or not ok:
+            raise UnauthorizedError("invalid agent credentials")
+        # A disabled owner's agents are refused too (the `user_disabled` control message closes their sockets).
+        if not await self._session.scalar(select(User.is_active).where(User.id == agent.owner_id)):
             raise UnauthorizedError("invalid agent credentials")
         return _record(agent)
 

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from api.agents.service import AgentService
 from api.db.base import JsonColumn, utcnow
 from api.db.models.tasks import Task, TaskEvent
+from api.db.models.webhooks import TaskCallback
 from api.errors import (
     ApiError,
     ConflictError,
@@ -258,6 +259,8 @@ class TaskService:
         self._scheduler = scheduler
         self._limiter = limiter
         self._submit_limit = submit_limit
+        self._callbacks: dict[str, str] = {}
+        """Task id -> `callbackUrl` of rows built by `_new_row`, written by `_insert` (webhooks)."""
 
     # --- submission ---------------------------------------------------------------------------
 
@@ -328,7 +331,7 @@ class TaskService:
         # The first status change is written with the row, so the history is whole even if Redis
         # never hears of the task; the enqueue (seq 0) makes the scheduler emit the same event as
         # seq 1, which the recorder then merges onto this entry.
-        return Task(
+        task = Task(
             id=str(uuid.uuid4()),
             owner_id=user.id,
             type=data.type,
@@ -348,6 +351,9 @@ class TaskService:
             updated_at=now,
             history=[history.entry(1, status, attempt=0, agent_id=None, data=None, at=now)],
         )
+        if data.callback_url is not None:
+            self._callbacks[task.id] = data.callback_url
+        return task
 
     async def _insert(self, tasks: list[Task]) -> None:
         """One Core INSERT (executemany for a batch; no ORM flush, no event rows). Raises IntegrityError
@@ -355,6 +361,8 @@ class TaskService:
         conn = await self._session.connection()
         rows = [{k: getattr(t, k) for k in _NEW_ROW_KEYS} for t in tasks]
         await conn.execute(insert(cast("Table", Task.__table__)), rows[0] if len(rows) == 1 else rows)
+        if callbacks := [{"task_id": t.id, "url": self._callbacks[t.id]} for t in tasks if t.id in self._callbacks]:
+            await conn.execute(insert(cast("Table", TaskCallback.__table__)), callbacks)
 
     async def _enqueue(self, tasks: list[Task]) -> None:
         """After the commit. A Redis failure is logged, not raised: the reconciler enqueues the rows."""
@@ -377,10 +385,14 @@ class TaskService:
         """Create one task; returns it and whether it was created now (False: an idempotent replay).
 
         The one INSERT runs in autocommit: it is its own transaction, durable when it returns, with
-        no BEGIN/COMMIT round trips around it (a batch keeps its explicit all-or-nothing transaction).
+        no BEGIN/COMMIT round trips around it (a task with a `callbackUrl`, which adds a second row, and
+        a batch keep an explicit all-or-nothing transaction).
         """
         prepared = self._prepare(data, header_key, None)
-        await self._session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        # With a callback the task row and its callback row commit together; a caller that already
+        # opened a transaction (a dead letter's retry) keeps it.
+        if data.callback_url is None and not self._session.in_transaction():
+            await self._session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         if prepared.key is not None:
             existing = (await self._existing_by_key(user, [prepared.key])).get(prepared.key)
             if existing is not None:
@@ -576,10 +588,12 @@ class TaskService:
         Raises whatever Redis or the database raise when they are down: then nothing is acked and
         the agent resends (a resend is answered as a duplicate once the first one got through).
         """
-        if len(msgspec.json.encode(output)) > MAX_TASK_OUTPUT_BYTES:
+        encoded = msgspec.json.encode(output)
+        if len(encoded) > MAX_TASK_OUTPUT_BYTES:
             return Recorded(False, False, None, ErrorCode.PAYLOAD_TOO_LARGE)
         async with self._redis_lane or contextlib.nullcontext():
-            applied = await self._scheduler.complete(task_id, attempt, agent_id)
+            # Redis keeps the output a while: if this process dies before the commit, the reconciler fills it in.
+            applied = await self._scheduler.complete(task_id, attempt, agent_id, encoded)
         if applied.outcome not in (Outcome.OK, Outcome.DUPLICATE):
             return Recorded(False, False, applied.status, _REFUSALS.get(applied.outcome, ErrorCode.CONFLICT))
         params = {

@@ -39,20 +39,36 @@ for i = 12, #ARGV do
   end
 end
 
+-- Paused task types (an operator hold) stay queued in place; up to MAX_SKIP of them are passed over
+-- per call to reach the tasks behind them.
+local K_PAUSED = P .. ':ops:paused_types'
+local any_paused, skip, MAX_SKIP = redis.call('SCARD', K_PAUSED) > 0, 0, 200
+local function paused(id)
+  return redis.call('SISMEMBER', K_PAUSED, redis.call('HGET', k_task(id), 'type') or '') == 1
+end
 local n, why = 0, 'batch'
 while n < max_n do
-  local head = redis.call('ZRANGE', qkey, 0, 0, 'WITHSCORES')
+  local head = redis.call('ZRANGE', qkey, skip, skip, 'WITHSCORES')
+  while any_paused and #head > 0 and paused(head[1]) do
+    skip = skip + 1
+    head = skip < MAX_SKIP and redis.call('ZRANGE', qkey, skip, skip, 'WITHSCORES') or {}
+  end
   if #head == 0 then why = 'empty'; break end
   if stop and tonumber(head[2]) > stop then why = 'yield'; break end
-  local best = nil
-  for _, c in ipairs(cands) do
-    if c.running < c.conc and (best == nil or c.running < best.running) then best = c end
-  end
-  if best == nil then why = 'full'; break end
   local id = head[1]
-  redis.call('ZREM', qkey, id)
   local tkey = k_task(id)
-  local t = redis.call('HMGET', tkey, 'status', 'owner', 'type', 'input', 'prio', 'timeout')
+  local t = redis.call('HMGET', tkey, 'status', 'owner', 'type', 'input', 'prio', 'timeout', 'avoid')
+  -- The agent it last timed out on (`avoid`) gets it only when no other candidate has room.
+  local best, fallback = nil, nil
+  for _, c in ipairs(cands) do
+    if c.running < c.conc then
+      if c.id == t[7] then fallback = c
+      elseif best == nil or c.running < best.running then best = c end
+    end
+  end
+  best = best or fallback
+  if best == nil then why = 'full'; break end
+  redis.call('ZREM', qkey, id)
   -- Anything but `queued` is a leftover member; dropping it keeps the queue moving.
   if t[1] == 'queued' then
     local attempt = redis.call('HINCRBY', tkey, 'attempt', 1)

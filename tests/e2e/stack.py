@@ -20,11 +20,12 @@ from typing import Any
 
 import httpx
 
-from api.embedded import EmbeddedRedis, find_free_port
+from taskyard.embedded import EmbeddedRedis, find_free_port
 
 HEARTBEAT_INTERVAL_S = 0.5
 HEARTBEAT_TIMEOUT_S = 2.0
 SWEEP_INTERVAL_S = 0.25
+RECONNECT_GRACE_S = 1.0
 RECOVERY_BOUND_S = HEARTBEAT_TIMEOUT_S + SWEEP_INTERVAL_S + 5.0
 JWT_SECRET = "e2e-secret-" + "y" * 48
 ADMIN_EMAIL = "admin@example.com"
@@ -75,7 +76,7 @@ class Stack:
 
     def start_redis(self, port: int | None = None) -> str:
         # Prefer the system redis-server (7.x in CI); the embedded 6.2 one works too.
-        from api.embedded import redis_server_binary
+        from taskyard.embedded import redis_server_binary
 
         self.redis = EmbeddedRedis(port=port, binary=redis_server_binary(prefer_path=True))
         return self.redis.start()
@@ -110,6 +111,7 @@ class Stack:
             "TASKYARD_DATA_DIR": str(self.workdir / "data"),
             "TASKYARD_API_HEARTBEAT_INTERVAL_S": str(HEARTBEAT_INTERVAL_S),
             "TASKYARD_API_HEARTBEAT_TIMEOUT_S": str(HEARTBEAT_TIMEOUT_S),
+            "TASKYARD_API_RECONNECT_GRACE_S": str(RECONNECT_GRACE_S),
             "TASKYARD_API_RECONCILE_INTERVAL_S": "0.5",
             "TASKYARD_SCHEDULER_SWEEP_INTERVAL_S": str(SWEEP_INTERVAL_S),
             "TASKYARD_SCHEDULER_ASSIGN_TIMEOUT_S": "3",
@@ -142,7 +144,7 @@ class Stack:
 
     def migrate(self) -> None:
         result = subprocess.run(
-            [sys.executable, "-m", "api", "migrate"],
+            [sys.executable, "-m", "taskyard", "migrate"],
             env=self.env(),
             capture_output=True,
             timeout=120,
@@ -153,7 +155,7 @@ class Stack:
 
     def start_api(self, name: str = "api", port: int | None = None, **env: str) -> str:
         port = port or find_free_port()
-        argv = [sys.executable, "-m", "api", "api", "--host", "127.0.0.1", "--port", str(port)]
+        argv = [sys.executable, "-m", "taskyard", "api", "--host", "127.0.0.1", "--port", str(port)]
         proc = self.spawn(name, argv, **env)
         url = f"http://127.0.0.1:{port}"
 
@@ -173,9 +175,16 @@ class Stack:
         return self.spawn(name, [sys.executable, "-m", "scheduler"])
 
     def start_worker(
-        self, agent_id: str, token: str, *, concurrency: int = 4, name: str = "worker", **env: str
+        self,
+        agent_id: str,
+        token: str,
+        *,
+        concurrency: int = 4,
+        name: str = "worker",
+        api_url: str | None = None,
+        **env: str,
     ) -> Proc:
-        ws_url = self.api_url.replace("http://", "ws://") + "/ws"
+        ws_url = (api_url or self.api_url).replace("http://", "ws://") + "/ws"
         return self.spawn(
             name,
             [sys.executable, "-m", "worker", "--enable-crash-handler"],
@@ -215,7 +224,7 @@ class Stack:
         if self._admin_token:
             return self._admin_token
         result = subprocess.run(
-            [sys.executable, "-m", "api", "create-admin", "--email", ADMIN_EMAIL, "--password", ADMIN_PASSWORD],
+            [sys.executable, "-m", "taskyard", "create-admin", "--email", ADMIN_EMAIL, "--password", ADMIN_PASSWORD],
             env=self.env(),
             capture_output=True,
             timeout=120,

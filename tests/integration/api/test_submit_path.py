@@ -112,7 +112,7 @@ def test_batch_submit_is_one_transaction_and_one_row_per_task(env: Env, tally: T
 
 def test_submit_and_cancel_keep_their_history_on_sqlite(make_env: Any, tmp_path: Any) -> None:
     """The dev database: the autocommit INSERT and the JSON history appends work on SQLite too."""
-    from api.migrate import upgrade
+    from taskyard.migrate import upgrade
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'dev.db'}"
     upgrade(url)

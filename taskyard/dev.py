@@ -2,7 +2,7 @@
 
 Resolves Redis (REDIS_URL, else an embedded redis-server) and the database (DATABASE_URL, else
 SQLite in the data folder), migrates, ensures a dev admin and a dev agent (kept in `dev.json` so
-restarts reuse them), then supervises the API, a scheduler and workers as child processes. On
+restarts reuse them), then supervises the API, a scheduler, the side-jobs process and workers as child processes. On
 SIGINT/SIGTERM every child gets SIGTERM in reverse start order; a child that dies stops the stack
 with a non-zero exit; if the supervisor itself is killed, Linux ends the children too. Development
 only: it prints credentials.
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from api.embedded import EmbeddedRedis, die_with_parent, redis_server_binary
+from taskyard.embedded import EmbeddedRedis, die_with_parent, redis_server_binary
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -129,7 +129,7 @@ async def _ensure_credentials(settings: ApiSettings, state_path: Path) -> tuple[
 
     Returns (state, whether anything was created).
     """
-    from api.cli import create_agent, ensure_admin
+    from taskyard.chores import create_agent, ensure_admin
 
     state = _read_state(state_path)
     created = False
@@ -272,8 +272,8 @@ def _supervise(stack: _Stack, stop: threading.Event) -> int:
 
 
 def _start(options: DevOptions, environ: Mapping[str, str], stack: _Stack, stop: threading.Event) -> int:
-    from api.migrate import async_database_url, upgrade
     from api.settings import load_settings
+    from taskyard.migrate import async_database_url, upgrade
 
     data_dir = Path(options.data_dir or environ.get("TASKYARD_DATA_DIR") or ".taskyard").resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -298,9 +298,11 @@ def _start(options: DevOptions, environ: Mapping[str, str], stack: _Stack, stop:
     state, created = asyncio.run(_ensure_credentials(settings, data_dir / DEV_STATE_FILE))
 
     python = sys.executable
-    _spawn(stack, "api", [python, "-m", "api", "api", "--host", host, "--port", str(port)], env)
+    _spawn(stack, "api", [python, "-m", "taskyard", "api", "--host", host, "--port", str(port)], env)
     if options.scheduler:
         _spawn(stack, "scheduler", [python, "-m", "scheduler"], env)
+    # Side jobs (rq): retention purges and the task counts /metrics reads.
+    _spawn(stack, "jobs", [python, "-m", "api.jobs"], env)
     connect_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - only compared
     base_url = f"http://{connect_host}:{port}"
     if not _wait_ready(base_url, stack, stop):
