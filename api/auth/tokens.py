@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from api.auth.cache import UserCache
 from api.auth.identity import CurrentUser
-from api.auth.keys import revoked_session_key, revoked_token_key
+from api.auth.keys import revoked_session_key, revoked_token_key, user_version_key
 from api.db.models.auth import RefreshToken, RevokedToken
 from api.db.models.users import User
 from api.errors import UnauthorizedError
@@ -150,14 +150,19 @@ def _refuse(reason: str) -> UnauthorizedError:
 
 
 async def _revoked_in_redis(redis: redis.asyncio.Redis | None, prefix: str, claims: AccessClaims) -> bool | None:
-    """True when Redis holds a revocation of the token or of its session; None when Redis is unavailable."""
+    """True when Redis holds a revocation of the token, of its session, or of its user's token version;
+    None when Redis is unavailable (one round trip)."""
     if redis is None:
         return None
     keys = [revoked_token_key(prefix, claims.jti)]
     if claims.session_id:
         keys.append(revoked_session_key(prefix, claims.session_id))
     try:
-        return bool(await redis.exists(*keys))
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.exists(*keys)
+            pipe.get(user_version_key(prefix, claims.user_id))
+            found, min_version = await pipe.execute()
+        return bool(found) or (min_version is not None and claims.token_version < int(min_version))
     except RedisError:
         # The database below is the source of truth; a Redis outage only loses the fast path.
         logger.warning("revocation cache unavailable; checking the database")

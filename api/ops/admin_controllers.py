@@ -22,14 +22,7 @@ IdParam = Annotated[str, Parameter(max_length=64)]
 
 def _holds(request: Request[Any, Any, Any], db_session: AsyncSession) -> Holds:
     state = request.app.state
-    auth = state.settings.auth
-    return Holds(
-        db_session,
-        state.redis,
-        state.scheduler,
-        state.settings.redis.prefix,
-        session_revoke_ttl_s=auth.access_token_ttl_s + auth.jwt_leeway_s,
-    )
+    return Holds(db_session, state.redis, state.scheduler, state.settings.redis.prefix)
 
 
 async def _audit(

@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 import msgspec
-from sqlalchemy import select, update
+from sqlalchemy import update
 
-from api.auth.keys import revoked_session_key
+from api.auth.keys import USER_VERSION_TTL_S, user_version_key
 from api.db.base import utcnow
 from api.db.models.agents import Agent
 from api.db.models.auth import RefreshToken
@@ -74,22 +74,12 @@ def _names(raw: set[bytes] | set[str]) -> list[str]:
 
 
 class Holds:
-    def __init__(
-        self,
-        session: AsyncSession,
-        redis: redis.asyncio.Redis,
-        scheduler: SchedulerClient,
-        prefix: str,
-        *,
-        session_revoke_ttl_s: int = 3600,
-    ):
+    def __init__(self, session: AsyncSession, redis: redis.asyncio.Redis, scheduler: SchedulerClient, prefix: str):
         self._session = session
         self._redis = redis
         self._scheduler = scheduler
         self._prefix = prefix
         self._keys = Keys(prefix)
-        self._session_revoke_ttl_s = session_revoke_ttl_s
-        """How long a revoked session's Redis key must live: longer than any access token of it."""
 
     async def view(self) -> HoldsView:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -164,26 +154,21 @@ class Holds:
             raise NotFoundError("no such user")
         if not active and user.id == admin.id:
             raise ConflictError("an admin cannot disable themselves")
-        families: list[str] = []
         if user.is_active != active:
             user.is_active = active
             user.updated_at = utcnow()
             if not active:
                 # Every access token carries the version: bumping it ends them all, revocation cache or not.
                 user.token_version += 1
-                live = (RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
-                families = list(
-                    (await self._session.scalars(select(RefreshToken.family_id).where(*live).distinct())).all()
+                await self._session.execute(
+                    update(RefreshToken)
+                    .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
+                    .values(revoked_at=utcnow())
                 )
-                await self._session.execute(update(RefreshToken).where(*live).values(revoked_at=utcnow()))
             await self._session.commit()
         if not active:
-            # Replicas serve checked tokens from a short cache; a revoked session in Redis is refused on
-            # every request at once (the same path a logout takes).
-            if families:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for family_id in families:
-                        pipe.set(revoked_session_key(self._prefix, family_id), "1", ex=self._session_revoke_ttl_s)
-                    await pipe.execute()
+            # Replicas serve checked tokens from a short cache: this key makes them refuse the old
+            # version on the next request instead of within the cache's bound.
+            await self._redis.set(user_version_key(self._prefix, user.id), user.token_version, ex=USER_VERSION_TTL_S)
             await publish_control(self._redis, self._prefix, "user_disabled", user.id)
         return UserStateView(user_id=user.id, active=user.is_active)

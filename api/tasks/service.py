@@ -385,12 +385,13 @@ class TaskService:
         """Create one task; returns it and whether it was created now (False: an idempotent replay).
 
         The one INSERT runs in autocommit: it is its own transaction, durable when it returns, with
-        no BEGIN/COMMIT round trips around it (a batch keeps its explicit all-or-nothing transaction).
+        no BEGIN/COMMIT round trips around it (a task with a `callbackUrl`, which adds a second row, and
+        a batch keep an explicit all-or-nothing transaction).
         """
         prepared = self._prepare(data, header_key, None)
-        if not self._session.in_transaction() and data.callback_url is None:
-            # Not when a caller's transaction is open (a schedule's firing, a dead letter's retry), nor when
-            # a second row (the task's callback) must commit with the task.
+        # With a callback the task row and its callback row commit together; a caller that already
+        # opened a transaction (a dead letter's retry) keeps it.
+        if data.callback_url is None and not self._session.in_transaction():
             await self._session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         if prepared.key is not None:
             existing = (await self._existing_by_key(user, [prepared.key])).get(prepared.key)

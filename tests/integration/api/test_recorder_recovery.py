@@ -129,7 +129,7 @@ async def test_a_failed_batch_is_retried_at_once_when_the_database_returns(
 
         proxy.restore()
         await wait_for(lambda: _all_assigned(statuses), "the backlog to drain")
-        assert metrics.recorder_unapplied.collect()[0].samples[0].value == 0
+        await wait_for(lambda: _applied(metrics), "the unapplied gauge to reach 0 (set after the ack)")
         await wait_for(lambda: _no_backlog(sched), "the backlog metric to reach 0")
     finally:
         await recorder.stop()
@@ -139,6 +139,10 @@ async def test_a_failed_batch_is_retried_at_once_when_the_database_returns(
 
 async def _unapplied(metrics: Metrics) -> bool:
     return metrics.recorder_unapplied.collect()[0].samples[0].value > 0
+
+
+async def _applied(metrics: Metrics) -> bool:
+    return metrics.recorder_unapplied.collect()[0].samples[0].value == 0
 
 
 async def _all_assigned(statuses: Any) -> bool:
