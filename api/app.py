@@ -20,7 +20,7 @@ from api.auth.tokens import AccessTokenCodec
 from api.db.session import create_engine, create_sessionmaker, provide_db_session
 from api.errors import exception_handlers
 from api.health import healthz, readyz
-from api.http import RequestContextMiddleware, require_json_body
+from api.http import RequestContextMiddleware, guard_json_body
 from api.planner import wiring as planner_wiring
 from api.ratelimit import RateLimiter
 from api.settings import SettingsError
@@ -145,7 +145,7 @@ def create_app(settings: ApiSettings) -> Litestar:
         ],
         dependencies={"db_session": Provide(provide_db_session)},
         exception_handlers=exception_handlers(),
-        middleware=[require_json_body],
+        middleware=[guard_json_body(settings.http.request_max_body_size)],
         cors_config=cors,
         openapi_config=OpenAPIConfig(
             title="taskyard", version="0.1.0", path="/schema", render_plugins=[SwaggerRenderPlugin()]
