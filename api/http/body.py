@@ -106,6 +106,28 @@ def _decode(raw: bytes) -> Any:
         raise BadRequestError("malformed JSON body") from None
 
 
+# NUL (PostgreSQL text and jsonb refuse it) and lone surrogates (not encodable as UTF-8).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _unstorable_string(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return _UNSTORABLE.search(value) is not None
+    if depth > MAX_BODY_DEPTH:
+        return False
+    if isinstance(value, list):
+        return any(_unstorable_string(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return any(_unstorable_string(k, depth + 1) or _unstorable_string(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _check_strings(raw: bytes, value: Any) -> None:
+    """Such characters can only arrive as `\\u` escapes, so bodies without one skip the walk."""
+    if b"\\u" in raw and _unstorable_string(value):
+        raise ValidationFailedError("strings may not contain NUL (\\u0000) or unpaired surrogates", {"field": "body"})
+
+
 def _check_types(value: Any, data_type: Any) -> None:
     """Strict conversion (no string-to-number coercion); the value itself is left for Litestar to convert."""
     try:
@@ -146,6 +168,7 @@ def guard_json_body(max_size: int) -> Any:
             raw, messages = await _read_body(receive, max_size)
             if raw:
                 value = _decode(raw)
+                _check_strings(raw, value)
                 data_type = _data_type(scope)
                 if data_type is not None:
                     _check_types(value, data_type)
