@@ -63,6 +63,12 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         status: list[int] = []
+        if _has_nul(scope):
+            # No route could use it and PostgreSQL refuses it in text: answer before anything reads it.
+            status.append(400)
+            await _send_error_with_headers(send, ErrorCode.BAD_REQUEST, "NUL (%00) is not allowed in URLs", rid)
+            self._log(scope, rid, status, started)
+            return
         # Set when the app answers an error with a non-JSON body (Litestar's HTML 404 under /schema):
         # that body is dropped and the one error body is sent instead.
         replaced: list[bool] = []
@@ -94,15 +100,18 @@ class RequestContextMiddleware:
                 status.append(ErrorCode.INTERNAL_ERROR.http_status)
                 await _send_error(send_with_id_raw, ErrorCode.INTERNAL_ERROR, "internal error", rid)
         finally:
-            if self._access_log:
-                access_logger.info(
-                    "request_id=%s method=%s path=%s status=%s latency_ms=%.1f",
-                    rid,
-                    scope.get("method", ""),
-                    _printable(scope.get("path", "")),
-                    status[0] if status else 0,
-                    (time.perf_counter() - started) * 1000,
-                )
+            self._log(scope, rid, status, started)
+
+    def _log(self, scope: Scope, rid: str, status: list[int], started: float) -> None:
+        if self._access_log:
+            access_logger.info(
+                "request_id=%s method=%s path=%s status=%s latency_ms=%.1f",
+                rid,
+                scope.get("method", ""),
+                _printable(scope.get("path", "")),
+                status[0] if status else 0,
+                (time.perf_counter() - started) * 1000,
+            )
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
         """One access line when the socket ends: 101 if it was accepted, else the refusal (403 or a status)."""
@@ -130,6 +139,19 @@ class RequestContextMiddleware:
                     status[0] if status else 0,
                     (time.perf_counter() - started) * 1000,
                 )
+
+
+def _has_nul(scope: Scope) -> bool:
+    return "\x00" in scope.get("path", "") or b"%00" in bytes(scope.get("query_string", b""))
+
+
+async def _send_error_with_headers(send: Send, code: ErrorCode, message: str, rid: str) -> None:
+    async def with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = _with_headers(list(message.get("headers", ())), rid)
+        await send(message)
+
+    await _send_error(with_headers, code, message, rid)
 
 
 def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:

@@ -50,6 +50,12 @@ def test_hostile_bodies_get_a_4xx_error_body_before_and_after_auth(stack: Stack)
         for field, value in (("priority", "5"), ("maxAttempts", True), ("timeoutSeconds", 1.5)):
             response = client.post("/api/tasks", json={"type": "echo", field: value}, headers=auth)
             assert _assert_error_body(response, 422)["details"]["field"] == field
+        # NUL cannot be stored by PostgreSQL: refused at the edge, not a 500 from the database.
+        response = client.post("/api/tasks", json={"type": "echo", "input": {"t": "a\u0000b"}}, headers=auth)
+        assert _assert_error_body(response, 422)["error"] == "validation_error"
+        # ... nor in a query string or a path.
+        for url in ("/api/tasks?type=a%00b", "/api/tasks/a%00b"):
+            assert _assert_error_body(client.get(url, headers=auth), 400)["error"] == "bad_request"
         # The OpenAPI router's unknown paths answer with the error body, not an HTML page.
         assert _assert_error_body(client.get("/schema/nope"), 404)["error"] == "not_found"
         assert client.get("/schema/openapi.json").status_code == 200
