@@ -15,6 +15,7 @@ from api.agents.schemas import AgentCreate, AgentCreated, AgentList, AgentUpdate
 from api.agents.service import AgentService
 from api.auth.guards import requires_admin, requires_user
 from api.errors import request_id_of
+from api.http import client_ip as http_client_ip
 from api.tasks.http_errors import dependency_error_handlers
 from api.tasks.service import TaskService
 from protocol.views import AgentView  # noqa: TC001 - Litestar resolves handler hints at runtime
@@ -26,7 +27,8 @@ __all__ = ("AgentController", "client_ip")
 
 
 def client_ip(request: Request[Any, Any, Any]) -> str | None:
-    return request.client.host if request.client else None
+    """The caller's address for audit rows: behind `TASKYARD_API_TRUSTED_PROXIES`, the client, not the proxy."""
+    return http_client_ip(request)
 
 
 def _user(request: Request[Any, Any, Any]) -> CurrentUser:
