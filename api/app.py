@@ -12,6 +12,7 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 
+from api import wiring
 from api.auth.controllers import AuthController
 from api.auth.passwords import PasswordService
 from api.auth.tokens import AccessTokenCodec
@@ -20,10 +21,10 @@ from api.errors import exception_handlers
 from api.health import healthz, readyz
 from api.http import RequestContextMiddleware, guard_json_body
 from api.http.openapi import openapi_config
+from api.ops import wiring as ops_wiring
 from api.planner import wiring as planner_wiring
 from api.ratelimit import RateLimiter
 from api.settings import SettingsError
-from api.tasks import wiring
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -135,14 +136,21 @@ def create_app(settings: ApiSettings) -> Litestar:
             allow_credentials=False,
         )
     app = Litestar(
-        route_handlers=[healthz, readyz, AuthController, *wiring.route_handlers(), *planner_wiring.route_handlers()],
+        route_handlers=[
+            healthz,
+            readyz,
+            AuthController,
+            *wiring.route_handlers(),
+            *planner_wiring.route_handlers(),
+            *ops_wiring.route_handlers(),
+        ],
         # The planner's lifespan comes last: it uses the /ws session registry.
         lifespan=[
             _core_lifespan(settings, settings.redis.url.reveal()),
             *wiring.lifespans(),
             *planner_wiring.lifespans(),
         ],
-        dependencies={"db_session": Provide(provide_db_session)},
+        dependencies={"db_session": Provide(provide_db_session), **wiring.dependencies()},
         exception_handlers=exception_handlers(),
         middleware=[guard_json_body(settings.http.request_max_body_size)],
         cors_config=cors,

@@ -1,7 +1,8 @@
 """Prometheus metrics of one API replica, in a registry of its own (no process-global state).
 
-`app.state.metrics` holds the `Metrics` object. Gauges read from the database and Redis are
-refreshed when `/metrics` is scraped; counters and histograms are updated where things happen:
+`app.state.metrics` holds the `Metrics` object. Gauges read from Redis (task counts included: the
+jobs process publishes them; the database is counted only when it does not) are refreshed when
+`/metrics` is scraped; counters and histograms are updated where things happen:
 `dispatch_latency` by the recorder. `ws_connections` mirrors `app.state.ws.open_connections` at
 scrape time (or the WebSocket layer sets `app.state.metrics.ws_connections.labels(role=...)`).
 """
@@ -17,9 +18,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from sqlalchemy import func, select
 
 from api.db.models.tasks import Task
+from api.jobs.counts import read_counts
 from protocol.status import TaskStatus
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from scheduler.client import SchedulerClient
@@ -87,17 +90,30 @@ class Metrics:
         self.agent_slots_used.set(sum(a.running for a in agents))
         self.agent_slots_total.set(sum(a.concurrency for a in agents))
 
-    async def _refresh_database(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        async with sessionmaker() as session:
-            rows = (await session.execute(select(Task.status, func.count()).group_by(Task.status))).all()
-        counts = {str(s): 0 for s in TaskStatus}
-        counts.update({status: int(n) for status, n in rows})
+    async def _refresh_database(
+        self, sessionmaker: async_sessionmaker[AsyncSession], published: tuple[Redis, str] | None
+    ) -> None:
+        # The jobs process publishes the counts; scanning `tasks` here is only the fallback without it.
+        counts = await read_counts(*published) if published is not None else None
+        if counts is None:
+            async with sessionmaker() as session:
+                rows = (await session.execute(select(Task.status, func.count()).group_by(Task.status))).all()
+            counts = {str(s): 0 for s in TaskStatus}
+            counts.update({status: int(n) for status, n in rows})
         for status, n in counts.items():
             self.tasks.labels(status=status).set(n)
 
-    async def refresh(self, scheduler: SchedulerClient | None, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        """Re-read the gauges; a source that fails keeps its last values and counts a scrape error."""
-        sources: list[tuple[str, Any]] = [("database", self._refresh_database(sessionmaker))]
+    async def refresh(
+        self,
+        scheduler: SchedulerClient | None,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        published: tuple[Redis, str] | None = None,
+    ) -> None:
+        """Re-read the gauges; a source that fails keeps its last values and counts a scrape error.
+
+        `published`: (client, prefix) of the task counts the jobs process keeps in Redis.
+        """
+        sources: list[tuple[str, Any]] = [("database", self._refresh_database(sessionmaker, published))]
         if scheduler is not None:
             sources.append(("redis", self._refresh_redis(scheduler)))
         results = await asyncio.gather(
@@ -117,7 +133,7 @@ async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Prometheus text format. Aggregates only (counts, no ids), so it is served without a token."""
     state = request.app.state
     metrics: Metrics = state.metrics
-    await metrics.refresh(state.scheduler, state.db)
+    await metrics.refresh(state.scheduler, state.db, (state.redis, state.settings.redis.prefix))
     ws = getattr(state, "ws", None)
     if ws is not None:
         # The WebSocket runtime counts its open sockets; the gauge mirrors it at scrape time.

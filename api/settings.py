@@ -41,6 +41,7 @@ __all__ = (
     "AuthSettings",
     "DatabaseSettings",
     "HttpSettings",
+    "OpsSettings",
     "PlannerSettings",
     "RateLimitSettings",
     "RedisSettings",
@@ -267,6 +268,46 @@ class PlannerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class OpsSettings:
+    jobs_queue: str = "ops"
+    """rq queue of the side jobs (purges, counters, webhooks); the Redis prefix is put in front of it."""
+    retention_tasks_days: float = 30.0
+    """Finished tasks (done, failed, canceled) older than this (by finish time) are deleted with their events;
+    0: kept."""
+    retention_events_days: float = 7.0
+    """Events of finished tasks older than this are deleted (the task row stays); 0: kept."""
+    retention_audit_days: float = 180.0
+    """Audit rows older than this are deleted; 0: kept."""
+    retention_tokens_days: float = 1.0
+    """Refresh tokens whose family expired this long ago, and revoked access-token ids past expiry, are deleted."""
+    retention_batch_size: int = 500
+    """Rows deleted per transaction by a purge (each batch is its own short transaction)."""
+    retention_max_batches: int = 200
+    """Batches one purge run deletes at most per table; the rest waits for the next run."""
+    purge_interval_s: int = 600
+    """How often the jobs process enqueues the retention purge (rq cron)."""
+    counts_interval_s: int = 15
+    """How often the jobs process refreshes the task-status counts `/metrics` reads (rq cron)."""
+    schedules_tick_s: int = 5
+    """How often the jobs process fires due schedules (rq cron); a firing is at most this late."""
+    schedule_misfire_grace_s: int = 60
+    """An occurrence later than this when it is fired counts as missed (the schedule's misfire policy applies)."""
+    schedules_per_user: int = 100
+    """Most schedules one user may have."""
+    schedule_min_interval_s: int = 60
+    """Shortest interval of an interval schedule."""
+    webhooks_tick_s: int = 2
+    """How often the jobs process looks for newly finished tasks to call webhooks for (rq cron)."""
+    webhook_max_attempts: int = 6
+    """Delivery attempts per finished task (rq retries with backoff: 10 s, 30 s, 2 min, 10 min, 30 min)."""
+    webhook_timeout_s: float = 10.0
+    """Connect + read timeout of one delivery attempt."""
+    webhook_allowlist: tuple[str, ...] = ()
+    """Hosts, IPs or CIDR networks (optionally `:port`) a webhook may point to although they are private or
+    loopback. Everything else must resolve to public addresses only (checked when saved and at each delivery)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ApiSettings:
     env: Literal["dev", "prod"] = "dev"
     """`APP_ENV`: dev (embedded defaults, open registration) or prod (strict checks)."""
@@ -282,6 +323,7 @@ class ApiSettings:
     ws: WsSettings = field(default_factory=WsSettings)
     tasks: TasksSettings = field(default_factory=TasksSettings)
     planner: PlannerSettings = field(default_factory=PlannerSettings)
+    ops: OpsSettings = field(default_factory=OpsSettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     # The API applies agent frames (retry backoff, stream bounds, TTLs) through the same scripts as the
     # scheduler process, so it reads the same `TASKYARD_SCHEDULER_*` variables (docs/operations.md).
@@ -310,6 +352,7 @@ _GROUPS: dict[str, type[Any]] = {
     "ws": WsSettings,
     "tasks": TasksSettings,
     "planner": PlannerSettings,
+    "ops": OpsSettings,
 }
 
 # Fields whose environment name is not `TASKYARD_API_<FIELD>`.
@@ -477,6 +520,34 @@ def _planner_keys(planner: PlannerSettings, env: str, data_dir: Path, problems: 
     )
 
 
+def _ops_problems(ops: OpsSettings) -> list[str]:
+    """Values that would make a side job spin or never run."""
+    out: list[str] = []
+    positive = ("retention_batch_size", "retention_max_batches", "schedules_per_user", "schedule_min_interval_s")
+    for name in positive:
+        if getattr(ops, name) < 1:
+            out.append(f"{env_name('ops', name)}: must be at least 1")
+    not_negative = (
+        "retention_tasks_days",
+        "retention_events_days",
+        "retention_audit_days",
+        "retention_tokens_days",
+        "purge_interval_s",
+        "counts_interval_s",
+        "schedules_tick_s",
+        "schedule_misfire_grace_s",
+        "webhooks_tick_s",
+    )
+    for name in not_negative:
+        if getattr(ops, name) < 0:
+            out.append(f"{env_name('ops', name)}: must not be negative")
+    if ops.webhook_max_attempts < 1 or ops.webhook_timeout_s <= 0:
+        out.append("TASKYARD_API_WEBHOOK_MAX_ATTEMPTS / TASKYARD_API_WEBHOOK_TIMEOUT_S: must be positive")
+    if not ops.jobs_queue.replace("-", "").replace("_", "").isalnum():
+        out.append("TASKYARD_API_JOBS_QUEUE: letters, digits, '-' and '_' only")
+    return out
+
+
 def _check_jwt_secret(secret: str) -> str | None:
     if not secret:
         return "JWT_SECRET: required when APP_ENV=prod"
@@ -542,6 +613,7 @@ def load_settings(environ: Mapping[str, str]) -> ApiSettings:
 
     planner = _planner_keys(groups["planner"], env, data_dir, problems)
     problems.extend(_proxy_problems(http.trusted_proxies, environ))
+    problems.extend(_ops_problems(groups["ops"]))
 
     scheduler = SchedulerSettings()
     try:
@@ -564,6 +636,7 @@ def load_settings(environ: Mapping[str, str]) -> ApiSettings:
         ws=groups["ws"],
         tasks=groups["tasks"],
         planner=planner,
+        ops=groups["ops"],
     )
 
 

@@ -1,6 +1,6 @@
 """Alembic environment: async engines (aiosqlite, psycopg), batch mode for SQLite, metadata from api.db.
 
-The URL comes from the Config (set by `api.migrate`), else `DATABASE_URL`, else the dev SQLite file.
+The URL comes from the Config (set by `taskyard.migrate`), else `DATABASE_URL`, else the dev SQLite file.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import api.db.models  # noqa: F401 - registers every table on Base.metadata
 from api.db.base import Base
-from api.migrate import async_database_url, database_url_from_env
+from taskyard.migrate import async_database_url, database_url_from_env
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection

@@ -7,6 +7,7 @@ Reads the Structs; never changes them.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import uuid
@@ -43,6 +44,19 @@ def _frame_struct(message_type: str, payload: type[msgspec.Struct]) -> type[msgs
     )
 
 
+def _clean_descriptions(node: Any) -> None:
+    """Docstring-derived descriptions, indentation removed: Python 3.13 dedents docstrings and 3.11 does not."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "description" and isinstance(value, str):
+                node[key] = inspect.cleandoc(value)
+            else:
+                _clean_descriptions(value)
+    elif isinstance(node, list):
+        for item in node:
+            _clean_descriptions(item)
+
+
 def build_schema() -> dict[str, Any]:
     """Return the schema document: one `oneOf` branch per frame type, plus the views and the error body."""
     frames = [_frame_struct(name, cls) for name, cls in MESSAGE_TYPES.items()]
@@ -50,6 +64,7 @@ def build_schema() -> dict[str, Any]:
     refs, defs = msgspec.json.schema_components([*frames, *extras], ref_template=_REF_TEMPLATE)
     for frame, name in zip(frames, MESSAGE_TYPES, strict=True):
         defs[frame.__name__]["description"] = f"Frame of type `{name}`."
+    _clean_descriptions(defs)
     return {
         "$schema": _SCHEMA_DIALECT,
         "title": "taskyard WebSocket protocol",

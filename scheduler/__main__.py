@@ -49,7 +49,9 @@ async def _run(settings: SchedulerSettings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scheduler", description="taskyard scheduler process")
+    parser = argparse.ArgumentParser(
+        prog=os.environ.get("TASKYARD_PROG", "python -m scheduler"), description="taskyard scheduler process"
+    )
     parser.add_argument("--check", action="store_true", help="exit 0 if this host's scheduler is alive, else 1")
     args = parser.parse_args(argv)
     try:

@@ -69,13 +69,20 @@ class Dispatcher:
         if not entries:
             return 0, False
         agents = await read_online(self._redis, self._keys, now)
-        free = [a for a in agents if a.accepting and a.running < a.concurrency]
+        # Operator holds (docs/operations.md "Pause and drain"): a drained agent gets no new task,
+        # a paused route is skipped; paused task types are checked per task in dispatch.lua.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(self._keys.drained_agents())
+            pipe.smembers(self._keys.paused_routes())
+            drained_raw, paused_raw = await pipe.execute()
+        drained, paused = {as_str(a) for a in drained_raw}, {as_str(r) for r in paused_raw}
+        free = [a for a in agents if a.accepting and a.running < a.concurrency and a.agent_id not in drained]
         if not free:
             return 0, False
         routes = await self._redis.hmget(self._keys.routes(), [as_str(rid) for rid, _ in entries])
         plan = []
         for (rid, score), route in zip(entries, routes, strict=True):
-            candidates = _candidates(route, free)
+            candidates = [] if as_str(rid) in paused else _candidates(route, free)
             if candidates:
                 plan.append((as_str(rid), float(score), candidates))
         dispatched = 0

@@ -62,6 +62,10 @@ Each entry: key, Redis type; contents; bound or TTL; written by -> read by.
     The sweep loop -> `python -m scheduler --check`.
 `P:watch:{owner}` Pub/Sub channel
     Every event of the owner's tasks as JSON. Every event-producing script -> API fan-out.
+`P:ops:paused_types` SET, `P:ops:paused_routes` SET, `P:ops:drained` SET
+    Operator holds: task types and route ids not dispatched, agent ids given no new task. One
+    member per hold; no TTL. The API's admin routes -> dispatch.lua (types), the dispatch loop
+    (routes, agents).
 `P:control` Pub/Sub channel
     `{"kind": ..., "id": ...}` for API replicas. `publish_control()` -> API replicas.
 
@@ -161,6 +165,15 @@ class Keys:
 
     def control_channel(self) -> str:
         return f"{self.prefix}:control"
+
+    def paused_types(self) -> str:
+        return f"{self.prefix}:ops:paused_types"
+
+    def paused_routes(self) -> str:
+        return f"{self.prefix}:ops:paused_routes"
+
+    def drained_agents(self) -> str:
+        return f"{self.prefix}:ops:drained"
 
     def pattern(self) -> str:
         """Every key under the prefix (for tests and operators; never used on a hot path)."""

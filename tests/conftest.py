@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     import redis.asyncio
 
-    from api.embedded import EmbeddedRedis
+    from taskyard.embedded import EmbeddedRedis
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -91,7 +91,7 @@ def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
         return
     if services_required():
         pytest.fail(f"TASKYARD_TEST_REQUIRE_SERVICES=1 and Redis at {_redact(candidate)} does not answer PING")
-    from api.embedded import EmbeddedRedis
+    from taskyard.embedded import EmbeddedRedis
 
     server: EmbeddedRedis = EmbeddedRedis()
     url = server.start()
@@ -228,7 +228,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 @pytest.fixture(scope="session")
 def migrated_database_url(database_url: str) -> str:
     """`database_url` upgraded to the Alembic head (once per session)."""
-    from api.migrate import upgrade
+    from taskyard.migrate import upgrade
 
     upgrade(database_url, "head")
     return database_url

@@ -50,7 +50,7 @@ class _FieldsFormatter(logging.Formatter):
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m worker",
+        prog=os.environ.get("TASKYARD_PROG", "python -m worker"),
         description="Run one taskyard agent: connect to the API over WebSocket and run tasks. "
         "Every flag overrides its TASKYARD_WORKER_* environment variable.",
     )

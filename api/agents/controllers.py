@@ -12,12 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession  # noqa: TC002 - Litestar resolv
 
 from api import audit
 from api.agents.schemas import AgentCreate, AgentCreated, AgentList, AgentUpdate, RotateToken
-from api.agents.service import AgentService
+from api.agents.service import AgentService, PinnedTasks
 from api.auth.guards import requires_admin, requires_user
 from api.errors import request_id_of
 from api.http import client_ip as http_client_ip
-from api.tasks.http_errors import dependency_error_handlers
-from api.tasks.service import TaskService
+from api.http.outages import dependency_error_handlers
 from protocol.views import AgentView  # noqa: TC001 - Litestar resolves handler hints at runtime
 
 if TYPE_CHECKING:
@@ -113,7 +112,11 @@ class AgentController(Controller):
 
     @delete("/{agent_id:str}", status_code=HTTP_204_NO_CONTENT, guards=[requires_admin])
     async def delete_agent(
-        self, request: Request[Any, Any, Any], db_session: AsyncSession, agent_id: AgentIdParam
+        self,
+        request: Request[Any, Any, Any],
+        db_session: AsyncSession,
+        pinned_tasks: PinnedTasks,
+        agent_id: AgentIdParam,
     ) -> None:
         """Delete an agent (admins): its sockets are closed and tasks pinned to it are canceled."""
         service = _service(request, db_session)
@@ -122,7 +125,7 @@ class AgentController(Controller):
         await db_session.commit()
         await service.revoke(agent.id)
         # Tasks pinned to it can never run now: end them rather than leave them queued forever.
-        await TaskService(db_session, request.app.state.scheduler).cancel_pinned_to(agent.id)
+        await pinned_tasks.cancel_pinned_to(agent.id)
         await db_session.commit()
 
     @post("/{agent_id:str}/rotate-token", status_code=HTTP_200_OK, guards=[requires_admin])

@@ -20,19 +20,39 @@ from sqlalchemy import func, select
 from api.agents.schemas import MAX_AGENT_META_BYTES, AgentCreate, AgentCreated, AgentUpdate
 from api.db.base import utcnow
 from api.db.models.agents import Agent
+from api.db.models.users import User
 from api.errors import NotFoundError, PayloadTooLargeError, UnauthorizedError
 from protocol.views import AgentView
 from scheduler.types import AgentPresence, AgentSpec
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from api.auth.identity import CurrentUser
     from scheduler.client import SchedulerClient
 
-__all__ = ("AgentRecord", "AgentService", "hash_token", "new_token")
+__all__ = ("AgentRecord", "AgentService", "PinnedTasks", "hash_token", "new_token")
 
 logger = logging.getLogger(__name__)
+
+
+class PinnedTasks:
+    """What deleting an agent needs from the task side, handed in by `api.wiring` (agents never import tasks).
+
+    A concrete class rather than a Protocol: Litestar checks a dependency's value against its annotation.
+    """
+
+    __slots__ = ("_cancel",)
+
+    def __init__(self, cancel_pinned_to: Callable[[str], Awaitable[int]]) -> None:
+        self._cancel = cancel_pinned_to
+
+    async def cancel_pinned_to(self, agent_id: str) -> int:
+        """End the unfinished tasks pinned to `agent_id` (they can never run now); the caller commits."""
+        return await self._cancel(agent_id)
+
 
 # Compared against when the agent id is unknown, so a miss costs the same as a wrong token.
 _DUMMY_HASH = hashlib.sha256(b"taskyard-no-such-agent").hexdigest()
@@ -240,6 +260,9 @@ class AgentService:
         expected = agent.token_hash if agent is not None else _DUMMY_HASH
         ok = hmac.compare_digest(hash_token(token).encode(), expected.encode())
         if agent is None or not ok:
+            raise UnauthorizedError("invalid agent credentials")
+        # A disabled owner's agents are refused too (the `user_disabled` control message closes their sockets).
+        if not await self._session.scalar(select(User.is_active).where(User.id == agent.owner_id)):
             raise UnauthorizedError("invalid agent credentials")
         return _record(agent)
 

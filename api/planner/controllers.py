@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession  # noqa: TC002 - Litestar resolv
 from api import audit
 from api.auth.guards import requires_user
 from api.errors import ValidationFailedError, request_id_of
+from api.http.outages import dependency_error_handlers
 from api.planner.llm_settings import LlmSettingsService
 from api.planner.schemas import (
     FromTextCreate,
@@ -33,7 +34,6 @@ from api.planner.schemas import (
 )
 from api.planner.service import PlannerService, parse_id
 from api.planner.views import session_view
-from api.tasks.http_errors import dependency_error_handlers
 
 if TYPE_CHECKING:
     from api.auth.identity import CurrentUser

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession  # noqa: TC002 - Litestar resolv
 from api import audit
 from api.auth.guards import requires_user
 from api.errors import request_id_of
-from api.tasks.http_errors import dependency_error_handlers
+from api.http.outages import dependency_error_handlers
 from api.tasks.schemas import IdempotencyKey, TaskBatchCreate, TaskBatchOut, TaskCreate
 from api.tasks.service import SubmitLimit, TaskService
 from protocol.limits import MAX_TYPE_LENGTH

@@ -42,6 +42,7 @@ MAX_ATTEMPTS = 25
 IdempotencyKey = Annotated[
     str, msgspec.Meta(min_length=1, max_length=MAX_IDEMPOTENCY_KEY_LENGTH, pattern=r"^[\x21-\x7e]+$")
 ]
+CallbackUrl = Annotated[str, msgspec.Meta(min_length=10, max_length=2048, pattern=r"^https?://[\x21-\x7e]+$")]
 MaxAttempts = Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPTS)]
 AgentRef = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 
@@ -62,6 +63,8 @@ class TaskCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
     """Not before this time (RFC 3339 with an offset); past or absent means now."""
     idempotency_key: IdempotencyKey | None = None
     """Same as the `Idempotency-Key` header; the two must agree when both are given."""
+    callback_url: CallbackUrl | None = None
+    """Called with a signed POST when the task ends (instead of your webhook URL; needs `PUT /api/webhook`)."""
 
 
 class TaskBatchCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):

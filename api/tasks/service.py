@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from api.agents.service import AgentService
 from api.db.base import utcnow
 from api.db.models.tasks import Task, TaskEvent
+from api.db.models.webhooks import TaskCallback
 from api.errors import (
     ApiError,
     ConflictError,
@@ -257,6 +258,8 @@ class TaskService:
         self._scheduler = scheduler
         self._limiter = limiter
         self._submit_limit = submit_limit
+        self._callbacks: dict[str, str] = {}
+        """Task id -> `callbackUrl` of rows built by `_new_row`, written by `_insert` (webhooks)."""
 
     # --- submission ---------------------------------------------------------------------------
 
@@ -343,6 +346,8 @@ class TaskService:
             created_at=now,
             updated_at=now,
         )
+        if data.callback_url is not None:
+            self._callbacks[task.id] = data.callback_url
         return task
 
     async def _insert(self, tasks: list[Task]) -> None:
@@ -361,6 +366,8 @@ class TaskService:
             for t in tasks
         ]
         await conn.execute(insert(cast("Table", TaskEvent.__table__)), events)
+        if callbacks := [{"task_id": t.id, "url": self._callbacks[t.id]} for t in tasks if t.id in self._callbacks]:
+            await conn.execute(insert(cast("Table", TaskCallback.__table__)), callbacks)
 
     async def _enqueue(self, tasks: list[Task]) -> None:
         """After the commit. A Redis failure is logged, not raised: the reconciler enqueues the rows."""

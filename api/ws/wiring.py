@@ -1,6 +1,6 @@
 """What the /ws package adds to the app: its route and its lifespan (fan-out, agent status feed, registry).
 
-`api.tasks.wiring` includes `route_handlers()` and `lifespans()`; `app.state.ws` is the `WsRuntime`.
+`api.wiring` includes `route_handlers()` and `lifespans()`; `app.state.ws` is the `WsRuntime`.
 """
 
 from __future__ import annotations

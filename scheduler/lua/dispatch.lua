@@ -39,9 +39,20 @@ for i = 12, #ARGV do
   end
 end
 
+-- Paused task types (an operator hold) stay queued in place; up to MAX_SKIP of them are passed over
+-- per call to reach the tasks behind them.
+local K_PAUSED = P .. ':ops:paused_types'
+local any_paused, skip, MAX_SKIP = redis.call('SCARD', K_PAUSED) > 0, 0, 200
+local function paused(id)
+  return redis.call('SISMEMBER', K_PAUSED, redis.call('HGET', k_task(id), 'type') or '') == 1
+end
 local n, why = 0, 'batch'
 while n < max_n do
-  local head = redis.call('ZRANGE', qkey, 0, 0, 'WITHSCORES')
+  local head = redis.call('ZRANGE', qkey, skip, skip, 'WITHSCORES')
+  while any_paused and #head > 0 and paused(head[1]) do
+    skip = skip + 1
+    head = skip < MAX_SKIP and redis.call('ZRANGE', qkey, skip, skip, 'WITHSCORES') or {}
+  end
   if #head == 0 then why = 'empty'; break end
   if stop and tonumber(head[2]) > stop then why = 'yield'; break end
   local best = nil

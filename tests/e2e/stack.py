@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from api.embedded import EmbeddedRedis, find_free_port
+from taskyard.embedded import EmbeddedRedis, find_free_port
 
 HEARTBEAT_INTERVAL_S = 0.5
 HEARTBEAT_TIMEOUT_S = 2.0
@@ -75,7 +75,7 @@ class Stack:
 
     def start_redis(self, port: int | None = None) -> str:
         # Prefer the system redis-server (7.x in CI); the embedded 6.2 one works too.
-        from api.embedded import redis_server_binary
+        from taskyard.embedded import redis_server_binary
 
         self.redis = EmbeddedRedis(port=port, binary=redis_server_binary(prefer_path=True))
         return self.redis.start()
@@ -142,7 +142,7 @@ class Stack:
 
     def migrate(self) -> None:
         result = subprocess.run(
-            [sys.executable, "-m", "api", "migrate"],
+            [sys.executable, "-m", "taskyard", "migrate"],
             env=self.env(),
             capture_output=True,
             timeout=120,
@@ -153,7 +153,7 @@ class Stack:
 
     def start_api(self, name: str = "api", port: int | None = None, **env: str) -> str:
         port = port or find_free_port()
-        argv = [sys.executable, "-m", "api", "api", "--host", "127.0.0.1", "--port", str(port)]
+        argv = [sys.executable, "-m", "taskyard", "api", "--host", "127.0.0.1", "--port", str(port)]
         proc = self.spawn(name, argv, **env)
         url = f"http://127.0.0.1:{port}"
 
@@ -215,7 +215,7 @@ class Stack:
         if self._admin_token:
             return self._admin_token
         result = subprocess.run(
-            [sys.executable, "-m", "api", "create-admin", "--email", ADMIN_EMAIL, "--password", ADMIN_PASSWORD],
+            [sys.executable, "-m", "taskyard", "create-admin", "--email", ADMIN_EMAIL, "--password", ADMIN_PASSWORD],
             env=self.env(),
             capture_output=True,
             timeout=120,

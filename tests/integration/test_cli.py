@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,7 @@ def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 def run_cli(*args: str, env: Mapping[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "api", *args],
+        [sys.executable, "-m", "taskyard", *args],
         env=dict(env),
         input=stdin,
         capture_output=True,
@@ -58,11 +59,48 @@ def test_each_subcommand_has_help(subcommand: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("module", ["scheduler", "worker"])
-def test_scheduler_and_worker_exec_their_module_with_the_arguments(module: str, tmp_path: Path) -> None:
-    """`taskyard worker -- ARGS` replaces itself with `python -m worker ARGS` (no import of worker by api)."""
-    result = run_cli(module, "--", "--help", env=cli_env(tmp_path))
+@pytest.mark.parametrize("separator", [(), ("--",)])
+def test_scheduler_and_worker_exec_their_module_with_the_arguments(
+    module: str, separator: tuple[str, ...], tmp_path: Path
+) -> None:
+    """`taskyard worker ARGS` replaces itself with `python -m worker ARGS` (no import of worker by api)."""
+    result = run_cli(module, *separator, "--help", env=cli_env(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"usage: python -m {module}")
+    assert result.stdout.startswith(f"usage: taskyard {module}")
+    assert "--help" in result.stdout  # the module's own option list, not a stub
+
+
+def test_worker_options_pass_through_untouched(tmp_path: Path) -> None:
+    """The README's `taskyard worker --handlers m:attr` reaches the worker (it then wants credentials)."""
+    env = cli_env(tmp_path)
+    env.pop("TASKYARD_WORKER_AGENT_ID", None)
+    env.pop("TASKYARD_WORKER_AGENT_TOKEN", None)
+    result = run_cli("worker", "--handlers", "tests.somewhere:registry", env=env)
+    assert "unrecognized arguments" not in result.stderr
+    assert result.returncode != 0
+    assert "TASKYARD_WORKER_AGENT_ID" in result.stderr
+
+
+def test_version(tmp_path: Path) -> None:
+    result = run_cli("--version", env=cli_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"taskyard \d+\.\d+\.\d+\S*\n", result.stdout)
+
+
+def test_api_without_redis_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = run_cli("api", env=cli_env(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("taskyard: invalid settings: REDIS_URL")
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = run_cli("migrate", env=cli_env(tmp_path, TASKYARD_API_ARGON2_TIME_COST="lots"))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "TASKYARD_API_ARGON2_TIME_COST" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_console_script_is_installed(tmp_path: Path) -> None:
@@ -79,7 +117,7 @@ def test_console_script_is_installed(tmp_path: Path) -> None:
 def test_cli_does_not_import_worker() -> None:
     """api must not depend on worker: the CLI execs `python -m worker` instead of importing it."""
     code = (
-        "import sys, api.cli, api.dev; api.cli.build_parser(); "
+        "import sys, taskyard.cli, taskyard.dev; taskyard.cli.build_parser(); "
         "print(sorted(m for m in sys.modules if m == 'worker' or m.startswith('worker.')))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)

@@ -45,7 +45,7 @@ def _pod_specs() -> dict[str, dict[str, Any]]:
 
 def test_k8s_deployments_have_probes_grace_and_run_as_non_root() -> None:
     pods = _pod_specs()
-    assert set(pods) == {"taskyard-api", "taskyard-scheduler", "taskyard-worker"}
+    assert set(pods) == {"taskyard-api", "taskyard-scheduler", "taskyard-jobs", "taskyard-worker"}
     for name, pod in pods.items():
         assert pod["terminationGracePeriodSeconds"] > 0, name
         assert pod["securityContext"]["runAsNonRoot"] is True, name
@@ -97,7 +97,7 @@ def test_metric_named_in_keda_is_exported() -> None:
 def test_compose_services_and_healthchecks() -> None:
     (compose,) = _docs(DEPLOY / "compose.yaml")
     services = compose["services"]
-    assert {"postgres", "redis", "api", "scheduler", "worker", "migrate"} <= set(services)
+    assert {"postgres", "redis", "api", "scheduler", "jobs", "worker", "migrate"} <= set(services)
     for name in ("postgres", "redis", "api", "scheduler"):
         assert "healthcheck" in services[name], name
     assert services["api"]["depends_on"]["redis"]["condition"] == "service_healthy"
@@ -114,6 +114,13 @@ def test_dockerfile_runs_taskyard_as_non_root() -> None:
     assert re.search(r'^ENTRYPOINT \["taskyard"\]', text, re.MULTILINE)
     assert "-slim" in text
     assert "TASKYARD_MIGRATIONS_DIR" in text
+
+
+def test_dockerfile_copies_every_package_and_installs_through_the_lock() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    for package in ("taskyard", "api", "scheduler", "worker", "protocol"):
+        assert re.search(rf"^COPY {package} \./{package}$", text, re.MULTILINE), package
+    assert "pip install -c requirements.lock ." in text
 
 
 def test_pre_commit_has_ruff_format_and_mypy() -> None:

@@ -34,7 +34,7 @@ _BANNER_END = "Ctrl-C stops everything."
 
 
 class DevProcess:
-    """`python -m api dev` with its merged output collected by a reader thread (a full pipe would block it)."""
+    """`python -m taskyard dev` with its merged output collected by a reader thread (a full pipe would block it)."""
 
     def __init__(self, data_dir: Path, port: int, *extra: str, env_extra: dict[str, str] | None = None) -> None:
         env = cli_env(data_dir, **(env_extra or {}))
@@ -42,7 +42,7 @@ class DevProcess:
         self.port = port
         self.data_dir = data_dir
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "api", "dev", "--data-dir", str(data_dir), "--port", str(port), *extra],
+            [sys.executable, "-m", "taskyard", "dev", "--data-dir", str(data_dir), "--port", str(port), *extra],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -199,7 +199,7 @@ def test_dev_starts_the_stack_and_sigint_stops_every_child(tmp_data_dir: Path, d
 
     wait_for(agent_online, timeout_s=60, what="the dev agent online", dev=dev)
     pids = dev.pids()
-    assert {"api", "scheduler", "worker-1", "redis"} <= set(pids), dev.output
+    assert {"api", "scheduler", "jobs", "worker-1", "redis"} <= set(pids), dev.output
 
     assert dev.stop(signal.SIGINT) == 0, dev.output
     wait_for(lambda: _all_gone(pids), timeout_s=15, what="every child gone", dev=dev)

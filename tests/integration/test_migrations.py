@@ -16,7 +16,7 @@ from sqlalchemy.pool import NullPool
 
 import api.db.models  # noqa: F401 - registers every table
 from api.db.base import Base
-from api.migrate import alembic_config, current_revision, downgrade, upgrade
+from taskyard.migrate import alembic_config, current_revision, downgrade, upgrade
 from tests.conftest import create_postgres_database, drop_postgres_database
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ def test_replicas_migrating_at_once_take_turns(postgres_admin_url: str, tmp_path
     try:
         processes = [
             subprocess.Popen(
-                [sys.executable, "-m", "api", "migrate"],
+                [sys.executable, "-m", "taskyard", "migrate"],
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

@@ -1,4 +1,4 @@
-"""Imports point down only: api -> scheduler -> protocol, worker -> protocol (docs/architecture.md).
+"""Imports point down only: taskyard -> api -> scheduler -> protocol, worker -> protocol (docs/architecture.md).
 
 Walks every .py file under the four packages with `ast` (TYPE_CHECKING blocks and function-level imports
 included, plus `importlib.import_module("...")` with a literal name) and fails on a forbidden edge.
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("api", "scheduler", "worker", "protocol")
+PACKAGES = ("taskyard", "api", "scheduler", "worker", "protocol")
 
 # Top-level module names each package must never import (beyond the "nothing imports api" rule).
 FORBIDDEN: dict[str, frozenset[str]] = {
@@ -22,8 +22,9 @@ FORBIDDEN: dict[str, frozenset[str]] = {
     "worker": frozenset(
         {"api", "scheduler", "redis", "sqlalchemy", "litestar", "alembic", "psycopg", "aiosqlite", "fakeredis", "rq"}
     ),
-    # api starts workers as processes (`python -m worker`); it never imports them.
     "api": frozenset({"worker"}),
+    # The entry points start workers as processes (`python -m worker`); they never import them.
+    "taskyard": frozenset({"worker"}),
 }
 PROTOCOL_ALLOWED = frozenset({"protocol", "msgspec"}) | frozenset(sys.stdlib_module_names)
 
@@ -54,8 +55,10 @@ def forbidden_edges(package: str, modules: set[str]) -> set[str]:
     if package == "protocol":
         return modules - PROTOCOL_ALLOWED
     bad = modules & FORBIDDEN.get(package, frozenset())
-    if package != "api" and "api" in modules:
+    if package not in ("taskyard", "api") and "api" in modules:
         bad.add("api")
+    if package != "taskyard" and "taskyard" in modules:
+        bad.add("taskyard")  # the entry points sit on top: nothing imports them
     return bad
 
 
@@ -92,7 +95,22 @@ def test_the_walk_finds_the_packages() -> None:
         ("worker", "import websockets, openai\nfrom protocol import encode_frame", set()),
         ("api", "import worker.agent", {"worker"}),
         ("api", "from scheduler.client import SchedulerClient\nimport litestar", set()),
+        ("api", "from taskyard.cli import main", {"taskyard"}),
+        ("taskyard", "from api.app import create_app\nfrom scheduler import keys", set()),
+        ("taskyard", "import worker", {"worker"}),
     ],
 )
 def test_the_checker_catches_forbidden_edges(package: str, source: str, expected: set[str]) -> None:
     assert forbidden_edges(package, imported_modules(source, package=package)) == expected
+
+
+def test_import_contracts_hold() -> None:
+    """import-linter's contracts in pyproject.toml: the layers, and no import circle between siblings anywhere."""
+    import shutil
+    import subprocess
+
+    linter = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    if linter is None:  # pragma: no cover - the dev group installs it
+        pytest.skip("import-linter is not installed")
+    result = subprocess.run([linter], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout[-3000:]

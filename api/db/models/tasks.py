@@ -30,6 +30,7 @@ class Task(Base):
         Index(None, "agent_id"),
         Index(None, "assigned_agent_id"),
         Index(None, "created_at"),
+        Index(None, "finished_at"),
     )
 
     id: Mapped[str] = mapped_column(IdColumn, primary_key=True)

@@ -31,11 +31,12 @@ def _operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]
 def test_every_operation_has_a_readable_unique_id_a_tag_and_a_description(schema: dict[str, Any]) -> None:
     ids = [op["operationId"] for _, _, op in _operations(schema)]
     assert len(ids) == len(set(ids))
-    assert all(re.fullmatch(r"(auth|agents|tasks|planner)[A-Z][A-Za-z]+", i) for i in ids), ids
+    assert all(re.fullmatch(r"[a-z]+[A-Z][A-Za-z]+", i) for i in ids), ids
     for path, method, op in _operations(schema):
         assert op["tags"], (method, path)
         assert op["description"].strip(), (method, path)
-    assert {t["name"] for t in schema["tags"]} >= {"auth", "agents", "tasks", "planner"}
+    used = {tag for _, _, op in _operations(schema) for tag in op["tags"]}
+    assert {t["name"] for t in schema["tags"]} >= used
 
 
 def test_every_error_status_uses_the_one_error_body(schema: dict[str, Any]) -> None:

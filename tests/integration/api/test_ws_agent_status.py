@@ -46,7 +46,7 @@ async def _status_of(peer: Peer, agent_id: str, *, online: bool) -> dict[str, An
 
 
 async def _private_agent(stack: Stack, owner: Person) -> tuple[str, str]:
-    from api.cli import create_agent
+    from taskyard.chores import create_agent
 
     return await create_agent(
         stack.settings,

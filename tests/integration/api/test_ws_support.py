@@ -171,7 +171,7 @@ class Stack:
 
     async def person(self, *, admin: bool = False) -> Person:
         from api.auth.identity import CurrentUser
-        from api.cli import ensure_admin
+        from taskyard.chores import ensure_admin
 
         email = f"{'admin' if admin else 'user'}-{secrets.token_hex(4)}@example.com"
         async with httpx.AsyncClient(base_url=self.server.http_url, timeout=WAIT_S) as http:
@@ -195,7 +195,7 @@ class Stack:
         self, owner: Person, *, concurrency: int = 4, capabilities: tuple[str, ...] = ()
     ) -> tuple[str, str]:
         """A new agent owned by `owner`; returns (agent id, token)."""
-        from api.cli import create_agent
+        from taskyard.chores import create_agent
 
         return await create_agent(
             self.settings,

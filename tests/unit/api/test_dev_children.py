@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from api import dev_children
-from api.dev_children import GIVE_UP_AFTER, Child, Stack, restart_delay_s, supervise
+from taskyard import dev_children
+from taskyard.dev_children import GIVE_UP_AFTER, Child, Stack, restart_delay_s, supervise
 
 
 def test_restart_delay_doubles_and_is_capped() -> None:

@@ -148,3 +148,30 @@ def test_every_setting_has_a_distinct_env_name_and_a_docstring() -> None:
     names = [row.split("|")[1].strip() for row in rows]
     assert len(names) == len(set(names))
     assert all(row.split("|")[3].strip() for row in rows)
+
+
+def test_ops_settings_are_read_and_checked(tmp_path: Path) -> None:
+    from api.settings import SettingsError, load_settings
+
+    settings = load_settings(
+        {
+            "TASKYARD_DATA_DIR": str(tmp_path),
+            "TASKYARD_API_RETENTION_TASKS_DAYS": "3",
+            "TASKYARD_API_WEBHOOK_ALLOWLIST": "10.0.0.0/8, hooks.internal:8443",
+        }
+    )
+    assert settings.ops.retention_tasks_days == 3
+    assert settings.ops.webhook_allowlist == ("10.0.0.0/8", "hooks.internal:8443")
+    with pytest.raises(SettingsError) as info:
+        load_settings(
+            {
+                "TASKYARD_DATA_DIR": str(tmp_path),
+                "TASKYARD_API_RETENTION_BATCH_SIZE": "0",
+                "TASKYARD_API_PURGE_INTERVAL_S": "-1",
+                "TASKYARD_API_JOBS_QUEUE": "a b",
+            }
+        )
+    text = "\n".join(info.value.problems)
+    assert "TASKYARD_API_RETENTION_BATCH_SIZE" in text
+    assert "TASKYARD_API_PURGE_INTERVAL_S" in text
+    assert "TASKYARD_API_JOBS_QUEUE" in text

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from api.embedded import EmbeddedRedis, die_with_parent
+from taskyard.embedded import EmbeddedRedis, die_with_parent
 
 if TYPE_CHECKING:
     import threading

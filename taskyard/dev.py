@@ -2,12 +2,12 @@
 
 Resolves Redis (REDIS_URL, else an embedded redis-server) and the database (DATABASE_URL, else
 SQLite in the data folder), migrates, ensures a dev admin and a dev agent (kept in `dev.json` so
-restarts reuse them), then supervises the API, a scheduler and workers as child processes. A child that exits on its
-own is restarted with backoff (`api.dev_children`); a worker first gets valid credentials again,
-because an admin may have rotated or deleted the dev agent from the API. Only a child that keeps
-dying young stops the stack, with a non-zero exit. On SIGINT/SIGTERM every child gets SIGTERM in
-reverse start order; if the supervisor itself is killed, Linux ends the children too. Development
-only: it prints credentials.
+restarts reuse them), then supervises the API, a scheduler, the side-jobs process and workers as
+child processes. A child that exits on its own is restarted with backoff (`taskyard.dev_children`);
+a worker first gets valid credentials again, because an admin may have rotated or deleted the dev
+agent from the API. Only a child that keeps dying young stops the stack, with a non-zero exit. On
+SIGINT/SIGTERM every child gets SIGTERM in reverse start order; if the supervisor itself is killed,
+Linux ends the children too. Development only: it prints credentials.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from api.dev_children import Child, Stack, dead_child, say, spawn, supervise
-from api.embedded import EmbeddedRedis, redis_server_binary
+from taskyard.dev_children import Child, Stack, dead_child, say, spawn, supervise
+from taskyard.embedded import EmbeddedRedis, redis_server_binary
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -116,7 +116,7 @@ async def _ensure_credentials(settings: ApiSettings, state_path: Path) -> tuple[
 
     Returns (state, whether anything was created).
     """
-    from api.cli import create_agent, ensure_admin
+    from taskyard.chores import create_agent, ensure_admin
 
     state = _read_state(state_path)
     created = False
@@ -170,7 +170,7 @@ async def _valid_agent(settings: ApiSettings, state_path: Path) -> dict[str, str
         await engine.dispose()
     if row is None:
         # Only the agent: re-running ensure_admin would end the admin's sessions in the browser.
-        from api.cli import create_agent
+        from taskyard.chores import create_agent
 
         say("the dev agent is gone (deleted from the API?); creating a new one for the dev worker")
         agent_id, token = await create_agent(
@@ -271,8 +271,8 @@ def _resolve_redis(options: DevOptions, environ: Mapping[str, str], data_dir: Pa
 
 
 def _start(options: DevOptions, environ: Mapping[str, str], stack: Stack, stop: threading.Event) -> int:
-    from api.migrate import async_database_url, upgrade
     from api.settings import load_settings
+    from taskyard.migrate import async_database_url, upgrade
 
     data_dir = Path(options.data_dir or environ.get("TASKYARD_DATA_DIR") or ".taskyard").resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -297,9 +297,11 @@ def _start(options: DevOptions, environ: Mapping[str, str], stack: Stack, stop: 
     state, created = asyncio.run(_ensure_credentials(settings, data_dir / DEV_STATE_FILE))
 
     python = sys.executable
-    spawn(stack, "api", [python, "-m", "api", "api", "--host", host, "--port", str(port)], env)
+    spawn(stack, "api", [python, "-m", "taskyard", "api", "--host", host, "--port", str(port)], env)
     if options.scheduler:
         spawn(stack, "scheduler", [python, "-m", "scheduler"], env)
+    # Side jobs (rq): retention purges and the task counts /metrics reads.
+    spawn(stack, "jobs", [python, "-m", "api.jobs"], env)
     connect_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - only compared
     base_url = f"http://{connect_host}:{port}"
     if not _wait_ready(base_url, stack, stop):

@@ -2,7 +2,7 @@
 
 `api` runs uvicorn in this process; `scheduler` and `worker` replace this process with
 `python -m scheduler` / `python -m worker` (so `api` never imports `worker`); `dev` runs the whole
-stack under a supervisor (`api.dev`). Settings are read from the environment once, here.
+stack under a supervisor (`taskyard.dev`). Settings are read from the environment once, here.
 """
 
 from __future__ import annotations
@@ -18,155 +18,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from sqlalchemy.ext.asyncio import AsyncSession
-
     from api.settings import ApiSettings
 
-__all__ = ("build_parser", "create_agent", "ensure_admin", "main")
+__all__ = ("build_parser", "main")
 
 DEFAULT_GRACEFUL_SHUTDOWN_S = 25
 """uvicorn's drain budget on SIGTERM; keep it below the pod's terminationGracePeriodSeconds (30 s)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Database chores shared with the dev supervisor
-# ---------------------------------------------------------------------------------------------
-
-
-async def _hash_password(settings: ApiSettings, password: str) -> str:
-    """argon2id with the configured cost, through the same service the login path verifies with."""
-    from api.auth.passwords import PasswordService
-
-    service = PasswordService(
-        time_cost=settings.auth.argon2_time_cost,
-        memory_cost_kib=settings.auth.argon2_memory_cost_kib,
-        parallelism=settings.auth.argon2_parallelism,
-        concurrency=1,
-    )
-    return await service.hash(password)
-
-
-async def ensure_admin(settings: ApiSettings, *, email: str, password: str | None, name: str | None) -> tuple[str, str]:
-    """Create the admin, or promote (and reactivate) an existing user; a given password replaces the old one.
-
-    Returns (user id, "created" | "promoted").
-    """
-    from sqlalchemy import select
-
-    from api.db.base import utcnow
-    from api.db.models.users import User
-    from api.db.session import create_engine, create_sessionmaker
-
-    email = email.strip().lower()
-    engine = create_engine(settings.database)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            user = (await session.execute(select(User).where(User.email == email))).scalar_one_or_none()
-            now = utcnow()
-            if user is None:
-                if not password:
-                    raise SystemExit("create-admin: a new admin needs a password (--password or --password-stdin)")
-                user = User(
-                    email=email,
-                    name=name or email.partition("@")[0],
-                    password_hash=await _hash_password(settings, password),
-                    role="admin",
-                    is_active=True,
-                    token_version=0,
-                    created_at=now,
-                    updated_at=now,
-                )
-                session.add(user)
-                outcome = "created"
-            else:
-                user.role = "admin"
-                user.is_active = True
-                if name:
-                    user.name = name
-                if password:
-                    user.password_hash = await _hash_password(settings, password)
-                    # A reset password ends every session issued under the old one.
-                    user.token_version += 1
-                user.updated_at = now
-                outcome = "promoted"
-            _audit(session, action="cli_create_admin", target_id=None, details={"outcome": outcome})
-            await session.flush()
-            user_id = user.id
-            await session.commit()
-            return user_id, outcome
-    finally:
-        await engine.dispose()
-
-
-def _audit(session: AsyncSession, *, action: str, target_id: str | None, details: dict[str, Any]) -> None:
-    """An audit row for a CLI action (actor: the operator at the console, so no actor id)."""
-    from api.audit import record
-
-    record(
-        session,
-        action=action,
-        outcome="success",
-        actor_id=None,
-        actor_role="cli",
-        target_type="cli",
-        target_id=target_id,
-        details=details,
-    )
-
-
-async def create_agent(
-    settings: ApiSettings,
-    *,
-    name: str,
-    owner_email: str | None,
-    capabilities: Sequence[str],
-    concurrency: int,
-    is_public: bool,
-    agent_type: str = "generic",
-    trusted: bool = False,
-) -> tuple[str, str]:
-    """Create an agent through the agents service (owner: `owner_email`, else the first admin).
-
-    Returns (agent id, the one-time token).
-    """
-    from sqlalchemy import select
-
-    from api.agents.schemas import AgentCreate
-    from api.agents.service import AgentService
-    from api.auth.identity import CurrentUser
-    from api.db.models.users import User
-    from api.db.session import create_engine, create_sessionmaker
-
-    engine = create_engine(settings.database)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            query = select(User).where(User.is_active.is_(True))
-            if owner_email:
-                query = query.where(User.email == owner_email.strip().lower())
-            else:
-                query = query.where(User.role == "admin").order_by(User.created_at)
-            owner = (await session.execute(query.limit(1))).scalar_one_or_none()
-            if owner is None:
-                raise SystemExit("create-agent: no such active user; run `taskyard create-admin` first")
-            actor = CurrentUser(
-                id=owner.id, email=owner.email, name=owner.name, role=owner.role, jti="cli", token_exp=0
-            )
-            data = AgentCreate(
-                name=name,
-                type=agent_type,
-                capabilities=list(capabilities),
-                concurrency=concurrency,
-                is_public=is_public,
-                trusted=trusted,
-            )
-            # Creating an agent touches only the database; the scheduler learns of it when it connects.
-            service = AgentService(session, scheduler=None)  # type: ignore[arg-type]
-            agent, created = await service.create(actor, data)
-            _audit(session, action="cli_create_agent", target_id=agent.id, details={"name": name})
-            await session.commit()
-            return agent.id, created.token
-    finally:
-        await engine.dispose()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,12 +32,9 @@ async def create_agent(
 
 
 def _load_settings(environ: Mapping[str, str] | None = None) -> ApiSettings:
-    from api.settings import SettingsError, load_settings
+    from api.settings import load_settings
 
-    try:
-        return load_settings(os.environ if environ is None else environ)
-    except SettingsError as exc:
-        raise SystemExit("taskyard: " + "\n  ".join(["invalid settings:", *exc.problems])) from exc
+    return load_settings(os.environ if environ is None else environ)  # SettingsError: one line, in main()
 
 
 def _cmd_api(args: argparse.Namespace) -> int:
@@ -224,6 +78,7 @@ def _exec_module(module: str, args: Sequence[str]) -> int:
     argv = [sys.executable, "-m", module, *[a for a in args if a != "--"]]
     sys.stdout.flush()
     sys.stderr.flush()
+    os.environ["TASKYARD_PROG"] = f"taskyard {module}"  # so its --help and errors name the command used
     os.execv(sys.executable, argv)  # noqa: S606 - fixed interpreter, arguments passed through as a list
     return 0  # pragma: no cover - execv does not return
 
@@ -237,7 +92,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from api.migrate import current_revision, downgrade, upgrade
+    from taskyard.migrate import current_revision, downgrade, upgrade
 
     url = _load_settings().database.url.reveal()
     if args.action == "upgrade":
@@ -261,20 +116,23 @@ def _read_password(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_create_admin(args: argparse.Namespace) -> int:
-    from api.migrate import upgrade
+    from taskyard.migrate import upgrade
 
     settings = _load_settings()
     upgrade(settings.database.url.reveal(), "head")
     password = _read_password(args)
     if password is not None and len(password) < 8:
         raise SystemExit("create-admin: the password must be at least 8 characters")
+    from taskyard.chores import ensure_admin
+
     user_id, outcome = asyncio.run(ensure_admin(settings, email=args.email, password=password, name=args.name))
     print(f"admin {args.email.strip().lower()} {outcome} (id {user_id})")
     return 0
 
 
 def _cmd_create_agent(args: argparse.Namespace) -> int:
-    from api.migrate import upgrade
+    from taskyard.chores import create_agent
+    from taskyard.migrate import upgrade
 
     settings = _load_settings()
     upgrade(settings.database.url.reveal(), "head")
@@ -296,8 +154,16 @@ def _cmd_create_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    from api.jobs.process import run_jobs
+
+    settings = _load_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return run_jobs(settings, burst=args.burst, cron=not args.no_cron)
+
+
 def _cmd_dev(args: argparse.Namespace) -> int:
-    from api.dev import DevOptions, run_dev
+    from taskyard.dev import DevOptions, run_dev
 
     return run_dev(
         DevOptions(
@@ -359,8 +225,8 @@ def _add_exec(sub: Any, name: str, helptext: str) -> None:
     p = sub.add_parser(
         name,
         help=helptext,
-        description=f"{helptext}. Replaces this process with `python -m {name} ARGS`; "
-        f"pass its own options after `--` (e.g. `taskyard {name} -- --help`).",
+        description=f"{helptext}. Replaces this process with `python -m {name} ARGS`: every option "
+        f"after `taskyard {name}` is its own (`taskyard {name} --help` lists them).",
     )
     p.add_argument("args", nargs=argparse.REMAINDER, help=f"arguments for python -m {name}")
     p.set_defaults(func=_cmd_scheduler if name == "scheduler" else _cmd_worker)
@@ -408,6 +274,18 @@ def _add_create_agent(sub: Any) -> None:
     p.set_defaults(func=_cmd_create_agent)
 
 
+def _add_jobs(sub: Any) -> None:
+    p = sub.add_parser(
+        "jobs",
+        help="run the side-job process (rq worker + rq cron: retention purges, /metrics counts)",
+        description="One rq worker on the side-job queue and rq's cron scheduler for the periodic jobs. "
+        "Needs REDIS_URL and DATABASE_URL like the API.",
+    )
+    p.add_argument("--burst", action="store_true", help="run the queued jobs, then exit")
+    p.add_argument("--no-cron", action="store_true", help="do not enqueue the periodic jobs from this process")
+    p.set_defaults(func=_cmd_jobs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="taskyard",
@@ -421,10 +299,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_migrate(sub)
     _add_create_admin(sub)
     _add_create_agent(sub)
+    _add_jobs(sub)
     return parser
 
 
+_PASS_THROUGH = {"scheduler": _cmd_scheduler, "worker": _cmd_worker}
+"""Subcommands whose options belong to `python -m <name>`: handed over untouched, `--help` included.
+
+argparse cannot pass an option-like remainder (`taskyard worker --handlers m:attr` would be refused
+as "unrecognized arguments"), so these never go through it.
+"""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("taskyard")
+    except PackageNotFoundError:  # pragma: no cover - running from a tree that was never installed
+        return "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _PASS_THROUGH:
+        return _PASS_THROUGH[argv[0]](argparse.Namespace(args=argv[1:]))
+    parser = build_parser()
+    parser.add_argument("--version", action="version", version=f"taskyard {_version()}")
+    args = parser.parse_args(argv)
+    from api.settings import SettingsError
+
+    try:
+        result: int = args.func(args)
+    except SettingsError as exc:
+        # A configuration mistake is the operator's to fix: one clear line, no traceback.
+        print("taskyard: invalid settings: " + "; ".join(exc.problems), file=sys.stderr)
+        return 2
     return result

@@ -1,6 +1,7 @@
-"""What the task side adds to the app: route handlers and lifespans (ours, then the WebSocket package's).
+"""How tasks, agents and the WebSocket side compose into the app: route handlers, dependencies, lifespans.
 
-`api.app.create_app` registers `route_handlers()` and enters `lifespans()` in order, after its core
+The one place that knows all three, so none of them imports another sideways. `api.app.create_app`
+registers `route_handlers()` and `dependencies()` and enters `lifespans()` in order, after its core
 lifespan has set `app.state.settings/db/redis/scheduler`. Ours sets `app.state.metrics`,
 `app.state.recorder` and `app.state.reconciler`, and runs the last two in the background.
 """
@@ -11,11 +12,17 @@ import logging
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+from litestar import Request  # noqa: TC002 - Litestar resolves provider hints at runtime
+from litestar.di import Provide
+from sqlalchemy.ext.asyncio import AsyncSession  # noqa: TC002 - Litestar resolves provider hints at runtime
+
 from api.agents.controllers import AgentController
+from api.agents.service import PinnedTasks
 from api.metrics import Metrics, metrics_endpoint
 from api.tasks.controllers import TaskController
 from api.tasks.reconciler import Reconciler
 from api.tasks.recorder import Recorder
+from api.tasks.service import TaskService
 from api.ws import wiring as ws_wiring
 
 if TYPE_CHECKING:
@@ -23,13 +30,22 @@ if TYPE_CHECKING:
 
     from litestar import Litestar
 
-__all__ = ("lifespans", "route_handlers", "tasks_lifespan")
+__all__ = ("dependencies", "lifespans", "route_handlers", "tasks_lifespan")
 
 logger = logging.getLogger(__name__)
 
 
 def route_handlers() -> Sequence[Any]:
     return [AgentController, TaskController, metrics_endpoint, *ws_wiring.route_handlers()]
+
+
+def _provide_pinned_tasks(request: Request[Any, Any, Any], db_session: AsyncSession) -> PinnedTasks:
+    return PinnedTasks(TaskService(db_session, request.app.state.scheduler).cancel_pinned_to)
+
+
+def dependencies() -> dict[str, Provide]:
+    """`pinned_tasks` for the agent routes: the task service, on the request's session."""
+    return {"pinned_tasks": Provide(_provide_pinned_tasks, sync_to_thread=False)}
 
 
 @asynccontextmanager

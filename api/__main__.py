@@ -1,8 +1,0 @@
-"""`python -m api` is the `taskyard` command (useful where the console script is not on PATH)."""
-
-from __future__ import annotations
-
-from api.cli import main
-
-if __name__ == "__main__":
-    raise SystemExit(main())
