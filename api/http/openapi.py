@@ -55,6 +55,18 @@ _EXTRA_STATUSES: dict[str, tuple[int, ...]] = {
     "plannerCreateTaskFromText": (429, 502, 504),
     "plannerPostMessage": (429, 502, 504),
     "plannerDeleteLlmSettings": (404,),
+    "operationsGetDeadLetter": (409,),
+    "operationsDiscard": (409,),
+    "operationsRetry": (409, 429),
+    "operationsDisableUser": (409,),
+}
+
+# A second success status some operations answer with (an idempotent replay, a first creation).
+_OTHER_SUCCESS: dict[str, tuple[int, str]] = {
+    "tasksSubmit": (200, "An idempotency key seen before: the task it created."),
+    "tasksSubmitBatch": (200, "Every idempotency key seen before: the tasks they created."),
+    "operationsRetry": (200, "Retried before: the task that retry created."),
+    "webhooksPutWebhook": (201, "The webhook was created (200 when it was updated)."),
 }
 
 _TAGS = [
@@ -166,6 +178,10 @@ def _statuses(handler: HTTPRouteHandler, op: dict[str, Any]) -> set[int]:
 
 def _document_operation(handler: HTTPRouteHandler, op: dict[str, Any]) -> None:
     responses = op.setdefault("responses", {})
+    other = _OTHER_SUCCESS.get(op.get("operationId", ""))
+    success = [r for s, r in responses.items() if s.startswith("2")]
+    if other is not None and success and str(other[0]) not in responses:
+        responses[str(other[0])] = {**success[0], "description": other[1]}
     for status in _statuses(handler, op):
         response: dict[str, Any] = {
             "description": ERROR_STATUSES[status],
