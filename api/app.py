@@ -16,6 +16,7 @@ from api import wiring
 from api.auth.controllers import AuthController
 from api.auth.passwords import PasswordService
 from api.auth.tokens import AccessTokenCodec
+from api.console import console_route_handlers
 from api.db.session import create_engine, create_sessionmaker, provide_db_session
 from api.errors import exception_handlers
 from api.health import healthz, readyz
@@ -159,6 +160,8 @@ def create_app(settings: ApiSettings) -> Litestar:
         logging_config=None,
         debug=False,
     )
+    for handler in console_route_handlers():  # the web console (api/console), / redirecting to it
+        app.register(handler)
     # Wrap the whole handler (routing included) so 404/405 carry the request id and get logged too.
     app.asgi_handler = RequestContextMiddleware(app.asgi_handler, access_log=settings.http.access_log)
     return app

@@ -186,10 +186,12 @@ class RateLimitSettings:
 
 @dataclass(frozen=True, slots=True)
 class WsSettings:
-    heartbeat_interval_s: float = 10.0
+    heartbeat_interval_s: float = 3.0
     """Interval the server announces to agents in `auth/ok` and `heartbeat`."""
-    heartbeat_timeout_s: float = 30.0
-    """An agent silent this long is offline (its presence lease)."""
+    heartbeat_timeout_s: float = 10.0
+    """An agent silent this long is offline (its presence lease): its tasks are requeued, as a loss."""
+    reconnect_grace_s: float = 5.0
+    """After an agent's socket closes, how long its tasks wait for it to reconnect before they are requeued."""
     client_max_frame_bytes: int = 65536
     """Largest client frame; larger closes with 1009."""
     agent_max_frame_bytes: int = 1048576
@@ -215,7 +217,7 @@ class WsSettings:
 @dataclass(frozen=True, slots=True)
 class TasksSettings:
     reconcile_interval_s: float = 5.0
-    """How often the reconciler re-enqueues recent rows Redis does not know; 0 turns the reconciler off."""
+    """How often the reconciler re-enqueues recent rows Redis does not know and fills lost results; 0: off."""
     reconcile_window_s: float = 600.0
     """How far back (by creation time) the reconciler looks for rows Redis may have missed."""
     reconcile_grace_s: float = 2.0

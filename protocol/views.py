@@ -134,10 +134,13 @@ class AgentView(_View):
     """Tasks running on it right now."""
     created_at: _AwareDatetime
     updated_at: _AwareDatetime
+    last_heartbeat_at: _AwareDatetime | None = None
+    """When its presence was last renewed (by a heartbeat or any other frame); absent while offline."""
 
     def __post_init__(self) -> None:
         self.created_at = _aware(self.created_at)
         self.updated_at = _aware(self.updated_at)
+        self.last_heartbeat_at = _aware_or_none(self.last_heartbeat_at)
 
 
 class TaskPage(_View):

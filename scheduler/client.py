@@ -21,7 +21,16 @@ if TYPE_CHECKING:
 
     from redis.asyncio import Redis
 
-    from scheduler.types import AgentPresence, AgentSpec, Applied, CancelResult, InboxEntry, TaskEvent, TaskSpec
+    from scheduler.types import (
+        AgentPresence,
+        AgentSpec,
+        Applied,
+        CancelResult,
+        InboxEntry,
+        ReconcileResult,
+        TaskEvent,
+        TaskSpec,
+    )
 
 __all__ = ("SchedulerClient",)
 
@@ -110,8 +119,9 @@ class SchedulerClient:
         """
         return await self.scripts.stream(task_id, attempt, agent_id, self._now(), offset=offset, delta=delta)
 
-    async def complete(self, task_id: str, attempt: int, agent_id: str) -> Applied:
-        return await self.scripts.complete(task_id, attempt, agent_id, self._now())
+    async def complete(self, task_id: str, attempt: int, agent_id: str, output_json: bytes | None = None) -> Applied:
+        """`output_json`: kept in Redis for `output_keep_s` so a lost commit can be filled in (`pending_outputs`)."""
+        return await self.scripts.complete(task_id, attempt, agent_id, self._now(), output_json)
 
     async def fail(
         self,
@@ -135,11 +145,33 @@ class SchedulerClient:
             retry_delay_s=retry_delay_s,
         )
 
+    async def pending_outputs(self, task_ids: Sequence[str]) -> dict[str, bytes]:
+        """The kept outputs of these finished tasks (those Redis still has)."""
+        if not task_ids:
+            return {}
+        values = await self._redis.mget([self.keys.pending_output(task_id) for task_id in task_ids])
+        return {
+            task_id: value if isinstance(value, bytes) else str(value).encode()
+            for task_id, value in zip(task_ids, values, strict=True)
+            if value is not None
+        }
+
     # --- presence ------------------------------------------------------------------------------
 
-    async def agent_online(self, spec: AgentSpec, *, lease_s: float) -> bool:
-        """On connect and every heartbeat; True when the agent just came online."""
-        return await self.scripts.heartbeat(spec, int(lease_s * 1000), self._now())
+    async def agent_online(self, spec: AgentSpec, *, lease_s: float, session_id: str = "") -> bool:
+        """On connect and every heartbeat; True when the agent just came online.
+
+        `session_id` names the socket: only the latest one's close starts a reconnect grace."""
+        return await self.scripts.heartbeat(spec, int(lease_s * 1000), self._now(), session_id)
+
+    async def agent_closed(self, agent_id: str, session_id: str, *, grace_s: float) -> None:
+        """The agent's socket closed: stop offering it work; unless it reconnects within `grace_s` (or
+        another session of it is live already), the reaper requeues its tasks then."""
+        await self.scripts.agent_closed(agent_id, session_id, int(grace_s * 1000), self._now())
+
+    async def reconcile_agent(self, agent_id: str, running: list[tuple[str, int]]) -> ReconcileResult:
+        """Requeue the agent's running attempts its (new session's first) heartbeat does not list."""
+        return await self.scripts.reconcile_agent(agent_id, running, self._now())
 
     async def agent_offline(self, agent_id: str, *, requeue_now: bool) -> int:
         """requeue_now: tasks back to queued at once and presence removed (delete, rotate);
@@ -156,18 +188,21 @@ class SchedulerClient:
     async def stale_attempts(self, agent_id: str, reported: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """Of the (task, attempt) pairs an agent says it runs, those it no longer holds.
 
-        An attempt is live only while its task is assigned/running, on that attempt, on that agent.
+        An attempt is live while its task is assigned/running, on that attempt, on that agent; also once that
+        attempt of that agent finished the task: the agent lists outcomes not acknowledged yet, and one whose
+        commit was lost (a replica died) must be resent, not cancelled.
         Read-only and not atomic: a caller only uses it to tell an agent to drop work.
         """
         pipe = self._redis.pipeline(transaction=False)
         for task_id, _ in reported:
-            pipe.hmget(self.keys.task(task_id), "status", "attempt", "agent")
+            pipe.hmget(self.keys.task(task_id), "status", "attempt", "agent", "fin")
         rows = await pipe.execute()
         agent = agent_id.encode()
         stale: list[tuple[str, int]] = []
-        for (task_id, attempt), (status, current, holder) in zip(reported, rows, strict=True):
+        for (task_id, attempt), (status, current, holder, fin) in zip(reported, rows, strict=True):
             live = status in (b"assigned", b"running") and current is not None and int(current) == attempt
-            if not (live and holder == agent):
+            finished_by_it = fin is not None and fin.startswith(b"%d:%s:" % (attempt, agent))
+            if not (live and holder == agent) and not finished_by_it:
                 stale.append((task_id, attempt))
         return stale
 

@@ -8,9 +8,14 @@ Each entry: key, Redis type; contents; bound or TTL; written by -> read by.
 `P:task:{id}` HASH
     owner, type, input, prio, pin, caps, route, ord, timeout, maxatt, status, attempt, seq,
     agent (assigned), fin (`attempt:agent:kind` of the frame that finished it), runat, error, message,
-    slen (bytes of the current attempt's `task/stream` text; dispatch resets it).
+    slen (bytes of the current attempt's `task/stream` text; dispatch resets it),
+    losses (attempts lost with their agent: not counted against maxatt, bounded by `max_losses`),
+    avoid (the agent it last timed out on; dispatch prefers any other with room).
     No TTL while active; `task_ttl_s` once terminal.
     Written by every script -> read by every script and `known_task_ids`.
+`P:out:{id}` STRING
+    The output of the result that made the task `done`, until the database has it (a result whose commit
+    died with its API replica is filled in from here). TTL `output_keep_s`. complete -> the reconciler.
 `P:hist:{id}` STREAM
     The task's events (status, progress, stream pieces); entry id `0-{seq}`, so "after seq" is one XRANGE.
     MAXLEN ~ `history_maxlen`; TTL `task_ttl_s`, refreshed per event.
@@ -42,12 +47,14 @@ Each entry: key, Redis type; contents; bound or TTL; written by -> read by.
     Agents with a lease; score = lease end (ms). One member per agent until reaped or offline.
     heartbeat -> dispatch, reap_agents, `online_agents()`, `is_online()`.
 `P:agent:{id}` HASH
-    owner, caps (JSON), conc, accepting, running (slots in use). TTL lease + `agent_keep_s`,
+    owner, caps (JSON), conc, accepting, running (slots in use), sess (latest session id: only its close
+    starts a reconnect grace). TTL lease + `agent_keep_s`,
     refreshed per heartbeat (the reaper deletes it first).
     heartbeat, dispatch, complete, fail, cancel, timeouts -> dispatch, `online_agents()`.
 `P:agent:{id}:tasks` SET
     Task ids holding a slot on the agent; `running` equals its size. Same TTL as the agent hash.
-    dispatch (add); complete, fail, cancel, timeouts (remove) -> reap_agents, agent_offline.
+    dispatch (add); complete, fail, cancel, timeouts, reconcile_agent (remove) -> reap_agents, agent_offline,
+    reconcile_agent.
 `P:agent:{id}:inbox` STREAM (group `deliver`)
     `submit` / `cancel` entries for the agent. MAXLEN ~ `inbox_maxlen`; TTL `inbox_ttl_s`,
     refreshed per entry and heartbeat. dispatch, cancel, timeouts, reap_agents -> `read_inbox()`.
@@ -111,6 +118,9 @@ class Keys:
 
     def task(self, task_id: str) -> str:
         return f"{self.prefix}:task:{task_id}"
+
+    def pending_output(self, task_id: str) -> str:
+        return f"{self.prefix}:out:{task_id}"
 
     def history(self, task_id: str) -> str:
         return f"{self.prefix}:hist:{task_id}"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from scheduler.errors import ScriptReplyError
 from scheduler.keys import route_id
-from scheduler.types import Applied, CancelResult, Outcome, SweepResult
+from scheduler.types import Applied, CancelResult, Outcome, ReconcileResult, SweepResult
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -38,6 +38,7 @@ SCRIPT_NAMES = (
     "cancel",
     "heartbeat",
     "agent_offline",
+    "reconcile_agent",
     "reap_agents",
     "timeouts",
     "release_due",
@@ -186,8 +187,13 @@ class Scripts:
         keys, args = self._frame(task_id, attempt, agent_id)
         return _applied(await self._run("stream", now_ms, keys, [*args, offset, delta.encode()]))
 
-    async def complete(self, task_id: str, attempt: int, agent_id: str, now_ms: int) -> Applied:
+    async def complete(
+        self, task_id: str, attempt: int, agent_id: str, now_ms: int, output_json: bytes | None = None
+    ) -> Applied:
         keys, args = self._frame(task_id, attempt, agent_id)
+        if output_json is not None:
+            keys.append(self._keys.pending_output(task_id))
+            args += [output_json, int(self._settings.output_keep_s * 1000)]
         return _applied(await self._run("complete", now_ms, keys, args))
 
     async def fail(
@@ -213,7 +219,7 @@ class Scripts:
         k = self._keys
         return [k.agent(agent_id), k.agent_tasks(agent_id), k.inbox(agent_id)]
 
-    async def heartbeat(self, agent: AgentSpec, lease_ms: int, now_ms: int) -> bool:
+    async def heartbeat(self, agent: AgentSpec, lease_ms: int, now_ms: int, session_id: str = "") -> bool:
         args: list[Any] = [
             agent.agent_id,
             agent.owner_id,
@@ -222,21 +228,34 @@ class Scripts:
             "1" if agent.accepting else "0",
             lease_ms,
             int(self._settings.agent_keep_s * 1000),
+            session_id,
         ]
         return int(await self._run("heartbeat", now_ms, self._agent_keys(agent.agent_id), args)) == 1
 
     async def agent_offline(self, agent_id: str, requeue_now: bool, now_ms: int) -> int:
-        args = [agent_id, "1" if requeue_now else "0"]
+        args = [agent_id, "1" if requeue_now else "0", self._settings.max_losses]
         return int(await self._run("agent_offline", now_ms, self._agent_keys(agent_id), args))
+
+    async def agent_closed(self, agent_id: str, session_id: str, grace_ms: int, now_ms: int) -> None:
+        args = [agent_id, "grace", self._settings.max_losses, grace_ms, session_id]
+        await self._run("agent_offline", now_ms, self._agent_keys(agent_id), args)
+
+    async def reconcile_agent(self, agent_id: str, running: list[tuple[str, int]], now_ms: int) -> ReconcileResult:
+        args: list[Any] = [agent_id, self._settings.max_losses]
+        for task_id, attempt in running:
+            args += [task_id, attempt]
+        reply = await self._run("reconcile_agent", now_ms, self._agent_keys(agent_id)[:2], args)
+        return ReconcileResult(requeued=int(reply[0]), failed=int(reply[1]), freed=int(reply[2]))
 
     # --- sweeps --------------------------------------------------------------------------------
 
     async def reap_agents(self, now_ms: int) -> SweepResult:
-        reply = await self._run("reap_agents", now_ms, [], [self._settings.sweep_batch])
+        reply = await self._run("reap_agents", now_ms, [], [self._settings.sweep_batch, self._settings.max_losses])
         return SweepResult(agents_reaped=int(reply[0]), tasks_requeued=int(reply[1]), tasks_failed=int(reply[2]))
 
     async def timeouts(self, now_ms: int) -> int:
-        return int(await self._run("timeouts", now_ms, [], [self._settings.sweep_batch, *self._backoff_args()]))
+        args = [self._settings.sweep_batch, *self._backoff_args(), self._settings.max_losses]
+        return int(await self._run("timeouts", now_ms, [], args))
 
     async def release_due(self, now_ms: int) -> int:
         return int(await self._run("release_due", now_ms, [], [self._settings.sweep_batch]))

@@ -28,6 +28,11 @@ class SchedulerSettings:
     """How often expired agents, passed deadlines and due timers are swept."""
     assign_timeout_s: float = 15.0
     """How long an assigned task may wait for `task/accept` before it is taken back."""
+    max_losses: int = 3
+    """Times a task may lose its agent (gone past its lease or reconnect grace, no answer to the submit,
+    restarted without it) before it fails with `worker_lost`. Losses do not use up `maxAttempts`."""
+    output_keep_s: float = 120.0
+    """How long Redis keeps a finished task's output for the reconciler, in case its commit was lost."""
     retry_base_s: float = 1.0
     """Backoff base: attempt n waits a random time in [0, min(max, base * 2^(n-1))]."""
     retry_max_s: float = 60.0
@@ -85,6 +90,8 @@ def load_settings(environ: Mapping[str, str]) -> SchedulerSettings:
     positive = (
         "sweep_interval_s",
         "assign_timeout_s",
+        "max_losses",
+        "output_keep_s",
         "retry_base_s",
         "retry_max_s",
         "dispatch_batch",

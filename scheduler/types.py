@@ -141,6 +141,18 @@ class TaskEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ReconcileResult:
+    """What reconciling a reconnected agent's running attempts did."""
+
+    requeued: int = 0
+    """Running attempts it no longer runs, back in their queues (a loss each)."""
+    failed: int = 0
+    """Of those, tasks past their loss bound (`worker_lost`)."""
+    freed: int = 0
+    """Slots held by attempts no longer the agent's."""
+
+
+@dataclass(frozen=True, slots=True)
 class SweepResult:
     """What one sweep did (for logs and tests)."""
 

@@ -300,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_create_admin(sub)
     _add_create_agent(sub)
     _add_jobs(sub)
+    from taskyard.client import add_client_commands  # login, tasks, agents: a client of a running server
+
+    add_client_commands(sub)
     return parser
 
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import threading
+import time
 from collections import OrderedDict
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -18,6 +21,7 @@ import msgspec
 
 from protocol.envelope import encode_frame, new_frame_id
 from protocol.errors import ErrorCode
+from protocol.limits import MAX_HEARTBEAT_TASKS
 from protocol.messages import (
     Ack,
     ErrorFrame,
@@ -55,7 +59,7 @@ if TYPE_CHECKING:
     from worker.settings import WorkerSettings
     from worker.streaming import StreamPiece
 
-__all__ = ("Agent",)
+__all__ = ("EXIT_HUNG", "Agent")
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +93,19 @@ _FINISHED_MEMORY = 65536
 """How many finished attempts are remembered to ignore redelivered submits."""
 _ACCEPT_FLUSH_S = 1.0
 """How long a handler waits for its `task/accept` to be written before it starts anyway (backpressure)."""
+EXIT_HUNG = 3
+"""Exit code of a worker its watchdog stopped: the link showed no sign of life past the bound."""
+_WATCHDOG_TICK_S = 1.0
+_WATCHDOG_HEARTBEATS = 3
+"""The watchdog bound is at least this many of the server's heartbeat intervals."""
+
+
+def _exit_hung() -> None:
+    """Leave at once: the event loop's tasks are what is stuck, so a clean shutdown could hang too."""
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
+    os._exit(EXIT_HUNG)
 
 
 @dataclass(eq=False, slots=True)
@@ -142,8 +159,12 @@ class Agent(Generic[R]):
         registry: Registry[R],
         *,
         resources: Callable[[], AbstractAsyncContextManager[R]] | None = None,
+        on_hang: Callable[[], None] = _exit_hung,
     ) -> None:
+        """`on_hang`: what the watchdog does, on its own thread, when the link is silent past its bound
+        (default: exit the process with `EXIT_HUNG`, so the supervisor restarts the worker)."""
         self._settings = settings
+        self._on_hang = on_hang
         self._registry = registry
         self._resources_factory = resources
         self._resources: R = cast("R", None)
@@ -212,6 +233,11 @@ class Agent(Generic[R]):
             self._resources = resources
             connection_loop = asyncio.create_task(self._connection_loop(), name="agent-connection")
             stop_wait = asyncio.create_task(self._stop_requested.wait(), name="agent-stop-wait")
+            watchdog_stop = threading.Event()
+            if self._settings.watchdog_s > 0:
+                threading.Thread(
+                    target=self._watchdog, args=(watchdog_stop,), name="agent-watchdog", daemon=True
+                ).start()
             try:
                 await asyncio.wait({connection_loop, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                 if connection_loop.done():
@@ -219,6 +245,7 @@ class Agent(Generic[R]):
                 await self._drain()
             finally:
                 await cancel_and_wait(stop_wait, connection_loop)
+                watchdog_stop.set()
                 await self._cancel_jobs(None)
 
     # -- connection lifecycle ---------------------------------------------------------------------------
@@ -235,6 +262,7 @@ class Agent(Generic[R]):
         backoff = Backoff(base_s=self._settings.backoff_base_s, max_s=self._settings.backoff_max_s)
         agent_id = self._settings.agent_id
         while True:
+            self._link.note_alive()
             try:
                 conn = await open_connection(self._params)
             except AuthenticationError as exc:
@@ -255,14 +283,42 @@ class Agent(Generic[R]):
                 logger.exception("agent session failed", extra={"agent_id": agent_id})
             await asyncio.sleep(backoff.next_delay_s())
 
+    def _watchdog(self, stop: threading.Event) -> None:
+        """Call `on_hang` when the link shows no sign of life past the bound; runs on its own thread.
+
+        Alive means a frame from the server (it sends heartbeats) or a connection attempt; a hung
+        cancellation, a stuck socket or a blocked event loop shows neither. A thread, so that a loop
+        that no longer runs anything is caught too. Off when `watchdog_s` is 0.
+        """
+        while not stop.wait(_WATCHDOG_TICK_S):
+            bound_s = max(self._settings.watchdog_s, _WATCHDOG_HEARTBEATS * self._link.heartbeat_interval_s)
+            silent_s = time.monotonic() - self._link.alive_at
+            if silent_s > bound_s:
+                logger.critical(
+                    "watchdog: no frame from the server and no connection attempt for %.0f s (bound %.0f s): "
+                    "the link is hung; exiting with code %d so the supervisor restarts the worker",
+                    silent_s,
+                    bound_s,
+                    EXIT_HUNG,
+                    extra={"agent_id": self._settings.agent_id},
+                )
+                self._on_hang()
+                return
+
     def _heartbeat(self) -> Heartbeat:
         running = [job for job in self._jobs.values() if job.is_running]
         free = 0 if self._draining else max(self._settings.concurrency - len(running), 0)
+        refs = {job.key: None for job in running}
+        # Outcomes not acknowledged yet count as running: the server keeps their attempts (a reconnect's
+        # first heartbeat requeues what it does not list) until the resent outcome lands.
+        refs.update((frame.key, None) for frame in self._outbox.all() if frame.kind != "accept")
         return Heartbeat(
             running=len(running),
             capacity=free,
             draining=self._draining,
-            running_tasks=[TaskRef(task_id=job.submit.task_id, attempt=job.submit.attempt) for job in running],
+            running_tasks=[TaskRef(task_id=task_id, attempt=attempt) for task_id, attempt in refs][
+                :MAX_HEARTBEAT_TASKS
+            ],
         )
 
     # -- frames from the server -------------------------------------------------------------------------
@@ -307,9 +363,13 @@ class Agent(Generic[R]):
     def _on_cancel(self, cancel: TaskCancel) -> None:
         key = (cancel.task_id, cancel.attempt)
         self._finished.add(key)  # a submit of this attempt arriving later must not run it
-        self._outbox.purge(key)
-        self._streams.pop(key, None)
-        self._note_outbox_change()
+        if not self._outbox.has_terminal(key):
+            # An outcome already waiting for its ack stays: only the server's answer settles it (an ack, the
+            # partial output of a canceled task, or a refusal that drops it). Dropping it here could leave a
+            # task `done` without its result when the first commit was lost with a replica.
+            self._outbox.purge(key)
+            self._streams.pop(key, None)
+            self._note_outbox_change()
         job = self._jobs.get(key)
         if job is not None:
             logger.info("task cancelled by the server", extra=job.log_extra(self._settings.agent_id))

@@ -1,7 +1,8 @@
 """`python -m worker`: flags -> settings -> registry -> Agent, signal handling and exit codes.
 
 Exit codes: 0 after a clean stop (drained), 1 when `--check` fails, 2 for bad configuration or credentials
-the server refuses (retrying them cannot help, so a supervisor should not loop on it).
+the server refuses (retrying them cannot help, so a supervisor should not loop on it), 3 when the watchdog
+found the link hung (`worker.agent.EXIT_HUNG`: restart it).
 """
 
 from __future__ import annotations

@@ -143,7 +143,12 @@ async def open_connection(params: ConnectParams) -> AgentConnection:
     except (OSError, TimeoutError, WebSocketException) as exc:
         raise ConnectionLostError(f"cannot connect: {type(exc).__name__}: {exc}") from exc
     try:
-        auth = await asyncio.wait_for(_read_auth(ws), timeout=params.open_timeout_s)
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that races the auth frame.
+        async with asyncio.timeout(params.open_timeout_s):
+            auth = await _read_auth(ws)
+    except TimeoutError as exc:
+        await ws.close()
+        raise ConnectionLostError("no auth frame from the server in time") from exc
     except BaseException:
         await ws.close()
         raise

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from worker.connection import AgentConnection
     from worker.outbox import Outbox
 
-__all__ = ("Link",)
+__all__ = ("Link", "cancel_and_wait", "wait_event")
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,14 @@ class Link:
         """Seconds between heartbeats; from `auth/ok`, updated by the server's `heartbeat` frames."""
         self.connected = asyncio.Event()
         """Set while an authenticated connection is up."""
+        self.alive_at = time.monotonic()
+        """Monotonic time of the last sign of life: a frame from the server, a connection served or tried.
+
+        The agent's watchdog reads it: a link silent past its bound is hung, whatever the reason."""
+
+    def note_alive(self) -> None:
+        """Record progress that is not a server frame (a connection attempt)."""
+        self.alive_at = time.monotonic()
 
     @property
     def is_up(self) -> bool:
@@ -130,9 +138,10 @@ class Link:
             return
         waiter = self._written.setdefault(frame_id, asyncio.get_running_loop().create_future())
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout=timeout_s)
-        except TimeoutError:
-            logger.debug("frame not written within %.1f s; going on", timeout_s)
+            # asyncio.wait, not wait_for: 3.11's wait_for swallows a cancel that races a finished waiter.
+            done, _ = await asyncio.wait({waiter}, timeout=timeout_s)
+            if not done:
+                logger.debug("frame not written within %.1f s; going on", timeout_s)
         finally:
             self._written.pop(frame_id, None)
 
@@ -150,6 +159,7 @@ class Link:
             pending.sent_at = None
             self._queue.put(pending.data, frame_id=pending.frame_id)
         self._conn = conn
+        self.note_alive()
         self.connected.set()
         loops = [
             asyncio.create_task(self._reader(conn), name="agent-reader"),
@@ -181,6 +191,7 @@ class Link:
             except ProtocolError as exc:
                 logger.warning("unreadable frame from the server: %s", exc.message)
                 continue
+            self.alive_at = time.monotonic()
             self._on_frame(frame.payload)
 
     async def _writer(self, conn: AgentConnection) -> None:
@@ -210,8 +221,7 @@ class Link:
             self._queue.put_urgent(encode_frame(self._heartbeat()))
             self._ready.set()
             self._heartbeat_due.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._heartbeat_due.wait(), timeout=self.heartbeat_interval_s)
+            await wait_event(self._heartbeat_due, self.heartbeat_interval_s)
 
     async def _resender(self) -> None:
         while True:
@@ -222,8 +232,47 @@ class Link:
                 self._ready.set()
 
 
-async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
-    """Cancel tasks and wait until they are done, whatever they raise."""
+async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
+    """Wait until `event` is set or `timeout_s` passes; True when set. A cancel always raises.
+
+    Unlike `asyncio.wait_for(event.wait(), ...)` on Python 3.11, which returns normally (the cancel lost)
+    when the event is set in the same loop step as the cancel arrives: a loop built on that never ends.
+    """
+    if event.is_set():
+        return True
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=timeout_s)
+    finally:
+        if not waiter.done():
+            waiter.cancel()
+    return event.is_set()
+
+
+RECANCEL_EVERY_S = 1.0
+"""A task still running this long after its cancel is cancelled again (it may have swallowed the first)."""
+ABANDON_AFTER_S = 30.0
+"""Past this, `cancel_and_wait` logs the tasks that will not stop and returns without them."""
+
+
+async def cancel_and_wait(*tasks: asyncio.Task[Any], abandon_after_s: float = ABANDON_AFTER_S) -> None:
+    """Cancel tasks and wait until they are done, whatever they raise; never forever.
+
+    A task that swallowed its cancel (a library's `wait_for`, a broad `except`) is cancelled again each
+    `RECANCEL_EVERY_S`; one still running after `abandon_after_s` is logged and left behind, so the
+    caller (and with it the reconnect) goes on.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + abandon_after_s
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=min(RECANCEL_EVERY_S, max(deadline - loop.time(), 0.0)))
+        if pending and loop.time() >= deadline:
+            names = ", ".join(sorted(task.get_name() for task in pending))
+            logger.error("task(s) did not stop within %.0f s of their cancel; left behind: %s", abandon_after_s, names)
+            break
     for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a cancelled loop's error is not worth a "never retrieved" warning

@@ -90,6 +90,10 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     """`TASKYARD_WORKER_BACKOFF_MAX_S`: cap of the reconnect step."""
     resend_interval_s: float = 5.0
     """`TASKYARD_WORKER_RESEND_INTERVAL_S`: resend an unacknowledged result/error after this long."""
+    watchdog_s: float = 60.0
+    """`TASKYARD_WORKER_WATCHDOG_S`: exit (code 3) when the link shows no sign of life this long (no server
+    frame, no connection attempt), so the supervisor restarts a hung worker; at least 3 heartbeat intervals;
+    0: off. Must exceed `BACKOFF_MAX_S` + `OPEN_TIMEOUT_S`."""
     open_timeout_s: float = 10.0
     """`TASKYARD_WORKER_OPEN_TIMEOUT_S`: bound on the handshake plus the `auth/ok` frame."""
     ping_interval_s: float = 20.0
@@ -234,6 +238,7 @@ _FIELDS: dict[str, Callable[[str], Any]] = {
     "backoff_base_s": _parse_positive_float,
     "backoff_max_s": _parse_positive_float,
     "resend_interval_s": _parse_positive_float,
+    "watchdog_s": _parse_non_negative_float,
     "open_timeout_s": _parse_positive_float,
     "ping_interval_s": _parse_positive_float,
     "ping_timeout_s": _parse_positive_float,
@@ -287,6 +292,11 @@ def load_settings(environ: Mapping[str, str], *, require_credentials: bool = Tru
         problems.append(f"{env_name('llm_model')}: required with {env_name('llm_base_url')}")
     if settings.backoff_max_s < settings.backoff_base_s:
         problems.append(f"{env_name('backoff_max_s')}: must not be below {env_name('backoff_base_s')}")
+    if 0 < settings.watchdog_s <= settings.backoff_max_s + settings.open_timeout_s:
+        # A reconnect's wait (backoff then handshake) must never look like a hang.
+        problems.append(
+            f"{env_name('watchdog_s')}: must be 0 or above {env_name('backoff_max_s')} + {env_name('open_timeout_s')}"
+        )
     if problems:
         raise WorkerSettingsError(problems)
     return settings

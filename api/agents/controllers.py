@@ -36,7 +36,8 @@ def _user(request: Request[Any, Any, Any]) -> CurrentUser:
 
 
 def _service(request: Request[Any, Any, Any], db_session: AsyncSession) -> AgentService:
-    return AgentService(db_session, request.app.state.scheduler)
+    state = request.app.state
+    return AgentService(db_session, state.scheduler, lease_s=state.settings.ws.heartbeat_timeout_s)
 
 
 def _audit(

@@ -76,7 +76,7 @@ class RotateToken(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw
     """Optional caller-chosen new token; generated when absent."""
 
 
-class AgentCreated(AgentView):
+class AgentCreated(AgentView, kw_only=True):
     """The answer to create and rotate-token: the agent plus its token, shown this once."""
 
     token: str

@@ -5,6 +5,7 @@ Owns the `agents` table. Presence (online, load) is read from the scheduler, nev
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import logging
@@ -98,7 +99,11 @@ def _check_meta(meta: dict[str, Any]) -> None:
         raise PayloadTooLargeError(f"meta is over {MAX_AGENT_META_BYTES} bytes", {"field": "meta"})
 
 
-def _out(agent: Agent, presence: AgentPresence | None) -> dict[str, Any]:
+def _out(agent: Agent, presence: AgentPresence | None, lease_s: float | None = None) -> dict[str, Any]:
+    last_heartbeat = None
+    if presence is not None and lease_s is not None:
+        # Each renewal sets the lease to now + lease_s, so its end tells when the last one happened.
+        last_heartbeat = dt.datetime.fromtimestamp(presence.lease_until_ms / 1000 - lease_s, dt.UTC)
     return {
         "id": agent.id,
         "name": agent.name,
@@ -113,6 +118,7 @@ def _out(agent: Agent, presence: AgentPresence | None) -> dict[str, Any]:
         "running": presence.running if presence is not None else 0,
         "created_at": agent.created_at,
         "updated_at": agent.updated_at,
+        "last_heartbeat_at": last_heartbeat,
     }
 
 
@@ -123,9 +129,11 @@ class AgentService:
     as not found, exactly like an unknown id.
     """
 
-    def __init__(self, session: AsyncSession, scheduler: SchedulerClient) -> None:
+    def __init__(self, session: AsyncSession, scheduler: SchedulerClient, *, lease_s: float | None = None) -> None:
         self._session = session
         self._scheduler = scheduler
+        self._lease_s = lease_s
+        """The agents' presence lease (`heartbeat_timeout_s`); without it views carry no `lastHeartbeatAt`."""
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -147,7 +155,7 @@ class AgentService:
     async def view(self, user: CurrentUser, agent_id: str) -> AgentView:
         agent = await self.get_visible(user, agent_id)
         presence = await self._presence()
-        return AgentView(**_out(agent, presence.get(agent.id)))
+        return AgentView(**_out(agent, presence.get(agent.id), self._lease_s))
 
     async def list_visible(self, user: CurrentUser, *, limit: int, offset: int) -> tuple[list[AgentView], int]:
         query = select(Agent)
@@ -162,7 +170,7 @@ class AgentService:
             .all()
         )
         presence = await self._presence()
-        return [AgentView(**_out(a, presence.get(a.id))) for a in rows], total
+        return [AgentView(**_out(a, presence.get(a.id), self._lease_s)) for a in rows], total
 
     # --- writes (admin only; the controller guards) -----------------------------------------
 

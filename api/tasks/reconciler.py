@@ -1,11 +1,14 @@
 """The reconciler: puts back into Redis what the database says Redis should hold.
 
 Runs in every API replica (no leader): every step is idempotent, because `enqueue` ignores a task
-Redis already knows. Two jobs:
+Redis already knows, and a result only fills an empty slot. Three jobs:
   (a) Redis came back empty (the epoch marker is gone): rebuild every non-terminal task from the
       database, keeping attempt and seq so fencing and event order continue, then mark the epoch.
   (b) Every interval: re-enqueue recent `queued`/`scheduled` rows Redis does not know (the API
       crashed between its commit and its enqueue).
+  (c) Every interval: fill recent `done` rows that have no result from the output Redis kept
+      (`P:out:{id}`): the API that applied the result died before its commit, and the agent that
+      would resend it may be gone too.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import msgspec
 from sqlalchemy import select
 
 from api.db.base import utcnow
 from api.db.models.tasks import Task
 from api.tasks._background import BackgroundLoop
+from api.tasks.result_writer import apply_writes
 from api.tasks.service import spec_for
 from protocol.status import ACTIVE_STATUSES, TaskStatus
 
@@ -29,6 +34,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from api.metrics import Metrics
+    from api.tasks.result_writer import Kind
     from scheduler.client import SchedulerClient
     from scheduler.types import TaskSpec
 
@@ -38,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 _ACTIVE = tuple(str(s) for s in ACTIVE_STATUSES)
 _WAITING = (str(TaskStatus.QUEUED), str(TaskStatus.SCHEDULED))
+_RESULT_GRACE = dt.timedelta(seconds=5)
+"""A `done` row without its result this long after it finished lost its commit (batches commit in ms)."""
 _CHUNK = 500
 
 
@@ -47,6 +55,8 @@ class ReconcileResult:
     """Tasks enqueued by a rebuild (None: Redis still had its epoch, no rebuild)."""
     reenqueued: int
     """Recent rows Redis did not know, enqueued now."""
+    repaired: int = 0
+    """`done` rows without a result filled from the output Redis kept."""
 
 
 def _rebuild_spec(task: Task, now: dt.datetime) -> TaskSpec:
@@ -155,9 +165,53 @@ class Reconciler(BackgroundLoop):
             )
         return added
 
+    async def repair_results(self) -> int:
+        """Fill recent `done` rows that have no result from the output Redis kept; returns how many.
+
+        Bounded by finish time (the last `output_keep_s`): with an index on `finished_at`, a short range scan.
+        """
+        now = self._clock()
+        keep = dt.timedelta(seconds=self._scheduler.settings.output_keep_s)
+        async with self._sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(Task.id, Task.attempt, Task.assigned_agent_id)
+                    .where(
+                        Task.status == str(TaskStatus.DONE),
+                        Task.result.is_(None),
+                        Task.finished_at >= now - keep,
+                        Task.finished_at <= now - _RESULT_GRACE,
+                    )
+                    .limit(_CHUNK)
+                )
+            ).all()
+            kept = await self._scheduler.pending_outputs([row.id for row in rows])
+            writes: list[tuple[Kind, dict[str, Any]]] = [
+                (
+                    "result",
+                    {
+                        "b_id": row.id,
+                        "b_output": msgspec.json.decode(kept[row.id]),
+                        "b_attempt": row.attempt,
+                        "b_agent": row.assigned_agent_id,
+                        "b_now": now,
+                        "b_seq": -1,
+                    },
+                )
+                for row in rows
+                if row.id in kept
+            ]
+            if not writes:
+                return 0
+            await apply_writes(await session.connection(), writes)
+            await session.commit()
+        logger.warning("filled %d result(s) whose commit was lost, from the output Redis kept", len(writes))
+        return len(writes)
+
     async def run_once(self) -> ReconcileResult:
         rebuilt = await self.rebuild_if_needed()
-        return ReconcileResult(rebuilt=rebuilt, reenqueued=await self.reenqueue_recent())
+        reenqueued = await self.reenqueue_recent()
+        return ReconcileResult(rebuilt=rebuilt, reenqueued=reenqueued, repaired=await self.repair_results())
 
     async def run(self) -> None:
         """Loop until stopped; a failed round is logged and retried next interval."""

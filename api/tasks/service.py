@@ -589,10 +589,12 @@ class TaskService:
         Raises whatever Redis or the database raise when they are down: then nothing is acked and
         the agent resends (a resend is answered as a duplicate once the first one got through).
         """
-        if len(msgspec.json.encode(output)) > MAX_TASK_OUTPUT_BYTES:
+        encoded = msgspec.json.encode(output)
+        if len(encoded) > MAX_TASK_OUTPUT_BYTES:
             return Recorded(False, False, None, ErrorCode.PAYLOAD_TOO_LARGE)
         async with self._redis_lane or contextlib.nullcontext():
-            applied = await self._scheduler.complete(task_id, attempt, agent_id)
+            # Redis keeps the output a while: if this process dies before the commit, the reconciler fills it in.
+            applied = await self._scheduler.complete(task_id, attempt, agent_id, encoded)
         if applied.outcome not in (Outcome.OK, Outcome.DUPLICATE):
             return Recorded(False, False, applied.status, _REFUSALS.get(applied.outcome, ErrorCode.CONFLICT))
         params = {

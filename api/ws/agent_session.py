@@ -7,7 +7,9 @@ behind commits. The presence lease is renewed on every heartbeat and, at most ev
 on any other frame; while the reader waits for its bounded backlog (`MAX_PENDING_FRAMES`/`_BYTES`)
 to shrink, the lease is kept too: the agent is alive, we are slow. A socket is idle only when no
 frame arrived while listening for the heartbeat timeout, however long processing took.
-Closing the socket never requeues: the lease expiry does, so a short reconnect keeps running tasks.
+Closing the socket cuts the lease to a short reconnect grace (`reconnect_grace_s`; only for the agent's
+latest session): a reconnect within it keeps the running tasks, else the reaper requeues them. The first
+heartbeat of a session reconciles: running attempts it does not list (a restarted process) are requeued.
 Inbox entries are acked (batched) when the agent accepts the submit, or at once for a cancel;
 entries a dead node read but never delivered are claimed on connect. Results and failures are acked
 to the agent only after the database commit (the process' `ResultWriter` commits them in batches).
@@ -35,6 +37,7 @@ from api.ws.progress_gate import ProgressGate
 from api.ws.session import Session
 from protocol.envelope import encode_payload, encode_raw_frame
 from protocol.errors import ErrorCode
+from protocol.limits import MAX_HEARTBEAT_TASKS
 from protocol.messages import (
     Ack,
     ErrorFrame,
@@ -178,6 +181,8 @@ class AgentSession(Session):
         """Loop time of the last presence renewal."""
         self._backlogged = False
         """True while the reader waits for the backlog of this agent's frames to shrink."""
+        self._reconciled = False
+        """Whether this session's first agent heartbeat (listing what it runs) was reconciled."""
         conn.on_refused = self._on_refused
 
     @property
@@ -203,7 +208,9 @@ class AgentSession(Session):
 
     async def _renew_lease(self) -> None:
         self._renewed_at = asyncio.get_running_loop().time()
-        await self._scheduler.agent_online(self._spec, lease_s=self._settings.heartbeat_timeout_s)
+        await self._scheduler.agent_online(
+            self._spec, lease_s=self._settings.heartbeat_timeout_s, session_id=self.session_id
+        )
 
     async def _lease_loop(self) -> None:
         """Renew presence from frames other than heartbeats, and while the agent's own backlog holds us up.
@@ -235,6 +242,11 @@ class AgentSession(Session):
         flusher = self._ack_flusher  # started by the last accepts, perhaps just now
         if flusher is not None and not flusher.done():
             await asyncio.wait({flusher}, timeout=max(0.1, deadline - loop.time()))
+        try:
+            await self._scheduler.agent_closed(self.agent_id, self.session_id, grace_s=self._settings.reconnect_grace_s)
+        except _TRANSIENT:
+            # The lease still runs out at its usual time: the tasks come back then.
+            logger.warning("reconnect grace not started (storage error)", extra=self.log_context(), exc_info=True)
 
     # --- server -> agent ----------------------------------------------------------------------
 
@@ -492,8 +504,26 @@ class AgentSession(Session):
             )
             logger.info("agent %s", "accepting" if accepting else "draining", extra=self.log_context())
         await self._renew_lease()
+        if not self._reconciled and beat.running_tasks is not None:
+            # Agents that leave `runningTasks` out are never reconciled: their silence proves nothing; nor is a
+            # list at its length cap (it may be cut short).
+            if len(beat.running_tasks) < MAX_HEARTBEAT_TASKS:
+                await self._reconcile([(ref.task_id, ref.attempt) for ref in beat.running_tasks])
+            self._reconciled = True
         if beat.running_tasks:
             await self._cancel_stale([(ref.task_id, ref.attempt) for ref in beat.running_tasks])
+
+    async def _reconcile(self, running: list[tuple[str, int]]) -> None:
+        """Requeue the running attempts a (re)connected agent does not list: an earlier process of it died."""
+        result = await self._scheduler.reconcile_agent(self.agent_id, running)
+        if result.requeued or result.failed or result.freed:
+            logger.warning(
+                "reconciled on connect: %d lost attempt(s) requeued, %d failed (loss bound), %d stale slot(s) freed",
+                result.requeued,
+                result.failed,
+                result.freed,
+                extra=self.log_context(),
+            )
 
     async def _cancel_stale(self, reported: list[tuple[str, int]]) -> None:
         """Tell the agent to drop attempts it runs that the scheduler no longer gives it."""

@@ -185,3 +185,22 @@ local function fence(id, attempt, agent)
   if f[3] ~= agent then return 'not_assigned', f end
   return nil, f
 end
+
+-- Its agent was lost (gone past its lease or grace, never answered the submit, restarted without it):
+-- not the task's fault, so the attempt is not counted against `maxatt` (`losses` is subtracted) but
+-- against its own bound, so a task that kills every agent it touches still stops.
+-- Returns true when the task failed ('worker_lost'), false when it was requeued.
+local function lose(id, attempt, agent, reason, max_losses)
+  local losses = redis.call('HINCRBY', k_task(id), 'losses', 1)
+  if losses >= max_losses then
+    finish(id, 'failed', attempt, agent, 'worker_lost')
+    return true
+  end
+  requeue(id, attempt, reason)
+  return false
+end
+
+-- Attempts that count against `maxatt`: every dispatch bumps `attempt`, losses are given back.
+local function counted(attempt, losses)
+  return tonumber(attempt) - (tonumber(losses) or 0)
+end

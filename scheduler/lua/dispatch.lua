@@ -55,15 +55,20 @@ while n < max_n do
   end
   if #head == 0 then why = 'empty'; break end
   if stop and tonumber(head[2]) > stop then why = 'yield'; break end
-  local best = nil
-  for _, c in ipairs(cands) do
-    if c.running < c.conc and (best == nil or c.running < best.running) then best = c end
-  end
-  if best == nil then why = 'full'; break end
   local id = head[1]
-  redis.call('ZREM', qkey, id)
   local tkey = k_task(id)
-  local t = redis.call('HMGET', tkey, 'status', 'owner', 'type', 'input', 'prio', 'timeout')
+  local t = redis.call('HMGET', tkey, 'status', 'owner', 'type', 'input', 'prio', 'timeout', 'avoid')
+  -- The agent it last timed out on (`avoid`) gets it only when no other candidate has room.
+  local best, fallback = nil, nil
+  for _, c in ipairs(cands) do
+    if c.running < c.conc then
+      if c.id == t[7] then fallback = c
+      elseif best == nil or c.running < best.running then best = c end
+    end
+  end
+  best = best or fallback
+  if best == nil then why = 'full'; break end
+  redis.call('ZREM', qkey, id)
   -- Anything but `queued` is a leftover member; dropping it keeps the queue moving.
   if t[1] == 'queued' then
     local attempt = redis.call('HINCRBY', tkey, 'attempt', 1)

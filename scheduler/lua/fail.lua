@@ -4,7 +4,7 @@
 -- ARGV[13] retryable '1'|'0'  [14] agent's retry delay ms or ''  [15] backoff base ms
 -- ARGV[16] backoff cap ms  [17] jitter fraction in [0, 1)
 -- Returns {outcome, seq or '', status}. A repeat of the finishing frame is 'duplicate'.
--- Invariant: the slot is freed exactly once; attempts never exceed max attempts by retries.
+-- Invariant: the slot is freed exactly once; counted attempts (lost ones given back) never exceed max attempts.
 local id, attempt, agent, code = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local refused, f = fence(id, attempt, agent)
 if f[4] == attempt .. ':' .. agent .. ':fail' then return { 'duplicate', '', f[1] } end
@@ -12,7 +12,7 @@ if refused then return { refused, '', f[1] or '' } end
 release_slot(agent, id)
 redis.call('HSET', KEYS[8], 'fin', attempt .. ':' .. agent .. ':fail', 'error', code, 'message', ARGV[12])
 local n = tonumber(attempt)
-if ARGV[13] == '1' and n < tonumber(f[7]) then
+if ARGV[13] == '1' and counted(n, redis.call('HGET', KEYS[8], 'losses')) < tonumber(f[7]) then
   backoff(id, n, code, tonumber(ARGV[15]), tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[14]))
   wake()
   return { 'ok', redis.call('HGET', KEYS[8], 'seq'), 'scheduled' }

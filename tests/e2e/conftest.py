@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,31 @@ def e2e_database_url(tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def stack(tmp_path: Path, e2e_database_url: str, request: pytest.FixtureRequest) -> Iterator[Stack]:
     """Redis, a migrated database, one API and one scheduler; tests add agents and more processes."""
-    the_stack = Stack(workdir=tmp_path, database_url=e2e_database_url, prefix=f"e2e:{secrets.token_hex(4)}")
+    with running_stack(tmp_path, e2e_database_url, request) as the_stack:
+        yield the_stack
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path, e2e_database_url: str, request: pytest.FixtureRequest) -> Iterator[StackFactory]:
+    """Like `stack`, with the test's own environment for every process (call it once)."""
+    with contextlib.ExitStack() as stacks:
+
+        def build(**env: str) -> Stack:
+            return stacks.enter_context(running_stack(tmp_path, e2e_database_url, request, env))
+
+        yield build
+
+
+StackFactory = Callable[..., Stack]
+
+
+@contextlib.contextmanager
+def running_stack(
+    tmp_path: Path, database_url: str, request: pytest.FixtureRequest, env: dict[str, str] | None = None
+) -> Iterator[Stack]:
+    the_stack = Stack(
+        workdir=tmp_path, database_url=database_url, prefix=f"e2e:{secrets.token_hex(4)}", extra_env=dict(env or {})
+    )
     try:
         the_stack.start_redis()
         the_stack.migrate()

@@ -25,6 +25,7 @@ from taskyard.embedded import EmbeddedRedis, find_free_port
 HEARTBEAT_INTERVAL_S = 0.5
 HEARTBEAT_TIMEOUT_S = 2.0
 SWEEP_INTERVAL_S = 0.25
+RECONNECT_GRACE_S = 1.0
 RECOVERY_BOUND_S = HEARTBEAT_TIMEOUT_S + SWEEP_INTERVAL_S + 5.0
 JWT_SECRET = "e2e-secret-" + "y" * 48
 ADMIN_EMAIL = "admin@example.com"
@@ -110,6 +111,7 @@ class Stack:
             "TASKYARD_DATA_DIR": str(self.workdir / "data"),
             "TASKYARD_API_HEARTBEAT_INTERVAL_S": str(HEARTBEAT_INTERVAL_S),
             "TASKYARD_API_HEARTBEAT_TIMEOUT_S": str(HEARTBEAT_TIMEOUT_S),
+            "TASKYARD_API_RECONNECT_GRACE_S": str(RECONNECT_GRACE_S),
             "TASKYARD_API_RECONCILE_INTERVAL_S": "0.5",
             "TASKYARD_SCHEDULER_SWEEP_INTERVAL_S": str(SWEEP_INTERVAL_S),
             "TASKYARD_SCHEDULER_ASSIGN_TIMEOUT_S": "3",
@@ -173,9 +175,16 @@ class Stack:
         return self.spawn(name, [sys.executable, "-m", "scheduler"])
 
     def start_worker(
-        self, agent_id: str, token: str, *, concurrency: int = 4, name: str = "worker", **env: str
+        self,
+        agent_id: str,
+        token: str,
+        *,
+        concurrency: int = 4,
+        name: str = "worker",
+        api_url: str | None = None,
+        **env: str,
     ) -> Proc:
-        ws_url = self.api_url.replace("http://", "ws://") + "/ws"
+        ws_url = (api_url or self.api_url).replace("http://", "ws://") + "/ws"
         return self.spawn(
             name,
             [sys.executable, "-m", "worker", "--enable-crash-handler"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 
@@ -168,11 +169,20 @@ async def test_rotate_invalidates_old_token_and_delete_removes_agent(env: Env, s
 async def test_online_state_and_load_come_from_presence(env: Env, sched) -> None:
     admin = env.user(admin=True)
     agent = create_agent(env, admin.headers, isPublic=True)
-    assert env.client.get(f"/api/agents/{agent['id']}", headers=admin.headers).json()["online"] is False
-    await sched.agent_online(AgentService.spec(_record(agent, admin.id)), lease_s=30)
+    offline = env.client.get(f"/api/agents/{agent['id']}", headers=admin.headers).json()
+    assert offline["online"] is False
+    assert "lastHeartbeatAt" not in offline
+    lease_s = env.client.app.state.settings.ws.heartbeat_timeout_s
+    before = dt.datetime.now(dt.UTC)
+    await sched.agent_online(AgentService.spec(_record(agent, admin.id)), lease_s=lease_s)
     body = env.client.get(f"/api/agents/{agent['id']}", headers=admin.headers).json()
     assert body["online"] is True
     assert body["running"] == 0
+    # The presence lease's end minus its length: the moment of the renewal.
+    seen = dt.datetime.fromisoformat(body["lastHeartbeatAt"])
+    assert before - dt.timedelta(seconds=2) <= seen <= dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
+    listed = env.client.get("/api/agents", headers=admin.headers).json()["items"]
+    assert [a["lastHeartbeatAt"] for a in listed if a["id"] == agent["id"]] == [body["lastHeartbeatAt"]]
 
 
 async def test_delete_requeues_running_tasks_and_announces_revocation(

@@ -165,3 +165,26 @@ async def test_stop_ends_the_loop_even_when_the_cancellation_is_swallowed(sessio
     reconciler.start()
     await asyncio.wait_for(fake.entered.wait(), timeout=5)
     await asyncio.wait_for(reconciler.stop(), timeout=5)
+
+
+async def test_a_result_whose_commit_was_lost_is_filled_from_the_output_redis_kept(
+    env: Env, sched, sched_service, sessionmaker
+) -> None:
+    """The API replica applied the result in Redis and died before its commit; the agent never resent."""
+    user = env.user()
+    task_id = env.submit(user, {"type": "echo", "capabilities": ["special"]})["id"]
+    agent = "agent-" + uuid.uuid4().hex[:8]
+    await sched.agent_online(AgentSpec(agent, user.id, ("special",), 1), lease_s=30)
+    await sched_service.run_until_idle()
+    await sched.accept(task_id, 1, agent)
+    assert (await sched.complete(task_id, 1, agent, b'{"answer":42}')).status == "done"  # no commit follows
+    await Recorder(sched, sessionmaker, consumer="test").drain()
+    [(status, result_json)] = env.rows("SELECT status, result FROM tasks WHERE id = :i", i=task_id)
+    assert (status, result_json) == ("done", None)
+
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)
+    reconciler = Reconciler(sched, sessionmaker, clock=lambda: later)
+    assert await reconciler.repair_results() == 1
+    task = env.client.get(f"/api/tasks/{task_id}", headers=user.headers).json()
+    assert (task["status"], task["result"], task["attempt"], task["agentId"]) == ("done", {"answer": 42}, 1, agent)
+    assert await reconciler.repair_results() == 0  # filled once; a later resend is answered as a duplicate

@@ -56,16 +56,17 @@ async def test_heartbeats_keep_an_agent_alive(sched, service, make_agent, clock)
     assert (await sched.complete("t1", 1, "a")).outcome == Outcome.OK
 
 
-async def test_lost_on_last_attempt_fails_with_worker_lost(sched, service, make_agent, clock) -> None:
+async def test_lost_on_last_attempt_is_requeued_not_failed(sched, service, make_agent, clock) -> None:
+    """A lost agent is not the task's fault: its only attempt is given back (see test_losses.py)."""
     a = make_agent("a", lease_s=1)
     await a.online()
-    await sched.enqueue(spec("poison", max_attempts=1))
+    await sched.enqueue(spec("t", max_attempts=1))
     await service.run_until_idle()
     await a.inbox()
     clock.advance(1_001)
     await service.run_until_idle()
-    final = (await sched.history("poison"))[-1]
-    assert (final.status, final.reason) == ("failed", "worker_lost")
+    final = (await sched.history("t"))[-1]
+    assert (final.status, final.reason) == ("queued", "worker_lost")
 
 
 async def test_agent_offline_requeues_at_once(sched, service, make_agent) -> None:
