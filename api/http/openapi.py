@@ -77,6 +77,7 @@ _TAGS = [
     Tag(name="schedules", description="Cron and interval schedules that submit tasks."),
     Tag(name="webhooks", description="Your webhook, called when any of your tasks ends, and its deliveries."),
     Tag(name="operations", description="Dead letters, and admin holds: pauses, drains, disabled users."),
+    Tag(name="admin", description="Admin views of the queues."),
 ]
 
 _BEARER = "bearer"
