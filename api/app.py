@@ -11,8 +11,6 @@ import redis.asyncio
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
-from litestar.openapi.config import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from api import wiring
 from api.auth.controllers import AuthController
@@ -22,7 +20,8 @@ from api.console import console_route_handlers
 from api.db.session import create_engine, create_sessionmaker, provide_db_session
 from api.errors import exception_handlers
 from api.health import healthz, readyz
-from api.http import RequestContextMiddleware, require_json_body
+from api.http import RequestContextMiddleware, guard_json_body
+from api.http.openapi import openapi_config
 from api.ops import wiring as ops_wiring
 from api.planner import wiring as planner_wiring
 from api.ratelimit import RateLimiter
@@ -157,11 +156,9 @@ def create_app(settings: ApiSettings) -> Litestar:
         ],
         dependencies={"db_session": Provide(provide_db_session), **wiring.dependencies()},
         exception_handlers=exception_handlers(),
-        middleware=[require_json_body],
+        middleware=[guard_json_body(settings.http.request_max_body_size)],
         cors_config=cors,
-        openapi_config=OpenAPIConfig(
-            title="taskyard", version="0.1.0", path="/schema", render_plugins=[SwaggerRenderPlugin()]
-        ),
+        openapi_config=openapi_config("0.1.0"),
         request_max_body_size=settings.http.request_max_body_size,
         logging_config=None,
         debug=False,

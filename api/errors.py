@@ -46,6 +46,8 @@ __all__ = (
     "ValidationFailedError",
     "error_body_bytes",
     "exception_handlers",
+    "field_from_message",
+    "generic_error",
     "request_id_of",
 )
 
@@ -171,6 +173,12 @@ _GENERIC_MESSAGES: dict[ErrorCode, str] = {
 _REQUEST_ID_KEY = "request_id"
 
 
+def generic_error(status: int) -> tuple[ErrorCode, str]:
+    """The catalogue entry and a generic message for a bare HTTP status."""
+    code = _STATUS_TO_CODE.get(status, ErrorCode.INTERNAL_ERROR if status >= 500 else ErrorCode.BAD_REQUEST)
+    return code, _GENERIC_MESSAGES.get(code, "internal error" if status >= 500 else "bad request")
+
+
 def request_id_of(scope_state: dict[str, Any]) -> str | None:
     value = scope_state.get(_REQUEST_ID_KEY)
     return value if isinstance(value, str) else None
@@ -209,7 +217,7 @@ def _validation_details(exc: ValidationException) -> tuple[ErrorCode, str, dict[
         key = item.get("key")
         msg = str(item.get("message", "invalid value"))
         if key == "data":  # the whole body: msgspec names the field in the message (`password`, `$.a.b`)
-            key = _field_from_message(msg) or "body"
+            key = field_from_message(msg) or "body"
         if key:
             fields.append({"field": str(key), "message": msg})
         elif "malformed" in msg.lower() or "json" in msg.lower() or "decode" in msg.lower():
@@ -224,7 +232,8 @@ def _validation_details(exc: ValidationException) -> tuple[ErrorCode, str, dict[
 _FIELD_IN_MESSAGE = re.compile(r"(?:field|at) `(?:\$\.)?([^`]+)`")
 
 
-def _field_from_message(message: str) -> str | None:
+def field_from_message(message: str) -> str | None:
+    """The field msgspec names in a validation message (`$.a.b` -> `a.b`), if any."""
     match = _FIELD_IN_MESSAGE.search(message)
     return match.group(1) if match else None
 

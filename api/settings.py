@@ -19,6 +19,7 @@ import base64
 import binascii
 import dataclasses
 import hmac
+import ipaddress
 import itertools
 import os
 import secrets
@@ -102,8 +103,9 @@ class HttpSettings:
     """Origins allowed by CORS and by the WebSocket Origin check (comma-separated in env). Empty: no CORS."""
     request_max_body_size: int = 2 * 1024 * 1024
     """Largest request body accepted, in bytes; larger ones get 413 `payload_too_large`."""
-    trust_forwarded_for: bool = False
-    """Take the client IP from `X-Forwarded-For` (only behind a trusted proxy); else the socket peer."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Proxies (IPs or CIDRs, comma-separated) whose `X-Forwarded-For` is believed: the client IP is the
+    nearest hop not in this list. Empty: the header is ignored and the socket peer is the client."""
     access_log: bool = True
     """Log one line per request (request id, method, path without query, status, latency)."""
 
@@ -567,6 +569,22 @@ def _check_jwt_secret(secret: str) -> str | None:
     return None
 
 
+def _proxy_problems(proxies: tuple[str, ...], environ: Mapping[str, str]) -> list[str]:
+    """`trusted_proxies` entries must be addresses or networks; the old all-or-nothing switch is refused loudly."""
+    problems = []
+    if "TASKYARD_API_TRUST_FORWARDED_FOR" in environ:
+        problems.append(
+            "TASKYARD_API_TRUST_FORWARDED_FOR: removed (it trusted every peer); "
+            "set TASKYARD_API_TRUSTED_PROXIES to your proxies' addresses instead"
+        )
+    for entry in proxies:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            problems.append(f"TASKYARD_API_TRUSTED_PROXIES: {entry!r} is not an IP address or network")
+    return problems
+
+
 def load_settings(environ: Mapping[str, str]) -> ApiSettings:
     """Build the settings from `environ` (and the YAML file it names); raise `SettingsError` listing every problem."""
     problems: list[str] = []
@@ -607,6 +625,7 @@ def load_settings(environ: Mapping[str, str]) -> ApiSettings:
         auth = dataclasses.replace(auth, jwt_secret=Secret(_dev_jwt_secret(data_dir)))
 
     planner = _planner_keys(groups["planner"], env, data_dir, problems)
+    problems.extend(_proxy_problems(http.trusted_proxies, environ))
     problems.extend(_ops_problems(groups["ops"]))
 
     scheduler = SchedulerSettings()

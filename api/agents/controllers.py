@@ -15,6 +15,7 @@ from api.agents.schemas import AgentCreate, AgentCreated, AgentList, AgentUpdate
 from api.agents.service import AgentService, PinnedTasks
 from api.auth.guards import requires_admin, requires_user
 from api.errors import request_id_of
+from api.http import client_ip as http_client_ip
 from api.http.outages import dependency_error_handlers
 from protocol.views import AgentView  # noqa: TC001 - Litestar resolves handler hints at runtime
 
@@ -25,7 +26,8 @@ __all__ = ("AgentController", "client_ip")
 
 
 def client_ip(request: Request[Any, Any, Any]) -> str | None:
-    return request.client.host if request.client else None
+    """The caller's address for audit rows: behind `TASKYARD_API_TRUSTED_PROXIES`, the client, not the proxy."""
+    return http_client_ip(request)
 
 
 def _user(request: Request[Any, Any, Any]) -> CurrentUser:
@@ -73,6 +75,7 @@ class AgentController(Controller):
         page: Annotated[int, Parameter(ge=1, le=100000)] = 1,
         page_size: Annotated[int, Parameter(query="pageSize", ge=1, le=200)] = 50,
     ) -> AgentList:
+        """Agents you may use (yours and public ones; admins see all), with live presence."""
         items, total = await _service(request, db_session).list_visible(
             _user(request), limit=page_size, offset=(page - 1) * page_size
         )
@@ -82,6 +85,7 @@ class AgentController(Controller):
     async def create_agent(
         self, request: Request[Any, Any, Any], db_session: AsyncSession, data: AgentCreate
     ) -> AgentCreated:
+        """Register an agent (admins). The token is in this answer only; store it now."""
         agent, created = await _service(request, db_session).create(_user(request), data)
         _audit(request, db_session, "agent.create", agent.id, tokenGenerated=data.token is None)
         await db_session.commit()
@@ -91,12 +95,14 @@ class AgentController(Controller):
     async def get_agent(
         self, request: Request[Any, Any, Any], db_session: AsyncSession, agent_id: AgentIdParam
     ) -> AgentView:
+        """One agent you may use, with live presence."""
         return await _service(request, db_session).view(_user(request), agent_id)
 
     @put("/{agent_id:str}", status_code=HTTP_200_OK, guards=[requires_admin])
     async def update_agent(
         self, request: Request[Any, Any, Any], db_session: AsyncSession, agent_id: AgentIdParam, data: AgentUpdate
     ) -> AgentView:
+        """Change an agent's name, capabilities, concurrency, tags or visibility (admins)."""
         service = _service(request, db_session)
         agent = await service.update(_user(request), agent_id, data)
         changed = sorted(f for f in data.__struct_fields__ if getattr(data, f) is not msgspec.UNSET)
@@ -113,6 +119,7 @@ class AgentController(Controller):
         pinned_tasks: PinnedTasks,
         agent_id: AgentIdParam,
     ) -> None:
+        """Delete an agent (admins): its sockets are closed and tasks pinned to it are canceled."""
         service = _service(request, db_session)
         agent = await service.delete(_user(request), agent_id)
         _audit(request, db_session, "agent.delete", agent.id)
@@ -130,6 +137,7 @@ class AgentController(Controller):
         agent_id: AgentIdParam,
         data: RotateToken | None = None,
     ) -> AgentCreated:
+        """Replace an agent's token (admins): the old one stops working and its sockets are closed."""
         service = _service(request, db_session)
         agent, rotated = await service.rotate_token(_user(request), agent_id, data.token if data else None)
         _audit(request, db_session, "agent.rotate_token", agent.id, tokenGenerated=not (data and data.token))

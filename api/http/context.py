@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import re
 import uuid
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ __all__ = (
     "CallContext",
     "call_context",
     "client_ip",
+    "forwarded_client",
     "new_request_id",
     "request_id",
     "valid_request_id",
@@ -49,16 +52,41 @@ def request_id(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     return request_id_of(connection.scope.get("state", {}))
 
 
+@functools.lru_cache(maxsize=8)
+def _networks(proxies: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
+
+
+def _trusted(host: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
+def forwarded_client(peer: str, forwarded_for: str, proxies: tuple[str, ...]) -> str:
+    """The client address: `peer`, unless `peer` is a trusted proxy; then the nearest `X-Forwarded-For` hop
+    (right to left) that is not a trusted proxy. Hops left of an untrusted one could be forged, so they are
+    never used."""
+    networks = _networks(proxies)
+    if not networks or not _trusted(peer, networks):
+        return peer
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, networks):
+            return hop[:64]
+    return hops[0][:64] if hops else peer
+
+
 def client_ip(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
-    """The socket peer, or the first `X-Forwarded-For` hop when the operator trusts a proxy in front."""
-    settings = connection.app.state.settings
-    if settings.http.trust_forwarded_for:
-        forwarded = connection.headers.get("x-forwarded-for", "")
-        first = forwarded.split(",")[0].strip()
-        if first:
-            return first[:64]
+    """The socket peer, or the client behind it when the peer is one of `TASKYARD_API_TRUSTED_PROXIES`."""
     client = connection.client
-    return client.host if client else "unknown"
+    peer = client.host if client else "unknown"
+    proxies: tuple[str, ...] = connection.app.state.settings.http.trusted_proxies
+    if not proxies:
+        return peer
+    return forwarded_client(peer, connection.headers.get("x-forwarded-for", ""), proxies)
 
 
 def call_context(connection: ASGIConnection[Any, Any, Any, Any]) -> CallContext:

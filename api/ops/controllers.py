@@ -59,7 +59,7 @@ def _service(request: Request[Any, Any, Any], db_session: AsyncSession, *, rate_
 
 
 async def _audit(
-    request: Request[Any, Any, Any], db_session: AsyncSession, action: str, target: str, details: dict[str, Any]
+    request: Request[Any, Any, Any], db_session: AsyncSession, action: str, target: str | None, details: dict[str, Any]
 ) -> None:
     user = _user(request)
     audit.record(
@@ -139,5 +139,6 @@ class AdminDeadLetterController(Controller):
         service = _service(request, db_session, rate_limited=False)
         items = await service.bulk_retry(_user(request), data.type, data.limit)
         retried = sum(1 for i in items if i.retry_task_id is not None)
-        await _audit(request, db_session, "dead_letter.bulk_retry", data.type, {"retried": retried})
+        # A task type may be longer than the audit row's target id (64): it goes in the details.
+        await _audit(request, db_session, "dead_letter.bulk_retry", None, {"type": data.type, "retried": retried})
         return BulkRetryOut(items=items, retried=retried)

@@ -207,9 +207,7 @@ def test_dev_starts_the_stack_and_sigint_stops_every_child(tmp_data_dir: Path, d
     assert "stopped (exit code 0)" in dev.output
 
 
-def test_dev_stops_with_an_error_when_a_child_dies_and_reuses_credentials(
-    tmp_data_dir: Path, dev_processes: list[DevProcess]
-) -> None:
+def test_dev_restarts_a_killed_api_and_reuses_credentials(tmp_data_dir: Path, dev_processes: list[DevProcess]) -> None:
     first = DevProcess(tmp_data_dir, free_port(), "--workers", "0", "--no-scheduler")
     dev_processes.append(first)
     wait_for(lambda: _ready(first), timeout_s=90, what="/readyz 200", dev=first)
@@ -218,11 +216,13 @@ def test_dev_stops_with_an_error_when_a_child_dies_and_reuses_credentials(
     assert {"api", "redis"} <= set(pids), first.output
 
     os.kill(pids["api"], signal.SIGKILL)
-    # No signal to the supervisor: it must notice the death by itself and stop with an error.
-    assert first.process.wait(timeout=60) == 1, first.output
-    first.stop()
-    assert re.search(r"api \(pid \d+\) exited with code -9", first.output), first.output
-    wait_for(lambda: _all_gone(pids), timeout_s=15, what="every child gone", dev=first)
+    # No signal to the supervisor: it notices the death by itself, says so, and starts the API again.
+    wait_for(lambda: re.search(r"restarted api \(pid \d+\)", first.output), timeout_s=60, what="api restart", dev=first)
+    assert re.search(r"api \(pid \d+\) exited with code -9; restarting it in \d+ s", first.output), first.output
+    wait_for(lambda: _ready(first), timeout_s=90, what="/readyz 200 after the API restart", dev=first)
+    assert first.pids()["api"] != pids["api"]
+    assert first.stop(signal.SIGTERM) == 0, first.output
+    wait_for(lambda: _all_gone(first.pids()), timeout_s=15, what="every child gone", dev=first)
 
     # A restart on the same data folder reuses the admin and agent, and the admin can still log in.
     second = DevProcess(tmp_data_dir, free_port(), "--workers", "0", "--no-scheduler")
@@ -231,6 +231,69 @@ def test_dev_stops_with_an_error_when_a_child_dies_and_reuses_credentials(
     assert "(reused)" in second.output
     assert _login(second)
     assert second.stop(signal.SIGTERM) == 0, second.output
+
+
+def test_rotating_or_deleting_the_dev_agent_restarts_the_worker_and_keeps_the_api(
+    tmp_data_dir: Path, dev_processes: list[DevProcess]
+) -> None:
+    _needs_module("worker.__main__")
+    dev = DevProcess(tmp_data_dir, free_port(), "--no-scheduler")
+    dev_processes.append(dev)
+    wait_for(lambda: _ready(dev), timeout_s=90, what="/readyz 200", dev=dev)
+    headers = {"Authorization": f"Bearer {_login(dev)}"}
+
+    def dev_agent() -> dict[str, str]:
+        agent: dict[str, str] = json.loads((tmp_data_dir / "dev.json").read_text())["agent"]
+        return agent
+
+    def online(agent_id: str) -> bool:
+        response = httpx.get(f"{dev.base_url}/api/agents/{agent_id}", headers=headers, timeout=5)
+        return response.status_code == 200 and bool(response.json()["online"])
+
+    # The API must answer all along: a thread samples /healthz while the worker goes and comes back.
+    failures: list[str] = []
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.is_set():
+            try:
+                status = httpx.get(f"{dev.base_url}/healthz", timeout=5).status_code
+                if status != 200:
+                    failures.append(f"healthz {status}")
+            except httpx.HTTPError as exc:
+                failures.append(repr(exc))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        first = dev_agent()
+        wait_for(lambda: online(first["id"]), timeout_s=60, what="the dev agent online", dev=dev)
+        worker_pid = dev.pids()["worker-1"]
+
+        rotated = httpx.post(f"{dev.base_url}/api/agents/{first['id']}/rotate-token", headers=headers, timeout=10)
+        assert rotated.status_code == 200, rotated.text
+        wait_for(lambda: dev.pids()["worker-1"] != worker_pid, timeout_s=90, what="the worker restarted", dev=dev)
+        assert re.search(r"worker-1 \(pid \d+\) exited with code -?\d+; restarting it in \d+ s", dev.output)
+        assert "has a new token" in dev.output
+        second = dev_agent()
+        assert second["id"] == first["id"]
+        assert second["token"] not in (first["token"], rotated.json()["token"])
+        wait_for(lambda: online(second["id"]), timeout_s=60, what="the dev agent online again", dev=dev)
+
+        worker_pid = dev.pids()["worker-1"]
+        deleted = httpx.delete(f"{dev.base_url}/api/agents/{second['id']}", headers=headers, timeout=10)
+        assert deleted.status_code == 204, deleted.text
+        wait_for(lambda: dev_agent()["id"] != second["id"], timeout_s=90, what="a new dev agent", dev=dev)
+        wait_for(lambda: online(dev_agent()["id"]), timeout_s=60, what="the new dev agent online", dev=dev)
+        assert dev.pids()["worker-1"] != worker_pid
+        assert "the dev agent is gone" in dev.output
+    finally:
+        sampling.set()
+        sampler.join(timeout=10)
+    assert dev.process.poll() is None, dev.output
+    assert failures == [], failures
+    assert dev.stop(signal.SIGINT) == 0, dev.output
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux only")

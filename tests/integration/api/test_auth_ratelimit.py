@@ -23,10 +23,21 @@ def client(make_settings: Callable[..., Any]) -> Iterator[TestClient[Any]]:
         TASKYARD_API_LOGIN_FAILURES_PER_ACCOUNT_IP=3,
         TASKYARD_API_LOGIN_ATTEMPTS_PER_IP=8,
         TASKYARD_API_REGISTER_PER_IP=3,
-        TASKYARD_API_TRUST_FORWARDED_FOR="true",
+        TASKYARD_API_TRUSTED_PROXIES="127.0.0.1",
     )
-    with TestClient(app=create_app(settings)) as test_client:
+    app = create_app(settings)
+    app.asgi_handler = _from_proxy(app.asgi_handler)
+    with TestClient(app=app) as test_client:
         yield test_client
+
+
+def _from_proxy(handler: Any) -> Any:
+    """Every test request arrives from 127.0.0.1, the trusted proxy (TestClient's peer is `testclient`)."""
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        await handler({**scope, "client": ("127.0.0.1", 50000)}, receive, send)
+
+    return asgi
 
 
 def _login(client: TestClient[Any], email: str, password: str, ip: str) -> Any:

@@ -68,6 +68,7 @@ class ServerThread:
             lifespan="on",
             log_config=None,
             log_level="warning",
+            access_log=False,  # as `taskyard api`: the app's access log is the only one
             # The agent frame limit; the handler checks the smaller client limit itself.
             ws_max_size=MAX_AGENT_FRAME_BYTES,
         )

@@ -43,7 +43,7 @@ def test_env_names_reach_their_fields(tmp_path: Path) -> None:
             "TASKYARD_API_ACCESS_TOKEN_TTL_S": "60",
             "TASKYARD_API_HEARTBEAT_INTERVAL_S": "0.5",
             "TASKYARD_API_CORS_ORIGINS": "https://a.example, https://b.example",
-            "TASKYARD_API_TRUST_FORWARDED_FOR": "true",
+            "TASKYARD_API_TRUSTED_PROXIES": "10.0.0.1, 10.244.0.0/16",
         }
     )
     assert (settings.http.host, settings.http.port) == ("0.0.0.0", 9000)
@@ -53,7 +53,22 @@ def test_env_names_reach_their_fields(tmp_path: Path) -> None:
     assert settings.auth.access_token_ttl_s == 60
     assert settings.ws.heartbeat_interval_s == 0.5
     assert settings.http.cors_origins == ("https://a.example", "https://b.example")
-    assert settings.http.trust_forwarded_for is True
+    assert settings.http.trusted_proxies == ("10.0.0.1", "10.244.0.0/16")
+
+
+def test_trusted_proxies_default_to_none_and_refuse_junk_and_the_old_switch(tmp_path: Path) -> None:
+    assert load_settings({"TASKYARD_DATA_DIR": str(tmp_path)}).http.trusted_proxies == ()
+    with pytest.raises(SettingsError) as caught:
+        load_settings(
+            {
+                "TASKYARD_DATA_DIR": str(tmp_path),
+                "TASKYARD_API_TRUSTED_PROXIES": "*",
+                "TASKYARD_API_TRUST_FORWARDED_FOR": "true",
+            }
+        )
+    problems = "\n".join(caught.value.problems)
+    assert "TASKYARD_API_TRUSTED_PROXIES: '*' is not an IP address or network" in problems
+    assert "TASKYARD_API_TRUST_FORWARDED_FOR: removed" in problems
 
 
 def test_yaml_file_is_read_and_env_wins(tmp_path: Path) -> None:
