@@ -115,7 +115,6 @@ def test_from_text_and_a_reply_through_our_llm_worker_with_the_users_own_key(ful
     assert [s["status"] for s in steps] == ["done", "todo"]
 
 
-@pytest.mark.xfail(strict=True, reason="the LLM worker's planner.reply does not stream its tokens yet (issue 10)")
 def test_the_reply_is_streamed_to_the_sessions_watcher(full: tuple[PlannerStack, Any]) -> None:
     planner, fake = full
     _, token = planner.user()

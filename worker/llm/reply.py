@@ -1,6 +1,10 @@
 """`planner.reply`: route the user's message to an agent, and let it answer with a message plus task patches
 made through tool calls (`worker.llm.tools`). A tool call that is not a valid patch is answered with the
-problem and the model tries once more; a second invalid round fails the task (`llm_output_invalid`)."""
+problem and the model tries once more; a second invalid round fails the task (`llm_output_invalid`).
+
+The answer's text streams to watchers as `task/stream` pieces while the model writes it (the planner forwards
+them to the session's watchers). A round the model has to redo streams again: as with `llm.chat`'s repaired
+answers, the result holds the final message, which watchers may have seen preceded by an earlier attempt."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from protocol.planner import AgentName, PlannerReplyInput, PlannerReplyOutput, T
 from worker.errors import Fatal
 from worker.llm import offline
 from worker.llm.answers import ERROR_OUTPUT_INVALID, ask_checked, json_format
+from worker.llm.batcher import TokenBatcher
 from worker.llm.client import ChatAccumulator, ChatRequest
 from worker.llm.prompts import AGENT_PROMPTS, ROUTER_PROMPT
 from worker.llm.router import Route, keyword_route
@@ -75,17 +80,31 @@ def _messages(input: PlannerReplyInput, agent: AgentName) -> list[dict[str, Any]
     return [{"role": "system", "content": system}, *history, {"role": "user", "content": input.content}]
 
 
+async def _streamed_round(
+    service: LlmService, provider: Provider, request: ChatRequest, ctx: TaskContext[Any]
+) -> ChatAccumulator:
+    """One chat call whose text goes out as `task/stream` pieces as it arrives."""
+    batcher = TokenBatcher(ctx, service.batch_s)
+    acc = ChatAccumulator(on_text=batcher.push)
+    try:
+        await service.chat(provider, request, acc)
+    except BaseException:
+        await batcher.discard()
+        raise
+    await batcher.close()
+    return acc
+
+
 async def _agent_answer(
-    service: LlmService, provider: Provider, input: PlannerReplyInput, agent: AgentName
+    service: LlmService, provider: Provider, input: PlannerReplyInput, agent: AgentName, ctx: TaskContext[Any]
 ) -> tuple[str, list[TaskPatch]]:
     allowed = AGENT_TOOLS[agent]
     messages = _messages(input, agent)
     patches: list[TaskPatch] = []
     repairs = 0
     for _ in range(_MAX_ROUNDS):
-        acc = ChatAccumulator()
         request = ChatRequest(model=provider.model, messages=messages, tools=tool_specs(allowed) or None)
-        await service.chat(provider, request, acc)
+        acc = await _streamed_round(service, provider, request, ctx)
         calls = acc.tool_calls()
         results: list[dict[str, Any]] = []
         problems = 0
@@ -129,6 +148,8 @@ async def planner_reply(service: LlmService, input: PlannerReplyInput, ctx: Task
     agent, routed_by = await _route(service, provider, input)
     if provider.offline:
         content, patches = offline.reply(input, agent)
+        if content:
+            await ctx.stream(content)  # one piece: the offline rules write it at once
     else:
-        content, patches = await _agent_answer(service, provider, input, agent)
+        content, patches = await _agent_answer(service, provider, input, agent, ctx)
     return PlannerReplyOutput(agent_name=agent, content=content, patches=patches, routed_by=routed_by)
