@@ -1,4 +1,4 @@
-"""The client subcommands and their argparse wiring (`add_client_commands`, called by `api.cli`)."""
+"""The client subcommands and their argparse wiring (`add_client_commands`, called by `taskyard.cli`)."""
 
 from __future__ import annotations
 
