@@ -49,7 +49,7 @@ def test_a_dropped_socket_is_requeued_within_grace_and_the_loss_costs_no_attempt
     wait_until(lambda: _running_on(stack, admin, task_id, a_id), timeout_s=30, what="running on A")
 
     stack.kill(worker_a, signal.SIGKILL)  # the kernel closes its socket
-    # Grace, then the scheduler's next sweep (1 s apart); the rest is slack for a loaded 2-core CI box. Far
+    # Grace, then the scheduler's next sweep (0.25 s apart here); the rest is slack for a loaded 2-core box. Far
     # below the 30 s lease either way, so only the grace can explain it.
     wait_until(lambda: _taken_back(stack, task_id, a_id), timeout_s=grace_s + 4, what="requeued soon after the grace")
     assert _redis_task(stack, task_id)["losses"] == "1"
