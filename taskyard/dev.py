@@ -231,6 +231,7 @@ def _banner(base_url: str, state: dict[str, Any], created: bool, redis_url: str,
     lines = [
         "",
         f"taskyard is running at {base_url}  (OpenAPI: {base_url}/schema)",
+        f"  console:  {base_url}/console  (log in as the admin below)",
         f"  redis:    {redis_url}",
         f"  database: {database_url}",
         f"  admin:    {admin['email']} / {admin['password']}",
