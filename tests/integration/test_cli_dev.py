@@ -184,6 +184,9 @@ def test_dev_starts_the_stack_and_sigint_stops_every_child(tmp_data_dir: Path, d
     dev = DevProcess(tmp_data_dir, free_port())
     dev_processes.append(dev)
     wait_for(lambda: _ready(dev), timeout_s=90, what="/readyz 200", dev=dev)
+    assert f"console:  {dev.base_url}/console" in dev.output
+    console = httpx.get(f"{dev.base_url}/console", timeout=5)
+    assert console.status_code == 200, console.text[:200]
 
     state = json.loads((tmp_data_dir / "dev.json").read_text())
     agent_id = state["agent"]["id"]
