@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from sqlalchemy import func, select
 
 from api.db.models.tasks import Task
-from api.jobs.counts import read_counts
+from api.task_counts import read_counts
 from protocol.status import TaskStatus
 
 if TYPE_CHECKING:

@@ -14,9 +14,9 @@ import redis.asyncio
 
 from api.db.base import utcnow
 from api.db.session import create_engine, create_sessionmaker
-from api.jobs.counts import refresh_counts
 from api.jobs.retention import purge
 from api.settings import load_settings
+from api.task_counts import refresh_counts
 
 if TYPE_CHECKING:
     from api.settings import ApiSettings

@@ -37,7 +37,7 @@ from api.planner.views import session_view
 
 if TYPE_CHECKING:
     from api.auth.identity import CurrentUser
-    from api.planner.wiring import PlannerRuntime
+    from api.planner.runtime import PlannerRuntime
 
 __all__ = ("LlmSettingsController", "PlannerController")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,11 +24,11 @@ from api.db.models.tasks import Task
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-    from api.ws.agent_status import AgentStatusEvent
-    from api.ws.fanout import WatchEvent
+    from api.ws.events import AgentStatusEvent, WatchEvent
     from api.ws.registry import SessionRegistry
+    from api.ws.runtime import SessionWatcher
 
-__all__ = ("MAX_SESSIONS_PER_SOCKET", "SessionFeed", "SessionWatcher")
+__all__ = ("MAX_SESSIONS_PER_SOCKET", "SessionFeed")
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +37,6 @@ MAX_KNOWN_TASKS = 10_000
 """Tasks whose session (or none) this replica remembers (LRU)."""
 MAX_HELD_EVENTS = 1000
 """Events of one task held while its session is looked up; past it the task's oldest are dropped."""
-
-
-class SessionWatcher(Protocol):
-    """A client socket watching planner sessions."""
-
-    def deliver_session_event(self, event: WatchEvent) -> None: ...
-
-    def request_close(self, code: int, reason: str) -> None: ...
 
 
 class SessionFeed:

@@ -22,8 +22,7 @@ from protocol.status import TERMINAL_STATUSES, TaskStatus
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-    from api.ws.agent_status import AgentStatusEvent
-    from api.ws.fanout import WatchEvent
+    from api.ws.events import AgentStatusEvent, WatchEvent
     from api.ws.registry import SessionRegistry
 
 __all__ = ("TaskWaiter",)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from api.planner.applier import JobApplier
@@ -16,7 +15,8 @@ from api.planner.credentials import CredentialSealer
 from api.planner.crypto import KeyRing, decode_key
 from api.planner.jobs import PlannerJobs
 from api.planner.live import SessionFeed
-from api.planner.ssrf import AllowList, Resolver, system_resolver
+from api.planner.runtime import PlannerRuntime
+from api.planner.ssrf import AllowList
 from api.planner.waiter import TaskWaiter
 
 if TYPE_CHECKING:
@@ -26,24 +26,9 @@ if TYPE_CHECKING:
 
     from api.settings import PlannerSettings
 
-__all__ = ("PlannerRuntime", "lifespans", "route_handlers")
+__all__ = ("lifespans", "route_handlers")
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class PlannerRuntime:
-    """`app.state.planner`: what the planner routes and the /ws hooks share for the app's life."""
-
-    settings: PlannerSettings
-    jobs: PlannerJobs
-    sealer: CredentialSealer
-    feed: SessionFeed | None
-    applier: JobApplier
-    keys: KeyRing | None
-    allow: AllowList
-    resolver: Resolver = system_resolver
-    """Host -> addresses for the base-URL check (tests put a fake resolver here)."""
 
 
 def route_handlers() -> Sequence[Any]:
@@ -78,6 +63,9 @@ async def planner_lifespan(app: Litestar) -> AsyncIterator[None]:
     if keys is None:
         logger.warning("TASKYARD_API_SECRETS_KEY is not set: users' LLM API keys cannot be stored")
     app.state.planner = runtime
+    if ws is not None:  # the /ws sessions reach the planner through these hooks (api.ws.runtime)
+        ws.planner_sessions = runtime.feed
+        ws.submit_payload = runtime.sealer.submit_payload
     if settings.planner_apply_interval_s > 0:
         runtime.applier.start()
     try:

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.db.models.agents import Agent
+from api.ws.events import AgentStatusEvent
 from protocol.envelope import encode_frame
 from protocol.messages import AgentStatus
 
@@ -32,26 +33,13 @@ if TYPE_CHECKING:
     from api.ws.registry import SessionRegistry, Watcher
     from scheduler.client import SchedulerClient
 
-__all__ = ("MAX_CHANGES_PER_POLL", "AgentStatusEvent", "AgentStatusFeed")
+__all__ = ("MAX_CHANGES_PER_POLL", "AgentStatusFeed")
 
 logger = logging.getLogger(__name__)
 
 MAX_CHANGES_PER_POLL = 200
 """Agent changes sent per poll (and agents in a new watcher's snapshot): bounded next to the send backlog."""
 _TRANSIENT = (redis.exceptions.RedisError, OSError, SQLAlchemyError)
-
-
-@dataclass(frozen=True, slots=True)
-class AgentStatusEvent:
-    """One `agent/status` frame, encoded once and shared, with what decides who may see it."""
-
-    agent_id: str
-    owner_id: str
-    is_public: bool
-    frame: str
-
-    def visible_to(self, user_id: str, *, is_admin: bool) -> bool:
-        return is_admin or self.is_public or self.owner_id == user_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,12 +32,12 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from api.auth.identity import CurrentUser
-    from api.planner.live import SessionFeed
     from api.settings import WsSettings
-    from api.ws.agent_status import AgentStatusEvent, AgentStatusFeed
-    from api.ws.fanout import WatchEvent
+    from api.ws.agent_status import AgentStatusFeed
+    from api.ws.events import AgentStatusEvent, WatchEvent
     from api.ws.framing import FrameSocket
     from api.ws.registry import SessionRegistry
+    from api.ws.runtime import PlannerSessions
     from protocol.envelope import Frame
     from protocol.messages import Message
     from scheduler.client import SchedulerClient
@@ -69,7 +69,7 @@ class ClientSession(Session):
         db: async_sessionmaker[AsyncSession],
         settings: WsSettings,
         agent_feed: AgentStatusFeed | None = None,
-        planner_sessions: SessionFeed | None = None,
+        planner_sessions: PlannerSessions | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(conn, session_id)

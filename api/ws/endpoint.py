@@ -31,10 +31,8 @@ if TYPE_CHECKING:
     from litestar.datastructures import State
 
     from api.auth.identity import CurrentUser
-    from api.planner.live import SessionFeed
-    from api.planner.wiring import PlannerRuntime
     from api.settings import ApiSettings
-    from api.ws.wiring import WsRuntime
+    from api.ws.runtime import WsRuntime
 
 __all__ = ("origin_allowed", "ws_endpoint")
 
@@ -137,7 +135,6 @@ async def _agent_session(socket: WebSocket[Any, Any, Any], state: State, runtime
         logger.warning("ws agent handshake: storage unavailable", exc_info=True)
         raise _Refused(ErrorCode.SERVICE_UNAVAILABLE, "try again later", CloseCode.TRY_AGAIN_LATER) from exc
     session_id = str(uuid.uuid4())
-    planner: PlannerRuntime | None = getattr(state, "planner", None)
     asked = _asked_features(socket)
     features = None if asked is None else sorted(asked & _AGENT_FEATURES)
     batch = features is not None and FEATURE_BATCH in features
@@ -158,7 +155,7 @@ async def _agent_session(socket: WebSocket[Any, Any, Any], state: State, runtime
         consumer=f"{runtime.node_id}:{session_id}",
         token=token,
         lanes=runtime.lanes,
-        submit_payload=planner.sealer.submit_payload if planner is not None else None,
+        submit_payload=runtime.submit_payload,
         features=features,
     )
     try:
@@ -194,15 +191,10 @@ async def _client_session(socket: WebSocket[Any, Any, Any], state: State, runtim
         db=state.db,
         settings=settings.ws,
         agent_feed=runtime.agent_feed,
-        planner_sessions=_planner_feed(state),
+        planner_sessions=runtime.planner_sessions,
     )
     session.features = None if _asked_features(socket) is None else []
     return session
-
-
-def _planner_feed(state: State) -> SessionFeed | None:
-    planner: PlannerRuntime | None = getattr(state, "planner", None)
-    return planner.feed if planner is not None else None
 
 
 async def _serve(

@@ -24,7 +24,6 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -32,6 +31,7 @@ import redis.asyncio
 import redis.exceptions
 
 from api.ws.control import apply_control
+from api.ws.events import WatchEvent
 from api.ws.framing import CloseCode
 from protocol.envelope import MESSAGE_TYPES, encode_raw_frame
 from scheduler.keys import Keys
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from api.ws.registry import SessionRegistry
     from protocol.envelope import MessageType
 
-__all__ = ("Fanout", "WatchEvent", "WatchMessage", "event_from_payload")
+__all__ = ("Fanout", "WatchMessage", "event_from_payload")
 
 logger = logging.getLogger(__name__)
 
@@ -65,16 +65,6 @@ class WatchMessage(msgspec.Struct, rename="camel", frozen=True):
 
 
 _WATCH_DECODER = msgspec.json.Decoder(WatchMessage)
-
-
-@dataclass(frozen=True, slots=True)
-class WatchEvent:
-    """One task event ready for watchers: the frame is encoded once and shared by every session."""
-
-    task_id: str
-    owner_id: str
-    seq: int
-    frame: str
 
 
 def event_from_payload(message_type: str, task_id: str, owner_id: str, seq: int, payload_json: bytes) -> WatchEvent:

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from api.ws.agent_status import AgentStatusEvent
-    from api.ws.fanout import WatchEvent
+    from api.ws.events import AgentStatusEvent, WatchEvent
 
 __all__ = ("Closable", "Refreshable", "SessionRegistry", "Watcher")
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from api.db.models.tasks import Task
 from api.tasks.history import read_events
-from api.ws.fanout import WatchEvent, event_from_payload
+from api.ws.fanout import event_from_payload
 from protocol.envelope import encode_payload
 from protocol.messages import TaskProgress, TaskStatusEvent, TaskStream
 from protocol.status import TaskStatus
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from api.db.models.tasks import TaskEvent
+    from api.ws.events import WatchEvent
     from protocol.messages import Message
     from scheduler.client import SchedulerClient
 

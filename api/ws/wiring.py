@@ -6,10 +6,7 @@
 from __future__ import annotations
 
 import logging
-import uuid
-from collections import Counter
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from api.ws.agent_session import FrameLanes
@@ -18,6 +15,7 @@ from api.ws.endpoint import ws_endpoint
 from api.ws.fanout import Fanout
 from api.ws.framing import CloseCode
 from api.ws.registry import SessionRegistry
+from api.ws.runtime import WsRuntime
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
@@ -26,41 +24,9 @@ if TYPE_CHECKING:
 
     from api.settings import ApiSettings
 
-__all__ = ("WsRuntime", "lifespans", "route_handlers")
+__all__ = ("lifespans", "route_handlers")
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class WsRuntime:
-    """`app.state.ws`: this process' sessions, its fan-out listener, and its node id (inbox consumer names)."""
-
-    registry: SessionRegistry
-    lanes: FrameLanes = field(default_factory=lambda: FrameLanes.of(16))
-    """Bounds on agent frames handled at once, shared by every agent socket of this process."""
-    fanout: Fanout | None = None
-    agent_feed: AgentStatusFeed | None = None
-    node_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    open_connections: Counter[str] = field(default_factory=Counter)
-    on_change: Callable[[str, int], None] | None = None
-    """Called with (role, open count) after every change (the metrics gauge hooks in here)."""
-
-    def agent_changed(self) -> None:
-        """An agent socket opened or closed here: `agent/status` watchers hear about it without waiting."""
-        if self.agent_feed is not None:
-            self.agent_feed.poke()
-
-    def connection_opened(self, role: str) -> None:
-        self.open_connections[role] += 1
-        self._changed(role)
-
-    def connection_closed(self, role: str) -> None:
-        self.open_connections[role] -= 1
-        self._changed(role)
-
-    def _changed(self, role: str) -> None:
-        if self.on_change is not None:
-            self.on_change(role, self.open_connections[role])
 
 
 def route_handlers() -> Sequence[Any]:

@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from api.db.base import utcnow
-from api.jobs.counts import counts_key, read_counts, refresh_counts
 from api.jobs.retention import purge
 from api.settings import OpsSettings
+from api.task_counts import counts_key, read_counts, refresh_counts
 from tests.integration.api.test_metrics import scrape
 from tests.integration.api.test_tasks_support import (  # noqa: F401 - fixtures, used by name
     Env,

@@ -32,7 +32,8 @@ from api.planner.live import SessionFeed
 from api.planner.patches import MAX_STEPS_PER_TASK, apply_patches
 from api.planner.service import PlannerService
 from api.planner.waiter import TaskWaiter
-from api.ws.fanout import WatchEvent, event_from_payload
+from api.ws.events import WatchEvent
+from api.ws.fanout import event_from_payload
 from api.ws.registry import SessionRegistry
 from protocol.planner import TaskPatch
 from scheduler.types import InboxEntry

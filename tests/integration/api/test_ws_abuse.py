@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from api.ws.client_session import ClientSession
-from api.ws.fanout import WatchEvent
+from api.ws.events import WatchEvent
 from api.ws.framing import CloseCode, FrameSocket, ViolationBudget
 from api.ws.registry import SessionRegistry
 from protocol.messages import Heartbeat, Subscribe, TaskAccept, TaskProgress, TaskResult
