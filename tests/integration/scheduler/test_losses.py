@@ -83,7 +83,9 @@ async def test_the_avoided_agent_still_gets_the_task_when_nobody_else_has_room(s
     await sched.accept("t", first.attempt, "silent")
     clock.advance(3_000)  # run timeout: counted, and the agent is remembered
     await service.run_until_idle()
-    clock.advance(2_000)  # past the backoff
+    # Past the backoff (at most 200 ms here) but short of the 2 s assign timeout: a backoff that rounds to
+    # 0 ms dispatches attempt 2 at once, and a longer advance would then time it out into attempt 3.
+    clock.advance(1_000)
     await service.run_until_idle()
     (second,) = await silent.inbox()
     assert second.attempt == 2
