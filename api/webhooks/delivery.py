@@ -4,7 +4,9 @@ No hook on the hot path: `collect` (a periodic side job) reads tasks that finish
 Redis, for owners with an active webhook, and writes one `webhook_deliveries` row per (task, user) — the
 unique constraint makes a second scanner a no-op. Each new row becomes one rq job (`deliver_webhook`) whose
 retries (with backoff) are rq's. The watermark trails `now` by `LAG` so rows committed a moment after their
-finish time are still seen.
+finish time are still seen. Redis losing the watermark loses no delivery: it is recovered from the database
+(the newest finished task that already has a delivery, else the oldest webhook), and the rescan of what was
+already seen makes no second row.
 
 A delivery is `POST <url>` with the task as JSON and
 `X-Taskyard-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>." + body)>`, `X-Taskyard-Timestamp`
@@ -62,13 +64,17 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 async def collect(
     sessionmaker: async_sessionmaker[AsyncSession], redis: redis.asyncio.Redis, prefix: str, *, now: dt.datetime
 ) -> list[str]:
-    """New delivery ids for tasks finished since the watermark (the first run only sets the watermark)."""
+    """New delivery ids for tasks finished since the watermark (recovered from the database when Redis lost it)."""
     upper = now - LAG
     raw = await redis.get(mark_key(prefix))
-    if raw is None:
-        await redis.set(mark_key(prefix), upper.isoformat())
-        return []
-    mark = dt.datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else str(raw))
+    if raw is not None:
+        mark = dt.datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else str(raw))
+    else:
+        recovered = await _recover_mark(sessionmaker)
+        if recovered is None:  # no webhook at all: nothing can be owed yet
+            await redis.set(mark_key(prefix), upper.isoformat())
+            return []
+        mark = recovered
     async with sessionmaker() as session:
         # A task's own callback wins over its owner's URL; either one makes a delivery.
         target = func.coalesce(TaskCallback.url, Webhook.url)
@@ -114,6 +120,18 @@ async def collect(
     last = rows[-1][2] if len(rows) == BATCH and rows[-1][2] is not None else upper
     await redis.set(mark_key(prefix), last.isoformat())
     return ids
+
+
+async def _recover_mark(sessionmaker: async_sessionmaker[AsyncSession]) -> dt.datetime | None:
+    """Where scanning may safely restart: every task finished at or before the newest one with a delivery was
+    already scanned (the scan goes in finish order); with no delivery yet, from when the first webhook existed."""
+    async with sessionmaker() as session:
+        delivered = select(func.max(Task.finished_at)).join(WebhookDelivery, WebhookDelivery.task_id == Task.id)
+        newest = (await session.execute(delivered)).scalar_one_or_none()
+        if newest is not None:
+            return newest
+        oldest_hook = (await session.execute(select(func.min(Webhook.created_at)))).scalar_one_or_none()
+    return oldest_hook - LAG if oldest_hook is not None else None
 
 
 def _body(task: Task, delivery_id: str) -> bytes:

@@ -146,6 +146,18 @@ async def test_a_task_callback_url_is_called_instead_of_the_owner_url(
         assert lost_id in await collect(sessionmaker, redis_client, env.prefix, now=later)
         assert await deliver(sessionmaker, settings, lost_id, last_attempt=False) == "delivered"
         assert lost_id not in await collect(sessionmaker, redis_client, env.prefix, now=later)
+
+        # Redis loses the watermark: it is recovered from the database, so a task finished meanwhile is still
+        # called back for, and the rescan makes no second delivery for the ones already made.
+        await redis_client.set(mark_key(env.prefix), (utcnow() - dt.timedelta(seconds=5)).isoformat())
+        assert await collect(sessionmaker, redis_client, env.prefix, now=utcnow()) == []
+        await redis_client.delete(mark_key(env.prefix))
+        gap = env.submit(user, {"type": "echo", "capabilities": ["nobody"]})
+        env.client.post(f"/api/tasks/{gap['id']}/cancel", headers=user.headers)
+        recovered = await collect(sessionmaker, redis_client, env.prefix, now=utcnow() + dt.timedelta(seconds=9))
+        [(gap_id,)] = env.rows("SELECT id FROM webhook_deliveries WHERE task_id = :t", t=gap["id"])
+        assert recovered == [gap_id]
+        assert env.rows("SELECT count(*) FROM webhook_deliveries WHERE task_id = :t", t=lost["id"]) == [(1,)]
     finally:
         server.shutdown()
         server.server_close()
