@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession  # noqa: TC002 - Litestar resolv
 from api.agents.controllers import AgentController
 from api.agents.service import PinnedTasks
 from api.metrics import Metrics, metrics_endpoint
+from api.ops.holds import restore_holds
 from api.tasks.controllers import TaskController
 from api.tasks.reconciler import Reconciler
 from api.tasks.recorder import Recorder
@@ -68,6 +69,13 @@ async def tasks_lifespan(app: Litestar) -> AsyncIterator[None]:
         claim_idle_ms=int(settings.recorder_claim_idle_s * 1000),
         metrics=metrics,
     )
+
+    async def restore_operator_holds() -> None:
+        async with app.state.db() as session:
+            restored = await restore_holds(session, app.state.redis, app.state.settings.redis.prefix)
+        if restored:
+            logger.warning("redis had lost the operator holds: %d pauses/drains restored from the database", restored)
+
     reconciler = Reconciler(
         scheduler,
         app.state.db,
@@ -75,6 +83,7 @@ async def tasks_lifespan(app: Litestar) -> AsyncIterator[None]:
         window_s=settings.reconcile_window_s,
         grace_s=settings.reconcile_grace_s,
         metrics=metrics,
+        before_rebuild=restore_operator_holds,
     )
     app.state.recorder = recorder
     app.state.reconciler = reconciler

@@ -22,7 +22,7 @@ IdParam = Annotated[str, Parameter(max_length=64)]
 
 def _holds(request: Request[Any, Any, Any], db_session: AsyncSession) -> Holds:
     state = request.app.state
-    return Holds(db_session, state.redis, state.scheduler, state.settings.redis.prefix)
+    return Holds(db_session, state.redis, state.scheduler, state.settings.redis.prefix, actor_id=request.user.id)
 
 
 async def _audit(

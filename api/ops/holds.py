@@ -3,8 +3,11 @@
 Pauses and drains are Redis sets the scheduler reads on every dispatch (`scheduler/keys.py`): a
 paused task stays `queued` in its place and a running one finishes; a drained agent keeps its
 running tasks and gets no new one, and counts as drained once it holds none. Resuming wakes the
-dispatch loops so held work moves at once. Disabling a user is a database change (tokens stop
-working at their next check) plus the `user_disabled` control message, which closes their sockets.
+dispatch loops so held work moves at once. Each hold is also an `operator_holds` row, written before
+the set: when Redis comes back empty the reconciler refills the sets from them before it requeues a
+single task, so a paused type does not start running after a Redis loss. Disabling a user is a
+database change (tokens stop working at their next check) plus the `user_disabled` control message,
+which closes their sockets.
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 import msgspec
-from sqlalchemy import update
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 
 from api.auth.keys import USER_VERSION_TTL_S, user_version_key
 from api.db.base import utcnow
 from api.db.models.agents import Agent
 from api.db.models.auth import RefreshToken
+from api.db.models.ops import OperatorHold
 from api.db.models.users import User
 from api.errors import ConflictError, NotFoundError, ValidationFailedError
 from api.ws.control import publish_control
@@ -31,7 +36,7 @@ if TYPE_CHECKING:
     from api.auth.identity import CurrentUser
     from scheduler.client import SchedulerClient
 
-__all__ = ("DrainView", "Holds", "HoldsView", "PauseRequest", "UserStateView")
+__all__ = ("DrainView", "Holds", "HoldsView", "PauseRequest", "UserStateView", "restore_holds")
 
 AgentRef = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 RouteRef = Annotated[str, msgspec.Meta(min_length=3, max_length=MAX_ID_LENGTH + 2, pattern=r"^(a|c):[\x21-\x7e]+$")]
@@ -73,13 +78,51 @@ def _names(raw: set[bytes] | set[str]) -> list[str]:
     return sorted(m.decode() if isinstance(m, bytes) else m for m in raw)
 
 
+def _set_of(keys: Keys, kind: str) -> str:
+    return {"type": keys.paused_types(), "route": keys.paused_routes(), "agent": keys.drained_agents()}[kind]
+
+
+async def restore_holds(session: AsyncSession, redis: redis.asyncio.Redis, prefix: str) -> int:
+    """Put every recorded hold back into the scheduler's sets (after Redis lost them); returns how many."""
+    keys = Keys(prefix)
+    rows = (await session.execute(select(OperatorHold.kind, OperatorHold.name))).all()
+    if rows:
+        async with redis.pipeline(transaction=False) as pipe:
+            for kind, name in rows:
+                pipe.sadd(_set_of(keys, kind), name)
+            await pipe.execute()
+    return len(rows)
+
+
 class Holds:
-    def __init__(self, session: AsyncSession, redis: redis.asyncio.Redis, scheduler: SchedulerClient, prefix: str):
+    def __init__(
+        self,
+        session: AsyncSession,
+        redis: redis.asyncio.Redis,
+        scheduler: SchedulerClient,
+        prefix: str,
+        *,
+        actor_id: str | None = None,
+    ):
         self._session = session
         self._redis = redis
         self._scheduler = scheduler
         self._prefix = prefix
         self._keys = Keys(prefix)
+        self._actor_id = actor_id
+
+    async def _record(self, kind: str, name: str) -> None:
+        if await self._session.get(OperatorHold, (kind, name)) is not None:
+            return
+        self._session.add(OperatorHold(kind=kind, name=name, actor_id=self._actor_id))
+        try:
+            await self._session.commit()
+        except IntegrityError:  # another admin recorded the same hold a moment ago
+            await self._session.rollback()
+
+    async def _forget(self, kind: str, name: str) -> None:
+        await self._session.execute(delete(OperatorHold).where(OperatorHold.kind == kind, OperatorHold.name == name))
+        await self._session.commit()
 
     async def view(self) -> HoldsView:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -94,19 +137,21 @@ class Holds:
         if len(given) != 1:
             raise ValidationFailedError("give exactly one of type, route, agentId, capabilities")
         if data.type is not None:
-            return self._keys.paused_types(), data.type
+            return "type", data.type
         if data.route is not None:
-            return self._keys.paused_routes(), data.route
-        return self._keys.paused_routes(), route_id(data.agent_id, tuple(data.capabilities or ()))
+            return "route", data.route
+        return "route", route_id(data.agent_id, tuple(data.capabilities or ()))
 
     async def pause(self, data: PauseRequest) -> HoldsView:
-        key, member = self._target(data)
-        await self._redis.sadd(key, member)
+        kind, member = self._target(data)
+        await self._record(kind, member)
+        await self._redis.sadd(_set_of(self._keys, kind), member)
         return await self.view()
 
     async def resume(self, data: PauseRequest) -> HoldsView:
-        key, member = self._target(data)
-        if await self._redis.srem(key, member):
+        kind, member = self._target(data)
+        await self._forget(kind, member)
+        if await self._redis.srem(_set_of(self._keys, kind), member):
             await self._wake()
         return await self.view()
 
@@ -139,11 +184,13 @@ class Holds:
 
     async def drain(self, agent_id: str) -> DrainView:
         agent = await self._agent(agent_id)
+        await self._record("agent", agent.id)
         await self._redis.sadd(self._keys.drained_agents(), agent.id)
         return await self.drain_state(agent.id)
 
     async def undrain(self, agent_id: str) -> DrainView:
         agent = await self._agent(agent_id)
+        await self._forget("agent", agent.id)
         if await self._redis.srem(self._keys.drained_agents(), agent.id):
             await self._wake()
         return await self.drain_state(agent.id)

@@ -32,7 +32,7 @@ from api.tasks.service import spec_for
 from protocol.status import ACTIVE_STATUSES, TERMINAL_STATUSES, TaskStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -85,6 +85,7 @@ class Reconciler(BackgroundLoop):
         grace_s: float = 2.0,
         clock: Callable[[], dt.datetime] = utcnow,
         metrics: Metrics | None = None,
+        before_rebuild: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._scheduler = scheduler
         self._sessionmaker = sessionmaker
@@ -93,12 +94,16 @@ class Reconciler(BackgroundLoop):
         self._grace = dt.timedelta(seconds=grace_s)
         self._clock = clock
         self._metrics = metrics
+        self._before_rebuild = before_rebuild
         super().__init__()
 
     async def rebuild_if_needed(self) -> int | None:
         """Rebuild from the database when the epoch marker is missing; returns the count or None."""
         if await self._scheduler.epoch_present():
             return None
+        if self._before_rebuild is not None:
+            # Operator holds go back first: no paused task may be dispatched by the requeue below.
+            await self._before_rebuild()
         now = self._clock()
         total = 0
         last_id = ""

@@ -220,3 +220,42 @@ async def test_a_disabled_users_agents_cannot_authenticate(renv: Env, sched, ses
     assert env.client.post(f"/api/admin/users/{owner.id}/enable", headers=admin.headers).status_code == 200
     async with sessionmaker() as session:
         assert (await AgentService(session, sched).authenticate(agent_id, token)).id == agent_id
+
+
+async def test_holds_outlive_a_redis_that_lost_them(renv: Env, sched, sched_service, redis_client) -> None:
+    """Redis comes back empty: the app's reconciler puts pauses and drains back before it requeues anything."""
+    from tests.integration.api.test_reconciler import wipe_prefix
+
+    env = renv
+    admin = env.user(admin=True)
+    user = env.user()
+    cap = "cap-" + uuid.uuid4().hex[:8]
+    held_type = "held." + uuid.uuid4().hex[:6]
+    drained = create_agent(env, admin, cap)
+    assert env.client.post("/api/admin/pauses", json={"type": held_type}, headers=admin.headers).status_code == 200
+    assert env.client.post(f"/api/admin/agents/{drained}/drain", headers=admin.headers).status_code == 200
+    held = env.submit(user, {"type": held_type, "capabilities": [cap]})["id"]
+    rows = env.rows("SELECT kind, name, actor_id FROM operator_holds ORDER BY kind")
+    assert rows == [("agent", drained, admin.id), ("type", held_type, admin.id)]
+
+    await wipe_prefix(redis_client, env.prefix)
+    assert env.client.get("/api/admin/pauses", headers=admin.headers).json()["pausedTypes"] == []
+    # The app's own reconciler (its wiring included), on the app's event loop.
+    reconciler = env.client.app.state.reconciler
+    rebuilt = env.client.blocking_portal.call(reconciler.rebuild_if_needed)
+    assert rebuilt is not None and rebuilt >= 1
+    holds = env.client.get("/api/admin/pauses", headers=admin.headers).json()
+    assert holds["pausedTypes"] == [held_type]
+    assert holds["drainedAgents"] == [drained]
+
+    # The requeued task stays queued for a free agent; the drained agent gets nothing either.
+    other = "agent-" + uuid.uuid4().hex[:8]
+    await sched.agent_online(AgentSpec(other, user.id, (cap,), 4), lease_s=30)
+    await sched.agent_online(AgentSpec(drained, admin.id, (cap,), 4), lease_s=30)
+    await sched_service.run_until_idle()
+    await asyncio.sleep(0.3)
+    assert status_of(env, user, held) == "queued"
+
+    # Resuming forgets the row too: a second loss brings back only the drain.
+    env.client.post("/api/admin/pauses/resume", json={"type": held_type}, headers=admin.headers)
+    assert env.rows("SELECT kind FROM operator_holds") == [("agent",)]
