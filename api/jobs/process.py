@@ -6,7 +6,9 @@ process and installs signal handlers too; here it runs in a thread driven throug
 (`enqueue_jobs`, `save`, `heartbeat`), so one process is enough and it stops with the worker.
 
 rq's `CronJob.enqueue` builds its queue with the default (pickle) serializer; `_JsonCronJob` enqueues
-through our JSON queue instead, so the worker never has to unpickle anything.
+through our JSON queue instead, so the worker never has to unpickle anything. Every jobs process runs the
+same cron, so each firing first claims its interval with `SET NX PX` on one key per periodic job: with
+any number of jobs processes, each periodic job is enqueued once per interval.
 """
 
 from __future__ import annotations
@@ -43,9 +45,16 @@ class _JsonCronJob(CronJob):
         super().__init__(**kwargs)
         self._settings = settings
 
+    def claim_key(self) -> str:
+        return f"{queue_name(self._settings)}:cron-claim:{self.name}"
+
     def enqueue(self, connection: redis.Redis) -> Any:
         if self.func is None:
             raise ValueError("a cron entry without a function")
+        # A little less than the interval: the claiming process's own next firing never meets its old claim.
+        hold_ms = max(1, int((self.interval or 1) * 900))
+        if not connection.set(self.claim_key(), f"{socket.gethostname()}:{os.getpid()}", nx=True, px=hold_ms):
+            return None  # another jobs process fired this interval
         job = ops_queue(self._settings, connection).enqueue(
             self.func, args=self.args, kwargs=self.kwargs, **self.job_options
         )
