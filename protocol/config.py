@@ -2,11 +2,13 @@
 
 A package declares its settings as frozen dataclasses or msgspec Structs whose fields carry the type, the
 default and a docstring underneath (the docs' tables are generated from those). `load_group` fills one such
-class from the environment and an optional file section, converting each value by its type and checking the
-bounds written as `msgspec.Meta` in `Annotated` (e.g. `Annotated[int, AT_LEAST_ONE]`); each package adds only
-the checks that span fields. Problems are collected, never raised one at a time, so one run lists them all.
+class from the environment and an optional file section (the API's YAML file, which the API parses),
+converting each value by its type and checking the bounds written as `msgspec.Meta` in `Annotated` (e.g.
+`Annotated[int, AT_LEAST_ONE]`); each package adds only the checks that span fields. Problems are
+collected, never raised one at a time, so one run lists them all.
 
-It lives in `protocol/` because that is the only layer all three may import; it imports nothing of ours.
+It lives in `protocol/` because that is the only layer all three may import; like the rest of `protocol/` it
+imports nothing of ours and no third-party package but msgspec.
 """
 
 from __future__ import annotations
@@ -36,10 +38,9 @@ __all__ = (
     "field_docs",
     "field_types",
     "load_group",
-    "read_config_file",
 )
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 POSITIVE = msgspec.Meta(gt=0)
 """Bound for durations and sizes that must be above zero."""
@@ -190,7 +191,7 @@ def field_types(cls: type[Any]) -> dict[str, Any]:
 
 
 def load_group(
-    cls: type[T],
+    cls: type[_T],
     environ: Mapping[str, str],
     problems: list[str],
     *,
@@ -199,7 +200,7 @@ def load_group(
     section_name: str = "",
     checks: Mapping[str, Callable[[Any], Any]] | None = None,
     skip: Collection[str] = (),
-) -> T:
+) -> _T:
     """`cls` filled from `environ` (winning) and the file's `section`; defaults for the rest.
 
     A blank variable counts as unset. Every bad value adds one `NAME: why` line to `problems`; `checks`
@@ -229,22 +230,6 @@ def load_group(
         except ValueError as exc:
             problems.append(f"{source}: {exc}")
     return cls(**values)
-
-
-def read_config_file(path: str, problems: list[str]) -> dict[str, Any]:
-    """The YAML file `TASKYARD_CONFIG` names, as a mapping of sections; {} and a problem when unreadable."""
-    import yaml  # only processes that are given a file need PyYAML
-
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        problems.append(f"TASKYARD_CONFIG: cannot read {path!r} ({type(exc).__name__})")
-        return {}
-    if not isinstance(data, dict):
-        problems.append("TASKYARD_CONFIG: the file must hold a mapping of sections")
-        return {}
-    return data
 
 
 def field_docs(cls: type[Any]) -> dict[str, tuple[str, str]]:
