@@ -61,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--agent-token", help=f"agent token ({env_name('agent_token')}; prefer the variable: flags show in ps)"
     )
-    parser.add_argument("--concurrency", help=f"local cap on tasks at once ({env_name('concurrency')}; default: the server's record)")
+    parser.add_argument(
+        "--concurrency", help=f"local cap on tasks at once ({env_name('concurrency')}; default: the server's record)"
+    )
     parser.add_argument(
         "--drain-timeout-s", help=f"grace period on SIGTERM ({env_name('drain_timeout_s')}, default 30)"
     )
