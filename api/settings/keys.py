@@ -18,6 +18,7 @@ from api.settings.groups import PlannerSettings, env_name
 from protocol.config import Secret
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 __all__ = ("MIN_JWT_SECRET_BYTES", "dev_jwt_secret", "jwt_secret_problem", "planner_keys")
@@ -29,44 +30,40 @@ _KNOWN_DEFAULT_SECRETS = frozenset(
 )
 
 
-def dev_jwt_secret(data_dir: Path) -> str:
-    """The persisted dev secret, created on first use; random per process if the file is not writable."""
-    path = data_dir / "jwt-secret"
+def _persisted(path: Path, fresh: Callable[[], str], usable: Callable[[str], bool]) -> str:
+    """The value kept in `path` when usable, else a fresh one written there (mode 0600); in memory only when the
+    file cannot be written (then it changes per process)."""
     try:
         existing = path.read_text(encoding="utf-8").strip()
-        if len(existing.encode()) >= MIN_JWT_SECRET_BYTES:
+        if usable(existing):
             return existing
     except OSError:
         pass
-    value = secrets.token_urlsafe(48)
+    value = fresh()
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(value)
     except OSError:
         pass
     return value
+
+
+def dev_jwt_secret(data_dir: Path) -> str:
+    """The persisted dev JWT secret, created on first use."""
+    return _persisted(
+        data_dir / "jwt-secret", lambda: secrets.token_urlsafe(48), lambda v: len(v.encode()) >= MIN_JWT_SECRET_BYTES
+    )
 
 
 def _dev_key(data_dir: Path, name: str) -> str:
     """A persisted dev key (32 random bytes, base64url), like the dev JWT secret."""
-    path = data_dir / name
-    try:
-        existing = path.read_text(encoding="utf-8").strip()
-        if _key_problem(existing) is None:
-            return existing
-    except OSError:
-        pass
-    value = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(value)
-    except OSError:
-        pass
-    return value
+    return _persisted(
+        data_dir / name,
+        lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode(),
+        lambda v: _key_problem(v) is None,
+    )
 
 
 def _key_problem(value: str) -> str | None:
