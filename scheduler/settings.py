@@ -1,21 +1,23 @@
-"""Scheduler settings, read from the environment once in `load_settings`.
+"""Scheduler settings: the fields only; `protocol.config` reads and checks them.
 
 Names: `REDIS_URL`, `TASKYARD_REDIS_PREFIX`, and `TASKYARD_SCHEDULER_<FIELD>` for the rest.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated
 
+from protocol.config import AT_LEAST_ONE, POSITIVE, load_group
 from scheduler.errors import SchedulerSettingsError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ("SchedulerSettings", "load_settings")
+__all__ = ("SchedulerSettings", "env_name", "load_settings")
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,34 +26,34 @@ class SchedulerSettings:
     """Redis to use (`REDIS_URL`); may hold a password, so it stays out of repr."""
     prefix: str = "taskyard"
     """Prefix of every key (`TASKYARD_REDIS_PREFIX`); a hash tag in it pins a shard to one slot."""
-    sweep_interval_s: float = 1.0
+    sweep_interval_s: Annotated[float, POSITIVE] = 1.0
     """How often expired agents, passed deadlines and due timers are swept."""
-    assign_timeout_s: float = 15.0
+    assign_timeout_s: Annotated[float, POSITIVE] = 15.0
     """How long an assigned task may wait for `task/accept` before it is taken back."""
-    max_losses: int = 3
+    max_losses: Annotated[int, AT_LEAST_ONE] = 3
     """Times a task may lose its agent (gone past its lease or reconnect grace, no answer to the submit,
     restarted without it) before it fails with `worker_lost`. Losses do not use up `maxAttempts`."""
-    output_keep_s: float = 120.0
+    output_keep_s: Annotated[float, POSITIVE] = 120.0
     """How long Redis keeps a finished task's output for the reconciler, in case its commit was lost."""
-    retry_base_s: float = 1.0
+    retry_base_s: Annotated[float, POSITIVE] = 1.0
     """Backoff base: attempt n waits a random time in [0, min(max, base * 2^(n-1))]."""
-    retry_max_s: float = 60.0
+    retry_max_s: Annotated[float, POSITIVE] = 60.0
     """Backoff cap."""
-    dispatch_batch: int = 100
+    dispatch_batch: Annotated[int, AT_LEAST_ONE] = 100
     """Most tasks one dispatch script call hands out."""
-    sweep_batch: int = 500
+    sweep_batch: Annotated[int, AT_LEAST_ONE] = 500
     """Most agents or tasks one sweep script call handles (it repeats while there are more)."""
     log_level: str = "INFO"
     """Level for `python -m scheduler`."""
-    history_maxlen: int = 1000
+    history_maxlen: Annotated[int, AT_LEAST_ONE] = 1000
     """Approximate bound on each task's event history (watcher replay)."""
-    events_maxlen: int = 100_000
+    events_maxlen: Annotated[int, AT_LEAST_ONE] = 100_000
     """Approximate bound on the global events stream (the recorder's backlog)."""
-    inbox_maxlen: int = 10_000
+    inbox_maxlen: Annotated[int, AT_LEAST_ONE] = 10_000
     """Approximate bound on each agent inbox."""
-    task_ttl_s: int = 86_400
+    task_ttl_s: Annotated[int, AT_LEAST_ONE] = 86_400
     """How long a finished task's hash and history stay in Redis."""
-    inbox_ttl_s: int = 86_400
+    inbox_ttl_s: Annotated[int, AT_LEAST_ONE] = 86_400
     """Idle expiry of an agent inbox (refreshed by heartbeats and new entries)."""
     agent_keep_s: float = 3600.0
     """How long agent keys outlive the lease when nobody reaps them (the reaper deletes them first)."""
@@ -66,49 +68,16 @@ def env_name(field_name: str) -> str:
     return _SPECIAL.get(field_name, "TASKYARD_SCHEDULER_" + field_name.upper())
 
 
-def _convert(kind: Any, raw: str) -> Any:
-    if kind in (int, "int"):
-        return int(raw)
-    if kind in (float, "float"):
-        return float(raw)
-    return raw
+def _level(raw: str) -> str:
+    if raw.upper() not in LOG_LEVELS:
+        raise ValueError("unknown level (" + ", ".join(LOG_LEVELS) + ")")
+    return raw.upper()
 
 
 def load_settings(environ: Mapping[str, str]) -> SchedulerSettings:
     """Build settings from `environ`; raises `SchedulerSettingsError` listing every bad variable."""
-    values: dict[str, Any] = {}
     problems: list[str] = []
-    for f in dataclasses.fields(SchedulerSettings):
-        name = env_name(f.name)
-        raw = environ.get(name)
-        if raw is None or raw == "":
-            continue
-        try:
-            values[f.name] = _convert(f.type, raw)
-        except ValueError:
-            problems.append(f"{name}: not a {f.type}")
-    positive = (
-        "sweep_interval_s",
-        "assign_timeout_s",
-        "max_losses",
-        "output_keep_s",
-        "retry_base_s",
-        "retry_max_s",
-        "dispatch_batch",
-        "sweep_batch",
-        "history_maxlen",
-        "events_maxlen",
-        "inbox_maxlen",
-        "task_ttl_s",
-        "inbox_ttl_s",
-    )
-    for key in positive:
-        if key in values and values[key] <= 0:
-            problems.append(f"{env_name(key)}: must be > 0")
-    if values.get("log_level", "INFO").upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        problems.append(f"{env_name('log_level')}: unknown level")
-    if not values.get("prefix", "taskyard"):
-        problems.append("TASKYARD_REDIS_PREFIX: empty")
+    settings = load_group(SchedulerSettings, environ, problems, env_name=env_name, checks={"log_level": _level})
     if problems:
         raise SchedulerSettingsError(problems)
-    return SchedulerSettings(**values)
+    return settings

@@ -61,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--agent-token", help=f"agent token ({env_name('agent_token')}; prefer the variable: flags show in ps)"
     )
-    parser.add_argument("--concurrency", help=f"tasks at once ({env_name('concurrency')}, default 16)")
+    parser.add_argument(
+        "--concurrency", help=f"local cap on tasks at once ({env_name('concurrency')}; default: the server's record)"
+    )
     parser.add_argument(
         "--drain-timeout-s", help=f"grace period on SIGTERM ({env_name('drain_timeout_s')}, default 30)"
     )
@@ -176,9 +178,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         logger.error("cannot load handlers: %s", exc)
         return EXIT_CONFIG
     logger.info(
-        "worker starting: agent %s, concurrency %d, types %s, llm provider %s",
+        "worker starting: agent %s, types %s, llm provider %s",
         settings.agent_id,
-        settings.concurrency,
         ", ".join(registry.types),
         settings.llm_base_url,
     )

@@ -179,7 +179,7 @@ class Stack:
         agent_id: str,
         token: str,
         *,
-        concurrency: int = 4,
+        concurrency: int | None = 4,
         name: str = "worker",
         api_url: str | None = None,
         **env: str,
@@ -191,7 +191,7 @@ class Stack:
             TASKYARD_WORKER_URL=ws_url,
             TASKYARD_WORKER_AGENT_ID=agent_id,
             TASKYARD_WORKER_AGENT_TOKEN=token,
-            TASKYARD_WORKER_CONCURRENCY=str(concurrency),
+            TASKYARD_WORKER_CONCURRENCY="" if concurrency is None else str(concurrency),  # blank: unset
             **env,
         )
 

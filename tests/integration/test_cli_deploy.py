@@ -135,7 +135,7 @@ def _all_env_names() -> set[str]:
     import worker.settings as worker_settings
 
     names = {"APP_ENV", "HTTP_ADDR", "TASKYARD_CONFIG", "TASKYARD_DATA_DIR", "TASKYARD_API_LOG_LEVEL"}
-    for group, cls in api_settings._GROUPS.items():
+    for group, cls in api_settings.GROUPS.items():
         for field in dataclasses.fields(cls):
             if (group, field.name) not in {("http", "host"), ("http", "port")}:  # set through HTTP_ADDR
                 names.add(api_settings.env_name(group, field.name))

@@ -175,3 +175,27 @@ def test_ops_settings_are_read_and_checked(tmp_path: Path) -> None:
     assert "TASKYARD_API_RETENTION_BATCH_SIZE" in text
     assert "TASKYARD_API_PURGE_INTERVAL_S" in text
     assert "TASKYARD_API_JOBS_QUEUE" in text
+
+
+def test_a_bad_config_file_and_bad_file_values_are_listed_with_the_rest(tmp_path: Path) -> None:
+    config = tmp_path / "taskyard.yaml"
+    config.write_text("auth:\n  access_token_ttl_s: soon\n  no_such_field: 1\nops: [1]\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings(
+            {"TASKYARD_DATA_DIR": str(tmp_path), "TASKYARD_CONFIG": str(config), "TASKYARD_API_WEBHOOK_TIMEOUT_S": "0"}
+        )
+    assert info.value.problems == [
+        "TASKYARD_CONFIG: unknown field auth.no_such_field",
+        "TASKYARD_CONFIG auth.access_token_ttl_s: expected an integer",
+        "TASKYARD_CONFIG: section 'ops' must be a mapping",
+        "TASKYARD_API_WEBHOOK_TIMEOUT_S: must be above 0",
+    ]
+    with pytest.raises(SettingsError, match="TASKYARD_CONFIG: cannot read"):
+        load_settings({"TASKYARD_DATA_DIR": str(tmp_path), "TASKYARD_CONFIG": str(tmp_path / "missing.yaml")})
+
+
+def test_blank_variables_count_as_unset(tmp_path: Path) -> None:
+    settings = load_settings(
+        {"TASKYARD_DATA_DIR": str(tmp_path), "APP_ENV": "", "REDIS_URL": "", "TASKYARD_API_ACCESS_TOKEN_TTL_S": " "}
+    )
+    assert (settings.env, settings.redis.url, settings.auth.access_token_ttl_s) == ("dev", None, 900)

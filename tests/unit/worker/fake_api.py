@@ -60,6 +60,8 @@ class FakeApi:
     refuse_with_http: bool = False
     features: list[str] | None = None
     """What `auth/ok` says the server took (None: the field is left out, as for a peer that asked nothing)."""
+    concurrency: int | None = None
+    """What `auth/ok` says the server's record of the agent allows (None: left out, as an older server does)."""
     batch_frames: int = 0
     """`batch` frames the agent sent (their items are in `received`, one by one)."""
     received: list[Received] = field(default_factory=list)
@@ -177,6 +179,7 @@ class FakeApi:
             heartbeat_interval_s=self.heartbeat_interval_s,
             heartbeat_timeout_s=self.heartbeat_interval_s * 4,
             features=self.features,
+            concurrency=self.concurrency,
         )
         await ws.send(encode_frame(ok).decode())
         await ws.send(encode_frame(Heartbeat(interval=self.heartbeat_interval_s)).decode())

@@ -11,7 +11,7 @@ CREDENTIALS = {"TASKYARD_WORKER_AGENT_ID": "agent-1", "TASKYARD_WORKER_AGENT_TOK
 def test_defaults_apply_when_unset() -> None:
     settings = load_settings(CREDENTIALS)
     assert settings.url == "ws://127.0.0.1:8000/ws"
-    assert settings.concurrency == 16
+    assert settings.concurrency is None  # unset: the server's record decides (worker.slots)
     assert settings.drain_timeout_s == 30.0
     assert settings.handlers == ()
     assert settings.agent_token.reveal() == "s3cr3t-token"
