@@ -243,7 +243,8 @@ async def test_holds_outlive_a_redis_that_lost_them(renv: Env, sched, sched_serv
     # The app's own reconciler (its wiring included), on the app's event loop.
     reconciler = env.client.app.state.reconciler
     rebuilt = env.client.blocking_portal.call(reconciler.rebuild_if_needed)
-    assert rebuilt is not None and rebuilt >= 1
+    assert rebuilt is not None
+    assert rebuilt >= 1
     holds = env.client.get("/api/admin/pauses", headers=admin.headers).json()
     assert holds["pausedTypes"] == [held_type]
     assert holds["drainedAgents"] == [drained]
