@@ -48,11 +48,6 @@ __all__ = ("Fanout", "WatchMessage", "event_from_payload")
 logger = logging.getLogger(__name__)
 
 _WATCHED_TYPES = frozenset({"task/status", "task/progress", "task/stream"})
-YIELD_AFTER_DELIVERIES = 256
-"""The reader hands the loop back after this many session deliveries. redis-py parses every message already
-in its read buffer without awaiting I/O, so a burst for many watchers (a 64 KiB read holds ~200 events,
-each for every watcher of its owner) would otherwise hold the loop for as long as it takes to deliver it
-all, and agents' frames and acks would wait behind the fan-out."""
 _RETRY_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 WATCHING_TTL_S = 30.0
 """How long this process' `{P}:watching` entry lasts unless refreshed."""
@@ -210,29 +205,23 @@ class Fanout:
                 await self.ensure_watching(refresh=True)
             self.ready.set()
             logger.info("ws fan-out subscribed to %s", self._keys.watch_pattern())
-            delivered = 0
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if message is None:
-                    continue
-                delivered += self._handle(message)
-                if delivered >= YIELD_AFTER_DELIVERIES:
-                    delivered = 0
-                    await asyncio.sleep(0)
+                if message is not None:
+                    self._handle(message)
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    def _handle(self, message: dict[str, object]) -> int:
-        """Route one pub/sub message; returns how many sessions took it (control messages count as one)."""
+    def _handle(self, message: dict[str, object]) -> None:
         data = message.get("data")
         if not isinstance(data, bytes | str):
-            return 0
+            return
         raw = data.encode() if isinstance(data, str) else data
         if message.get("type") == "message":
             apply_control(self._registry, raw)
-            return 1
-        return self.dispatch_raw(raw)
+            return
+        self.dispatch_raw(raw)
 
     def dispatch_raw(self, raw: bytes) -> int:
         """Deliver one published watch message to the local sessions that want it; returns how many."""
