@@ -72,6 +72,9 @@ class SchedulerClient:
         self._completes: Coalescer[tuple[str, int, str, bytes | None], Applied] = Coalescer(
             lambda results: self.scripts.complete(results, self._now())
         )
+        self._progress: Coalescer[tuple[str, int, str, bytes], Applied] = Coalescer(
+            lambda frames: self.scripts.progress(frames, self._now())
+        )
 
     def _now(self) -> int:
         return self.clock.now_ms()
@@ -115,10 +118,14 @@ class SchedulerClient:
         return await self.scripts.accept(task_id, attempt, agent_id, self._now())
 
     async def progress(self, task_id: str, attempt: int, agent_id: str, payload_json: bytes) -> Applied:
-        """`payload_json` is the encoded `TaskProgress` without `seq`; the script adds it."""
+        """`payload_json` is the encoded `TaskProgress` without `seq`; the script adds it.
+
+        Progress frames applied in the same loop turn (a stream of many tasks) share one script call, as
+        results do (see `scheduler.coalesce`); frames of one task keep their order within the call.
+        """
         if not payload_json.startswith(b"{"):
             raise ValueError("payload_json must be a JSON object")
-        return await self.scripts.progress(task_id, attempt, agent_id, payload_json, self._now())
+        return await self._progress.call((task_id, attempt, agent_id, payload_json))
 
     async def stream(self, task_id: str, attempt: int, agent_id: str, offset: int, delta: str) -> Applied:
         """Append a `task/stream` piece at `offset` (UTF-8 bytes of the attempt's stream before it).

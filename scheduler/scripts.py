@@ -179,9 +179,15 @@ class Scripts:
         keys, args = self._frame(task_id, attempt, agent_id)
         return _applied(await self._run("accept", now_ms, keys, args))
 
-    async def progress(self, task_id: str, attempt: int, agent_id: str, payload: bytes, now_ms: int) -> Applied:
-        keys, args = self._frame(task_id, attempt, agent_id)
-        return _applied(await self._run("progress", now_ms, keys, [*args, payload]))
+    async def progress(self, frames: Sequence[tuple[str, int, str, bytes]], now_ms: int) -> list[Applied]:
+        """Several (task id, attempt, agent id, TaskProgress JSON without seq) in one call; one `Applied` each."""
+        args: list[Any] = []
+        for task_id, attempt, agent_id, payload in frames:
+            args += [task_id, str(attempt), agent_id, payload]
+        reply = await self._run("progress", now_ms, [], args)
+        if not isinstance(reply, list) or len(reply) != 3 * len(frames):
+            raise ScriptReplyError(f"unexpected progress reply {reply!r}")
+        return [_applied(reply[i : i + 3]) for i in range(0, len(reply), 3)]
 
     async def stream(
         self, task_id: str, attempt: int, agent_id: str, now_ms: int, *, offset: int, delta: str

@@ -3,7 +3,9 @@
 Per task, events leave in `seq` order with no duplicate: live events that arrive while a replay is
 read are held back, merged with the history and deduplicated by seq. Everything the session sends
 goes through one bounded queue; when a slow reader lets it fill, the socket is closed with 4008
-rather than letting server memory grow.
+rather than letting server memory grow. A client that negotiated `batch` gets whatever the queue
+holds when its writer wakes as one `batch` frame (the frames as they are, in queue order): one socket
+write for many events, so a watcher that falls behind catches up in fewer, larger writes.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from api.db.models.tasks import Task
 from api.ws.framing import CloseCode, SessionClosed, ViolationBudget
 from api.ws.replay import replay_events
 from api.ws.session import Session
-from protocol.envelope import encode_frame
-from protocol.errors import ErrorCode
-from protocol.messages import Ack, ErrorFrame, Heartbeat, Subscribe, Unsubscribe
+from protocol.envelope import CLIENT_SENDS, decode_batch, encode_frame, encode_raw_frame
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.messages import FEATURE_BATCH, Ack, Batch, ErrorFrame, Heartbeat, Subscribe, Unsubscribe
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -51,6 +53,15 @@ MAX_TRACKED_TASKS = 10_000
 MAX_TASK_SUBSCRIPTIONS = 1000
 """Single-task subscriptions one socket may hold (`all: true` covers any number)."""
 _TRANSIENT = (redis.exceptions.RedisError, OSError, SQLAlchemyError)
+MAX_BATCH_ITEMS = 1000
+"""Frames per `batch` frame sent to a client (the protocol's bound)."""
+MAX_BATCH_CHARS = 256 * 1024
+"""Characters of frames per `batch` frame sent to a client (a single larger frame still goes alone)."""
+
+
+def batch_text(frames: list[str]) -> str:
+    """One `batch` frame carrying already encoded frames as its items (an item may keep its `ts`)."""
+    return encode_raw_frame("batch", ('{"frames":[' + ",".join(frames) + "]}").encode()).decode()
 
 
 class ClientSession(Session):
@@ -138,9 +149,24 @@ class ClientSession(Session):
         self._enqueue(encode_frame(message).decode())
 
     async def _write_loop(self) -> None:
+        batches = self.features is not None and FEATURE_BATCH in self.features
+        outbox = self._outbox
+        carried: str | None = None  # taken from the queue but over the last batch's size: it leads the next
         while True:
-            text = await self._outbox.get()
-            await self.conn.send_text(text)
+            text = carried if carried is not None else await outbox.get()
+            carried = None
+            if not batches or outbox.empty():
+                await self.conn.send_text(text)
+                continue
+            frames, size = [text], len(text)
+            while not outbox.empty() and len(frames) < MAX_BATCH_ITEMS:
+                following = outbox.get_nowait()
+                if size + len(following) > MAX_BATCH_CHARS:
+                    carried = following
+                    break
+                frames.append(following)
+                size += len(following)
+            await self.conn.send_text(batch_text(frames) if len(frames) > 1 else text)
 
     # --- incoming -------------------------------------------------------------------------
 
@@ -149,18 +175,29 @@ class ClientSession(Session):
             frame = await self._receive()
             if frame is None:
                 continue
-            if self._rate.spend():
-                await self.conn.reject(
-                    ErrorCode.RATE_LIMITED,
-                    f"more than {self._settings.client_messages_per_minute} messages per minute",
-                    ref=frame.id,
-                )
+            if not isinstance(frame.payload, Batch):
+                await self._serve(frame)
                 continue
-            try:
-                await self._handle(frame)
-            except _TRANSIENT:
-                logger.warning("%s not served (storage error)", frame.type, extra=self.log_context(), exc_info=True)
-                self._reply(ErrorFrame.of(ErrorCode.SERVICE_UNAVAILABLE, "temporarily unavailable", ref=frame.id))
+            # Each item as if it came alone, in order; a bad item is refused by its id.
+            for item in decode_batch(frame, accept=CLIENT_SENDS):
+                if isinstance(item, ProtocolError):
+                    await self.conn.reject(item.code, item.message, details=item.details, ref=item.ref)
+                else:
+                    await self._serve(item)
+
+    async def _serve(self, frame: Frame) -> None:
+        if self._rate.spend():
+            await self.conn.reject(
+                ErrorCode.RATE_LIMITED,
+                f"more than {self._settings.client_messages_per_minute} messages per minute",
+                ref=frame.id,
+            )
+            return
+        try:
+            await self._handle(frame)
+        except _TRANSIENT:
+            logger.warning("%s not served (storage error)", frame.type, extra=self.log_context(), exc_info=True)
+            self._reply(ErrorFrame.of(ErrorCode.SERVICE_UNAVAILABLE, "temporarily unavailable", ref=frame.id))
 
     def detach(self) -> None:
         """Drop this session's subscriptions from the registry (called once, when the socket ends)."""

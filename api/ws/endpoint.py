@@ -68,7 +68,9 @@ def _bearer(socket: WebSocket[Any, Any, Any]) -> str | None:
 
 _MAX_FEATURES_LENGTH = 256
 _AGENT_FEATURES = frozenset({FEATURE_BATCH}) & KNOWN_FEATURES
-"""What an agent may ask for; clients get none yet (they are told so in `auth/ok`)."""
+"""What an agent may ask for."""
+_CLIENT_FEATURES = frozenset({FEATURE_BATCH}) & KNOWN_FEATURES
+"""What a client may ask for (a watcher taking `batch` frames gets one write for many events)."""
 
 
 def _asked_features(socket: WebSocket[Any, Any, Any]) -> set[str] | None:
@@ -176,11 +178,13 @@ async def _client_session(socket: WebSocket[Any, Any, Any], state: State, runtim
     except _BUSY as exc:
         logger.warning("ws client handshake: storage unavailable", exc_info=True)
         raise _Refused(ErrorCode.SERVICE_UNAVAILABLE, "try again later", CloseCode.TRY_AGAIN_LATER) from exc
+    asked = _asked_features(socket)
+    features = None if asked is None else sorted(asked & _CLIENT_FEATURES)
     conn = FrameSocket(
         socket,
         max_frame_bytes=settings.ws.client_max_frame_bytes,
         budget=ViolationBudget(settings.ws.bad_frames_before_close, 60.0),
-        accept=CLIENT_SENDS,
+        accept=CLIENT_SENDS | {"batch"} if features and FEATURE_BATCH in features else CLIENT_SENDS,
     )
     session = ClientSession(
         conn,
@@ -193,7 +197,7 @@ async def _client_session(socket: WebSocket[Any, Any, Any], state: State, runtim
         agent_feed=runtime.agent_feed,
         planner_sessions=runtime.planner_sessions,
     )
-    session.features = None if _asked_features(socket) is None else []
+    session.features = features
     return session
 
 

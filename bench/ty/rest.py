@@ -45,7 +45,12 @@ class RestClient:
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(120.0, connect=10.0))
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=httpx.Timeout(120.0, connect=10.0),
+            # Below uvicorn's 5 s keep-alive timeout (see bench.ty.submitter.KEEPALIVE_EXPIRY_S).
+            limits=httpx.Limits(keepalive_expiry=2.0),
+        )
         self.access_token = ""
 
     async def aclose(self) -> None:

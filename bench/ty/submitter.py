@@ -24,11 +24,19 @@ MAX_IN_FLIGHT = 64
 """Open loop: submissions waiting for their answer at once (per process); past this the loop stops being
 open and the lag shows as late submits. More would make the client the bottleneck (httpx's pool costs
 grow with its connections) on a box where it shares the cores with the system under test."""
+KEEPALIVE_EXPIRY_S = 2.0
+"""Idle connections are dropped by the client well before uvicorn's 5 s keep-alive timeout closes them. With
+httpx's default (also 5 s) a connection idle for about 5 s is reused just as the server closes it: the request
+lands on a closing socket and fails with `httpx.ReadError` (connection reset). The pool hands requests to its
+first free connection, so at a rate the API keeps up with, the connections a burst opened sit idle for seconds
+and meet exactly that race; the open loop's ReadError was this."""
 
 
 class Submitter:
     def __init__(self, base_url: str, token: str, connections: int) -> None:
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        limits = httpx.Limits(
+            max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=KEEPALIVE_EXPIRY_S
+        )
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers={"Authorization": f"Bearer {token}"},

@@ -1,6 +1,7 @@
-"""A watcher process: `sockets` client sockets (docs/protocol.md, by hand), each subscribed to all of the
-user's tasks, checking that every task's events arrive complete and in `seq` order, and timing each
-progress event from the agent's send (`data.t`, perf_counter: one clock on the machine) to arrival.
+"""A watcher process: `sockets` client sockets (docs/protocol.md, by hand, with the `batch` feature), each
+subscribed to all of the user's tasks, checking that every task's events arrive complete and in `seq` order,
+and timing each progress event from the agent's send (`data.t`, perf_counter: one clock on the machine) to
+arrival.
 
 `python -m bench.ty.watchers --url ws://.../ws --params JSON`, the access token in BENCH_TOKEN.
 Speaks `bench.childio`: `ready` once every socket is subscribed, `result` on `report`.
@@ -112,7 +113,10 @@ class Tally:
 
 async def open_watcher(url: str, token: str) -> ClientConnection:
     conn = await connect(
-        f"{url}?role=client", additional_headers={"Authorization": f"Bearer {token}"}, max_size=1 << 20, open_timeout=30
+        f"{url}?role=client&features=batch",
+        additional_headers={"Authorization": f"Bearer {token}"},
+        max_size=1 << 20,
+        open_timeout=30,
     )
     first = json.loads(await asyncio.wait_for(conn.recv(), timeout=30))
     if first.get("type") != "auth/ok":
@@ -121,10 +125,11 @@ async def open_watcher(url: str, token: str) -> ClientConnection:
     await conn.send(data)
     while True:
         msg = json.loads(await asyncio.wait_for(conn.recv(), timeout=30))
-        if msg.get("type") == "ack" and msg["payload"].get("ref") == sub_id:
-            return conn
-        if msg.get("type") == "error":
-            raise RuntimeError(f"subscribe refused: {msg['payload']}")
+        for item in msg["payload"]["frames"] if msg.get("type") == "batch" else (msg,):
+            if item.get("type") == "ack" and item["payload"].get("ref") == sub_id:
+                return conn
+            if item.get("type") == "error":
+                raise RuntimeError(f"subscribe refused: {item['payload']}")
 
 
 async def read(conn: ClientConnection, tally: Tally, tracks: dict[str, TaskTrack]) -> None:
@@ -132,8 +137,10 @@ async def read(conn: ClientConnection, tally: Tally, tracks: dict[str, TaskTrack
         async for raw in conn:
             now = time.perf_counter()
             msg = _decode(raw)
-            if msg.get("type") in ("task/status", "task/progress"):
-                tally.on_event(tracks, msg, now)
+            # Negotiated `batch`: the server sends what waits for this socket as one frame, items in order.
+            for item in msg["payload"]["frames"] if msg.get("type") == "batch" else (msg,):
+                if item.get("type") in ("task/status", "task/progress"):
+                    tally.on_event(tracks, item, now)
     except Exception as exc:  # the socket is the boundary: keep the reason for the report
         tally.closed.append(repr(exc)[:200])
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from scheduler.client import SchedulerClient
@@ -72,6 +73,44 @@ async def test_progress_payload_gets_seq_spliced(sched, service, make_agent) -> 
     event = (await sched.history("t1"))[-1]
     assert (event.type, event.seq) == ("task/progress", applied.seq)
     assert json.loads(event.payload_json) == {"seq": applied.seq, **json.loads(raw)}
+
+
+async def test_progress_of_one_loop_turn_shares_one_script_call(sched, service, make_agent) -> None:
+    agent = make_agent("a1", concurrency=2)
+    await agent.online()
+    await sched.enqueue(spec("t1"))
+    await sched.enqueue(spec("t2"))
+    await service.run_until_idle()
+    assert len(await agent.inbox()) == 2
+    calls: list[int] = []
+    run = sched.scripts.progress
+
+    async def counted(frames, now_ms):  # type: ignore[no-untyped-def]
+        calls.append(len(frames))
+        return await run(frames, now_ms)
+
+    sched.scripts.progress = counted  # type: ignore[method-assign]
+    first, stale, second, other = await asyncio.gather(
+        sched.progress("t1", 1, "a1", b'{"taskId":"t1","attempt":1,"message":"1"}'),
+        sched.progress("t1", 2, "a1", b'{"taskId":"t1","attempt":2,"message":"x"}'),
+        sched.progress("t1", 1, "a1", b'{"taskId":"t1","attempt":1,"message":"2"}'),
+        sched.progress("t2", 1, "a1", b'{"taskId":"t2","attempt":1,"message":"1"}'),
+    )
+    assert calls == [4]
+    assert stale.outcome == Outcome.STALE_ATTEMPT
+    assert (first.outcome, second.outcome, other.outcome) == (Outcome.OK, Outcome.OK, Outcome.OK)
+    assert first.seq is not None
+    assert second.seq is not None
+    assert first.seq < second.seq
+    # The first frame of each task applied the accept it implies; the task's events keep the call's order.
+    events = await sched.history("t1")
+    assert [(e.type, e.status) for e in events][-3:] == [
+        ("task/status", "running"),
+        ("task/progress", None),
+        ("task/progress", None),
+    ]
+    assert [json.loads(e.payload_json).get("message") for e in events if e.type == "task/progress"] == ["1", "2"]
+    assert [e.status for e in await sched.history("t2") if e.type == "task/status"][-1] == "running"
 
 
 async def test_cancel_queued_task(sched, service, make_agent) -> None:
