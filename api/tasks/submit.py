@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 import msgspec
 import redis.exceptions
 from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from api.agents.service import AgentService
 from api.db.base import utcnow
@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 _REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
 _SUBMIT_BUCKET = "task_submit"
+_AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 _KEY_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")
 
 
@@ -59,6 +60,15 @@ class SubmitLimit:
 
     limit: int
     window_s: float
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """What a retried single submission keeps from its first try."""
+
+    task: Task | None = None
+    """The row built by the first try: a retry inserts the same id, so a committed first INSERT is found."""
+    rate_counted: bool = False
 
 
 @dataclass(slots=True)
@@ -254,31 +264,60 @@ class Submitter:
         The one INSERT runs in autocommit: it is its own transaction, durable when it returns, with
         no BEGIN/COMMIT round trips around it (a task with a `callbackUrl`, which adds a second row, and
         a batch keep an explicit all-or-nothing transaction).
+
+        Pooled connections are not pinged when recently used (api/db/session.py), so a database restart
+        shows here as a failed statement on an invalidated connection: the submission then runs once
+        more on a fresh one, with the same task id, so a first INSERT that did commit is found, not
+        doubled. Only a transaction of our own is retried (a caller's earlier statements died with it).
         """
         prepared = self._prepare(data, header_key, None)
+        own = not self._session.in_transaction()
+        attempt = _Attempt()
+        try:
+            return await self._submit_once(user, prepared, own, attempt)
+        except DBAPIError as error:
+            if not (own and error.connection_invalidated):
+                raise
+            logger.warning("submit met a dead database connection; retrying once on a fresh one")
+            await self._session.rollback()
+        return await self._submit_once(user, prepared, own, attempt)
+
+    async def _submit_once(
+        self, user: CurrentUser, prepared: _Prepared, own: bool, attempt: _Attempt
+    ) -> tuple[TaskView, bool]:
         # With a callback the task row and its callback row commit together; a caller that already
         # opened a transaction (a dead letter's retry) keeps it.
-        if data.callback_url is None and not self._session.in_transaction():
-            await self._session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        if prepared.data.callback_url is None and own:
+            await self._session.connection(execution_options=_AUTOCOMMIT)
+        mine = attempt.task
         if prepared.key is not None:
             existing = (await self._existing_by_key(user, [prepared.key])).get(prepared.key)
-            if existing is not None:
+            if existing is not None and (mine is None or existing.id != mine.id):
                 return task_view(self._replay(prepared, existing)), False
-        await self._check_rate(user)
+            if existing is not None:  # our first try committed before its connection died
+                await self._enqueue([existing])
+                return task_view(existing), True
+        if not attempt.rate_counted:
+            await self._check_rate(user)
+            attempt.rate_counted = True
         await self._check_agents(user, [prepared])
-        task = self._new_row(user, prepared, utcnow())
+        task = mine or self._new_row(user, prepared, utcnow())
+        attempt.task = task
         try:
             await self._insert([task])
             await self._session.commit()
         except IntegrityError:
-            # Another request with the same key committed first: answer as its replay.
             await self._session.rollback()
-            if prepared.key is None:
+            if mine is not None and await self._session.get(Task, task.id) is not None:
+                pass  # our first try committed before its connection died: the row is ours
+            elif prepared.key is None:
                 raise
-            existing = (await self._existing_by_key(user, [prepared.key])).get(prepared.key)
-            if existing is None:
-                raise
-            return task_view(self._replay(prepared, existing)), False
+            else:
+                # Another request with the same key committed first: answer as its replay.
+                existing = (await self._existing_by_key(user, [prepared.key])).get(prepared.key)
+                if existing is None:
+                    raise
+                return task_view(self._replay(prepared, existing)), False
         await self._enqueue([task])
         return task_view(task), True
 
