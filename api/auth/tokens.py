@@ -48,6 +48,8 @@ ACCESS_TOKEN_TYPE = "access"  # noqa: S105 - the typ claim value
 ALGORITHM = "HS256"
 MAX_TOKEN_LENGTH = 4096
 """Longer bearer values are refused before any parsing."""
+_MAX_VERIFIED = 10_000
+"""Verified tokens kept per process (`AccessTokenCodec.decode`); about 1 KiB each."""
 _REQUIRED_CLAIMS = ("exp", "iat", "nbf", "jti", "aud", "iss", "sub", "typ", "roles")
 
 
@@ -76,6 +78,8 @@ class AccessTokenCodec:
         self._audience = settings.jwt_audience
         self._ttl_s = settings.access_token_ttl_s
         self._leeway_s = settings.jwt_leeway_s
+        self._verified: dict[str, AccessClaims] = {}
+        """Tokens whose signature and claims passed, so a client's next request skips the HMAC and parse."""
 
     def issue(self, *, user_id: str, role: str, token_version: int, session_id: str) -> IssuedAccessToken:
         now = int(time.time())
@@ -101,6 +105,19 @@ class AccessTokenCodec:
         """Verify and parse; raises `UnauthorizedError` on any problem (reason logged, not returned)."""
         if not token or len(token) > MAX_TOKEN_LENGTH:
             raise _refuse("empty or oversized token")
+        known = self._verified.get(token)
+        if known is not None:
+            # Only expiry can change for a token that verified once (nbf and iat were already past).
+            if known.exp + self._leeway_s > time.time():
+                return known
+            del self._verified[token]
+        claims = self._verify(token)
+        if len(self._verified) >= _MAX_VERIFIED:
+            self._verified.clear()  # rare: a fresh start costs one HMAC per live token
+        self._verified[token] = claims
+        return claims
+
+    def _verify(self, token: str) -> AccessClaims:
         try:
             claims = jwt.decode(
                 token,
@@ -154,15 +171,15 @@ async def _revoked_in_redis(redis: redis.asyncio.Redis | None, prefix: str, clai
     None when Redis is unavailable (one round trip)."""
     if redis is None:
         return None
-    keys = [revoked_token_key(prefix, claims.jti)]
+    keys = [user_version_key(prefix, claims.user_id), revoked_token_key(prefix, claims.jti)]
     if claims.session_id:
         keys.append(revoked_session_key(prefix, claims.session_id))
     try:
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.exists(*keys)
-            pipe.get(user_version_key(prefix, claims.user_id))
-            found, min_version = await pipe.execute()
-        return bool(found) or (min_version is not None and claims.token_version < int(min_version))
+        # One MGET, not a pipeline: every key is a string and a revocation's mere presence is what counts.
+        min_version, *revocations = await redis.mget(keys)
+        return any(r is not None for r in revocations) or (
+            min_version is not None and claims.token_version < int(min_version)
+        )
     except RedisError:
         # The database below is the source of truth; a Redis outage only loses the fast path.
         logger.warning("revocation cache unavailable; checking the database")

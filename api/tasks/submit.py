@@ -1,0 +1,363 @@
+"""Submission: validate, persist, enqueue. The database commit always comes first: a 2xx means the row
+is durable, whatever Redis does next (the reconciler enqueues a committed row Redis never heard of)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import msgspec
+import redis.exceptions
+from sqlalchemy import insert, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from api.agents.service import AgentService
+from api.db.base import utcnow
+from api.db.models.tasks import Task
+from api.db.models.webhooks import TaskCallback
+from api.errors import (
+    ApiError,
+    ConflictError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RateLimitedError,
+    ValidationFailedError,
+)
+from api.tasks import history
+from api.tasks.views import spec_for, task_view
+from protocol.errors import ErrorCode
+from protocol.limits import MAX_IDEMPOTENCY_KEY_LENGTH, MAX_TASK_INPUT_BYTES
+from protocol.status import TaskStatus
+
+if TYPE_CHECKING:
+    from sqlalchemy import Table
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from api.auth.identity import CurrentUser
+    from api.ratelimit import RateLimiter
+    from api.tasks.schemas import TaskCreate
+    from protocol.views import TaskView
+    from scheduler.client import SchedulerClient
+
+__all__ = ("SubmitLimit", "Submitter")
+
+logger = logging.getLogger(__name__)
+
+_REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
+_SUBMIT_BUCKET = "task_submit"
+_AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
+_KEY_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitLimit:
+    """Per-user submission rate: `limit` requests per `window_s` (a batch counts once)."""
+
+    limit: int
+    window_s: float
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """What a retried single submission keeps from its first try."""
+
+    task: Task | None = None
+    """The row built by the first try: a retry inserts the same id, so a committed first INSERT is found."""
+    rate_counted: bool = False
+
+
+@dataclass(slots=True)
+class _Prepared:
+    index: int | None
+    """Position in a batch (None for a single submission)."""
+    data: TaskCreate
+    key: str | None
+    request_hash: str
+    input_json: bytes
+
+
+# Columns a new row sets; the JSON outcome columns stay out so they are SQL NULL (an empty slot).
+_NEW_ROW_KEYS = (
+    "id",
+    "owner_id",
+    "type",
+    "input",
+    "priority",
+    "agent_id",
+    "capabilities",
+    "timeout_s",
+    "max_attempts",
+    "run_at",
+    "idempotency_key",
+    "request_hash",
+    "status",
+    "attempt",
+    "seq",
+    "created_at",
+    "updated_at",
+    "history",
+)
+
+
+def _request_hash(data: TaskCreate) -> str:
+    """Fingerprint of what was asked, so a replayed key can be told apart from a reused one.
+
+    Key order inside `input` and the offset of `runAt` do not change it; defaults and explicit
+    defaults hash alike.
+    """
+    canonical = msgspec.structs.replace(
+        data,
+        idempotency_key=None,
+        capabilities=sorted(set(data.capabilities)),
+        run_at=data.run_at.astimezone(dt.UTC) if data.run_at else None,
+    )
+    return hashlib.sha256(msgspec.json.encode(msgspec.to_builtins(canonical), order="sorted")).hexdigest()
+
+
+def _where(index: int | None, field: str) -> dict[str, Any]:
+    return {"field": field} if index is None else {"field": field, "index": index}
+
+
+class Submitter:
+    """One per request: the `tasks` rows a submission creates, in one transaction, then their enqueue."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        scheduler: SchedulerClient,
+        *,
+        limiter: RateLimiter | None = None,
+        submit_limit: SubmitLimit | None = None,
+    ) -> None:
+        self._session = session
+        self._scheduler = scheduler
+        self._limiter = limiter
+        self._submit_limit = submit_limit
+        self._callbacks: dict[str, str] = {}
+        """Task id -> `callbackUrl` of rows built by `_new_row`, written by `_insert` (webhooks)."""
+
+    def _prepare(self, data: TaskCreate, header_key: str | None, index: int | None) -> _Prepared:
+        if header_key is not None and not _KEY_PATTERN.fullmatch(header_key):
+            raise ValidationFailedError(
+                f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters",
+                {"field": "Idempotency-Key"},
+            )
+        key = data.idempotency_key
+        if header_key is not None and key is not None and header_key != key:
+            raise ValidationFailedError(
+                "Idempotency-Key header and idempotencyKey field differ", _where(index, "idempotencyKey")
+            )
+        key = key or header_key
+        if data.agent_id is not None and data.capabilities:
+            raise ValidationFailedError("give agentId or capabilities, not both", _where(index, "capabilities"))
+        if data.run_at is not None and data.run_at.tzinfo is None:
+            raise ValidationFailedError("runAt needs a UTC offset (RFC 3339)", _where(index, "runAt"))
+        input_json = msgspec.json.encode(data.input)
+        if len(input_json) > MAX_TASK_INPUT_BYTES:
+            raise PayloadTooLargeError(f"input is over {MAX_TASK_INPUT_BYTES} bytes", _where(index, "input"))
+        return _Prepared(index, data, key, _request_hash(data), input_json)
+
+    async def _check_rate(self, user: CurrentUser) -> None:
+        """Count one submission; Redis down here means 503 before anything is written."""
+        if self._limiter is None or self._submit_limit is None:
+            return
+        decision = await self._limiter.hit(
+            _SUBMIT_BUCKET, user.id, limit=self._submit_limit.limit, window_s=self._submit_limit.window_s
+        )
+        if not decision.allowed:
+            raise RateLimitedError(decision.retry_after_s)
+
+    async def _existing_by_key(self, user: CurrentUser, keys: list[str]) -> dict[str, Task]:
+        if not keys:
+            return {}
+        rows = await self._session.execute(select(Task).where(Task.owner_id == user.id, Task.idempotency_key.in_(keys)))
+        return {t.idempotency_key: t for t in rows.scalars() if t.idempotency_key is not None}
+
+    @staticmethod
+    def _replay(prepared: _Prepared, existing: Task) -> Task:
+        if existing.request_hash != prepared.request_hash:
+            raise ApiError(
+                ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                "this Idempotency-Key was used with a different request",
+                _where(prepared.index, "idempotencyKey"),
+            )
+        return existing
+
+    async def _check_agents(self, user: CurrentUser, prepared: list[_Prepared]) -> None:
+        agents = AgentService(self._session, self._scheduler)
+        seen: set[str] = set()
+        for p in prepared:
+            agent_id = p.data.agent_id
+            if agent_id is None or agent_id in seen:
+                continue
+            try:
+                await agents.get_visible(user, agent_id)
+            except NotFoundError as exc:
+                raise NotFoundError("agent not found", _where(p.index, "agentId")) from exc
+            seen.add(agent_id)
+
+    def _new_row(self, user: CurrentUser, p: _Prepared, now: dt.datetime) -> Task:
+        data = p.data
+        run_at = data.run_at.astimezone(dt.UTC) if data.run_at else None
+        status = str(TaskStatus.SCHEDULED if run_at is not None and run_at > now else TaskStatus.QUEUED)
+        # The first status change is written with the row, so the history is whole even if Redis
+        # never hears of the task; the enqueue (seq 0) makes the scheduler emit the same event as
+        # seq 1, which the recorder then merges onto this entry.
+        task = Task(
+            id=str(uuid.uuid4()),
+            owner_id=user.id,
+            type=data.type,
+            input=data.input,
+            priority=data.priority,
+            agent_id=data.agent_id,
+            capabilities=sorted(set(data.capabilities)),
+            timeout_s=data.timeout_seconds,
+            max_attempts=data.max_attempts,
+            run_at=run_at,
+            idempotency_key=p.key,
+            request_hash=p.request_hash,
+            status=status,
+            attempt=0,
+            seq=1,
+            created_at=now,
+            updated_at=now,
+            history=[history.entry(1, status, attempt=0, agent_id=None, data=None, at=now)],
+        )
+        if data.callback_url is not None:
+            self._callbacks[task.id] = data.callback_url
+        return task
+
+    async def _insert(self, tasks: list[Task]) -> None:
+        """One Core INSERT (executemany for a batch; no ORM flush, no event rows). Raises IntegrityError
+        on a duplicate idempotency key."""
+        conn = await self._session.connection()
+        rows = [{k: getattr(t, k) for k in _NEW_ROW_KEYS} for t in tasks]
+        await conn.execute(insert(cast("Table", Task.__table__)), rows[0] if len(rows) == 1 else rows)
+        if callbacks := [{"task_id": t.id, "url": self._callbacks[t.id]} for t in tasks if t.id in self._callbacks]:
+            await conn.execute(insert(cast("Table", TaskCallback.__table__)), callbacks)
+
+    async def _enqueue(self, tasks: list[Task]) -> None:
+        """After the commit. A Redis failure is logged, not raised: the reconciler enqueues the rows."""
+        if not tasks:
+            return
+        try:
+            if len(tasks) == 1:
+                await self._scheduler.enqueue(spec_for(tasks[0], fresh=True))
+            else:
+                await self._scheduler.enqueue_many([spec_for(t, fresh=True) for t in tasks])
+        except _REDIS_ERRORS:
+            logger.warning(
+                "enqueue failed after commit; the reconciler will enqueue count=%d first_task_id=%s",
+                len(tasks),
+                tasks[0].id,
+                exc_info=True,
+            )
+
+    async def submit(self, user: CurrentUser, data: TaskCreate, header_key: str | None) -> tuple[TaskView, bool]:
+        """Create one task; returns it and whether it was created now (False: an idempotent replay).
+
+        The one INSERT runs in autocommit: it is its own transaction, durable when it returns, with
+        no BEGIN/COMMIT round trips around it (a task with a `callbackUrl`, which adds a second row, and
+        a batch keep an explicit all-or-nothing transaction).
+
+        Pooled connections are not pinged when recently used (api/db/session.py), so a database restart
+        shows here as a failed statement on an invalidated connection: the submission then runs once
+        more on a fresh one, with the same task id, so a first INSERT that did commit is found, not
+        doubled. Only a transaction of our own is retried (a caller's earlier statements died with it).
+        """
+        prepared = self._prepare(data, header_key, None)
+        own = not self._session.in_transaction()
+        attempt = _Attempt()
+        try:
+            return await self._submit_once(user, prepared, own, attempt)
+        except DBAPIError as error:
+            if not (own and error.connection_invalidated):
+                raise
+            logger.warning("submit met a dead database connection; retrying once on a fresh one")
+            await self._session.rollback()
+        return await self._submit_once(user, prepared, own, attempt)
+
+    async def _submit_once(
+        self, user: CurrentUser, prepared: _Prepared, own: bool, attempt: _Attempt
+    ) -> tuple[TaskView, bool]:
+        # With a callback the task row and its callback row commit together; a caller that already
+        # opened a transaction (a dead letter's retry) keeps it.
+        if prepared.data.callback_url is None and own:
+            await self._session.connection(execution_options=_AUTOCOMMIT)
+        mine = attempt.task
+        if prepared.key is not None:
+            existing = (await self._existing_by_key(user, [prepared.key])).get(prepared.key)
+            if existing is not None and (mine is None or existing.id != mine.id):
+                return task_view(self._replay(prepared, existing)), False
+            if existing is not None:  # our first try committed before its connection died
+                await self._enqueue([existing])
+                return task_view(existing), True
+        if not attempt.rate_counted:
+            await self._check_rate(user)
+            attempt.rate_counted = True
+        await self._check_agents(user, [prepared])
+        task = mine or self._new_row(user, prepared, utcnow())
+        attempt.task = task
+        try:
+            await self._insert([task])
+            await self._session.commit()
+        except IntegrityError:
+            await self._session.rollback()
+            if mine is not None and await self._session.get(Task, task.id) is not None:
+                pass  # our first try committed before its connection died: the row is ours
+            elif prepared.key is None:
+                raise
+            else:
+                # Another request with the same key committed first: answer as its replay.
+                existing = (await self._existing_by_key(user, [prepared.key])).get(prepared.key)
+                if existing is None:
+                    raise
+                return task_view(self._replay(prepared, existing)), False
+        await self._enqueue([task])
+        return task_view(task), True
+
+    async def submit_batch(self, user: CurrentUser, items: list[TaskCreate]) -> tuple[list[TaskView], bool]:
+        """All or nothing: every item is validated before one transaction inserts the new ones.
+
+        Items with an idempotency key already used by this user are answered with the existing task
+        (or refuse the whole batch when the request differs). Returns the tasks in request order and
+        whether any was created.
+        """
+        prepared = [self._prepare(item, None, i) for i, item in enumerate(items)]
+        keys = [p.key for p in prepared if p.key is not None]
+        if len(keys) != len(set(keys)):
+            raise ValidationFailedError("an idempotencyKey appears twice in the batch", {"field": "idempotencyKey"})
+        existing = await self._existing_by_key(user, keys)
+        results: list[Task | None] = []
+        fresh: list[_Prepared] = []
+        for p in prepared:
+            if p.key is not None and p.key in existing:
+                results.append(self._replay(p, existing[p.key]))
+            else:
+                results.append(None)
+                fresh.append(p)
+        if not fresh:
+            return [task_view(t) for t in results if t is not None], False
+        await self._check_rate(user)
+        await self._check_agents(user, fresh)
+        now = utcnow()
+        created: list[Task] = []
+        for position, p in enumerate(prepared):
+            if results[position] is not None:
+                continue
+            task = self._new_row(user, p, now)
+            results[position] = task
+            created.append(task)
+        try:
+            await self._insert(created)
+            await self._session.commit()
+        except IntegrityError as exc:
+            await self._session.rollback()
+            raise ConflictError("a concurrent request used one of these idempotency keys; retry the batch") from exc
+        await self._enqueue(created)
+        return [task_view(t) for t in results if t is not None], True
