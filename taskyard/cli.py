@@ -158,7 +158,8 @@ def api(
     )
 
 
-@cli.command(
+@click.command(
+    "worker",
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
     add_help_option=False,
     help="Run one worker (one agent connection). Replaces this process with `python -m worker ARGS`; every "
@@ -175,12 +176,7 @@ def worker(args: tuple[str, ...]) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "worker", *args])  # noqa: S606 - fixed interpreter, argv list
 
 
-cli.add_command(scheduler_command)
-cli.add_command(jobs_command)
-cli.add_command(migrate)
-cli.add_command(create_admin)
-cli.add_command(create_agent)
-for _command in client_commands():
+for _command in (scheduler_command, worker, jobs_command, migrate, create_admin, create_agent, *client_commands()):
     cli.add_command(_command)
 
 
