@@ -9,7 +9,6 @@ import sys
 import click
 
 from api.agents.schemas import MAX_AGENT_CONCURRENCY
-from taskyard.migrate import async_database_url
 from taskyard.startup import ready_settings
 
 __all__ = ("create_admin", "create_agent", "migrate")
@@ -25,7 +24,7 @@ __all__ = ("create_admin", "create_agent", "migrate")
 @click.option("--revision", default=None, help="Target revision (upgrade: default head; downgrade: required).")
 @click.pass_context
 def migrate(ctx: click.Context, *, action: str, revision: str | None) -> None:
-    from taskyard.migrate import current_revision, downgrade, upgrade
+    from taskyard.migrate import async_database_url, current_revision, downgrade, upgrade
 
     if action == "downgrade" and not revision:
         raise click.UsageError("downgrade needs --revision (a revision id, -1, or base)", ctx)

@@ -16,15 +16,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from api.jobs.cli import command as jobs_command
-from scheduler.cli import command as scheduler_command
-from taskyard.chore_commands import create_admin, create_agent, migrate
-from taskyard.client import client_commands
-from taskyard.migrate import async_database_url
-from taskyard.startup import ready_settings
-
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 __all__ = ("cli", "main")
 
@@ -34,11 +27,60 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
+def _scheduler() -> click.Command:
+    from scheduler.cli import command
+
+    return command
+
+
+def _jobs() -> click.Command:
+    from api.jobs.cli import command
+
+    return command
+
+
+def _chore(name: str) -> Callable[[], click.Command]:
+    def load() -> click.Command:
+        from taskyard.chore_commands import create_admin, create_agent, migrate
+
+        return {"migrate": migrate, "create-admin": create_admin, "create-agent": create_agent}[name]
+
+    return load
+
+
+def _client(name: str) -> Callable[[], click.Command]:
+    def load() -> click.Command:
+        from taskyard.client import client_commands
+
+        return {command.name: command for command in client_commands()}[name]
+
+    return load
+
+
+_LOADERS: dict[str, Callable[[], click.Command]] = {
+    "scheduler": _scheduler,
+    "jobs": _jobs,
+    **{name: _chore(name) for name in ("migrate", "create-admin", "create-agent")},
+    **{name: _client(name) for name in ("login", "tasks", "agents")},
+}
+_ORDER = (
+    *("dev", "api", "scheduler", "worker", "jobs"),  # the processes
+    *("migrate", "create-admin", "create-agent"),  # the database chores
+    *("login", "tasks", "agents"),  # the client of a running server
+)
+
+
 class _Group(click.Group):
-    """Lists commands in the order they were added (processes, chores, client), not alphabetically."""
+    """Imports a command's module only when that command runs (or help lists it): the server side costs a
+    client command about a second of startup. Lists commands in the order the processes are described."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(self.commands)
+        return list(_ORDER)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in _LOADERS:
+            self.add_command(_LOADERS[cmd_name](), cmd_name)
+        return self.commands.get(cmd_name)
 
 
 @click.group(
@@ -76,6 +118,8 @@ def dev(
     redis_from_path: bool,
 ) -> None:
     from taskyard.dev import DevOptions, run_dev
+    from taskyard.migrate import async_database_url
+    from taskyard.startup import ready_settings
 
     # What the supervisor will hand its children, checked before it starts anything: a placeholder Redis URL
     # when it is to start its own (never contacted here), its data folder and listen address.
@@ -131,6 +175,7 @@ def api(
     from api.app import create_app
     from api.http.logs import configure_logging
     from protocol.limits import MAX_AGENT_FRAME_BYTES
+    from taskyard.startup import ready_settings
 
     settings = ready_settings(ctx, redis=True, database=True)
     # The entry point owns logging (the app never configures it); uvicorn logs through our root handler.
@@ -176,8 +221,7 @@ def worker(args: tuple[str, ...]) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "worker", *args])  # noqa: S606 - fixed interpreter, argv list
 
 
-for _command in (scheduler_command, worker, jobs_command, migrate, create_admin, create_agent, *client_commands()):
-    cli.add_command(_command)
+cli.add_command(worker)
 
 
 def _usage_line(exc: click.UsageError) -> str:
