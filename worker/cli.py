@@ -1,4 +1,4 @@
-"""`python -m worker`: flags -> settings -> registry -> Agent, signal handling and exit codes.
+"""`python -m worker` / `taskyard worker`: flags -> settings -> registry -> Agent, signals and exit codes.
 
 Exit codes: 0 after a clean stop (drained), 1 when `--check` fails, 2 for bad configuration or credentials
 the server refuses (retrying them cannot help, so a supervisor should not loop on it), 3 when the watchdog
@@ -7,13 +7,13 @@ found the link hung (`worker.agent.EXIT_HUNG`: restart it).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
 import signal
-import sys
 from typing import TYPE_CHECKING, Any
+
+import click
 
 from worker.agent import Agent
 from worker.builtins import builtin_registry
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from worker.settings import WorkerSettings
 
-__all__ = ("EXIT_CHECK_FAILED", "EXIT_CONFIG", "EXIT_OK", "build_registry", "main")
+__all__ = ("EXIT_CHECK_FAILED", "EXIT_CONFIG", "EXIT_OK", "build_registry", "command", "main")
 
 logger = logging.getLogger(__name__)
 
@@ -50,62 +50,19 @@ class _FieldsFormatter(logging.Formatter):
         return f"{line} {' '.join(fields)}" if fields else line
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=os.environ.get("TASKYARD_PROG", "python -m worker"),
-        description="Run one taskyard agent: connect to the API over WebSocket and run tasks. "
-        "Every flag overrides its TASKYARD_WORKER_* environment variable.",
-    )
-    parser.add_argument("--url", help=f"WebSocket endpoint ({env_name('url')})")
-    parser.add_argument("--agent-id", help=f"agent id ({env_name('agent_id')})")
-    parser.add_argument(
-        "--agent-token", help=f"agent token ({env_name('agent_token')}; prefer the variable: flags show in ps)"
-    )
-    parser.add_argument(
-        "--concurrency", help=f"local cap on tasks at once ({env_name('concurrency')}; default: the server's record)"
-    )
-    parser.add_argument(
-        "--drain-timeout-s", help=f"grace period on SIGTERM ({env_name('drain_timeout_s')}, default 30)"
-    )
-    parser.add_argument(
-        "--handlers",
-        action="append",
-        metavar="MODULE:ATTR",
-        help=f"extra handler registry, repeatable ({env_name('handlers')}, comma-separated)",
-    )
-    parser.add_argument(
-        "--enable-crash-handler",
-        action="store_true",
-        default=None,
-        help="register the `crash` task type (os._exit(1)), for fault tests only",
-    )
-    parser.add_argument("--no-builtins", action="store_true", default=None, help="do not register noop/echo/...")
-    parser.add_argument(
-        "--token-in-query", action="store_true", default=None, help="send the token as ?agent_token= (not a header)"
-    )
-    parser.add_argument("--log-level", help=f"DEBUG, INFO, WARNING, ERROR ({env_name('log_level')})")
-    parser.add_argument(
-        "--check",
-        action="store_true",
-        help="connect and authenticate once, then exit 0 (ok) or 1 (not ok): a probe for supervisors",
-    )
-    return parser
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, str]:
+def _overrides(values: dict[str, Any]) -> dict[str, str]:
     """Flags given on the command line, as the environment variables they stand for."""
     env: dict[str, str] = {}
     for field in ("url", "agent_id", "agent_token", "concurrency", "drain_timeout_s", "log_level"):
-        value = getattr(args, field)
-        if value is not None:
-            env[env_name(field)] = value
-    if args.handlers:
-        env[env_name("handlers")] = ",".join(args.handlers)
-    if args.enable_crash_handler:
+        if values[field] is not None:
+            env[env_name(field)] = values[field]
+    if values["handlers"]:
+        env[env_name("handlers")] = ",".join(values["handlers"])
+    if values["enable_crash_handler"]:
         env[env_name("enable_crash_handler")] = "1"
-    if args.no_builtins:
+    if values["no_builtins"]:
         env[env_name("builtins")] = "0"
-    if args.token_in_query:
+    if values["token_in_query"]:
         env[env_name("token_in_query")] = "1"
     return env
 
@@ -157,19 +114,17 @@ async def _serve(agent: Agent[Any], llm: LlmService | None) -> None:
             await llm.aclose()
 
 
-def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    """Run the worker; returns the process exit code."""
-    args = _parser().parse_args(argv)
-    merged = {**(os.environ if environ is None else environ), **_overrides(args)}
+def _run(ctx: click.Context, check: bool, values: dict[str, Any]) -> int:
+    environ: Mapping[str, str] = ctx.obj if ctx.obj is not None else os.environ
     try:
-        settings = load_settings(merged)
+        settings = load_settings({**environ, **_overrides(values)})
     except WorkerSettingsError as exc:
-        print(f"worker: {exc}", file=sys.stderr)
+        click.echo(f"{ctx.command_path}: {exc}", err=True)
         return EXIT_CONFIG
     handler = logging.StreamHandler()
     handler.setFormatter(_FieldsFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=settings.log_level, handlers=[handler])
-    if args.check:
+    if check:
         return asyncio.run(_check(settings))
     llm = LlmService.from_settings(settings) if settings.builtins else None
     try:
@@ -190,3 +145,69 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return EXIT_CONFIG
     logger.info("worker stopped")
     return EXIT_OK
+
+
+@click.command(
+    "worker",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Run one taskyard agent: connect to the API over WebSocket and run tasks. Every flag overrides its "
+    "TASKYARD_WORKER_* environment variable. Exit codes: 0 stopped cleanly (drained), 1 --check failed, "
+    "2 bad settings, unloadable handlers or refused credentials, 3 the link hung (restart it).",
+    short_help="run one worker (one agent connection)",
+)
+@click.option("--url", help=f"WebSocket endpoint ({env_name('url')}).")
+@click.option("--agent-id", help=f"Agent id ({env_name('agent_id')}).")
+@click.option("--agent-token", help=f"Agent token ({env_name('agent_token')}; prefer the variable: flags show in ps).")
+@click.option(
+    "--concurrency",
+    metavar="N",
+    help=f"Local cap on tasks at once ({env_name('concurrency')}; default: the server's record).",
+)
+@click.option(
+    "--drain-timeout-s",
+    metavar="SECONDS",
+    help=f"Grace period on SIGTERM ({env_name('drain_timeout_s')}, default 30).",
+)
+@click.option(
+    "--handlers",
+    multiple=True,
+    metavar="MODULE:ATTR",
+    help=f"Extra handler registry, repeatable ({env_name('handlers')}, comma-separated).",
+)
+@click.option(
+    "--enable-crash-handler", is_flag=True, help="Register the `crash` task type (os._exit(1)), for fault tests only."
+)
+@click.option("--no-builtins", is_flag=True, help="Do not register noop/echo/... and the LLM types.")
+@click.option("--token-in-query", is_flag=True, help="Send the token as ?agent_token= (not a header).")
+@click.option("--log-level", metavar="LEVEL", help=f"DEBUG, INFO, WARNING, ERROR ({env_name('log_level')}).")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Connect and authenticate once, then exit 0 (ok) or 1 (not ok): a probe for supervisors.",
+)
+@click.pass_context
+def command(ctx: click.Context, /, check: bool, **values: Any) -> None:
+    code = _run(ctx, check, values)
+    if code != EXIT_OK:
+        ctx.exit(code)
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run the worker (`python -m worker`); returns the process exit code.
+
+    The prog name follows TASKYARD_PROG, which `taskyard worker` sets before it hands over to this process.
+    A usage error is one line, as under `taskyard`: `<prog>: error: <what> (see --help)`, exit 2.
+    """
+    prog = os.environ.get("TASKYARD_PROG", "python -m worker")
+    args = list(argv) if argv is not None else None
+    try:
+        result = command.main(args=args, prog_name=prog, obj=environ, standalone_mode=False)
+    except click.UsageError as exc:
+        click.echo(f"{prog}: error: {exc.format_message().rstrip('.')} (see --help)", err=True)
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        return 130
+    return result if isinstance(result, int) else EXIT_OK

@@ -13,7 +13,6 @@ any number of jobs processes, each periodic job is enqueued once per interval.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import socket
@@ -27,13 +26,11 @@ from api.jobs import side_jobs
 from api.jobs.queue import FAILURE_TTL_S, RESULT_TTL_S, SERIALIZER, ops_queue, queue_name, sync_redis
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     import redis
 
     from api.settings import ApiSettings
 
-__all__ = ("OpsCron", "build_cron", "main", "run_jobs")
+__all__ = ("OpsCron", "build_cron", "run_jobs")
 
 logger = logging.getLogger(__name__)
 
@@ -150,19 +147,3 @@ def run_jobs(settings: ApiSettings, *, burst: bool = False, cron: bool = True) -
             schedule.stop()
         connection.close()
     return 0
-
-
-def main(argv: Sequence[str]) -> int:
-    """Entry point of `python -m api.jobs` (what `taskyard dev` starts; `taskyard jobs` is the same)."""
-    from api.settings import SettingsError, load_settings
-
-    parser = argparse.ArgumentParser(prog="python -m api.jobs", description="taskyard side jobs (rq worker + rq cron)")
-    parser.add_argument("--burst", action="store_true", help="run the queued jobs, then exit")
-    parser.add_argument("--no-cron", action="store_true", help="do not enqueue the periodic jobs from this process")
-    args = parser.parse_args(argv)
-    try:
-        settings = load_settings(os.environ)
-    except SettingsError as exc:
-        raise SystemExit("taskyard jobs: " + "\n  ".join(["invalid settings:", *exc.problems])) from exc
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return run_jobs(settings, burst=args.burst, cron=not args.no_cron)

@@ -3,6 +3,6 @@
 Nothing here imports server internals (only `protocol`), so it behaves exactly like any other client.
 """
 
-from taskyard.client.commands import add_client_commands
+from taskyard.client.commands import client_commands
 
-__all__ = ("add_client_commands",)
+__all__ = ("client_commands",)

@@ -208,7 +208,7 @@ def test_every_client_subcommand_has_help(tmp_path: Path) -> None:
     ):
         result = run(*args, "--help")
         assert result.returncode == 0, args
-        assert result.stdout.startswith("usage: taskyard")
+        assert result.stdout.startswith("Usage: taskyard")
     assert "Exit codes" in run("tasks", "watch", "--help").stdout
     assert "--json" in run("agents", "list", "--help").stdout
     assert run("tasks").returncode == 2  # an action is required

@@ -12,12 +12,24 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.conftest import TEST_JWT_SECRET
+from tests.conftest import TEST_JWT_SECRET, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-SUBCOMMANDS = ("dev", "api", "scheduler", "worker", "migrate", "create-admin", "create-agent")
+SUBCOMMANDS = (
+    "dev",
+    "api",
+    "scheduler",
+    "worker",
+    "jobs",
+    "migrate",
+    "create-admin",
+    "create-agent",
+    "login",
+    "tasks",
+    "agents",
+)
 # Variables that would point the CLI at the developer's real services or data folder.
 _SCRUBBED = ("DATABASE_URL", "REDIS_URL", "TASKYARD_DATA_DIR", "TASKYARD_CONFIG", "HTTP_ADDR", "JWT_SECRET", "APP_ENV")
 
@@ -55,19 +67,30 @@ def test_top_level_help_lists_every_subcommand(tmp_path: Path) -> None:
 def test_each_subcommand_has_help(subcommand: str, tmp_path: Path) -> None:
     result = run_cli(subcommand, "--help", env=cli_env(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"usage: taskyard {subcommand}")
+    assert result.stdout.startswith(f"Usage: taskyard {subcommand} [OPTIONS]")
+    assert "--help" in result.stdout
 
 
-@pytest.mark.parametrize("module", ["scheduler", "worker"])
-@pytest.mark.parametrize("separator", [(), ("--",)])
-def test_scheduler_and_worker_exec_their_module_with_the_arguments(
-    module: str, separator: tuple[str, ...], tmp_path: Path
-) -> None:
-    """`taskyard worker ARGS` replaces itself with `python -m worker ARGS` (no import of worker by api)."""
-    result = run_cli(module, *separator, "--help", env=cli_env(tmp_path))
+@pytest.mark.parametrize("module", ["scheduler", "worker", "api.jobs"])
+def test_process_commands_are_the_modules_own_commands(module: str, tmp_path: Path) -> None:
+    """`taskyard scheduler|worker|jobs` and `python -m <module>` are one click command: one option list."""
+    name = "jobs" if module == "api.jobs" else module
+    env = cli_env(tmp_path)
+    via_taskyard = run_cli(name, "--help", env=env)
+    direct = subprocess.run(
+        [sys.executable, "-m", module, "--help"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert via_taskyard.returncode == direct.returncode == 0, via_taskyard.stderr + direct.stderr
+    assert via_taskyard.stdout.startswith(f"Usage: taskyard {name} [OPTIONS]")
+    assert direct.stdout.replace(f"python -m {module}", f"taskyard {name}") == via_taskyard.stdout
+
+
+def test_worker_takes_a_separator_before_its_options(tmp_path: Path) -> None:
+    """`taskyard worker -- ARGS` (argparse's spelling) still reaches the worker without the separator."""
+    result = run_cli("worker", "--", "--help", env=cli_env(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"usage: taskyard {module}")
-    assert "--help" in result.stdout  # the module's own option list, not a stub
+    assert result.stdout.startswith("Usage: taskyard worker [OPTIONS]")
+    assert "--handlers MODULE:ATTR" in result.stdout
 
 
 def test_worker_options_pass_through_untouched(tmp_path: Path) -> None:
@@ -76,8 +99,10 @@ def test_worker_options_pass_through_untouched(tmp_path: Path) -> None:
     env.pop("TASKYARD_WORKER_AGENT_ID", None)
     env.pop("TASKYARD_WORKER_AGENT_TOKEN", None)
     result = run_cli("worker", "--handlers", "tests.somewhere:registry", env=env)
-    assert "unrecognized arguments" not in result.stderr
-    assert result.returncode != 0
+    assert "No such option" not in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.startswith("taskyard worker: invalid worker settings:")
+    assert result.stderr.count("\n") == 1, result.stderr
     assert "TASKYARD_WORKER_AGENT_ID" in result.stderr
 
 
@@ -91,7 +116,7 @@ def test_api_without_redis_is_one_line_and_exit_2(tmp_path: Path) -> None:
     result = run_cli("api", env=cli_env(tmp_path))
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
-    assert result.stderr.startswith("taskyard: invalid settings: REDIS_URL")
+    assert result.stderr.startswith("taskyard api: invalid settings: REDIS_URL")
     assert "Traceback" not in result.stderr
 
 
@@ -103,6 +128,58 @@ def test_bad_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def one_line_failure(result: subprocess.CompletedProcess[str], code: int, start: str) -> None:
+    """The command ended with `code` and exactly one line on stderr, starting with `start`; no traceback."""
+    assert result.returncode == code, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(start), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["api", "jobs", "scheduler"])
+def test_unreachable_redis_is_one_line_and_exit_1(command: str, tmp_path: Path) -> None:
+    env = cli_env(tmp_path, REDIS_URL=f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0")
+    result = run_cli(command, env=env)
+    one_line_failure(result, 1, f"taskyard {command}: cannot reach Redis")
+    assert "hunter2-secret" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("migrate",), ("create-admin", "--email", "a@example.com", "--password", "long-enough"), ("api",), ("jobs",)],
+)
+def test_bad_database_url_is_one_line_and_exit_2(args: tuple[str, ...], tmp_path: Path, redis_url: str) -> None:
+    result = run_cli(*args, env=cli_env(tmp_path, DATABASE_URL="nosuchdb://db.example/x", REDIS_URL=redis_url))
+    one_line_failure(result, 2, f"taskyard {args[0]}: invalid settings: DATABASE_URL")
+
+
+def test_unreachable_database_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    url = f"postgresql+psycopg://taskyard:hunter2-secret@127.0.0.1:{free_port()}/taskyard"
+    result = run_cli("migrate", env=cli_env(tmp_path, DATABASE_URL=url))
+    one_line_failure(result, 1, "taskyard migrate: cannot reach the database at postgresql+psycopg://taskyard:***@")
+    assert "hunter2-secret" not in result.stderr
+
+
+def test_dev_with_a_bad_setting_starts_nothing(tmp_path: Path) -> None:
+    result = run_cli("dev", "--port", str(free_port()), env=cli_env(tmp_path, TASKYARD_API_ARGON2_TIME_COST="lots"))
+    one_line_failure(result, 2, "taskyard dev: invalid settings: TASKYARD_API_ARGON2_TIME_COST")
+    assert result.stdout == ""  # no embedded Redis, no banner
+
+
+@pytest.mark.parametrize("argv", [("-m", "taskyard", "scheduler"), ("-m", "scheduler")])
+def test_bad_scheduler_setting_is_one_line_and_exit_2(argv: tuple[str, ...], tmp_path: Path) -> None:
+    env = cli_env(tmp_path, TASKYARD_SCHEDULER_SWEEP_INTERVAL_S="often")
+    result = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True, timeout=60, check=False)
+    prog = "taskyard scheduler" if "taskyard" in argv else "python -m scheduler"
+    one_line_failure(result, 2, f"{prog}: invalid scheduler settings: TASKYARD_SCHEDULER_SWEEP_INTERVAL_S")
+
+
+def test_usage_error_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = run_cli("api", "--port", "eighty", env=cli_env(tmp_path))
+    one_line_failure(result, 2, "taskyard api: error: argument --port:")
+    assert result.stderr.rstrip().endswith("(see --help)")
+
+
 def test_console_script_is_installed(tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "taskyard"
     if not script.exists():
@@ -111,13 +188,15 @@ def test_console_script_is_installed(tmp_path: Path) -> None:
         [str(script), "--help"], env=cli_env(tmp_path), capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0
-    assert "usage: taskyard" in result.stdout
+    assert "Usage: taskyard" in result.stdout
 
 
 def test_cli_does_not_import_worker() -> None:
     """api must not depend on worker: the CLI execs `python -m worker` instead of importing it."""
     code = (
-        "import sys, taskyard.cli, taskyard.dev; taskyard.cli.build_parser(); "
+        "import sys, click, taskyard.cli, taskyard.dev; cli = taskyard.cli.cli; ctx = click.Context(cli); "
+        "[cli.get_command(ctx, name).get_help(click.Context(cli.get_command(ctx, name))) "
+        "for name in cli.list_commands(ctx)]; "
         "print(sorted(m for m in sys.modules if m == 'worker' or m.startswith('worker.')))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
