@@ -297,8 +297,6 @@ class OpsSettings:
     """Batches one purge run deletes at most per table; the rest waits for the next run."""
     purge_interval_s: int = 600
     """How often the jobs process enqueues the retention purge (rq cron)."""
-    counts_interval_s: int = 15
-    """How often the jobs process refreshes the task-status counts `/metrics` reads (rq cron)."""
     schedules_tick_s: int = 5
     """How often the jobs process fires due schedules (rq cron); a firing is at most this late."""
     schedule_misfire_grace_s: int = 60
@@ -544,7 +542,6 @@ def _ops_problems(ops: OpsSettings) -> list[str]:
         "retention_audit_days",
         "retention_tokens_days",
         "purge_interval_s",
-        "counts_interval_s",
         "schedules_tick_s",
         "schedule_misfire_grace_s",
         "webhooks_tick_s",

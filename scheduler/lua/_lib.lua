@@ -189,6 +189,16 @@ local function backoff(id, attempt, reason, base_ms, cap_ms, r, min_ms)
   emit(id, redis.call('HGET', tkey, 'owner'), 'task/status', 'scheduled', attempt, '', reason, '')
 end
 
+-- Tasks this call finished, per terminal status: `flush_counts()` adds them to the `P:counts` hash with one
+-- HINCRBY per status, so `/metrics` reads terminal counts without counting rows. Every script that can
+-- finish a task calls it before returning.
+local finished = {}
+local function count_finished(status) finished[status] = (finished[status] or 0) + 1 end
+local function flush_counts()
+  for status, n in pairs(finished) do redis.call('HINCRBY', P .. ':counts', status, n) end
+  finished = {}
+end
+
 -- Terminal: leaves every index, and the task hash and history expire after TASK_TTL.
 local function finish(id, status, attempt, agent, reason)
   local tkey = k_task(id)
@@ -198,6 +208,7 @@ local function finish(id, status, attempt, agent, reason)
   local seq = emit(id, redis.call('HGET', tkey, 'owner'), 'task/status', status, attempt, agent, reason, '')
   redis.call('EXPIRE', tkey, TASK_TTL)
   redis.call('EXPIRE', k_hist(id), TASK_TTL)
+  count_finished(status)
   return seq
 end
 
@@ -261,6 +272,7 @@ local function finish_fenced(id, f, status, attempt, agent, reason, extra)
   redis.call('ZREM', K_DEADLINES, id)
   redis.call('EXPIRE', tkey, TASK_TTL)
   if f[9] then redis.call('EXPIRE', k_hist(id), TASK_TTL) end
+  count_finished(status)
   return seq
 end
 

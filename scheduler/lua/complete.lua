@@ -45,4 +45,5 @@ end
 -- Slots freed once per agent (SREM is idempotent: a slot is never freed twice).
 for agent, ids in pairs(slots) do redis.call('SREM', k_agent_tasks(agent), unpack(ids)) end
 if done > 0 then wake() end
+flush_counts()
 return out
