@@ -214,10 +214,10 @@ end
 
 -- Fencing for agent frames: the frame's (attempt, agent) must be the task's current ones.
 -- Returns nil when the frame may apply, else the outcome name; plus the task fields
--- (status, attempt, agent, fin, owner, timeout, maxatt, seq, hx).
+-- (status, attempt, agent, fin, owner, timeout, maxatt, seq, hx, ea: the attempt's `assigned` event).
 local function fence(id, attempt, agent)
   local f = redis.call('HMGET', k_task(id), 'status', 'attempt', 'agent', 'fin', 'owner', 'timeout', 'maxatt', 'seq',
-    'hx')
+    'hx', 'ea')
   if not f[1] then return 'not_found', f end
   if tonumber(f[2]) ~= tonumber(attempt) then return 'stale_attempt', f end
   if TERMINAL[f[1]] then return 'terminal', f end
