@@ -32,7 +32,7 @@ from api.tasks.recorder_rows import (
     merge_statuses,
     row_updates,
 )
-from api.tasks.result_writer import retry_on_lock_conflict
+from api.tasks.result_writer import id_among, retry_on_lock_conflict
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
@@ -249,7 +249,8 @@ class Recorder(BackgroundLoop):
             return set()
         stored = await conn.execute(
             select(EVENTS.c.task_id, EVENTS.c.seq).where(
-                EVENTS.c.task_id.in_({e.task_id for e in events}), EVENTS.c.seq >= min(e.seq for e in events)
+                id_among(conn, EVENTS.c.task_id, sorted({e.task_id for e in events})),
+                EVENTS.c.seq >= min(e.seq for e in events),
             )
         )
         seen = {(str(r[0]), int(r[1])) for r in stored.all()}

@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from api.db.base import UTCDateTime
 from api.db.models.tasks import Task, TaskEvent
 from api.tasks import history
+from api.tasks.result_writer import id_among
 from protocol.status import TERMINAL_STATUSES, TaskStatus
 
 if TYPE_CHECKING:
@@ -251,7 +252,7 @@ async def lock_histories(conn: AsyncConnection, ids: list[str]) -> dict[str, _St
     t = cast("Table", Task.__table__)
     stmt = (
         select(t.c.id, t.c.seq, t.c.history, func.coalesce(t.c.run_at, t.c.created_at))
-        .where(t.c.id.in_(sorted(set(ids))))
+        .where(id_among(conn, t.c.id, sorted(set(ids))))
         .order_by(t.c.id)
         .with_for_update(key_share=True)
     )

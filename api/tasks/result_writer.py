@@ -18,7 +18,8 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
-from sqlalchemy import and_, bindparam, case, func, literal_column, or_, select, update
+from sqlalchemy import String, and_, any_, bindparam, case, func, literal_column, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 
 from api.db.base import UTCDateTime
@@ -30,7 +31,7 @@ from scheduler.streams import status_event
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-    from sqlalchemy import BindParameter, Table
+    from sqlalchemy import BindParameter, ColumnElement, Table
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
     from sqlalchemy.sql.dml import Update
 
@@ -38,6 +39,7 @@ __all__ = (
     "Kind",
     "ResultWriter",
     "apply_writes",
+    "id_among",
     "is_lock_conflict",
     "lock_task_rows",
     "retry_on_lock_conflict",
@@ -195,8 +197,21 @@ async def lock_task_rows(conn: AsyncConnection, ids: Sequence[str]) -> set[str]:
     """
     if not ids:
         return set()
-    stmt = select(_t.c.id).where(_t.c.id.in_(sorted(set(ids)))).order_by(_t.c.id).with_for_update(key_share=True)
+    stmt = (
+        select(_t.c.id)
+        .where(id_among(conn, _t.c.id, sorted(set(ids))))
+        .order_by(_t.c.id)
+        .with_for_update(key_share=True)
+    )
     return set((await conn.execute(stmt)).scalars())
+
+
+def id_among(conn: AsyncConnection, column: ColumnElement[str], ids: list[str]) -> ColumnElement[bool]:
+    """`column IN ids`; on PostgreSQL `= ANY(array)`, one statement text whatever the count (an expanding IN
+    is a new text per count, which the driver parses again every time)."""
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam("b_ids", ids, type_=ARRAY(String)))
+    return column.in_(ids)
 
 
 async def apply_writes(conn: AsyncConnection, writes: Sequence[tuple[Kind, dict[str, Any]]]) -> None:
