@@ -264,12 +264,12 @@ end
 -- Terminal end of a frame's attempt, with the task fields `fence` read: one HSET for status, seq, the
 -- `extra` fields (and events' history fields the caller collected in it); the task hash and its history
 -- expire after TASK_TTL (the history stream only exists once the attempt sent progress or stream pieces).
+-- The caller takes the task out of `deadlines` (complete.lua: one ZREM for all the tasks of its call).
 local function finish_fenced(id, f, status, attempt, agent, reason, extra)
   local tkey = k_task(id)
   local seq = tonumber(f[8]) + 1
   emit_at(id, f[5], seq, 'task/status', status, attempt, agent, reason, '', extra)
   redis.call('HSET', tkey, 'status', status, 'seq', int(seq), unpack(extra))
-  redis.call('ZREM', K_DEADLINES, id)
   redis.call('EXPIRE', tkey, TASK_TTL)
   if f[9] then redis.call('EXPIRE', k_hist(id), TASK_TTL) end
   count_finished(status)

@@ -13,7 +13,7 @@
 -- Invariant: a task finishes once; the slot is freed exactly once.
 -- (Task hash and output keys are built from the ids in ARGV: the documented exception in scheduler/keys.py.)
 local keep_ms = tonumber(ARGV[8])
-local out, done, slots = {}, 0, {}
+local out, done, slots, finished_ids = {}, 0, {}, {}
 for b = 9, #ARGV, 4 do
   local id, attempt, agent, output = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local refused, f = fence(id, attempt, agent)
@@ -42,6 +42,7 @@ for b = 9, #ARGV, 4 do
       slots[agent] = freed
     end
     freed[#freed + 1] = id
+    finished_ids[#finished_ids + 1] = id
     r = { 'ok', seq, 'done', f[10] or '', running }
     done = done + 1
   end
@@ -53,6 +54,8 @@ for b = 9, #ARGV, 4 do
 end
 -- Slots freed once per agent (SREM is idempotent: a slot is never freed twice).
 for agent, ids in pairs(slots) do redis.call('SREM', k_agent_tasks(agent), unpack(ids)) end
+-- Out of `deadlines` at once too (finish_fenced leaves it to the caller).
+if #finished_ids > 0 then redis.call('ZREM', K_DEADLINES, unpack(finished_ids)) end
 if done > 0 then wake() end
 flush_counts()
 return out
