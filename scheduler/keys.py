@@ -12,7 +12,8 @@ Each entry: key, Redis type; contents; bound or TTL; written by -> read by.
     has a history stream), `e{seq}` per status event: its payload (the replay history of statuses,
     written in the same HSET as the status change; a few per attempt),
     losses (attempts lost with their agent: not counted against maxatt, bounded by `max_losses`),
-    avoid (the agent it last timed out on; dispatch prefers any other with room).
+    avoid (the agent it last timed out on; dispatch prefers any other with room),
+    ea (the current attempt's `assigned` event again, which complete hands to the result writer).
     No TTL while active; `task_ttl_s` once terminal.
     Written by every script -> read by every script, `history()` and `known_task_ids`.
 `P:out:{id}` STRING

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ("AgentFrames",)
 
-logger = logging.getLogger("api.ws.agent_session")
+logger = logging.getLogger("api.ws.agent_session")  # the session's own logger name, as before the split
 
 STALE_RECHECK_S = 30.0
 """How often one running attempt an agent reports is checked against the scheduler again."""

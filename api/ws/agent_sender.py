@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ("AgentSender",)
 
-logger = logging.getLogger("api.ws.agent_session")
+logger = logging.getLogger("api.ws.agent_session")  # the session's own logger name, as before the split
 
 INBOX_BLOCK_MS = 2000
 """Longest blocking inbox read; short so a closing session stops promptly."""
