@@ -33,6 +33,7 @@ from api.tasks.recorder_rows import (
     row_updates,
 )
 from api.tasks.result_writer import id_among, retry_on_lock_conflict
+from protocol.status import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from scheduler.types import TaskEvent as SchedulerEvent
 
 __all__ = ("Recorder", "default_consumer_name")
+
+_FINISHED = frozenset(str(s) for s in TERMINAL_STATUSES)
 
 logger = logging.getLogger(__name__)
 
@@ -62,20 +65,26 @@ window, docs/architecture.md) in exchange for fewer row updates per task."""
 
 def _split_young(events: list[SchedulerEvent], cutoff_s: float) -> tuple[list[SchedulerEvent], list[SchedulerEvent]]:
     """(events to apply now, events to hold): a task is held while its oldest event here is newer than
-    `cutoff_s` (unix seconds); held tasks keep all their events.
+    `cutoff_s` (unix seconds), or, once it finished, while its finishing event is; held tasks keep all
+    their events.
 
     Finished tasks are held too: the result writer commits a result with the attempt's earlier statuses
-    within milliseconds, and the recorder applying after it then finds nothing to write (one row update
-    per task, not two). A task with `task/stream` pieces is never held: pieces are rows anyway, and a
-    replica killed while holding them would leave them out of the history until another replica claims them.
+    within milliseconds of its finishing event, and the recorder applying after it then finds nothing to
+    write (one row update per task, not two). A task with `task/stream` pieces is never held: pieces are
+    rows anyway, and a replica killed while holding them would leave them out of the history until another
+    replica claims them.
     """
-    oldest: dict[str, int] = {}
+    since: dict[str, int] = {}
+    finished: dict[str, int] = {}
     streaming: set[str] = set()
     for e in events:
-        oldest[e.task_id] = min(oldest.get(e.task_id, e.at_ms), e.at_ms)
+        since[e.task_id] = min(since.get(e.task_id, e.at_ms), e.at_ms)
         if e.type == "task/stream":
             streaming.add(e.task_id)
-    young = {t for t, at_ms in oldest.items() if t not in streaming and at_ms / 1000 > cutoff_s}
+        elif e.type == "task/status" and e.status in _FINISHED:
+            finished[e.task_id] = e.at_ms
+    since.update(finished)
+    young = {t for t, at_ms in since.items() if t not in streaming and at_ms / 1000 > cutoff_s}
     if not young:
         return events, []
     return [e for e in events if e.task_id not in young], [e for e in events if e.task_id in young]

@@ -36,6 +36,13 @@ def test_young_tasks_are_held_whole_finished_or_not_and_the_rest_applied() -> No
     assert apply == old
 
 
+def test_a_finished_task_is_held_by_the_age_of_its_finishing_event() -> None:
+    # Assigned long ago (it waited for a free agent), done just now: its result's write comes first.
+    cutoff_s = (NOW_MS - 200) / 1000
+    events = [ev("slow", 2, "assigned", 900), ev("slow", 3, "running", 800), ev("slow", 4, "done", 5)]
+    assert _split_young(events, cutoff_s) == ([], events)
+
+
 def test_nothing_is_held_when_every_task_waited_long_enough() -> None:
     events = [ev("a", 4, "failed", 300), ev("b", 2, "assigned", 300)]
     assert _split_young(events, (NOW_MS - 200) / 1000) == (events, [])
