@@ -1,7 +1,7 @@
 """Prometheus metrics of one API replica, in a registry of its own (no process-global state).
 
-`app.state.metrics` holds the `Metrics` object. Gauges read from Redis (task counts included: the
-jobs process publishes them; the database is counted only when it does not) are refreshed when
+`app.state.metrics` holds the `Metrics` object. Gauges read from Redis (task counts included: kept as
+tasks change, see scheduler/counts.py; the database is counted only to seed them) are refreshed when
 `/metrics` is scraped; counters and histograms are updated where things happen:
 `dispatch_latency` by the recorder. `ws_connections` mirrors `app.state.ws.open_connections` at
 scrape time (or the WebSocket layer sets `app.state.metrics.ws_connections.labels(role=...)`).
@@ -15,14 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from litestar import Request, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from sqlalchemy import func, select
 
-from api.db.models.tasks import Task
-from api.task_counts import read_counts
+from api.task_counts import TaskCounts
 from protocol.status import TaskStatus
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from scheduler.client import SchedulerClient
@@ -45,7 +42,7 @@ class Metrics:
         self.queue_depth = Gauge(
             "taskyard_queue_depth", "Queued tasks waiting for an agent, per priority (Redis).", ["priority"], registry=r
         )
-        self.tasks = Gauge("taskyard_tasks", "Tasks by status (database).", ["status"], registry=r)
+        self.tasks = Gauge("taskyard_tasks", "Tasks by status (kept in Redis as tasks change).", ["status"], registry=r)
         self.agents_online = Gauge("taskyard_agents_online", "Agents with a live presence lease.", registry=r)
         self.agent_slots_used = Gauge(
             "taskyard_agent_slots_used", "Tasks held by online agents (sum of running).", registry=r
@@ -90,6 +87,7 @@ class Metrics:
             self.tasks.labels(status=str(status))
         for priority in range(10):
             self.queue_depth.labels(priority=str(priority))
+        self._counts: TaskCounts | None = None
 
     async def _refresh_redis(self, scheduler: SchedulerClient) -> None:
         depths = await scheduler.queue_depths()
@@ -101,32 +99,18 @@ class Metrics:
         self.agent_slots_total.set(sum(a.concurrency for a in agents))
         self.recorder_backlog.set(await scheduler.events_backlog())
 
-    async def _refresh_database(
-        self, sessionmaker: async_sessionmaker[AsyncSession], published: tuple[Redis, str] | None
-    ) -> None:
-        # The jobs process publishes the counts; scanning `tasks` here is only the fallback without it.
-        counts = await read_counts(*published) if published is not None else None
-        if counts is None:
-            async with sessionmaker() as session:
-                rows = (await session.execute(select(Task.status, func.count()).group_by(Task.status))).all()
-            counts = {str(s): 0 for s in TaskStatus}
-            counts.update({status: int(n) for status, n in rows})
-        for status, n in counts.items():
+    async def _refresh_tasks(self, scheduler: SchedulerClient, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        if self._counts is None:
+            self._counts = TaskCounts(scheduler, sessionmaker)
+        for status, n in (await self._counts.read()).items():
             self.tasks.labels(status=status).set(n)
 
-    async def refresh(
-        self,
-        scheduler: SchedulerClient | None,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        published: tuple[Redis, str] | None = None,
-    ) -> None:
-        """Re-read the gauges; a source that fails keeps its last values and counts a scrape error.
-
-        `published`: (client, prefix) of the task counts the jobs process keeps in Redis.
-        """
-        sources: list[tuple[str, Any]] = [("database", self._refresh_database(sessionmaker, published))]
+    async def refresh(self, scheduler: SchedulerClient | None, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        """Re-read the gauges; a source that fails keeps its last values and counts a scrape error."""
+        sources: list[tuple[str, Any]] = []
         if scheduler is not None:
             sources.append(("redis", self._refresh_redis(scheduler)))
+            sources.append(("task_counts", self._refresh_tasks(scheduler, sessionmaker)))
         results = await asyncio.gather(
             *(asyncio.wait_for(coro, SCRAPE_TIMEOUT_S) for _, coro in sources), return_exceptions=True
         )
@@ -144,7 +128,7 @@ async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Prometheus text format. Aggregates only (counts, no ids), so it is served without a token."""
     state = request.app.state
     metrics: Metrics = state.metrics
-    await metrics.refresh(state.scheduler, state.db, (state.redis, state.settings.redis.prefix))
+    await metrics.refresh(state.scheduler, state.db)
     ws = getattr(state, "ws", None)
     if ws is not None:
         # The WebSocket runtime counts its open sockets; the gauge mirrors it at scrape time.

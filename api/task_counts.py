@@ -1,59 +1,59 @@
-"""Task counts by status, kept in one Redis hash by a periodic side job so `/metrics` never scans `tasks`.
+"""Task counts by status for `/metrics`, kept as tasks change (scheduler/counts.py), never recounted per scrape.
 
-Every API replica's scrape reads the hash (one HGETALL); the GROUP BY runs once per interval in the jobs
-process, however many replicas and scrapers there are. The hash expires if the jobs process stops, and
-`/metrics` then falls back to counting in the database itself.
+The database is counted once, to seed the finished-task counters when Redis has none (first start, Redis
+lost or flushed): every replica's scrape reads the same hash, and only the first seed applies.
 """
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, Any
+import asyncio
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
 from api.db.models.tasks import Task
-from protocol.status import TaskStatus
+from protocol.status import TERMINAL_STATUSES, TaskStatus
 
 if TYPE_CHECKING:
-    import redis.asyncio
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-__all__ = ("counts_key", "read_counts", "refresh_counts")
+    from scheduler.client import SchedulerClient
 
-_AT = "_at"
+__all__ = ("TaskCounts",)
 
-
-def counts_key(prefix: str) -> str:
-    return f"{prefix}:ops:task_counts"
+_TERMINAL = tuple(str(s) for s in TERMINAL_STATUSES)
 
 
-async def refresh_counts(
-    sessionmaker: async_sessionmaker[AsyncSession], redis: redis.asyncio.Redis, prefix: str, *, ttl_s: int
-) -> dict[str, int]:
-    """Count once and publish; the hash lives `ttl_s` so a stopped jobs process is noticed, not shown as fresh."""
-    async with sessionmaker() as session:
-        rows = (await session.execute(select(Task.status, func.count()).group_by(Task.status))).all()
-    counts = {str(s): 0 for s in TaskStatus}
-    counts.update({str(status): int(n) for status, n in rows})
-    key = counts_key(prefix)
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.delete(key)
-        mapping: dict[Any, Any] = {**counts, _AT: int(time.time())}
-        pipe.hset(key, mapping=mapping)
-        pipe.expire(key, max(1, ttl_s))
-        await pipe.execute()
-    return counts
+class TaskCounts:
+    """One replica's reader of the counts; seeds them from the database when they are missing."""
 
+    def __init__(self, scheduler: SchedulerClient, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._scheduler = scheduler
+        self._db = sessionmaker
+        self._seeding = asyncio.Lock()
+        self.seeds = 0
+        """Seeds this replica applied (a test and the log read it)."""
 
-async def read_counts(redis: redis.asyncio.Redis, prefix: str) -> dict[str, int] | None:
-    """The published counts, or None when no jobs process has published recently."""
-    raw = await redis.hgetall(counts_key(prefix))
-    if not raw:
-        return None
-    out: dict[str, int] = {}
-    for k, v in raw.items():
-        name = k.decode() if isinstance(k, bytes) else str(k)
-        if name != _AT:
-            out[name] = int(v)
-    return out
+    async def read(self) -> dict[str, int]:
+        counts = await self._scheduler.task_counts()
+        if counts is None:
+            await self._seed()
+            counts = await self._scheduler.task_counts() or {}
+        out = {str(s): 0 for s in TaskStatus}
+        out.update(counts)
+        return out
+
+    async def _seed(self) -> None:
+        async with self._seeding:
+            # What the scripts counted before the database is read is in the rows too: subtract it, so the
+            # seed keeps only what they count from now on.
+            before, seeded = await self._scheduler.finished_counts()
+            if seeded:
+                return
+            async with self._db() as session:
+                query = select(Task.status, func.count()).where(Task.status.in_(_TERMINAL)).group_by(Task.status)
+                rows = (await session.execute(query)).all()
+            in_db = {status: 0 for status in _TERMINAL}
+            in_db.update({str(status): int(n) for status, n in rows})
+            if await self._scheduler.seed_finished({s: n - before.get(s, 0) for s, n in in_db.items()}):
+                self.seeds += 1

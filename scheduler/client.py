@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import redis.exceptions
 
+from scheduler import counts
 from scheduler.clock import Clock, SystemClock
 from scheduler.coalesce import Coalescer
 from scheduler.keys import INBOX_GROUP, RECORDER_GROUP, Keys
@@ -27,7 +28,7 @@ from scheduler.streams import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
     from redis.asyncio import Redis
 
@@ -314,6 +315,21 @@ class SchedulerClient:
         self, kind: Literal["agent_revoked", "agent_updated", "token_revoked", "user_disabled"], subject_id: str
     ) -> None:
         await self._redis.publish(self.keys.control_channel(), json.dumps({"kind": kind, "id": subject_id}))
+
+    # --- task counts for /metrics (scheduler/counts.py) ---------------------------------------
+
+    async def task_counts(self) -> dict[str, int] | None:
+        """Tasks per status; None until the finished-task counters were seeded from the database."""
+        return await counts.read(self._redis, self.keys)
+
+    async def finished_counts(self) -> tuple[dict[str, int], bool]:
+        return await counts.finished_counts(self._redis, self.keys)
+
+    async def seed_finished(self, deltas: Mapping[str, int]) -> bool:
+        return await counts.seed(self._redis, self.keys, deltas)
+
+    async def forget_finished(self, deleted: Mapping[str, int]) -> None:
+        await counts.forget(self._redis, self.keys, deleted)
 
     # --- rebuild after a Redis restart ---------------------------------------------------------
 

@@ -12,7 +12,8 @@ Each entry: key, Redis type; contents; bound or TTL; written by -> read by.
     has a history stream), `e{seq}` per status event: its payload (the replay history of statuses,
     written in the same HSET as the status change; a few per attempt),
     losses (attempts lost with their agent: not counted against maxatt, bounded by `max_losses`),
-    avoid (the agent it last timed out on; dispatch prefers any other with room).
+    avoid (the agent it last timed out on; dispatch prefers any other with room),
+    ea (the current attempt's `assigned` event again, which complete hands to the result writer).
     No TTL while active; `task_ttl_s` once terminal.
     Written by every script -> read by every script, `history()` and `known_task_ids`.
 `P:out:{id}` STRING
@@ -71,6 +72,10 @@ Each entry: key, Redis type; contents; bound or TTL; written by -> read by.
     API processes that have client sockets or watchers: member process id, score expiry (ms). Scripts
     publish on `P:watch:{owner}` only while some entry is live. TTL the longest entry's, refreshed by
     `mark_watching()`. API fan-out -> every event-producing script.
+`P:counts` HASH
+    Finished tasks per terminal status (`done`, `failed`, `canceled`), and `_seeded` once the API seeded it
+    from the database. No TTL. complete, fail, cancel, timeouts, reaps (add, `flush_counts`); the retention
+    purge (subtract); the API's seeding -> `/metrics` (scheduler/counts.py).
 `P:epoch` STRING
     Set once the queues were rebuilt from the database. One key; no TTL.
     `mark_epoch()` -> `epoch_present()` (the API's reconciler).
@@ -90,7 +95,7 @@ Each entry: key, Redis type; contents; bound or TTL; written by -> read by.
 Exception to "every key in KEYS": a script builds a key from the prefix in ARGV when the key
 depends on state it reads (the task hash and history of a popped task, the queue of a task's
 route, the assigned agent's keys, the owner's watch channel), when a call handles many tasks (the
-task hashes of a batched enqueue or complete), and for `P:watching` and `P:presence`.
+task hashes of a batched enqueue or complete), and for `P:watching`, `P:presence` and `P:counts`.
 `lua/_lib.lua` mirrors the builders below; keep both in step. With one hash tag per prefix every
 such key is on the script's slot.
 
@@ -179,6 +184,9 @@ class Keys:
 
     def wake(self) -> str:
         return f"{self.prefix}:wake"
+
+    def task_counts(self) -> str:
+        return f"{self.prefix}:counts"
 
     def epoch(self) -> str:
         return f"{self.prefix}:epoch"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -204,9 +205,13 @@ class Scripts:
         for task_id, attempt, agent_id, output_json in results:
             args += [task_id, str(attempt), agent_id, b"" if output_json is None else output_json]
         reply = await self._run("complete", now_ms, [], args)
-        if not isinstance(reply, list) or len(reply) != 3 * len(results):
+        if not isinstance(reply, list) or len(reply) != 5 * len(results):
             raise ScriptReplyError(f"unexpected complete reply {reply!r}")
-        return [_applied(reply[i : i + 3]) for i in range(0, len(reply), 3)]
+        out = []
+        for i in range(0, len(reply), 5):
+            prior = tuple(e if isinstance(e, bytes) else str(e).encode() for e in reply[i + 3 : i + 5] if e)
+            out.append(replace(_applied(reply[i : i + 3]), prior=prior))
+        return out
 
     async def fail(
         self,

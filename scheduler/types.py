@@ -83,6 +83,9 @@ class Applied:
     """The task's status after the frame (None when the task is unknown)."""
     expected_offset: int | None = None
     """`task/stream` refusals: the stream's length in bytes, where the agent must resume."""
+    prior: tuple[bytes, ...] = ()
+    """`complete`: the attempt's earlier status events (`assigned`, an implied `running`) as the task hash
+    keeps them, for the result writer to record with the outcome."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,7 +75,6 @@ class OpsCron:
         periodic = [
             (side_jobs.fire_schedules, ops.schedules_tick_s),
             (side_jobs.scan_webhooks, ops.webhooks_tick_s),
-            (side_jobs.refresh_task_counts, ops.counts_interval_s),
             (side_jobs.purge_retention, ops.purge_interval_s),
         ]
         for func, interval in periodic:

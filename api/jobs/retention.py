@@ -3,7 +3,8 @@
 Each batch is its own short transaction that selects at most `batch_size` ids by an indexed column and
 deletes exactly those, so the hot tables are never locked for long and live inserts keep flowing
 between batches. A run stops after `max_batches` per table; what is left waits for the next run.
-Only terminal tasks are touched: a queued or running task is never deleted, whatever its age.
+Only terminal tasks are touched: a queued or running task is never deleted, whatever its age. The tasks
+deleted are subtracted from the finished-task counters `/metrics` reads (`forget`, after each batch commits).
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ from api.db.models.webhooks import TaskCallback, WebhookDelivery
 from protocol.status import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping
 
     from sqlalchemy import Select
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from api.settings import OpsSettings
+
+    Forget = Callable[[Mapping[str, int]], Awaitable[None]]
+    """Told, after each committed batch, how many finished tasks per status it deleted."""
 
 __all__ = ("PurgeReport", "purge")
 
@@ -63,19 +67,22 @@ class PurgeReport:
 async def _batches(
     sessionmaker: async_sessionmaker[AsyncSession],
     pick: Select[Any],
-    remove: Callable[[AsyncSession, list[Any]], Awaitable[None]],
+    remove: Callable[[AsyncSession, list[Any]], Awaitable[Mapping[str, int] | None]],
     settings: OpsSettings,
     report: PurgeReport,
+    *,
+    forget: Forget | None = None,
 ) -> int:
     """Select ids with `pick` (already limited), delete them with `remove`, one transaction per batch."""
     deleted = 0
     for _ in range(settings.retention_max_batches):
         async with sessionmaker() as session, session.begin():
             ids = list((await session.execute(pick)).scalars())
-            if ids:
-                await remove(session, ids)
+            removed = await remove(session, ids) if ids else None
         if not ids:
             break
+        if removed and forget is not None:
+            await forget(removed)
         deleted += len(ids)
         report.batches += 1
         if len(ids) < settings.retention_batch_size:
@@ -83,13 +90,19 @@ async def _batches(
     return deleted
 
 
-async def _remove_tasks(session: AsyncSession, ids: list[Any]) -> None:
+async def _remove_tasks(session: AsyncSession, ids: list[Any]) -> dict[str, int]:
     # Children first and explicitly: SQLite only cascades with foreign keys on, and this keeps each step indexed.
     await session.execute(delete(TaskEvent).where(TaskEvent.task_id.in_(ids)))
     await session.execute(delete(DeadLetter).where(DeadLetter.task_id.in_(ids)))
     await session.execute(delete(WebhookDelivery).where(WebhookDelivery.task_id.in_(ids)))
     await session.execute(delete(TaskCallback).where(TaskCallback.task_id.in_(ids)))
-    await session.execute(delete(Task).where(Task.id.in_(ids), Task.status.in_(_TERMINAL)))
+    deleted = await session.execute(
+        delete(Task).where(Task.id.in_(ids), Task.status.in_(_TERMINAL)).returning(Task.status)
+    )
+    by_status: dict[str, int] = {}
+    for status in deleted.scalars():
+        by_status[str(status)] = by_status.get(str(status), 0) + 1
+    return by_status
 
 
 async def _remove_events(session: AsyncSession, ids: list[Any]) -> None:
@@ -109,9 +122,16 @@ async def _remove_revoked(session: AsyncSession, ids: list[Any]) -> None:
 
 
 async def purge(
-    sessionmaker: async_sessionmaker[AsyncSession], settings: OpsSettings, *, now: dt.datetime
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: OpsSettings,
+    *,
+    now: dt.datetime,
+    forget: Forget | None = None,
 ) -> PurgeReport:
-    """One retention run at time `now` (a parameter so tests control the clock). A 0-day setting keeps that table."""
+    """One retention run at time `now` (a parameter so tests control the clock). A 0-day setting keeps that table.
+
+    `forget` subtracts the deleted tasks from the finished-task counters (`SchedulerClient.forget_finished`).
+    """
     report = PurgeReport()
     size = settings.retention_batch_size
     pick: Select[Any]
@@ -123,7 +143,7 @@ async def purge(
             .order_by(Task.finished_at)
             .limit(size)
         )
-        report.tasks = await _batches(sessionmaker, pick, _remove_tasks, settings, report)
+        report.tasks = await _batches(sessionmaker, pick, _remove_tasks, settings, report, forget=forget)
     if settings.retention_events_days > 0:
         cutoff = now - settings.retention_events_days * _DAY
         pick = (

@@ -16,12 +16,11 @@ from api.db.base import utcnow
 from api.db.session import create_engine, create_sessionmaker
 from api.jobs.retention import purge
 from api.settings import load_settings
-from api.task_counts import refresh_counts
 
 if TYPE_CHECKING:
     from api.settings import ApiSettings
 
-__all__ = ("deliver_webhook", "fire_schedules", "purge_retention", "refresh_task_counts", "scan_webhooks")
+__all__ = ("deliver_webhook", "fire_schedules", "purge_retention", "scan_webhooks")
 
 # Backoff between webhook attempts; the last value repeats.
 WEBHOOK_BACKOFF_S = (10, 30, 120, 600, 1800)
@@ -36,10 +35,15 @@ def _settings() -> ApiSettings:
 
 
 async def _purge(settings: ApiSettings) -> dict[str, int]:
+    from scheduler.client import SchedulerClient
+
     engine = create_engine(settings.database)
+    client = _redis(settings)
     try:
-        report = await purge(create_sessionmaker(engine), settings.ops, now=utcnow())
+        scheduler = SchedulerClient(client, prefix=settings.redis.prefix, settings=settings.scheduler)
+        report = await purge(create_sessionmaker(engine), settings.ops, now=utcnow(), forget=scheduler.forget_finished)
     finally:
+        await client.aclose()
         await engine.dispose()
     return report.as_dict()
 
@@ -56,23 +60,6 @@ def _redis(settings: ApiSettings) -> redis.asyncio.Redis:
     return redis.asyncio.Redis.from_url(
         settings.redis.url.reveal(), protocol=3, legacy_responses=True, decode_responses=False, socket_timeout=10
     )
-
-
-async def _counts(settings: ApiSettings) -> dict[str, int]:
-    engine = create_engine(settings.database)
-    client = _redis(settings)
-    try:
-        # Three intervals: one missed run is not yet "stale".
-        ttl = 3 * settings.ops.counts_interval_s
-        return await refresh_counts(create_sessionmaker(engine), client, settings.redis.prefix, ttl_s=ttl)
-    finally:
-        await client.aclose()
-        await engine.dispose()
-
-
-def refresh_task_counts() -> dict[str, int]:
-    """Periodic: publish task counts by status for `/metrics`."""
-    return asyncio.run(_counts(_settings()))
 
 
 async def _fire(settings: ApiSettings) -> dict[str, int]:

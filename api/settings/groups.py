@@ -239,8 +239,6 @@ class OpsSettings:
     """Batches one purge run deletes at most per table; the rest waits for the next run."""
     purge_interval_s: Annotated[int, NOT_NEGATIVE] = 600
     """How often the jobs process enqueues the retention purge (rq cron)."""
-    counts_interval_s: Annotated[int, NOT_NEGATIVE] = 15
-    """How often the jobs process refreshes the task-status counts `/metrics` reads (rq cron)."""
     schedules_tick_s: Annotated[int, NOT_NEGATIVE] = 5
     """How often the jobs process fires due schedules (rq cron); a firing is at most this late."""
     schedule_misfire_grace_s: Annotated[int, NOT_NEGATIVE] = 60

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from api.db.models.tasks import Task
 
-__all__ = ("entry", "events_of", "json_append", "merge", "read_events")
+__all__ = ("entry", "events_of", "json_append", "json_extend", "merge", "read_events")
 
 
 def _ms(at: dt.datetime) -> int:
@@ -75,6 +75,39 @@ def _append_sqlite(element: json_append, compiler: SQLCompiler, **kw: Any) -> st
     column, value = list(element.clauses)
     col, val = compiler.process(column, **kw), compiler.process(value, **kw)
     return f"json_insert(COALESCE({col}, '[]'), '$[#]', json(json_extract({val}, '$[0]')))"
+
+
+class json_extend(FunctionElement[Any]):  # noqa: N801 - reads as the SQL function it renders
+    """`history` with the entries of a bound list appended, in SQL, skipping those whose seq the row already
+    reached (`seq` column): the result writer's copies of events the recorder may have written first.
+
+    Takes the history column, the bound list of entries (oldest first) and the row's seq column.
+    """
+
+    type = JSON()
+    inherit_cache = True
+    name = "json_extend"
+
+
+@compiles(json_extend, "postgresql")
+def _extend_pg(element: json_extend, compiler: SQLCompiler, **kw: Any) -> str:
+    column, value, seq = (compiler.process(c, **kw) for c in element.clauses)
+    # Only compiled clauses are spliced in (a column, a bound parameter): no value reaches the SQL text.
+    fresh = (
+        f"SELECT jsonb_agg(x.e ORDER BY x.i) FROM jsonb_array_elements(CAST({value} AS jsonb))"  # noqa: S608
+        f" WITH ORDINALITY AS x(e, i) WHERE (x.e->>0)::bigint > {seq}"
+    )
+    return f"(COALESCE({column}, '[]'::jsonb) || COALESCE(({fresh}), '[]'::jsonb))"
+
+
+@compiles(json_extend, "sqlite")
+def _extend_sqlite(element: json_extend, compiler: SQLCompiler, **kw: Any) -> str:
+    column, value, seq = (compiler.process(c, **kw) for c in element.clauses)
+    both = (
+        f"SELECT value AS v, 0 AS s, key AS k FROM json_each(COALESCE({column}, '[]'))"  # noqa: S608
+        f" UNION ALL SELECT value, 1, key FROM json_each({value}) WHERE json_extract(value, '$[0]') > {seq}"
+    )
+    return f"(SELECT json_group_array(json(v)) FROM ({both} ORDER BY s, k))"  # noqa: S608
 
 
 def events_of(task: Task) -> list[TaskEvent]:

@@ -103,6 +103,7 @@ class Outcomes:
             "b_agent": agent_id,
             "b_now": utcnow(),
             "b_seq": -1 if applied.seq is None else applied.seq,
+            "b_prior": applied.prior,
         }
         if applied.status == TaskStatus.CANCELED:
             # The attempt was canceled while it ran: its (partial) output is kept, the status stays.

@@ -16,6 +16,7 @@ import os
 import socket
 import time
 import uuid
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -31,7 +32,7 @@ from api.tasks.recorder_rows import (
     merge_statuses,
     row_updates,
 )
-from api.tasks.result_writer import retry_on_lock_conflict
+from api.tasks.result_writer import id_among, retry_on_lock_conflict
 from protocol.status import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
@@ -43,9 +44,9 @@ if TYPE_CHECKING:
 
 __all__ = ("Recorder", "default_consumer_name")
 
-logger = logging.getLogger(__name__)
-
 _FINISHED = frozenset(str(s) for s in TERMINAL_STATUSES)
+
+logger = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 """Most events applied in one transaction when the stream is behind."""
@@ -55,25 +56,35 @@ MAX_RETRY_DELAY_S = 2.0
 HOLD_MS = 200
 """Longest an unfinished task's events are kept back so its later changes share one row UPDATE: with
 `LINGER_MS`, the bound on how long a healthy recorder leaves an event in Redis alone."""
+MAX_COUNTED = 65_536
+"""Assignments remembered as already counted in the dispatch latency (a replayed batch counts none again)."""
 LINGER_MS = 50
 """Pause after a batch that did not fill: how much longer an event waits in Redis alone (the Redis-loss
 window, docs/architecture.md) in exchange for fewer row updates per task."""
 
 
 def _split_young(events: list[SchedulerEvent], cutoff_s: float) -> tuple[list[SchedulerEvent], list[SchedulerEvent]]:
-    """(events to apply now, events to hold): a task is held while it has not finished in this batch
-    and its oldest event here is newer than `cutoff_s` (unix seconds); held tasks keep all their events.
+    """(events to apply now, events to hold): a task is held while its oldest event here is newer than
+    `cutoff_s` (unix seconds), or, once it finished, while its finishing event is; held tasks keep all
+    their events.
 
-    A task with `task/stream` pieces is never held: pieces are rows anyway, and a replica killed while
-    holding them would leave them out of the history until another replica claims them.
+    Finished tasks are held too: the result writer commits a result with the attempt's earlier statuses
+    within milliseconds of its finishing event, and the recorder applying after it then finds nothing to
+    write (one row update per task, not two). A task with `task/stream` pieces is never held: pieces are
+    rows anyway, and a replica killed while holding them would leave them out of the history until another
+    replica claims them.
     """
-    oldest: dict[str, int] = {}
-    finished: set[str] = set()
+    since: dict[str, int] = {}
+    finished: dict[str, int] = {}
+    streaming: set[str] = set()
     for e in events:
-        oldest[e.task_id] = min(oldest.get(e.task_id, e.at_ms), e.at_ms)
-        if (e.type == "task/status" and e.status in _FINISHED) or e.type == "task/stream":
-            finished.add(e.task_id)
-    young = {t for t, at_ms in oldest.items() if t not in finished and at_ms / 1000 > cutoff_s}
+        since[e.task_id] = min(since.get(e.task_id, e.at_ms), e.at_ms)
+        if e.type == "task/stream":
+            streaming.add(e.task_id)
+        elif e.type == "task/status" and e.status in _FINISHED:
+            finished[e.task_id] = e.at_ms
+    since.update(finished)
+    young = {t for t, at_ms in since.items() if t not in streaming and at_ms / 1000 > cutoff_s}
     if not young:
         return events, []
     return [e for e in events if e.task_id not in young], [e for e in events if e.task_id in young]
@@ -115,6 +126,8 @@ class Recorder(BackgroundLoop):
         """The batch being applied, or the last one that failed (retried first)."""
         self._held: list[SchedulerEvent] = []
         """Read but kept back for at most `hold_ms` (see `run_once`); applied with the next batch."""
+        self._counted: OrderedDict[tuple[str, int], None] = OrderedDict()
+        """Assignments already counted in the dispatch latency (bounded)."""
         super().__init__()
         self.name = f"recorder:{self.consumer}"
 
@@ -205,12 +218,17 @@ class Recorder(BackgroundLoop):
         )
         if self._metrics is not None:
             self._metrics.recorded_events.inc(len(inserted))
-            for seconds in latencies:
+            for key, seconds in latencies:
+                if key in self._counted:
+                    continue
+                self._counted[key] = None
                 self._metrics.dispatch_latency.observe(seconds)
+            while len(self._counted) > MAX_COUNTED:
+                self._counted.popitem(last=False)
 
     async def _apply_batch(
         self, conn: AsyncConnection, events: list[SchedulerEvent]
-    ) -> tuple[set[tuple[str, int]], list[float]]:
+    ) -> tuple[set[tuple[str, int]], list[tuple[tuple[str, int], float]]]:
         # Task rows first, in id order (the order every writer of tasks + task_events uses); their
         # history is read under that lock and written back merged by the one UPDATE per task.
         stored = await lock_histories(conn, [e.task_id for e in events])
@@ -226,7 +244,7 @@ class Recorder(BackgroundLoop):
         updates = row_updates(mine, inserted, merged, stored)
         if updates:
             await conn.execute(UPDATE_ROWS, updates)
-        return inserted, dispatch_latencies(mine, inserted, merged, stored)
+        return inserted, dispatch_latencies(mine, merged, stored)
 
     @staticmethod
     async def _insert_events(conn: AsyncConnection, events: list[SchedulerEvent]) -> set[tuple[str, int]]:
@@ -240,7 +258,8 @@ class Recorder(BackgroundLoop):
             return set()
         stored = await conn.execute(
             select(EVENTS.c.task_id, EVENTS.c.seq).where(
-                EVENTS.c.task_id.in_({e.task_id for e in events}), EVENTS.c.seq >= min(e.seq for e in events)
+                id_among(conn, EVENTS.c.task_id, sorted({e.task_id for e in events})),
+                EVENTS.c.seq >= min(e.seq for e in events),
             )
         )
         seen = {(str(r[0]), int(r[1])) for r in stored.all()}

@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from api.db.base import UTCDateTime
 from api.db.models.tasks import Task, TaskEvent
 from api.tasks import history
+from api.tasks.result_writer import id_among
 from protocol.status import TERMINAL_STATUSES, TaskStatus
 
 if TYPE_CHECKING:
@@ -251,7 +252,7 @@ async def lock_histories(conn: AsyncConnection, ids: list[str]) -> dict[str, _St
     t = cast("Table", Task.__table__)
     stmt = (
         select(t.c.id, t.c.seq, t.c.history, func.coalesce(t.c.run_at, t.c.created_at))
-        .where(t.c.id.in_(sorted(set(ids))))
+        .where(id_among(conn, t.c.id, sorted(set(ids))))
         .order_by(t.c.id)
         .with_for_update(key_share=True)
     )
@@ -294,17 +295,16 @@ def merge_statuses(
 
 
 def dispatch_latencies(
-    events: list[SchedulerEvent],
-    inserted: set[tuple[str, int]],
-    merged: dict[str, list[list[Any]]],
-    stored: dict[str, _Stored],
-) -> list[float]:
-    """queued -> assigned, for assignments recorded now (a replayed event is not counted twice)."""
-    out: list[float] = []
+    events: list[SchedulerEvent], merged: dict[str, list[list[Any]]], stored: dict[str, _Stored]
+) -> list[tuple[tuple[str, int], float]]:
+    """queued -> assigned of the batch's assignments, keyed by (task id, seq) so the caller counts each once.
+
+    Every assignment of the batch, whether it is new to the row or not: the result writer may have put it
+    there first (with its result), so "new to the row" no longer tells a first application from a replay.
+    """
+    out: list[tuple[tuple[str, int], float]] = []
     for event in events:
         if not (event.type == "task/status" and event.status == TaskStatus.ASSIGNED):
-            continue
-        if (event.task_id, event.seq) not in inserted:
             continue
         entries = merged.get(event.task_id) or stored[event.task_id].history or []
         queued = [int(e[5]) for e in entries if e[1] == TaskStatus.QUEUED and int(e[0]) < event.seq]
@@ -312,5 +312,5 @@ def dispatch_latencies(
         if start is None:
             continue
         start = start if start.tzinfo else start.replace(tzinfo=dt.UTC)
-        out.append(max(0.0, (_at(event.at_ms) - start).total_seconds()))
+        out.append(((event.task_id, event.seq), max(0.0, (_at(event.at_ms) - start).total_seconds())))
     return out

@@ -11,24 +11,27 @@ batch, so the writer, the recorder and `cancel` (all tasks-row first) cannot loc
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import logging
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
-from sqlalchemy import and_, bindparam, case, func, literal_column, or_, select, update
+from sqlalchemy import String, and_, any_, bindparam, case, func, literal_column, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 
 from api.db.base import UTCDateTime
 from api.db.models.tasks import Task
-from api.tasks.history import entry, json_append
+from api.tasks.history import entry, json_append, json_extend
 from protocol.status import TERMINAL_STATUSES, TaskStatus
+from scheduler.streams import status_event
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-    from sqlalchemy import BindParameter, Table
+    from sqlalchemy import BindParameter, ColumnElement, Table
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
     from sqlalchemy.sql.dml import Update
 
@@ -36,6 +39,7 @@ __all__ = (
     "Kind",
     "ResultWriter",
     "apply_writes",
+    "id_among",
     "is_lock_conflict",
     "lock_task_rows",
     "retry_on_lock_conflict",
@@ -71,6 +75,13 @@ _with_change = case(
     (_t.c.seq < _seq, json_append(_t.c.history, bindparam("b_change", type_=_t.c.history.type))),
     else_=_t.c.history,
 )
+# A result also carries the attempt's earlier status events (`assigned`, an implied `running`): with them the
+# row gets its whole attempt in this one UPDATE and the recorder, which holds a young task's events until
+# then, finds nothing left to write. Entries the row already holds (by seq) are skipped.
+_with_changes = case(
+    (_t.c.seq < _seq, json_extend(_t.c.history, bindparam("b_change", type_=_t.c.history.type), _t.c.seq)),
+    else_=_t.c.history,
+)
 # Inlined literals: an expanding IN cannot be used with executemany.
 _active = _t.c.status.not_in([literal_column(f"'{s}'") for s in _TERMINAL])
 
@@ -85,9 +96,10 @@ _STATEMENTS: dict[Kind, Update] = {
         attempt=_attempt,
         assigned_agent_id=bindparam("b_agent"),
         finished_at=func.coalesce(_t.c.finished_at, _now),
+        started_at=func.coalesce(_t.c.started_at, bindparam("b_started", type_=UTCDateTime())),
         updated_at=_now,
         seq=_newer_seq,
-        history=_with_change,
+        history=_with_changes,
     ),
     # Redis already made the task `canceled`; the row may still trail it (the cancel's own commit or the
     # recorder), so it is made canceled here too. Only an empty result slot is filled.
@@ -126,11 +138,17 @@ _STATEMENTS: dict[Kind, Update] = {
 
 def _with_history_entry(kind: Kind, params: dict[str, Any]) -> dict[str, Any]:
     """`params` plus `b_change`: the status change the scheduler emitted for this outcome (same fields)."""
-    if kind == "partial" or "b_change" in params:
+    if kind == "partial":
         return params
+    if "b_change" in params:
+        return {"b_started": None} | params if kind == "result" else params
     seq, attempt, now = params["b_seq"], params["b_attempt"], params["b_now"]
     if kind == "result":
-        change = entry(seq, str(TaskStatus.DONE), attempt=attempt, agent_id=params.get("b_agent"), data=None, at=now)
+        changes, started = _prior_entries(params)
+        changes.append(
+            entry(seq, str(TaskStatus.DONE), attempt=attempt, agent_id=params.get("b_agent"), data=None, at=now)
+        )
+        return params | {"b_change": changes, "b_started": started}
     else:
         # `failed` names the agent, a retry does not; both carry the error code as the reason.
         status = str(TaskStatus.FAILED) if kind == "failed" else str(params["b_status"])
@@ -144,6 +162,23 @@ def _with_history_entry(kind: Kind, params: dict[str, Any]) -> dict[str, Any]:
             at=now,
         )
     return params | {"b_change": [change]}
+
+
+def _prior_entries(params: dict[str, Any]) -> tuple[list[list[Any]], dt.datetime | None]:
+    """History entries of the attempt's earlier status events (`b_prior`, from complete.lua), written as the
+    recorder would write them, so it sees them as already there; and when the attempt started running."""
+    changes: list[list[Any]] = []
+    started = None
+    for payload in params.get("b_prior") or ():
+        event = status_event(params["b_id"], "", payload)
+        if not event.status:
+            continue
+        at = dt.datetime.fromtimestamp(event.at_ms / 1000, tz=dt.UTC)
+        data = {"reason": event.reason} if event.reason else None
+        changes.append(entry(event.seq, event.status, attempt=event.attempt, agent_id=event.agent_id, data=data, at=at))
+        if event.status == TaskStatus.RUNNING:
+            started = at
+    return changes, started
 
 
 def is_lock_conflict(exc: BaseException) -> bool:
@@ -162,8 +197,21 @@ async def lock_task_rows(conn: AsyncConnection, ids: Sequence[str]) -> set[str]:
     """
     if not ids:
         return set()
-    stmt = select(_t.c.id).where(_t.c.id.in_(sorted(set(ids)))).order_by(_t.c.id).with_for_update(key_share=True)
+    stmt = (
+        select(_t.c.id)
+        .where(id_among(conn, _t.c.id, sorted(set(ids))))
+        .order_by(_t.c.id)
+        .with_for_update(key_share=True)
+    )
     return set((await conn.execute(stmt)).scalars())
+
+
+def id_among(conn: AsyncConnection, column: ColumnElement[str], ids: list[str]) -> ColumnElement[bool]:
+    """`column IN ids`; on PostgreSQL `= ANY(array)`, one statement text whatever the count (an expanding IN
+    is a new text per count, which the driver parses again every time)."""
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam("b_ids", ids, type_=ARRAY(String)))
+    return column.in_(ids)
 
 
 async def apply_writes(conn: AsyncConnection, writes: Sequence[tuple[Kind, dict[str, Any]]]) -> None:

@@ -21,37 +21,28 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-import redis.exceptions
-from sqlalchemy.exc import SQLAlchemyError
-
 from api.agents.service import AgentService
-from api.errors import PayloadTooLargeError, UnauthorizedError
-from api.tasks.result_writer import writer_for
-from api.tasks.service import Recorded, TaskService
+from api.errors import UnauthorizedError
+from api.ws.agent_frames import AgentFrames
+from api.ws.agent_lanes import TRANSIENT, FrameLanes
 from api.ws.framing import CloseCode, SessionClosed
 from api.ws.progress_gate import ProgressGate
-from api.ws.session import Session
-from protocol.envelope import AGENT_SENDS, decode_batch, encode_batch, encode_payload, encode_raw_frame
+from protocol.envelope import AGENT_SENDS, decode_batch
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.limits import MAX_HEARTBEAT_TASKS
 from protocol.messages import (
     FEATURE_BATCH,
-    Ack,
     Batch,
     ErrorFrame,
     Heartbeat,
     TaskAccept,
-    TaskCancel,
     TaskError,
     TaskProgress,
     TaskResult,
     TaskStream,
 )
-from scheduler.types import AgentSpec, Outcome
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
@@ -63,77 +54,21 @@ if TYPE_CHECKING:
     from api.ws.framing import FrameSocket
     from protocol.envelope import Frame, MessageType
     from scheduler.client import SchedulerClient
-    from scheduler.types import Applied, InboxEntry
+    from scheduler.types import AgentSpec, InboxEntry
 
 __all__ = ("AgentSession", "FrameLanes")
 
 logger = logging.getLogger(__name__)
 
-INBOX_BLOCK_MS = 2000
-"""Longest blocking inbox read; short so a closing session stops promptly."""
-INBOX_BATCH = 64
-MAX_UNACCEPTED = 10_000
-"""Delivered-but-not-accepted submits remembered for acking; older ones are redelivered on reconnect."""
 MAX_PENDING_FRAMES = 1000
 """Task frames of one socket read but not yet handled; past it (or the byte cap) the reader waits."""
 MAX_PENDING_BYTES = 16 * 1024 * 1024
 """Bytes of those frames; with the count it bounds what one agent can make the server hold."""
 WIND_DOWN_S = 5.0
 """How long a closing session lets its in-flight frame handlers finish (commit, ack) before cancelling them."""
-MAX_AWAITING_COMMIT = 4096
-"""Result/error frames of this process in flight at once; the writer commits what gathers in one batch."""
-_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)
-STALE_RECHECK_S = 30.0
-"""How often one running attempt an agent reports is checked against the scheduler again."""
-MAX_BATCH_OUT_BYTES = 256 * 1024
-"""Payload bytes per `batch` frame sent to an agent (INBOX_BATCH bounds the item count)."""
 
 
-@dataclass(frozen=True, slots=True)
-class FrameLanes:
-    """How many agent frames this process handles at once, shared by all its agent sockets.
-
-    Process-wide on purpose: the Redis and database pools are per process, and a per-socket bound
-    times many busy agents exhausts them (the Redis pool then refuses heartbeats and accepts too).
-    Two lanes, so an accept (Redis only, with a deadline) never waits behind commits. Result and error
-    frames take the slow lane only for their Redis step; their commit wait counts against `commits`,
-    so every outcome waiting at once can share one batched transaction (`api.tasks.result_writer`).
-    """
-
-    fast: asyncio.Semaphore
-    """Accept and progress frames (a Redis script each)."""
-    slow: asyncio.Semaphore
-    """The Redis step of result and error frames (their commit wait is outside it)."""
-    commits: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_AWAITING_COMMIT))
-    """Result and error frames in progress, most of them waiting for the process' batched commit."""
-
-    @classmethod
-    def of(cls, limit: int) -> FrameLanes:
-        return cls(fast=asyncio.Semaphore(max(1, limit)), slow=asyncio.Semaphore(max(1, limit)))
-
-
-_REFUSALS: dict[Outcome, ErrorCode] = {
-    Outcome.STALE_ATTEMPT: ErrorCode.STALE_ATTEMPT,
-    Outcome.NOT_ASSIGNED: ErrorCode.NOT_ASSIGNED,
-    Outcome.NOT_FOUND: ErrorCode.NOT_FOUND,
-    Outcome.TERMINAL: ErrorCode.TASK_NOT_RUNNABLE,
-}
-_REFUSAL_TEXT: dict[ErrorCode, str] = {
-    ErrorCode.STALE_ATTEMPT: "this attempt is no longer current",
-    ErrorCode.NOT_ASSIGNED: "the task is not assigned to this agent",
-    ErrorCode.NOT_FOUND: "task not found",
-    ErrorCode.TASK_NOT_RUNNABLE: "the task is already finished",
-}
-_TRANSIENT = (redis.exceptions.RedisError, OSError, SQLAlchemyError)
-
-
-def _refusal(code: ErrorCode, ref: str | None, task_id: str, attempt: int) -> ErrorFrame:
-    return ErrorFrame.of(
-        code, _REFUSAL_TEXT.get(code, "refused"), details={"taskId": task_id, "attempt": attempt}, ref=ref
-    )
-
-
-class AgentSession(Session):
+class AgentSession(AgentFrames):
     """One agent socket; `start()` registers presence, `run()` serves it until it closes."""
 
     role = "agent"
@@ -197,10 +132,6 @@ class AgentSession(Session):
         """Whether this session's first agent heartbeat (listing what it runs) was reconciled."""
         conn.on_refused = self._on_refused
 
-    @property
-    def agent_id(self) -> str:
-        return self.agent.id
-
     def log_context(self) -> dict[str, Any]:
         return {**super().log_context(), "agent_id": self.agent.id}
 
@@ -237,7 +168,7 @@ class AgentSession(Session):
                 continue
             try:
                 await self._renew_lease()
-            except _TRANSIENT:
+            except TRANSIENT:
                 logger.warning("presence not renewed (storage error)", extra=self.log_context(), exc_info=True)
 
     async def wind_down(self) -> None:
@@ -256,17 +187,9 @@ class AgentSession(Session):
             await asyncio.wait({flusher}, timeout=max(0.1, deadline - loop.time()))
         try:
             await self._scheduler.agent_closed(self.agent_id, self.session_id, grace_s=self._settings.reconnect_grace_s)
-        except _TRANSIENT:
+        except TRANSIENT:
             # The lease still runs out at its usual time: the tasks come back then.
             logger.warning("reconnect grace not started (storage error)", extra=self.log_context(), exc_info=True)
-
-    # --- server -> agent ----------------------------------------------------------------------
-
-    async def _heartbeat_loop(self) -> None:
-        interval_s = self._settings.heartbeat_interval_s
-        while True:
-            await self.conn.send(Heartbeat(interval=interval_s))
-            await asyncio.sleep(interval_s)
 
     def request_refresh(self) -> None:
         """Reload the agent's settings now (its row changed: capabilities, concurrency, owner)."""
@@ -288,7 +211,7 @@ class AgentSession(Session):
                     record = await AgentService(session, self._scheduler).authenticate(self.agent_id, self._token)
             except UnauthorizedError:
                 raise SessionClosed(CloseCode.POLICY_VIOLATION, "agent token revoked") from None
-            except _TRANSIENT:
+            except TRANSIENT:
                 logger.warning("agent token re-check skipped (storage error)", extra=self.log_context())
                 continue
             fresh = AgentService.spec(record)
@@ -297,100 +220,6 @@ class AgentSession(Session):
                 self._spec = fresh
                 logger.info("agent settings reloaded", extra=self.log_context())
                 await self._renew_lease()
-
-    async def _inbox_loop(self) -> None:
-        failures = 0
-        claimed = False
-        while True:
-            try:
-                if not claimed:
-                    # Entries read by a node (or an earlier session) that died before the agent accepted.
-                    await self._deliver(await self._scheduler.claim_inbox_pending(self.agent_id, self._consumer))
-                    claimed = True
-                entries = await self._scheduler.read_inbox(
-                    self.agent_id, self._consumer, block_ms=INBOX_BLOCK_MS, count=INBOX_BATCH
-                )
-                await self._deliver(entries)
-                failures = 0
-            except (redis.exceptions.RedisError, OSError):
-                delay = _RETRY_DELAYS_S[min(failures, len(_RETRY_DELAYS_S) - 1)]
-                failures += 1
-                logger.warning("inbox read failed; retrying in %.1f s", delay, extra=self.log_context(), exc_info=True)
-                await asyncio.sleep(delay)
-
-    async def _deliver(self, entries: list[InboxEntry]) -> None:
-        cancels: list[str] = []
-        outgoing: list[tuple[MessageType, bytes]] = []
-        for entry in entries:
-            if entry.kind == "submit":
-                payload = entry.payload_json
-                if self._submit_payload is not None:
-                    payload = await self._submit_payload(self.agent.id, entry)
-                outgoing.append(("task/submit", payload))
-                self._remember(entry.task_id, entry.attempt, entry.entry_id)
-            else:
-                outgoing.append(("task/cancel", entry.payload_json))
-                cancels.append(entry.entry_id)
-            logger.debug(
-                "delivered %s task_id=%s attempt=%d", entry.kind, entry.task_id, entry.attempt, extra=self.log_context()
-            )
-        await self._send_all(outgoing)
-        if cancels:
-            await self._scheduler.ack_inbox(self.agent_id, cancels)
-
-    async def _send_all(self, outgoing: list[tuple[MessageType, bytes]]) -> None:
-        """Frames in order: one `batch` frame per `MAX_BATCH_OUT_BYTES` when the agent negotiated batches."""
-        if not self._batch:
-            for message_type, payload in outgoing:
-                await self.conn.send_text(encode_raw_frame(message_type, payload).decode())
-            return
-        chunk: list[tuple[MessageType, bytes, str | None]] = []
-        size = 0
-        for message_type, payload in outgoing:
-            if chunk and size + len(payload) > MAX_BATCH_OUT_BYTES:
-                await self._send_chunk(chunk)
-                chunk, size = [], 0
-            chunk.append((message_type, payload, None))
-            size += len(payload)
-        if chunk:
-            await self._send_chunk(chunk)
-
-    async def _send_chunk(self, chunk: list[tuple[MessageType, bytes, str | None]]) -> None:
-        if len(chunk) == 1:
-            await self.conn.send_text(encode_raw_frame(chunk[0][0], chunk[0][1]).decode())
-        else:
-            await self.conn.send_text(encode_batch(chunk).decode())
-
-    def _remember(self, task_id: str, attempt: int, entry_id: str) -> None:
-        self._unaccepted[(task_id, attempt)] = entry_id
-        if len(self._unaccepted) > MAX_UNACCEPTED:
-            self._unaccepted.popitem(last=False)
-
-    def _ack_entry(self, task_id: str, attempt: int) -> None:
-        """Queue the submit's inbox entry for acking; one flusher acks whatever gathered, in one call.
-
-        Off the accept's path (an accept has a deadline; the ack has none): an entry left unacked by a
-        dying session is redelivered on reconnect, and the agent deduplicates by (taskId, attempt).
-        """
-        entry_id = self._unaccepted.pop((task_id, attempt), None)
-        if entry_id is None:
-            return
-        self._acks.append(entry_id)
-        if self._ack_flusher is None or self._ack_flusher.done():
-            self._ack_flusher = asyncio.create_task(self._flush_acks())
-            self._ack_flusher.add_done_callback(self._note_failure)
-
-    async def _flush_acks(self) -> None:
-        while self._acks:
-            batch, self._acks = self._acks, []
-            try:
-                await self._scheduler.ack_inbox(self.agent_id, batch)
-            except _TRANSIENT:
-                logger.warning(
-                    "%d inbox entries left unacked (storage error)", len(batch), extra=self.log_context(), exc_info=True
-                )
-
-    # --- agent -> server ----------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -520,89 +349,15 @@ class AgentSession(Session):
             del self._chains[task_id]
         self._note_failure(handler)
 
-    def _note_failure(self, task: asyncio.Task[None]) -> None:
-        """A helper task's exception ends the session as the reader's would (SessionClosed, PeerGoneError, a bug)."""
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None and self._handler_error is None:
-            self._handler_error = exc
-            self._handler_failed.set()
-
-    async def _handler_failure(self) -> None:
-        await self._handler_failed.wait()
-        if self._handler_error is not None:
-            raise self._handler_error
-
     async def _guarded(self, frame_type: str, ref: str | None, work: Coroutine[Any, Any, None]) -> None:
         try:
             await work
-        except _TRANSIENT:
+        except TRANSIENT:
             # Nothing was acked: the agent resends results and errors; progress is best effort.
             logger.warning("frame %s not applied (storage error)", frame_type, extra=self.log_context(), exc_info=True)
             await self.conn.send(
                 ErrorFrame.of(ErrorCode.SERVICE_UNAVAILABLE, "temporarily unavailable, resend later", ref=ref)
             )
-
-    async def _on_heartbeat(self, beat: Heartbeat) -> None:
-        accepting = not beat.draining
-        if accepting != self._spec.accepting:
-            self._spec = AgentSpec(
-                agent_id=self._spec.agent_id,
-                owner_id=self._spec.owner_id,
-                capabilities=self._spec.capabilities,
-                concurrency=self._spec.concurrency,
-                accepting=accepting,
-            )
-            logger.info("agent %s", "accepting" if accepting else "draining", extra=self.log_context())
-        await self._renew_lease()
-        if not self._reconciled and beat.running_tasks is not None:
-            # Agents that leave `runningTasks` out are never reconciled: their silence proves nothing; nor is a
-            # list at its length cap (it may be cut short).
-            if len(beat.running_tasks) < MAX_HEARTBEAT_TASKS:
-                await self._reconcile([(ref.task_id, ref.attempt) for ref in beat.running_tasks])
-            self._reconciled = True
-        if beat.running_tasks:
-            await self._cancel_stale([(ref.task_id, ref.attempt) for ref in beat.running_tasks])
-
-    async def _reconcile(self, running: list[tuple[str, int]]) -> None:
-        """Requeue the running attempts a (re)connected agent does not list: an earlier process of it died."""
-        result = await self._scheduler.reconcile_agent(self.agent_id, running)
-        if result.requeued or result.failed or result.freed:
-            logger.warning(
-                "reconciled on connect: %d lost attempt(s) requeued, %d failed (loss bound), %d stale slot(s) freed",
-                result.requeued,
-                result.failed,
-                result.freed,
-                extra=self.log_context(),
-            )
-
-    async def _cancel_stale(self, reported: list[tuple[str, int]]) -> None:
-        """Tell the agent to drop attempts it runs that the scheduler no longer gives it.
-
-        Throttled: an attempt is looked up when first reported, then at most every `STALE_RECHECK_S` (an agent
-        heartbeating often, or running many tasks, would otherwise cost a Redis read per task per heartbeat).
-        """
-        now = asyncio.get_running_loop().time()
-        due = [key for key in reported if now - self._stale_checked.get(key, -STALE_RECHECK_S) >= STALE_RECHECK_S]
-        if not due:
-            return
-        for key in due:
-            self._stale_checked[key] = now
-            self._stale_checked.move_to_end(key)
-        while len(self._stale_checked) > MAX_UNACCEPTED:
-            self._stale_checked.popitem(last=False)
-        for task_id, attempt in await self._scheduler.stale_attempts(self.agent_id, due):
-            logger.warning(
-                "cancelling a stale attempt task_id=%s attempt=%d", task_id, attempt, extra=self.log_context()
-            )
-            await self.conn.send(TaskCancel(task_id=task_id, attempt=attempt, reason="stale attempt"))
-
-    async def _on_accept(self, ref: str, accept: TaskAccept) -> None:
-        applied = await self._scheduler.accept(accept.task_id, accept.attempt, self.agent_id)
-        # Whatever the outcome, the submit entry has served its purpose.
-        self._ack_entry(accept.task_id, accept.attempt)
-        await self._answer(ref, applied, accept.task_id, accept.attempt)
 
     async def _flush_progress(self, now: float) -> None:
         """Hand held-back progress whose window opened to its task's handler chain."""
@@ -620,129 +375,3 @@ class AgentSession(Session):
         if held is not None:
             work = self._apply_progress(None, held)
             await self._dispatch(task_id, work, lane=self._fast, frame_type="task/progress", ref=None, size=0)
-
-    async def _flush_attempt(self, task_id: str, attempt: int) -> None:
-        """Apply the attempt's held-back progress before its outcome, so its last state is kept."""
-        held = self._gate.take(task_id, attempt)
-        if held is not None:
-            await self._apply_progress(None, held)
-
-    async def _apply_progress(self, ref: str | None, progress: TaskProgress) -> None:
-        # Agents leave `seq` out; the scheduler's script numbers the event.
-        payload = msgspec.structs.replace(progress, seq=None) if progress.seq is not None else progress
-        applied = await self._scheduler.progress(
-            progress.task_id, progress.attempt, self.agent_id, encode_payload(payload)
-        )
-        self._ack_entry(progress.task_id, progress.attempt)  # it implies the accept
-        if applied.outcome not in (Outcome.OK, Outcome.DUPLICATE):
-            code = _REFUSALS.get(applied.outcome, ErrorCode.CONFLICT)
-            await self.conn.send(_refusal(code, ref, progress.task_id, progress.attempt))
-
-    async def _apply_stream(self, ref: str, piece: TaskStream) -> None:
-        """Append a stream piece; answered only when refused (a gap says where to resume)."""
-        applied = await self._scheduler.stream(piece.task_id, piece.attempt, self.agent_id, piece.offset, piece.delta)
-        self._ack_entry(piece.task_id, piece.attempt)  # it implies the accept
-        if applied.outcome in (Outcome.OK, Outcome.DUPLICATE):
-            return
-        details: dict[str, Any] = {"taskId": piece.task_id, "attempt": piece.attempt}
-        if applied.outcome is Outcome.STREAM_GAP:
-            message = "the piece starts beyond the stream's end; resend from expectedOffset"
-            error = ErrorFrame.of(
-                ErrorCode.STREAM_GAP, message, details={**details, "expectedOffset": applied.expected_offset}, ref=ref
-            )
-        elif applied.outcome is Outcome.BAD_OFFSET:
-            message = "the offset cuts a UTF-8 character; resend from expectedOffset"
-            error = ErrorFrame.of(
-                ErrorCode.VALIDATION_ERROR,
-                message,
-                details={**details, "field": "$.payload.offset", "expectedOffset": applied.expected_offset},
-                ref=ref,
-            )
-        else:
-            error = _refusal(_REFUSALS.get(applied.outcome, ErrorCode.CONFLICT), ref, piece.task_id, piece.attempt)
-        await self.conn.send(error)
-
-    def _outcome_service(self, session: AsyncSession) -> TaskService:
-        """Outcomes commit in the process' batches; only their Redis step takes the slow lane."""
-        return TaskService(session, self._scheduler, writer=writer_for(self._db), redis_lane=self._slow)
-
-    async def _on_result(self, ref: str, result: TaskResult) -> None:
-        async with self._slow:
-            await self._flush_attempt(result.task_id, result.attempt)
-        async with self._db() as session:
-            service = self._outcome_service(session)
-            try:
-                recorded = await service.record_result(result.task_id, result.attempt, self.agent_id, result.output)
-            except PayloadTooLargeError as exc:
-                await session.rollback()
-                await self._fail_oversized(result.task_id, result.attempt)
-                await self.conn.send(ErrorFrame.of(ErrorCode.PAYLOAD_TOO_LARGE, exc.message, ref=ref))
-                return
-        self._ack_entry(result.task_id, result.attempt)  # the submit's entry, when the accept was implied
-        await self._send_recorded(ref, recorded, result.task_id, result.attempt)
-
-    async def _on_error(self, ref: str, error: TaskError) -> None:
-        async with self._slow:
-            await self._flush_attempt(error.task_id, error.attempt)
-        async with self._db() as session:
-            recorded = await self._outcome_service(session).record_failure(
-                error.task_id,
-                error.attempt,
-                self.agent_id,
-                error=error.error,
-                message=error.message,
-                retryable=error.retryable,
-                retry_delay_s=error.retry_delay_s,
-            )
-        self._ack_entry(error.task_id, error.attempt)  # the submit's entry, when the accept was implied
-        await self._send_recorded(ref, recorded, error.task_id, error.attempt)
-
-    async def _send_recorded(self, ref: str, recorded: Recorded, task_id: str, attempt: int) -> None:
-        if recorded.ack:
-            await self._reply(Ack(ref=ref, duplicate=True if recorded.duplicate else None))
-        else:
-            await self._reply(_refusal(recorded.error or ErrorCode.CONFLICT, ref, task_id, attempt))
-
-    async def _answer(self, ref: str, applied: Applied, task_id: str, attempt: int) -> None:
-        if applied.outcome in (Outcome.OK, Outcome.DUPLICATE):
-            await self._reply(Ack(ref=ref, duplicate=True if applied.outcome == Outcome.DUPLICATE else None))
-        else:
-            await self._reply(_refusal(_REFUSALS.get(applied.outcome, ErrorCode.CONFLICT), ref, task_id, attempt))
-
-    async def _reply(self, message: Ack | ErrorFrame) -> None:
-        """Answer a frame. To a batch agent, the answers of one loop turn (a committed batch of results, say)
-        leave together in one `batch` frame, sent by the first of them once the others had their turn."""
-        if not self._batch:
-            await self.conn.send(message)
-            return
-        kind: MessageType = "ack" if isinstance(message, Ack) else "error"
-        self._replies.append((kind, encode_payload(message)))
-        if len(self._replies) > 1:
-            return  # the first one's sender takes it along
-        await asyncio.sleep(0)
-        replies, self._replies = self._replies, []
-        await self._send_all(replies)
-
-    async def _on_refused(self, exc: ProtocolError) -> None:
-        """An oversized `task/result` fails its attempt (not retryable) instead of being resent forever."""
-        details = exc.details or {}
-        if exc.code is not ErrorCode.PAYLOAD_TOO_LARGE or details.get("type") != "task/result":
-            return
-        task_id, attempt = details.get("taskId"), details.get("attempt")
-        if isinstance(task_id, str) and isinstance(attempt, int):
-            try:
-                await self._fail_oversized(task_id, attempt)
-            except _TRANSIENT:
-                logger.warning("could not record an oversized result", extra=self.log_context(), exc_info=True)
-
-    async def _fail_oversized(self, task_id: str, attempt: int) -> None:
-        async with self._db() as session:
-            await TaskService(session, self._scheduler).record_failure(
-                task_id,
-                attempt,
-                self.agent_id,
-                error=ErrorCode.PAYLOAD_TOO_LARGE.error,
-                message="the result is over the size limit",
-                retryable=False,
-                retry_delay_s=None,
-            )

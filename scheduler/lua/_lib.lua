@@ -189,6 +189,16 @@ local function backoff(id, attempt, reason, base_ms, cap_ms, r, min_ms)
   emit(id, redis.call('HGET', tkey, 'owner'), 'task/status', 'scheduled', attempt, '', reason, '')
 end
 
+-- Tasks this call finished, per terminal status: `flush_counts()` adds them to the `P:counts` hash with one
+-- HINCRBY per status, so `/metrics` reads terminal counts without counting rows. Every script that can
+-- finish a task calls it before returning.
+local finished = {}
+local function count_finished(status) finished[status] = (finished[status] or 0) + 1 end
+local function flush_counts()
+  for status, n in pairs(finished) do redis.call('HINCRBY', P .. ':counts', status, n) end
+  finished = {}
+end
+
 -- Terminal: leaves every index, and the task hash and history expire after TASK_TTL.
 local function finish(id, status, attempt, agent, reason)
   local tkey = k_task(id)
@@ -198,15 +208,16 @@ local function finish(id, status, attempt, agent, reason)
   local seq = emit(id, redis.call('HGET', tkey, 'owner'), 'task/status', status, attempt, agent, reason, '')
   redis.call('EXPIRE', tkey, TASK_TTL)
   redis.call('EXPIRE', k_hist(id), TASK_TTL)
+  count_finished(status)
   return seq
 end
 
 -- Fencing for agent frames: the frame's (attempt, agent) must be the task's current ones.
 -- Returns nil when the frame may apply, else the outcome name; plus the task fields
--- (status, attempt, agent, fin, owner, timeout, maxatt, seq, hx).
+-- (status, attempt, agent, fin, owner, timeout, maxatt, seq, hx, ea: the attempt's `assigned` event).
 local function fence(id, attempt, agent)
   local f = redis.call('HMGET', k_task(id), 'status', 'attempt', 'agent', 'fin', 'owner', 'timeout', 'maxatt', 'seq',
-    'hx')
+    'hx', 'ea')
   if not f[1] then return 'not_found', f end
   if tonumber(f[2]) ~= tonumber(attempt) then return 'stale_attempt', f end
   if TERMINAL[f[1]] then return 'terminal', f end
@@ -253,14 +264,15 @@ end
 -- Terminal end of a frame's attempt, with the task fields `fence` read: one HSET for status, seq, the
 -- `extra` fields (and events' history fields the caller collected in it); the task hash and its history
 -- expire after TASK_TTL (the history stream only exists once the attempt sent progress or stream pieces).
+-- The caller takes the task out of `deadlines` (complete.lua: one ZREM for all the tasks of its call).
 local function finish_fenced(id, f, status, attempt, agent, reason, extra)
   local tkey = k_task(id)
   local seq = tonumber(f[8]) + 1
   emit_at(id, f[5], seq, 'task/status', status, attempt, agent, reason, '', extra)
   redis.call('HSET', tkey, 'status', status, 'seq', int(seq), unpack(extra))
-  redis.call('ZREM', K_DEADLINES, id)
   redis.call('EXPIRE', tkey, TASK_TTL)
   if f[9] then redis.call('EXPIRE', k_hist(id), TASK_TTL) end
+  count_finished(status)
   return seq
 end
 

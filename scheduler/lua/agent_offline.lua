@@ -29,4 +29,5 @@ end
 redis.call('DEL', KEYS[8], KEYS[9], KEYS[10])
 redis.call('ZREM', K_AGENTS, agent)
 if n > 0 then wake() end
+flush_counts()
 return n

@@ -16,4 +16,5 @@ elseif f[1] == 'assigned' or f[1] == 'running' then
   wake()
 end
 local seq = finish(id, 'canceled', attempt, agent, ARGV[9])
+flush_counts()
 return { 'canceled', seq, agent, int(attempt) }

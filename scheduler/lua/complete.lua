@@ -3,30 +3,37 @@
 -- ARGV[9..] one group of 4 per result: task id, attempt, agent id, output JSON ('' when not kept)
 -- An output is kept at `P:out:{id}` until the database has it, so a result whose commit died with an
 -- API replica can still be filled in by the reconciler.
--- Returns a flat list, 3 per result: {outcome, seq or '', status}. A repeat of the finishing frame is
--- 'duplicate'. A task still `assigned` records `running` first (the accept the result implies), then `done`.
+-- Returns a flat list, 5 per result: {outcome, seq or '', status, assigned event, running event}. The last
+-- two ('' when absent) are the attempt's earlier status events as the task hash keeps them (the `assigned`
+-- one, and the `running` one when this call implied the accept): the result writer puts them on the row
+-- with the outcome, so the recorder finds nothing left to write for a quick task. A repeat of the
+-- finishing frame is 'duplicate'. A task still `assigned` records `running` first (the accept the result implies), then `done`.
 -- A task canceled while this attempt ran (same attempt and agent) takes the attempt's result once, as the
 -- partial output of the canceled task: 'ok' with status 'canceled', no event, the status stays.
 -- Invariant: a task finishes once; the slot is freed exactly once.
 -- (Task hash and output keys are built from the ids in ARGV: the documented exception in scheduler/keys.py.)
 local keep_ms = tonumber(ARGV[8])
-local out, done, slots = {}, 0, {}
+local out, done, slots, finished_ids = {}, 0, {}, {}
 for b = 9, #ARGV, 4 do
   local id, attempt, agent, output = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local refused, f = fence(id, attempt, agent)
   local fin_this = string.sub(f[4] or '', 1, #attempt + 1) == attempt .. ':'
   local r
   if f[4] == attempt .. ':' .. agent .. ':done' then
-    r = { 'duplicate', '', f[1] }
+    r = { 'duplicate', '', f[1], '', '' }
   elseif refused == 'terminal' and f[1] == 'canceled' and f[3] == agent and not fin_this then
     -- cancel.lua already freed the slot and finished the task.
     redis.call('HSET', k_task(id), 'fin', attempt .. ':' .. agent .. ':done')
-    r = { 'ok', '', 'canceled' }
+    r = { 'ok', '', 'canceled', '', '' }
   elseif refused then
-    r = { refused, '', f[1] or '' }
+    r = { refused, '', f[1] or '', '', '' }
   else
     local extra = { 'fin', attempt .. ':' .. agent .. ':done' }
-    if f[1] == 'assigned' then implied_accept(id, f, attempt, agent, false, extra) end
+    local running = ''
+    if f[1] == 'assigned' then
+      implied_accept(id, f, attempt, agent, false, extra)
+      running = extra[4]
+    end
     local seq = finish_fenced(id, f, 'done', attempt, agent, '', extra)
     if keep_ms > 0 and output ~= '' then redis.call('SET', P .. ':out:' .. id, output, 'PX', keep_ms) end
     local freed = slots[agent]
@@ -35,14 +42,20 @@ for b = 9, #ARGV, 4 do
       slots[agent] = freed
     end
     freed[#freed + 1] = id
-    r = { 'ok', seq, 'done' }
+    finished_ids[#finished_ids + 1] = id
+    r = { 'ok', seq, 'done', f[10] or '', running }
     done = done + 1
   end
   out[#out + 1] = r[1]
   out[#out + 1] = r[2]
   out[#out + 1] = r[3]
+  out[#out + 1] = r[4]
+  out[#out + 1] = r[5]
 end
 -- Slots freed once per agent (SREM is idempotent: a slot is never freed twice).
 for agent, ids in pairs(slots) do redis.call('SREM', k_agent_tasks(agent), unpack(ids)) end
+-- Out of `deadlines` at once too (finish_fenced leaves it to the caller).
+if #finished_ids > 0 then redis.call('ZREM', K_DEADLINES, unpack(finished_ids)) end
 if done > 0 then wake() end
+flush_counts()
 return out

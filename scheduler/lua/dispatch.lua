@@ -85,8 +85,10 @@ for i, id in ipairs(taken) do
     local attempt, seq = (tonumber(t[7]) or 0) + 1, (tonumber(t[8]) or 0) + 1
     local h = {}
     emit_at(id, t[2], seq, 'task/status', 'assigned', attempt, best.id, '', '', h)
+    -- `ea`: this attempt's `assigned` event again, so complete.lua hands it to the result writer (one row
+    -- update per task) without reading a field it only learns the name of from `seq`.
     redis.call('HSET', tkey, 'status', 'assigned', 'agent', best.id, 'slen', 0, 'attempt', int(attempt),
-      'seq', int(seq), unpack(h))
+      'seq', int(seq), 'ea', h[2], unpack(h))
     best.running = best.running + 1
     best.new[#best.new + 1] = id
     deadlines[#deadlines + 1] = int(NOW + ack_ms)

@@ -20,5 +20,6 @@ if ARGV[13] == '1' and counted(n, redis.call('HGET', KEYS[8], 'losses')) < tonum
   return { 'ok', redis.call('HGET', KEYS[8], 'seq'), 'scheduled' }
 end
 local seq = finish(id, 'failed', attempt, agent, code)
+flush_counts()
 wake()
 return { 'ok', seq, 'failed' }

@@ -25,4 +25,5 @@ for _, agent in ipairs(redis.call('ZRANGEBYSCORE', K_AGENTS, '-inf', '(' .. int(
   reaped = reaped + 1
 end
 if requeued > 0 then wake() end
+flush_counts()
 return { reaped, requeued, failed }

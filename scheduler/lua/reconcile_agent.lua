@@ -26,4 +26,5 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[9])) do
   end
 end
 if requeued + freed > 0 then wake() end
+flush_counts()
 return { requeued, failed, freed }

@@ -31,4 +31,5 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_DEADLINES, '-inf', int(NOW), '
   end
 end
 if n > 0 then wake() end
+flush_counts()
 return n

@@ -95,6 +95,73 @@ async def test_a_task_with_a_thousand_progress_events_writes_one_row(
     assert body["events"][1]["agentId"] == agent
 
 
+async def _quick_tasks(env: Env, sched: Any, sched_service: Any, n: int) -> tuple[list[str], str]:
+    user = env.user()
+    capability = f"q-{uuid.uuid4().hex[:6]}"
+    ids = [env.submit(user, {"type": "echo", "capabilities": [capability]})["id"] for _ in range(n)]
+    agent = f"agent-{capability}"
+    await sched.agent_online(AgentSpec(agent, user.id, (capability,), n), lease_s=60)
+    assert await sched_service.run_until_idle() == n
+    return ids, agent
+
+
+async def test_a_quick_task_costs_its_row_one_update_at_the_end(
+    env: Env, sched: Any, sched_service: Any, sessionmaker: Any
+) -> None:
+    """The result (its accept implied) carries the attempt's earlier statuses onto the row; the recorder,
+    applying the same events after it, finds nothing to write."""
+    ids, agent = await _quick_tasks(env, sched, sched_service, 3)
+    updated: list[int] = []
+
+    def on_statement(_conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().startswith("UPDATE tasks"):
+            updated.append(max(cursor.rowcount, 0))
+
+    engine = sessionmaker.kw["bind"].sync_engine
+    event.listen(engine, "after_cursor_execute", on_statement)
+    try:
+        async with sessionmaker() as session:
+            service = TaskService(session, sched)
+            for task_id in ids:
+                assert (await service.record_result(task_id, 1, agent, {"id": task_id})).ack
+        assert await Recorder(sched, sessionmaker, consumer="quick-test").drain() >= 3 * len(ids)
+    finally:
+        event.remove(engine, "after_cursor_execute", on_statement)
+    assert sum(updated) == len(ids), updated
+    for task_id in ids:
+        events = await recorded(sessionmaker, task_id)
+        assert [(e.seq, e.status, e.attempt) for e in events] == [
+            (1, "queued", 0),
+            (2, "assigned", 1),
+            (3, "running", 1),
+            (4, "done", 1),
+        ]
+        assert events[1].agent_id == agent
+        async with sessionmaker() as session:
+            task = await session.get(Task, task_id)
+            assert task is not None
+            assert task.started_at is not None
+            assert task.result == {"id": task_id}
+            assert [e[0] for e in task.history] == [1, 2, 3, 4]
+
+
+async def test_a_result_after_the_recorder_adds_only_what_the_row_lacks(
+    env: Env, sched: Any, sched_service: Any, sessionmaker: Any
+) -> None:
+    """The other order (a recorder that applied the attempt's events first): no entry is written twice."""
+    (task_id,), agent = await _quick_tasks(env, sched, sched_service, 1)
+    assert (await sched.accept(task_id, 1, agent)).outcome == "ok"
+    assert await Recorder(sched, sessionmaker, consumer="order-test").drain() >= 2
+    async with sessionmaker() as session:
+        assert (await TaskService(session, sched).record_result(task_id, 1, agent, {"late": True})).ack
+    async with sessionmaker() as session:
+        task = await session.get(Task, task_id)
+        assert task is not None
+        assert [e[0] for e in task.history] == [1, 2, 3, 4]
+        assert task.status == "done"
+        assert task.result == {"late": True}
+
+
 async def test_every_done_task_reads_queued_to_done_after_redis_is_emptied_mid_flight(
     env: Env, sched: Any, sched_service: Any, sessionmaker: Any, redis_client: Any, redis_prefix: str
 ) -> None:

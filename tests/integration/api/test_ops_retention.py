@@ -1,4 +1,4 @@
-"""Retention purges (real PostgreSQL/SQLite) and the task counts `/metrics` reads from the jobs process."""
+"""Retention purges (real PostgreSQL/SQLite)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ import sqlalchemy as sa
 from api.db.base import utcnow
 from api.jobs.retention import purge
 from api.settings import OpsSettings
-from api.task_counts import counts_key, read_counts, refresh_counts
-from tests.integration.api.test_metrics import scrape
 from tests.integration.api.test_tasks_support import (  # noqa: F401 - fixtures, used by name
     Env,
     env_fixture,
@@ -158,19 +156,3 @@ async def test_purge_runs_while_tasks_keep_flowing(env: Env, sessionmaker: Any) 
     assert not any(_exists(env, t) for t in old)
     assert submitted
     assert all(_exists(env, t) for t in submitted)
-
-
-async def test_metrics_read_the_published_counts(env: Env, sessionmaker: Any, redis_client: Any) -> None:
-    user = env.user()
-    env.submit(user, {"type": "echo", "capabilities": ["nobody-has-this"]})
-    counts = await refresh_counts(sessionmaker, redis_client, env.prefix, ttl_s=60)
-    assert counts["queued"] >= 1
-    assert await read_counts(redis_client, env.prefix) == counts
-    assert await redis_client.ttl(counts_key(env.prefix)) > 0
-
-    # /metrics shows what the jobs process published (no scan of its own): change the hash, see the change.
-    await redis_client.hset(counts_key(env.prefix), "done", 424242)
-    assert scrape(env)["taskyard_tasks"][(("status", "done"),)] == 424242
-    # Without a publisher the replica counts itself.
-    await redis_client.delete(counts_key(env.prefix))
-    assert scrape(env)["taskyard_tasks"][(("status", "queued"),)] >= 1
