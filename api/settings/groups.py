@@ -223,7 +223,7 @@ class PlannerSettings:
 @dataclass(frozen=True, slots=True)
 class OpsSettings:
     jobs_queue: str = "ops"
-    """rq queue of the side jobs (purges, counters, webhooks); the Redis prefix is put in front of it."""
+    """rq queue of the side jobs (purges, schedules, webhooks); the Redis prefix is put in front of it."""
     retention_tasks_days: Annotated[float, NOT_NEGATIVE] = 30.0
     """Finished tasks (done, failed, canceled) older than this (by finish time) are deleted with their events;
     0: kept."""
