@@ -22,7 +22,7 @@ __all__ = ("command", "main")
     "jobs",
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Run the side-job process: one rq worker on the side-job queue and rq's cron scheduler for the "
-    "periodic jobs (retention purges, /metrics counts, schedules, webhooks). Needs REDIS_URL and DATABASE_URL "
+    "periodic jobs (retention purges, schedules, webhooks). Needs REDIS_URL and DATABASE_URL "
     "like the API. Exit codes: 0 stopped, 1 Redis or the database unreachable, 2 bad settings.",
     short_help="run the side-job process (rq worker + rq cron)",
 )
