@@ -62,6 +62,12 @@ class Metrics:
         self.recorded_events = Counter(
             "taskyard_recorded_events_total", "Scheduler events applied to the database by this replica.", registry=r
         )
+        self.recorder_skipped_events = Counter(
+            "taskyard_recorder_skipped_events_total",
+            "Scheduler events this replica's recorder found already on their rows (written with the result "
+            "by this replica), acknowledged without a database round trip.",
+            registry=r,
+        )
         self.recorder_backlog = Gauge(
             "taskyard_recorder_backlog_events",
             "Scheduler events not yet applied to the database by any replica (stream lag + unacknowledged).",

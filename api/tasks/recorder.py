@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from api.tasks._background import BackgroundLoop
+from api.tasks.committed import split_committed
 from api.tasks.recorder_rows import (
     EVENTS,
     UPDATE_ROWS,
@@ -32,7 +33,7 @@ from api.tasks.recorder_rows import (
     merge_statuses,
     row_updates,
 )
-from api.tasks.result_writer import id_among, retry_on_lock_conflict
+from api.tasks.result_writer import id_among, retry_on_lock_conflict, writer_for
 from protocol.status import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
@@ -128,6 +129,8 @@ class Recorder(BackgroundLoop):
         """Read but kept back for at most `hold_ms` (see `run_once`); applied with the next batch."""
         self._counted: OrderedDict[tuple[str, int], None] = OrderedDict()
         """Assignments already counted in the dispatch latency (bounded)."""
+        self._committed = writer_for(sessionmaker).committed
+        """What this process' result writer has put on rows (events it covers skip the database)."""
         super().__init__()
         self.name = f"recorder:{self.consumer}"
 
@@ -212,12 +215,21 @@ class Recorder(BackgroundLoop):
         return total
 
     async def apply(self, events: list[SchedulerEvent]) -> None:
-        """Apply one batch in one transaction (rerun on a lock conflict). Safe to call again with the same events."""
-        inserted, latencies = await retry_on_lock_conflict(
-            self._sessionmaker, functools.partial(self._apply_batch, events=events)
-        )
+        """Apply one batch in one transaction (rerun on a lock conflict). Safe to call again with the same events.
+
+        Tasks whose events this process' result writer has already put on their rows, as they are, are left
+        out of the transaction (api/tasks/committed.py); a batch of only those touches no row.
+        """
+        pending, covered, latencies = split_committed(events, self._committed)
+        inserted: set[tuple[str, int]] = set()
+        if pending:
+            inserted, applied_latencies = await retry_on_lock_conflict(
+                self._sessionmaker, functools.partial(self._apply_batch, events=pending)
+            )
+            latencies += applied_latencies
         if self._metrics is not None:
             self._metrics.recorded_events.inc(len(inserted))
+            self._metrics.recorder_skipped_events.inc(len(covered))
             for key, seconds in latencies:
                 if key in self._counted:
                     continue

@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 
 from api.db.base import UTCDateTime
 from api.db.models.tasks import Task
+from api.tasks.committed import CommittedOutcomes
 from api.tasks.history import entry, json_append, json_extend
 from protocol.status import TERMINAL_STATUSES, TaskStatus
 from scheduler.streams import status_event
@@ -214,17 +215,27 @@ def id_among(conn: AsyncConnection, column: ColumnElement[str], ids: list[str]) 
     return column.in_(ids)
 
 
-async def apply_writes(conn: AsyncConnection, writes: Sequence[tuple[Kind, dict[str, Any]]]) -> None:
-    """Apply prepared writes inside the caller's transaction (rows locked in id order first)."""
+async def apply_writes(
+    conn: AsyncConnection, writes: Sequence[tuple[Kind, dict[str, Any]]]
+) -> dict[Kind, tuple[list[dict[str, Any]], int | None]]:
+    """Apply prepared writes inside the caller's transaction (rows locked in id order first).
+
+    Returns, per kind, the rows as written (with their history entries) and how many rows the statement
+    changed (None where the driver cannot tell for an executemany).
+    """
     by_kind: dict[Kind, list[dict[str, Any]]] = {}
     for kind, params in writes:
         by_kind.setdefault(kind, []).append(_with_history_entry(kind, params))
     if len(by_kind) > 1:
         # One executemany in id order already locks in id order; several need the order taken first.
         await lock_task_rows(conn, [p["b_id"] for _, p in writes])
+    done: dict[Kind, tuple[list[dict[str, Any]], int | None]] = {}
     for kind, rows in by_kind.items():
         rows.sort(key=lambda p: p["b_id"])
-        await conn.execute(_STATEMENTS[kind], rows)
+        result = await conn.execute(_STATEMENTS[kind], rows)
+        sane = len(rows) == 1 or conn.dialect.supports_sane_multi_rowcount
+        done[kind] = (rows, result.rowcount if sane else None)
+    return done
 
 
 async def retry_on_lock_conflict(
@@ -262,6 +273,8 @@ class ResultWriter:
         self._pending: deque[tuple[Kind, dict[str, Any], asyncio.Future[None]]] = deque()
         self._room = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        self.committed = CommittedOutcomes()
+        """Results this writer committed, for the recorder of this process (api/tasks/committed.py)."""
 
     async def write(self, kind: Kind, params: dict[str, Any]) -> None:
         """Queue one row update and wait for its commit; raises what the batch's transaction raised."""
@@ -283,7 +296,9 @@ class ResultWriter:
             live = [(kind, params) for kind, params, future in batch if not future.done()]
             try:
                 if live:
-                    await retry_on_lock_conflict(self._sessionmaker, functools.partial(apply_writes, writes=live))
+                    work = functools.partial(apply_writes, writes=live)
+                    done = await retry_on_lock_conflict(self._sessionmaker, work)
+                    self._note_results(*done.get("result", ([], None)))
             except Exception as exc:  # every waiter of the batch gets it: nothing is acked, agents resend
                 logger.warning("result batch of %d not committed", len(live), exc_info=True)
                 for _, _, future in batch:
@@ -299,6 +314,15 @@ class ResultWriter:
             for _, _, future in batch:
                 if not future.done():
                     future.set_result(None)
+
+    def _note_results(self, rows: list[dict[str, Any]], changed: int | None) -> None:
+        """Tell the recorder which attempts are now whole on their rows. Only when every row of the statement
+        matched: one that did not (a replayed result, a row canceled meanwhile) cannot be told apart."""
+        if changed != len(rows):
+            return
+        for params in rows:
+            if params["b_seq"] > 0:
+                self.committed.note(params["b_id"], params["b_seq"], params["b_change"])
 
 
 _writers: weakref.WeakKeyDictionary[async_sessionmaker[AsyncSession], ResultWriter] = weakref.WeakKeyDictionary()

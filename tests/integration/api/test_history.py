@@ -15,11 +15,12 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 import api.db.models  # noqa: F401 - registers every table
 from api.db.base import Base
 from api.db.models.tasks import Task, TaskEvent
+from api.metrics import Metrics
 from api.tasks import history
 from api.tasks.history import read_events
 from api.tasks.reconciler import Reconciler
 from api.tasks.recorder import Recorder
-from api.tasks.result_writer import apply_writes
+from api.tasks.result_writer import apply_writes, writer_for
 from api.tasks.service import TaskService
 from scheduler.types import AgentSpec
 from tests.integration.api.test_reconciler import wipe_prefix
@@ -143,6 +144,66 @@ async def test_a_quick_task_costs_its_row_one_update_at_the_end(
             assert task.started_at is not None
             assert task.result == {"id": task_id}
             assert [e[0] for e in task.history] == [1, 2, 3, 4]
+
+
+async def test_events_the_result_writer_already_committed_cost_the_recorder_no_statement(
+    env: Env, sched: Any, sched_service: Any, sessionmaker: Any
+) -> None:
+    """Results through the process' batch writer: the recorder of the same process reads their events, finds
+    each attempt whole on its row as the writer noted it, and acknowledges them without a database statement;
+    the history is the same as when it checks the rows, and the dispatch latency is still observed. A task
+    with a status its result does not carry (a retry before it) still goes through the rows."""
+    ids, agent = await _quick_tasks(env, sched, sched_service, 3)
+    statements: list[str] = []
+
+    def on_statement(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    async with sessionmaker() as session:
+        service = TaskService(session, sched, writer=writer_for(sessionmaker))
+        for task_id in ids:
+            assert (await service.record_result(task_id, 1, agent, {"id": task_id})).ack
+    metrics = Metrics()
+    recorder = Recorder(sched, sessionmaker, consumer="skip-test", metrics=metrics)
+    engine = sessionmaker.kw["bind"].sync_engine
+    event.listen(engine, "after_cursor_execute", on_statement)
+    try:
+        assert await recorder.drain() == 4 * len(ids)
+    finally:
+        event.remove(engine, "after_cursor_execute", on_statement)
+    assert statements == []
+    assert metrics.recorder_skipped_events._value.get() == 4 * len(ids)
+    latency_counts = [s.value for s in metrics.dispatch_latency.collect()[0].samples if s.name.endswith("_count")]
+    assert latency_counts == [len(ids)]
+    for task_id in ids:
+        events = await recorded(sessionmaker, task_id)
+        assert [(e.seq, e.status, e.attempt, e.agent_id) for e in events] == [
+            (1, "queued", 0, None),
+            (2, "assigned", 1, agent),
+            (3, "running", 1, agent),
+            (4, "done", 1, agent),
+        ]
+
+    # A task whose first events the recorder already applied: the batch no longer holds its whole sequence, so
+    # its rows are checked as before (nothing is left to write there either).
+    (late,), late_agent = await _quick_tasks(env, sched, sched_service, 1)
+    assert await recorder.drain() == 2
+    async with sessionmaker() as session:
+        service = TaskService(session, sched, writer=writer_for(sessionmaker))
+        assert (await service.record_result(late, 1, late_agent, {"late": True})).ack
+    event.listen(engine, "after_cursor_execute", on_statement)
+    try:
+        assert await recorder.drain() == 2
+    finally:
+        event.remove(engine, "after_cursor_execute", on_statement)
+    assert any("FROM tasks" in s for s in statements)
+    assert [(e.seq, e.status) for e in await recorded(sessionmaker, late)] == [
+        (1, "queued"),
+        (2, "assigned"),
+        (3, "running"),
+        (4, "done"),
+    ]
+    assert metrics.recorder_skipped_events._value.get() == 4 * len(ids)
 
 
 async def test_a_result_after_the_recorder_adds_only_what_the_row_lacks(
