@@ -4,7 +4,8 @@ A quick task's events reach the recorder (held until its result commits, api/tas
 result writer has put the whole attempt on the row in its one UPDATE: `queued` came with the INSERT at submit,
 `assigned`, `running` and `done` with the result. Locking and reading those rows only to find nothing to write
 was most of the recorder's database work. The result writer notes here what its committed UPDATEs wrote; the
-recorder drops a task's events without touching the database when they are exactly that.
+recorder acknowledges an event without touching the database when it is exactly that (or is a task's first
+status, which submit always writes with the row).
 
 Only in-process knowledge, bounded, and only ever a shortcut: a task this process did not finish, a note
 evicted or an event not accounted for takes the database path as before. With several API replicas a task's
@@ -24,7 +25,7 @@ from protocol.status import TaskStatus
 if TYPE_CHECKING:
     from scheduler.types import TaskEvent
 
-__all__ = ("CommittedOutcomes", "OutcomeNote", "split_committed")
+__all__ = ("CommittedOutcomes", "OutcomeNote", "RecorderShortcut")
 
 MAX_NOTES = 50_000
 """Tasks remembered (oldest forgotten first). The recorder reads a task's events within a few hundred ms of
@@ -68,56 +69,60 @@ def _comparable(entry: list[Any]) -> tuple[Any, ...]:
     return tuple(entry[:5])
 
 
-def _covered(event: TaskEvent, note: OutcomeNote) -> bool:
+def _on_row(event: TaskEvent, note: OutcomeNote | None) -> bool:
+    """Whether applying `event` could change nothing: what it would write is already on the row."""
+    if event.type == "task/status" and event.seq == 1:
+        # Submit commits the row with its first status (seq 1, attempt 0, no agent) before the enqueue that
+        # emits this event; no other path emits seq 1. The status the API chose is kept (near `runAt` its
+        # clock and the scheduler's may disagree on `queued` against `scheduled`).
+        return event.attempt == 0 and not event.agent_id and event.status in _FIRST
+    if note is None:
+        return False
     if event.type == "task/progress":
         return event.seq < note.seq  # only bumps the row's seq, which the result already moved past it
     if event.type != "task/status" or not event.status:
         return False  # `task/stream` pieces are rows of their own
-    if event.seq == 1:
-        # Written with the row at submit (seq 1, attempt 0, no agent); the status the API chose stays.
-        return event.attempt == 0 and not event.agent_id and event.status in _FIRST
     data = {"reason": event.reason} if event.reason else None
     entry = (event.seq, event.status, event.attempt, event.agent_id or None, data)
     return note.entries.get(event.seq) == entry
 
 
-def split_committed(
-    events: list[TaskEvent], committed: CommittedOutcomes
-) -> tuple[list[TaskEvent], list[TaskEvent], list[tuple[tuple[str, int], float]]]:
-    """(events that still need the database, events already on their rows, dispatch latencies of the latter).
+class RecorderShortcut:
+    """The recorder's side: which events of a batch are already on their rows, and the dispatch latency of
+    the skipped assignments (which the row path would have measured from the row)."""
 
-    A task's events are skipped together or not at all, and only when this batch holds its whole sequence
-    (every seq from 1 to its result's) and each one is already on the row: then no earlier status of it can
-    be missing from what is checked, and its `queued` -> `assigned` time is measured from the batch's own
-    events (the scheduler's clock; the database path uses the row's first entry, the API's).
-    """
-    by_task: dict[str, list[TaskEvent]] = {}
-    for event in events:
-        by_task.setdefault(event.task_id, []).append(event)
-    keep: list[TaskEvent] = []
-    skipped: list[TaskEvent] = []
-    latencies: list[tuple[tuple[str, int], float]] = []
-    for task_id, mine in by_task.items():
-        note = committed.get(task_id)
-        if (
-            note is None
-            or {e.seq for e in mine} != set(range(1, note.seq + 1))
-            or not all(_covered(e, note) for e in mine)
-        ):
-            keep.extend(mine)
-            continue
-        skipped.extend(mine)
-        latencies.extend(_dispatch_latencies(task_id, mine))
-    return keep, skipped, latencies
+    def __init__(self, committed: CommittedOutcomes, max_waiting: int = MAX_NOTES) -> None:
+        self._committed = committed
+        self._queued_at: OrderedDict[str, int] = OrderedDict()
+        """Task id -> when its latest `queued` event seen by this recorder happened (ms): the start of the
+        wait a skipped `assigned` ends (bounded; an assignment without it takes the row path)."""
+        self._max_waiting = max_waiting
 
+    def split(self, events: list[TaskEvent]) -> tuple[list[TaskEvent], int, list[tuple[tuple[str, int], float]]]:
+        """(events that still need the database, how many were skipped, dispatch latencies of the skipped).
 
-def _dispatch_latencies(task_id: str, events: list[TaskEvent]) -> list[tuple[tuple[str, int], float]]:
-    out = []
-    for event in events:
-        if event.type != "task/status" or event.status != TaskStatus.ASSIGNED:
-            continue
-        queued = [e.at_ms for e in events if e.status == TaskStatus.QUEUED and e.seq < event.seq]
-        if queued:
-            waited = dt.timedelta(milliseconds=event.at_ms - max(queued)).total_seconds()
-            out.append(((task_id, event.seq), max(0.0, waited)))
-    return out
+        Each event is judged on its own: one already on its row is skipped, whatever else of its task the batch
+        holds (the rest is applied, or was or will be by whichever recorder read it).
+        """
+        keep: list[TaskEvent] = []
+        skipped = 0
+        latencies: list[tuple[tuple[str, int], float]] = []
+        for event in events:  # stream order, so a task's events come in seq order
+            if event.type == "task/status" and event.status == TaskStatus.QUEUED:
+                self._remember_queued(event.task_id, event.at_ms)
+            assigned = event.type == "task/status" and event.status == TaskStatus.ASSIGNED
+            since = self._queued_at.pop(event.task_id, None) if assigned else None
+            if not _on_row(event, self._committed.get(event.task_id)) or (assigned and since is None):
+                keep.append(event)  # the row path applies it (and measures an assignment's wait from the row)
+                continue
+            if since is not None:
+                waited = dt.timedelta(milliseconds=event.at_ms - since).total_seconds()
+                latencies.append(((event.task_id, event.seq), max(0.0, waited)))
+            skipped += 1
+        return keep, skipped, latencies
+
+    def _remember_queued(self, task_id: str, at_ms: int) -> None:
+        self._queued_at[task_id] = at_ms
+        self._queued_at.move_to_end(task_id)
+        while len(self._queued_at) > self._max_waiting:
+            self._queued_at.popitem(last=False)

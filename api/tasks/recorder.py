@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from api.tasks._background import BackgroundLoop
-from api.tasks.committed import split_committed
+from api.tasks.committed import RecorderShortcut
 from api.tasks.recorder_rows import (
     EVENTS,
     UPDATE_ROWS,
@@ -129,8 +129,8 @@ class Recorder(BackgroundLoop):
         """Read but kept back for at most `hold_ms` (see `run_once`); applied with the next batch."""
         self._counted: OrderedDict[tuple[str, int], None] = OrderedDict()
         """Assignments already counted in the dispatch latency (bounded)."""
-        self._committed = writer_for(sessionmaker).committed
-        """What this process' result writer has put on rows (events it covers skip the database)."""
+        self._shortcut = RecorderShortcut(writer_for(sessionmaker).committed)
+        """Events already on their rows (a first status, what this process' result writer wrote) skip the database."""
         super().__init__()
         self.name = f"recorder:{self.consumer}"
 
@@ -217,10 +217,10 @@ class Recorder(BackgroundLoop):
     async def apply(self, events: list[SchedulerEvent]) -> None:
         """Apply one batch in one transaction (rerun on a lock conflict). Safe to call again with the same events.
 
-        Tasks whose events this process' result writer has already put on their rows, as they are, are left
-        out of the transaction (api/tasks/committed.py); a batch of only those touches no row.
+        Events already on their rows as they are (a first status; what this process' result writer wrote) are
+        left out of the transaction (api/tasks/committed.py); a batch of only those touches no row.
         """
-        pending, covered, latencies = split_committed(events, self._committed)
+        pending, skipped, latencies = self._shortcut.split(events)
         inserted: set[tuple[str, int]] = set()
         if pending:
             inserted, applied_latencies = await retry_on_lock_conflict(
@@ -229,7 +229,7 @@ class Recorder(BackgroundLoop):
             latencies += applied_latencies
         if self._metrics is not None:
             self._metrics.recorded_events.inc(len(inserted))
-            self._metrics.recorder_skipped_events.inc(len(covered))
+            self._metrics.recorder_skipped_events.inc(skipped)
             for key, seconds in latencies:
                 if key in self._counted:
                     continue

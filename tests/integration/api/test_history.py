@@ -151,8 +151,7 @@ async def test_events_the_result_writer_already_committed_cost_the_recorder_no_s
 ) -> None:
     """Results through the process' batch writer: the recorder of the same process reads their events, finds
     each attempt whole on its row as the writer noted it, and acknowledges them without a database statement;
-    the history is the same as when it checks the rows, and the dispatch latency is still observed. A task
-    with a status its result does not carry (a retry before it) still goes through the rows."""
+    the history is the same as when it checks the rows, and the dispatch latency is still observed."""
     ids, agent = await _quick_tasks(env, sched, sched_service, 3)
     statements: list[str] = []
 
@@ -184,26 +183,29 @@ async def test_events_the_result_writer_already_committed_cost_the_recorder_no_s
             (4, "done", 1, agent),
         ]
 
-    # A task whose first events the recorder already applied: the batch no longer holds its whole sequence, so
-    # its rows are checked as before (nothing is left to write there either).
+    # The recorder met this task's assignment before its result: that event takes the row path (the first
+    # status never does); after the result, its remaining events are noted and skipped.
     (late,), late_agent = await _quick_tasks(env, sched, sched_service, 1)
-    assert await recorder.drain() == 2
-    async with sessionmaker() as session:
-        service = TaskService(session, sched, writer=writer_for(sessionmaker))
-        assert (await service.record_result(late, 1, late_agent, {"late": True})).ack
+    statements.clear()
     event.listen(engine, "after_cursor_execute", on_statement)
     try:
         assert await recorder.drain() == 2
+        assert any("FROM tasks" in s for s in statements)
+        async with sessionmaker() as session:
+            service = TaskService(session, sched, writer=writer_for(sessionmaker))
+            assert (await service.record_result(late, 1, late_agent, {"late": True})).ack
+        statements.clear()
+        assert await recorder.drain() == 2
+        assert statements == []
     finally:
         event.remove(engine, "after_cursor_execute", on_statement)
-    assert any("FROM tasks" in s for s in statements)
     assert [(e.seq, e.status) for e in await recorded(sessionmaker, late)] == [
         (1, "queued"),
         (2, "assigned"),
         (3, "running"),
         (4, "done"),
     ]
-    assert metrics.recorder_skipped_events._value.get() == 4 * len(ids)
+    assert metrics.recorder_skipped_events._value.get() == 4 * len(ids) + 3
 
 
 async def test_a_result_after_the_recorder_adds_only_what_the_row_lacks(

@@ -1,10 +1,11 @@
-"""Which events the recorder may skip because this process' result writer already put them on the row."""
+"""Which events the recorder may skip because they are already on their rows: a task's first status (written
+with the row at submit) and what this process' result writer noted after its commit."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from api.tasks.committed import CommittedOutcomes, split_committed
+from api.tasks.committed import CommittedOutcomes, RecorderShortcut
 from api.tasks.history import entry
 from scheduler.types import TaskEvent
 
@@ -42,38 +43,44 @@ def quick_run(task: str = "t") -> list[TaskEvent]:
     ]
 
 
-def test_a_whole_noted_run_is_skipped_with_its_dispatch_latency() -> None:
-    keep, skipped, latencies = split_committed(quick_run(), noted())
-    assert keep == []
-    assert [e.seq for e in skipped] == [1, 2, 3, 4]
+def test_a_noted_run_is_skipped_with_its_dispatch_latency() -> None:
+    keep, skipped, latencies = RecorderShortcut(noted()).split(quick_run())
+    assert (keep, skipped) == ([], 4)
     assert latencies == [(("t", 2), 0.25)]
 
 
-def test_progress_between_is_covered_but_stream_pieces_are_not() -> None:
+def test_the_wait_is_measured_from_a_queued_event_of_an_earlier_batch() -> None:
+    shortcut = RecorderShortcut(noted())
+    run = quick_run()
+    assert shortcut.split(run[:1]) == ([], 1, [])
+    assert shortcut.split(run[1:]) == ([], 3, [(("t", 2), 0.25)])
+    # Without it (another replica read the `queued`), the assignment takes the row path, which measures it.
+    keep, skipped, latencies = RecorderShortcut(noted()).split(run[1:])
+    assert ([e.seq for e in keep], skipped, latencies) == ([2], 2, [])
+
+
+def test_a_first_status_needs_no_note_but_nothing_else_is_skipped_without_one() -> None:
+    keep, skipped, _ = RecorderShortcut(CommittedOutcomes()).split(quick_run())
+    assert ([e.seq for e in keep], skipped) == ([2, 3, 4], 1)
+    # A seq 1 from an agent or a later attempt is not the submitted one.
+    for odd in (status("t", 1, "queued", 1), status("t", 1, "assigned", 0, "a")):
+        assert RecorderShortcut(CommittedOutcomes()).split([odd])[1] == 0
+
+
+def test_progress_before_the_result_is_skipped_but_stream_pieces_never_are() -> None:
     run = quick_run()
     with_progress = [*run[:3], other("t", 4, "task/progress"), status("t", 5, "done", 1, "a")]
-    keep, skipped, _ = split_committed(with_progress, noted(done_seq=5))
-    assert (keep, len(skipped)) == ([], 5)
+    assert RecorderShortcut(noted(done_seq=5)).split(with_progress)[:2] == ([], 5)
     with_piece = [*run[:3], other("t", 4, "task/stream"), status("t", 5, "done", 1, "a")]
-    keep, skipped, _ = split_committed(with_piece, noted(done_seq=5))
-    assert (len(keep), skipped) == (5, [])
+    keep, skipped, _ = RecorderShortcut(noted(done_seq=5)).split(with_piece)
+    assert ([e.seq for e in keep], skipped) == ([4], 4)
 
 
-def test_anything_not_exactly_on_the_row_goes_to_the_database() -> None:
-    # No note (another replica finished it), a sequence with a gap, a different agent, an unnoted task.
-    assert split_committed(quick_run(), CommittedOutcomes())[1] == []
-    assert split_committed(quick_run()[1:], noted())[1] == []
-    assert split_committed(quick_run(), noted(agent="b"))[1] == []
-    mixed = [*quick_run("t"), *quick_run("u")]
-    keep, skipped, _ = split_committed(mixed, noted("t"))
-    assert {e.task_id for e in keep} == {"u"}
-    assert {e.task_id for e in skipped} == {"t"}
-
-
-def test_a_first_event_from_an_agent_or_a_later_attempt_is_not_the_submitted_one() -> None:
-    run = quick_run()
-    assert split_committed([status("t", 1, "queued", 1), *run[1:]], noted())[1] == []
-    assert split_committed([status("t", 1, "assigned", 0, "a"), *run[1:]], noted())[1] == []
+def test_an_event_not_exactly_as_noted_goes_to_the_database() -> None:
+    keep, _, _ = RecorderShortcut(noted(agent="b")).split(quick_run())
+    assert [e.seq for e in keep] == [2, 3, 4]
+    keep, _, _ = RecorderShortcut(noted("t")).split([*quick_run("t"), *quick_run("u")])
+    assert [(e.task_id, e.seq) for e in keep] == [("u", 2), ("u", 3), ("u", 4)]
 
 
 def test_notes_are_bounded_oldest_first() -> None:
