@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,9 @@ _WAITING = (str(TaskStatus.QUEUED), str(TaskStatus.SCHEDULED))
 _RESULT_GRACE = dt.timedelta(seconds=5)
 """A `done` row without its result this long after it finished lost its commit (batches commit in ms)."""
 _CHUNK = 500
+MAX_KNOWN = 200_000
+"""Waiting tasks remembered as known to Redis, so each is asked about once, not every round (oldest
+forgotten first: asked again, which costs one EXISTS)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,9 @@ class Reconciler(BackgroundLoop):
     ) -> None:
         self._scheduler = scheduler
         self._sessionmaker = sessionmaker
+        self._known: OrderedDict[str, None] = OrderedDict()
+        """Waiting tasks Redis was found to hold. A task enqueued stays known until Redis loses everything,
+        which the rebuild (epoch marker) handles; so a backlog costs one EXISTS per task, not one per round."""
         self._interval_s = interval_s
         self._window = dt.timedelta(seconds=window_s)
         self._grace = dt.timedelta(seconds=grace_s)
@@ -127,6 +134,7 @@ class Reconciler(BackgroundLoop):
                 total += await self._scheduler.enqueue_many([_rebuild_spec(t, now) for t in page])
                 last_id = page[-1].id
         filled = await self.fill_derivable_history()
+        self._known.clear()
         await self._scheduler.mark_epoch()
         if self._metrics is not None:
             self._metrics.reenqueued_tasks.labels(reason="rebuild").inc(total)
@@ -207,11 +215,13 @@ class Reconciler(BackgroundLoop):
                     )
                 ).scalars()
             )
+            ids = [i for i in ids if i not in self._known]
             missing: list[str] = []
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start : start + _CHUNK]
                 known = await self._scheduler.known_task_ids(chunk)
                 missing.extend(i for i in chunk if i not in known)
+                self._remember_known(known)
             if not missing:
                 return 0
             added = 0
@@ -229,6 +239,12 @@ class Reconciler(BackgroundLoop):
                 "re-enqueued tasks the database holds but Redis did not (commit without enqueue) count=%d", added
             )
         return added
+
+    def _remember_known(self, ids: set[str]) -> None:
+        for task_id in ids:
+            self._known[task_id] = None
+        while len(self._known) > MAX_KNOWN:
+            self._known.popitem(last=False)
 
     async def repair_results(self) -> int:
         """Fill recent `done` rows that have no result from the output Redis kept; returns how many.

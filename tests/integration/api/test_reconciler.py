@@ -87,6 +87,29 @@ async def test_reenqueue_leaves_young_and_known_rows_alone(env: Env, sched, sess
     assert await sched.known_task_ids([young]) == set()
 
 
+async def test_a_row_redis_holds_is_asked_about_once(env: Env, sched, sessionmaker, monkeypatch) -> None:
+    """A backlog of waiting rows costs one EXISTS each, not one per reconcile round."""
+    user = env.user()
+    waiting = [insert_row_behind_redis(env, user.id) for _ in range(3)]
+    reconciler = Reconciler(sched, sessionmaker, grace_s=2.0)
+    assert await reconciler.reenqueue_recent() == 3  # Redis did not know them: enqueued
+    asked: list[str] = []
+    real = sched.known_task_ids
+
+    async def spy(ids: Any) -> set[str]:
+        wanted = list(ids)
+        asked.extend(wanted)
+        return await real(wanted)
+
+    monkeypatch.setattr(sched, "known_task_ids", spy)
+    assert await reconciler.reenqueue_recent() == 0
+    first_round = set(asked)
+    assert set(waiting) <= first_round
+    asked.clear()
+    assert await reconciler.reenqueue_recent() == 0
+    assert not set(waiting) & set(asked)
+
+
 async def wipe_prefix(redis_client: Any, prefix: str) -> None:
     keys = [k async for k in redis_client.scan_iter(match=f"{prefix}:*", count=1000)]
     if keys:
