@@ -79,10 +79,6 @@ def _split_young(events: list[SchedulerEvent], cutoff_s: float) -> tuple[list[Sc
     finished: dict[str, int] = {}
     streaming: set[str] = set()
     for e in events:
-        if e.type == "task/status" and e.seq == 1:
-            # On the row since submit (the recorder never writes it): a task that waited long in its queue is
-            # not "old" for that, so its assignment can still wait here for its result.
-            continue
         since[e.task_id] = min(since.get(e.task_id, e.at_ms), e.at_ms)
         if e.type == "task/stream":
             streaming.add(e.task_id)

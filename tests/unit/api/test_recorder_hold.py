@@ -53,11 +53,3 @@ def test_a_task_with_stream_pieces_is_never_held() -> None:
     piece = TaskEvent(**{**{f: getattr(piece, f) for f in piece.__slots__}, "type": "task/stream"})
     events = [ev("s", 2, "running", 10), piece]
     assert _split_young(events, (NOW_MS - 200) / 1000) == (events, [])
-
-
-def test_a_long_wait_in_the_queue_does_not_make_a_task_old() -> None:
-    # Its first status (seq 1) is on the row from submit; the age that counts starts at its assignment.
-    cutoff_s = (NOW_MS - 200) / 1000
-    waited = [ev("waited", 1, "queued", 5_000), ev("waited", 2, "assigned", 10)]
-    queued_only = [ev("queued", 1, "queued", 5_000)]
-    assert _split_young([*waited, *queued_only], cutoff_s) == (queued_only, waited)
