@@ -62,13 +62,6 @@ async def tasks_lifespan(app: Litestar) -> AsyncIterator[None]:
         logger.warning("no scheduler client: recorder and reconciler not started")
         yield
         return
-    recorder = Recorder(
-        scheduler,
-        app.state.db,
-        batch_size=settings.recorder_batch_size,
-        claim_idle_ms=int(settings.recorder_claim_idle_s * 1000),
-        metrics=metrics,
-    )
 
     async def restore_operator_holds() -> None:
         async with app.state.db() as session:
@@ -84,6 +77,15 @@ async def tasks_lifespan(app: Litestar) -> AsyncIterator[None]:
         grace_s=settings.reconcile_grace_s,
         metrics=metrics,
         before_rebuild=restore_operator_holds,
+    )
+    recorder = Recorder(
+        scheduler,
+        app.state.db,
+        batch_size=settings.recorder_batch_size,
+        claim_idle_ms=int(settings.recorder_claim_idle_s * 1000),
+        metrics=metrics,
+        # A task's first status is emitted by its enqueue: proof Redis holds it, so the reconciler need not ask.
+        on_enqueued=reconciler.note_known,
     )
     app.state.recorder = recorder
     app.state.reconciler = reconciler

@@ -33,7 +33,7 @@ from api.tasks.service import spec_for
 from protocol.status import ACTIVE_STATUSES, TERMINAL_STATUSES, TaskStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterable
 
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -240,7 +240,11 @@ class Reconciler(BackgroundLoop):
             )
         return added
 
-    def _remember_known(self, ids: set[str]) -> None:
+    def note_known(self, ids: list[str]) -> None:
+        """Tasks Redis is known to hold (e.g. the recorder read the first status their enqueue emitted)."""
+        self._remember_known(ids)
+
+    def _remember_known(self, ids: Iterable[str]) -> None:
         for task_id in ids:
             self._known[task_id] = None
         while len(self._known) > MAX_KNOWN:

@@ -37,6 +37,8 @@ from api.tasks.result_writer import id_among, retry_on_lock_conflict, writer_for
 from protocol.status import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
     from api.metrics import Metrics
@@ -112,8 +114,11 @@ class Recorder(BackgroundLoop):
         hold_ms: int = HOLD_MS,
         claim_idle_ms: int = 30_000,
         metrics: Metrics | None = None,
+        on_enqueued: Callable[[list[str]], object] | None = None,
     ) -> None:
         self._scheduler = scheduler
+        self._on_enqueued = on_enqueued
+        """Told the ids of tasks whose first status (emitted by their enqueue) a batch holds."""
         self._sessionmaker = sessionmaker
         self.consumer = consumer or default_consumer_name()
         self._batch_size = batch_size
@@ -220,6 +225,8 @@ class Recorder(BackgroundLoop):
         Events already on their rows as they are (a first status; what this process' result writer wrote) are
         left out of the transaction (api/tasks/committed.py); a batch of only those touches no row.
         """
+        if self._on_enqueued is not None:
+            self._on_enqueued([e.task_id for e in events if e.seq == 1 and e.type == "task/status"])
         pending, skipped, latencies = self._shortcut.split(events)
         inserted: set[tuple[str, int]] = set()
         if pending:
