@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from scheduler.settings import SchedulerSettings
     from scheduler.types import AgentSpec, TaskSpec
 
-__all__ = ("SCRIPT_NAMES", "Scripts", "as_str")
+__all__ = ("PROGRESS_MARK_EVERY", "SCRIPT_NAMES", "Scripts", "as_str")
 
 SCRIPT_NAMES = (
     "enqueue",
@@ -47,6 +47,11 @@ SCRIPT_NAMES = (
     "release_due",
 )
 
+
+PROGRESS_MARK_EVERY = 1024
+"""Progress reaches the global events stream (the recorder) only when its seq is a multiple of this (`_lib.lua`
+PROGRESS_MARK): the recorder keeps no progress and only moves the row's `seq`, so a task's row lags its events by
+fewer than this many progress events (plus what the recorder has not applied yet); a rebuild numbers on above it."""
 
 MAX_DISPATCH_PER_CALL = 1000
 """Bounds one dispatch call's argument lists inside the script (Lua's unpack)."""

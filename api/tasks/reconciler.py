@@ -3,7 +3,8 @@
 Runs in every API replica (no leader): every step is idempotent, because `enqueue` ignores a task
 Redis already knows, and a result only fills an empty slot. Three jobs:
   (a) Redis came back empty (the epoch marker is gone): rebuild every non-terminal task from the
-      database, keeping attempt and seq so fencing and event order continue, then mark the epoch.
+      database, keeping attempt and seq so fencing and event order continue (an assigned/running task
+      numbers on `PROGRESS_MARK_EVERY` above its row: its progress is not all recorded), then mark the epoch.
       Then fill what the rows can tell about the history Redis took with it: a task that finished
       recently without its final status change recorded gets one derived from the row.
   (b) Every interval: re-enqueue recent `queued`/`scheduled` rows Redis does not know (the API
@@ -15,6 +16,7 @@ Redis already knows, and a result only fills an empty slot. Three jobs:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections import OrderedDict
@@ -31,6 +33,7 @@ from api.tasks._background import BackgroundLoop
 from api.tasks.result_writer import apply_writes
 from api.tasks.service import spec_for
 from protocol.status import ACTIVE_STATUSES, TERMINAL_STATUSES, TaskStatus
+from scheduler.scripts import PROGRESS_MARK_EVERY
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
@@ -49,6 +52,7 @@ logger = logging.getLogger(__name__)
 _ACTIVE = tuple(str(s) for s in ACTIVE_STATUSES)
 _FINISHED = tuple(str(s) for s in TERMINAL_STATUSES)
 _WAITING = (str(TaskStatus.QUEUED), str(TaskStatus.SCHEDULED))
+_RUNNING = (str(TaskStatus.ASSIGNED), str(TaskStatus.RUNNING))
 _RESULT_GRACE = dt.timedelta(seconds=5)
 """A `done` row without its result this long after it finished lost its commit (batches commit in ms)."""
 _CHUNK = 500
@@ -71,7 +75,12 @@ def _rebuild_spec(task: Task, now: dt.datetime) -> TaskSpec:
     # Its agent's inbox and slots are gone with Redis: an assigned/running task goes back to the
     # queue and its next dispatch gets attempt + 1, so frames of the old attempt are refused.
     waiting_for_time = task.status == TaskStatus.SCHEDULED and task.run_at is not None and task.run_at > now
-    return spec_for(task, status=str(TaskStatus.SCHEDULED if waiting_for_time else TaskStatus.QUEUED))
+    spec = spec_for(task, status=str(TaskStatus.SCHEDULED if waiting_for_time else TaskStatus.QUEUED))
+    if task.status in _RUNNING:
+        # The row's seq lags the attempt's progress by less than PROGRESS_MARK_EVERY (only every so many
+        # progress events reach the recorder): number on above what any watcher may have seen.
+        spec = dataclasses.replace(spec, seq=task.seq + PROGRESS_MARK_EVERY)
+    return spec
 
 
 class Reconciler(BackgroundLoop):

@@ -21,6 +21,11 @@ local K_DELAYED, K_DEADLINES, K_AGENTS = KEYS[5], KEYS[6], KEYS[7]
 
 local TERMINAL = { done = true, failed = true, canceled = true }
 
+-- Progress goes to the global events stream (the recorder's) only at every PROGRESS_MARK-th seq: the recorder
+-- keeps no progress, it only moves the row's seq, so one in PROGRESS_MARK bounds how far the row may lag.
+-- Mirrors scheduler.scripts.PROGRESS_MARK_EVERY (the rebuild numbers on from the row's seq plus it).
+local PROGRESS_MARK = 1024
+
 local function k_task(id) return P .. ':task:' .. id end
 local function k_hist(id) return P .. ':hist:' .. id end
 local function k_queue(route) return P .. ':q:' .. route end
@@ -77,8 +82,8 @@ local function iso(ms)
 end
 
 -- Records one event numbered `seq` (the caller stored it in the task hash): appends it to the task's
--- replay history and the global stream, and publishes it to the owner's watch channel while anyone may
--- watch. `body` is the payload without seq (task/progress and task/stream only).
+-- replay history and the global stream (progress: only every PROGRESS_MARK-th), and publishes it to the
+-- owner's watch channel while anyone may watch. `body` is the payload without seq (task/progress and task/stream only).
 -- The replay history of a status event is the task hash field `e{seq}` (its payload): with `held` (a
 -- list) the field and value are appended to it for the caller's own HSET, else written here.
 -- The other events (progress, stream pieces) go to the history stream `P:hist:{id}` (MAXLEN-bounded).
@@ -110,7 +115,9 @@ local function emit_at(id, owner, seq, etype, status, attempt, agent, reason, bo
   else
     redis.call('HSET', k_task(id), 'e' .. int(seq), payload)
   end
-  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAX, '*', unpack(fields))
+  if etype ~= 'task/progress' or seq % PROGRESS_MARK == 0 then
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAX, '*', unpack(fields))
+  end
   if watched() then
     redis.call('PUBLISH', k_watch(owner), '{"type":"' .. etype .. '","ownerId":' .. enc(owner) .. ',"taskId":'
       .. enc(id) .. ',"seq":' .. int(seq) .. ',"payload":' .. payload .. '}')

@@ -68,7 +68,8 @@ async def test_a_task_with_a_thousand_progress_events_writes_one_row(
     try:
         async with sessionmaker() as session:
             assert (await TaskService(session, sched).record_result(task_id, 1, agent, {"answer": 42})).ack
-        assert await Recorder(sched, sessionmaker, consumer="history-test").drain() >= 1004
+        # The statuses only: progress reaches the recorder at every PROGRESS_MARK_EVERY-th seq (none below 1,024).
+        assert await Recorder(sched, sessionmaker, consumer="history-test").drain() == 4
     finally:
         event.remove(engine, "before_cursor_execute", on_statement)
     # Only the task row is written: no INSERT at all, whatever the number of progress events.
@@ -76,7 +77,7 @@ async def test_a_task_with_a_thousand_progress_events_writes_one_row(
     writes = [s for s in statements if s.startswith("UPDATE")]
     assert writes
     assert all(s.startswith("UPDATE tasks") for s in writes)
-    assert len(writes) <= 4  # the result, then one per recorder transaction (1,004 events in 200..1,000 batches)
+    assert len(writes) <= 2  # the result, then at most one for the recorder's transaction
 
     async with sessionmaker() as session:
         rows = await session.scalar(select(TaskEvent.id).where(TaskEvent.task_id == task_id).limit(1))

@@ -16,6 +16,7 @@ from api.tasks.history import read_events
 from api.tasks.reconciler import Reconciler
 from api.tasks.recorder import Recorder
 from api.tasks.service import TaskService
+from scheduler.scripts import PROGRESS_MARK_EVERY
 from scheduler.types import AgentSpec
 from tests.integration.api.test_tasks_support import (  # noqa: F401 - fixtures, used by name
     Env,
@@ -199,6 +200,37 @@ async def test_emptied_redis_is_rebuilt_from_the_database(
     statuses = [e.status for e in recorded]
     assert statuses[0] == "queued"
     assert statuses[-1] == "done"
+
+
+async def test_a_rebuild_numbers_on_above_the_progress_watchers_saw(
+    env: Env, sched, sched_service, sessionmaker, redis_client, redis_prefix
+) -> None:
+    """Most progress never reaches the row's seq (the recorder sees every PROGRESS_MARK_EVERY-th): after a
+    rebuild the task's next event is still numbered above every seq handed out before it."""
+    user = env.user()
+    capability = "p-" + uuid.uuid4().hex[:6]
+    task_id = env.submit(user, {"type": "echo", "capabilities": [capability]})["id"]
+    agent = "agent-" + uuid.uuid4().hex[:8]
+    await sched.agent_online(AgentSpec(agent, user.id, (capability,), 1), lease_s=30)
+    await sched_service.run_until_idle()
+    assert (await sched.accept(task_id, 1, agent)).outcome == "ok"
+    for i in range(50):
+        body = b'{"taskId":"%s","attempt":1,"data":{"i":%d}}' % (task_id.encode(), i)
+        assert (await sched.progress(task_id, 1, agent, body)).outcome == "ok"
+    seen = max(e.seq for e in await sched.history(task_id))
+    assert seen == 53
+    await Recorder(sched, sessionmaker, consumer="test").drain()
+    [(row_seq,)] = env.rows("SELECT seq FROM tasks WHERE id = :i", i=task_id)
+    assert row_seq < seen  # the row knows the statuses only
+
+    await wipe_prefix(redis_client, redis_prefix)
+    assert (await Reconciler(sched, sessionmaker).run_once()).rebuilt is not None
+    await sched.agent_online(AgentSpec(agent, user.id, (capability,), 1), lease_s=30)
+    await sched_service.run_until_idle()
+    [assigned] = [e for e in await sched.history(task_id) if e.type == "task/status"]
+    assert assigned.status == "assigned"
+    assert assigned.seq == row_seq + PROGRESS_MARK_EVERY + 1
+    assert assigned.seq > seen
 
 
 class CancelBecomesError:

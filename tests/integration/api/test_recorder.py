@@ -73,7 +73,7 @@ async def test_full_run_is_recorded_once_even_when_replayed(env: Env, sched, sch
 
     metrics = Metrics()
     recorder = Recorder(sched, sessionmaker, consumer="test-recorder", metrics=metrics)
-    assert await recorder.drain() >= 5
+    assert await recorder.drain() >= 4  # the statuses (the progress is for watchers only)
 
     row = await task_row(sessionmaker, task["id"])
     assert row.status == "done"

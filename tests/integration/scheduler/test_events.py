@@ -8,6 +8,7 @@ import json
 from scheduler.client import SchedulerClient
 from scheduler.keys import Keys
 from scheduler.presence import mark_watching
+from scheduler.scripts import PROGRESS_MARK_EVERY
 from tests.integration.scheduler.conftest import spec
 
 
@@ -74,8 +75,12 @@ async def test_recorder_stream_carries_every_event_in_order(sched, service, make
     for e in events:
         by_task.setdefault(e.task_id, []).append(e.seq)
     for task_id, seqs in by_task.items():
-        assert seqs == list(range(1, len(seqs) + 1)), task_id
-        assert [e.seq for e in await sched.history(task_id)] == seqs
+        # Every event of the task in seq order, but progress only at the marks (see PROGRESS_MARK_EVERY).
+        kept = [
+            e.seq for e in await sched.history(task_id) if e.type != "task/progress" or e.seq % PROGRESS_MARK_EVERY == 0
+        ]
+        assert seqs == kept, task_id
+    assert by_task["t0"] == [1, 2, 3, 5]  # its progress (seq 4) is for watchers only
     finals = {e.task_id: e.status for e in events if e.type == "task/status"}
     assert finals == {
         "t0": "done",
@@ -86,6 +91,29 @@ async def test_recorder_stream_carries_every_event_in_order(sched, service, make
         "cancel-queued": "canceled",
     }
     assert await sched.claim_events_pending("rec-2", min_idle_ms=0) == []
+
+
+async def test_progress_reaches_the_recorder_stream_only_at_its_marks(sched, service, make_agent) -> None:
+    a = make_agent("a")
+    await a.online()
+    await sched.enqueue(spec("t1"))
+    await service.run_until_idle()
+    await a.inbox()
+    await sched.accept("t1", 1, "a")  # seq 3
+    n = PROGRESS_MARK_EVERY + 10
+    for i in range(n):
+        assert (await sched.progress("t1", 1, "a", b'{"taskId":"t1","attempt":1,"message":"%d"}' % i)).outcome == "ok"
+    await sched.complete("t1", 1, "a")
+    events = await sched.read_events("rec-1", block_ms=0, count=10_000)
+    assert [(e.seq, e.type) for e in events] == [
+        (1, "task/status"),
+        (2, "task/status"),
+        (3, "task/status"),
+        (PROGRESS_MARK_EVERY, "task/progress"),
+        (n + 4, "task/status"),
+    ]
+    # Watchers' replay still has every one of them.
+    assert [e.seq for e in await sched.history("t1", count=n + 10)] == list(range(1, n + 5))
 
 
 async def test_events_are_published_to_the_owner_channel(sched, redis_client) -> None:
