@@ -80,6 +80,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=64, help="taskyard worker concurrency (per process)")
     parser.add_argument("--api-replicas", type=int, default=1, help="taskyard API processes (workers spread over them)")
     parser.add_argument("--submit-concurrency", type=int, default=2, help="batch: taskyard batch requests in flight")
+    parser.add_argument(
+        "--stream-frames",
+        choices=("batch", "single"),
+        default="batch",
+        help="streaming: the agents send a loop turn's frames as one `batch` frame, as taskyard's worker does "
+        "(default), or one WebSocket frame each, as an agent of the base protocol",
+    )
     parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "bench" / "results")
     for flag, default, _quick, text in SIZES:
         kind = float if isinstance(default, float) else int

@@ -30,7 +30,7 @@ async def run(ctx: RunContext, system: str, log_dir: Path) -> dict[str, Any]:
     a = ctx.args
     events = int(a.stream_rate * a.stream_seconds)
     async with taskyard_system(ctx, log_dir, workers=0, concurrency=0) as ty, DoneCounter(ty.db, ENDED) as done:
-        agents = await start_agents(ty, a.stream_agents, a.stream_tasks, public=False)
+        agents = await start_agents(ty, a.stream_agents, a.stream_tasks, public=False, batch=a.stream_frames == "batch")
         token = ty.rest.access_token
         idle_watch = await start_watchers(ty, 1, 1, token)
         await stream_tasks(ty.rest, 1, events=IDLE_EVENTS, rate=IDLE_RATE)
@@ -56,8 +56,8 @@ async def run(ctx: RunContext, system: str, log_dir: Path) -> dict[str, Any]:
             "statuses": await status_counts(ty.rest),
             "idle": {"watcher": idle, "events": IDLE_EVENTS, "rate": IDLE_RATE},
             "setup": f"{ctx.args.api_replicas} API process(es), 1 scheduler, {a.stream_agents} streaming agent "
-            f"process(es), {a.stream_tasks} tasks x {a.stream_rate:g} events/s x {a.stream_seconds:g} s, one watcher "
-            "socket subscribed to all tasks",
+            f"process(es) sending {a.stream_frames} frames, {a.stream_tasks} tasks x {a.stream_rate:g} events/s x "
+            f"{a.stream_seconds:g} s, one watcher socket subscribed to all tasks",
             "cost": cost,
         }
         return describe(result, ty)

@@ -2,6 +2,9 @@
 
 On each `task/submit` it accepts, sends `events` progress frames at `rate` per second (each carrying
 its send time, `data.t`, perf_counter: one clock for every process on the machine), then the result.
+With `"batch": true` in its params it negotiates the `batch` feature and, like taskyard's own worker, sends
+what its tasks produced in one loop turn as one `batch` frame; without it, one WebSocket frame per frame
+(an agent written against the base protocol).
 It records the server's refusals by error name and how long each `ack` took (accept and result).
 `python -m bench.ty.streamer --url ws://.../ws --params JSON`, agent id and token in BENCH_AGENT_ID /
 BENCH_AGENT_TOKEN. Speaks `bench.childio`: `ready` once authenticated, `result` on each `report`.
@@ -26,15 +29,25 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from bench.childio import emit
 
+MAX_BATCH = 1000
+"""Items per `batch` frame (docs/protocol.md)."""
+
+
+def frame_item(type_: str, payload: dict[str, Any]) -> dict[str, Any]:
+    return {"id": str(uuid.uuid4()), "type": type_, "ts": int(time.time()), "payload": payload}
+
 
 def frame(type_: str, payload: dict[str, Any]) -> tuple[str, str]:
-    frame_id = str(uuid.uuid4())
-    return frame_id, json.dumps({"id": frame_id, "type": type_, "ts": int(time.time()), "payload": payload})
+    item = frame_item(type_, payload)
+    return item["id"], json.dumps(item)
 
 
 class StreamAgent:
-    def __init__(self, conn: ClientConnection) -> None:
+    def __init__(self, conn: ClientConnection, *, batch: bool = False) -> None:
         self._conn = conn
+        self._batch = batch
+        self._outbox: list[dict[str, Any]] = []
+        self._flushing: asyncio.Task[None] | None = None
         self._sent_at: dict[str, tuple[str, float]] = {}  # frame id -> (kind, perf_counter)
         self._acked: dict[str, asyncio.Future[None]] = {}
         self._tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
@@ -49,43 +62,63 @@ class StreamAgent:
         self.cancels = 0
 
     async def send(self, type_: str, payload: dict[str, Any], *, track: bool = False) -> asyncio.Future[None] | None:
-        frame_id, data = frame(type_, payload)
+        item = frame_item(type_, payload)
         fut = None
         if track:
             fut = asyncio.get_running_loop().create_future()
-            self._acked[frame_id] = fut
-            self._sent_at[frame_id] = (type_, time.perf_counter())
-        await self._conn.send(data)
+            self._acked[item["id"]] = fut
+            self._sent_at[item["id"]] = (type_, time.perf_counter())
+        if self._batch:
+            self._outbox.append(item)
+            if self._flushing is None or self._flushing.done():
+                self._flushing = asyncio.create_task(self._flush())
+        else:
+            await self._conn.send(json.dumps(item))
         return fut
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # every task that has something to send this loop turn joins the frame
+        while self._outbox:
+            items, self._outbox = self._outbox[:MAX_BATCH], self._outbox[MAX_BATCH:]
+            if len(items) == 1:
+                await self._conn.send(json.dumps(items[0]))
+            else:
+                await self._conn.send(json.dumps(frame_item("batch", {"frames": items})))
 
     async def read(self) -> None:
         async for raw in self._conn:
             msg = json.loads(raw)
-            kind, payload = msg.get("type"), msg.get("payload", {})
-            if kind == "task/submit":
-                key = (str(payload["taskId"]), int(payload["attempt"]))
-                if key not in self._seen:  # at least once: a repeat of a known attempt is not new work
-                    self._seen.add(key)
-                    task = asyncio.create_task(self._run(key[0], key[1], payload.get("input") or {}))
-                    self._tasks[key] = task
-                    task.add_done_callback(self._forget)
-            elif kind == "task/cancel":
-                # The attempt was taken back (timed out, canceled): stop it, as docs/protocol.md asks.
-                self.cancels += 1
-                running = self._tasks.get((str(payload["taskId"]), int(payload["attempt"])))
-                if running is not None:
-                    running.cancel()
-                    self.running.pop(str(payload["taskId"]), None)
-            elif kind == "ack":
-                ref = str(payload.get("ref"))
-                sent = self._sent_at.pop(ref, None)
-                if sent is not None:
-                    self.ack_s[sent[0]].append(time.perf_counter() - sent[1])
-                fut = self._acked.pop(ref, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(None)
-            elif kind == "error":
-                self.errors[str(payload.get("error"))] += 1
+            if msg.get("type") == "batch":
+                for item in msg.get("payload", {}).get("frames", []):
+                    self._on_frame(item.get("type"), item.get("payload", {}))
+            else:
+                self._on_frame(msg.get("type"), msg.get("payload", {}))
+
+    def _on_frame(self, kind: str | None, payload: dict[str, Any]) -> None:
+        if kind == "task/submit":
+            key = (str(payload["taskId"]), int(payload["attempt"]))
+            if key not in self._seen:  # at least once: a repeat of a known attempt is not new work
+                self._seen.add(key)
+                task = asyncio.create_task(self._run(key[0], key[1], payload.get("input") or {}))
+                self._tasks[key] = task
+                task.add_done_callback(self._forget)
+        elif kind == "task/cancel":
+            # The attempt was taken back (timed out, canceled): stop it, as docs/protocol.md asks.
+            self.cancels += 1
+            running = self._tasks.get((str(payload["taskId"]), int(payload["attempt"])))
+            if running is not None:
+                running.cancel()
+                self.running.pop(str(payload["taskId"]), None)
+        elif kind == "ack":
+            ref = str(payload.get("ref"))
+            sent = self._sent_at.pop(ref, None)
+            if sent is not None:
+                self.ack_s[sent[0]].append(time.perf_counter() - sent[1])
+            fut = self._acked.pop(ref, None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        elif kind == "error":
+            self.errors[str(payload.get("error"))] += 1
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         for key, running in list(self._tasks.items()):
@@ -139,14 +172,14 @@ class StreamAgent:
 
 
 async def run(url: str, params: dict[str, Any]) -> None:
-    query = urlencode(
-        {"role": "agent", "agent_id": os.environ["BENCH_AGENT_ID"], "agent_token": os.environ["BENCH_AGENT_TOKEN"]}
-    )
+    batch = bool(params.get("batch"))
+    fields = {"role": "agent", "agent_id": os.environ["BENCH_AGENT_ID"], "agent_token": os.environ["BENCH_AGENT_TOKEN"]}
+    query = urlencode({**fields, "features": "batch"} if batch else fields)
     async with connect(f"{url}?{query}", max_size=1 << 20, open_timeout=15, compression=None) as conn:
         first = json.loads(await asyncio.wait_for(conn.recv(), timeout=15))
         if first.get("type") != "auth/ok":
             raise RuntimeError(f"expected auth/ok, got {str(first)[:300]}")
-        agent = StreamAgent(conn)
+        agent = StreamAgent(conn, batch=batch)
         interval = float(first["payload"].get("heartbeatIntervalS") or 5.0)
         reader = asyncio.create_task(agent.read())
         beat = asyncio.create_task(agent.heartbeat(interval, int(params["capacity"])))

@@ -34,8 +34,9 @@ def _child(ty: TySystem, name: str, module: str, params: dict[str, Any], env: di
     return child
 
 
-async def start_agents(ty: TySystem, count: int, slots: int, *, public: bool) -> list[Child]:
-    """`count` streaming agents (capability `bench.stream`), `slots` tasks at once in all; once online."""
+async def start_agents(ty: TySystem, count: int, slots: int, *, public: bool, batch: bool = False) -> list[Child]:
+    """`count` streaming agents (capability `bench.stream`), `slots` tasks at once in all; once online.
+    `batch`: they send what a loop turn produced as one `batch` frame (as taskyard's worker does)."""
     per_agent = math.ceil(slots / count)
     agents = [
         await ty.rest.create_agent(
@@ -48,7 +49,7 @@ async def start_agents(ty: TySystem, count: int, slots: int, *, public: bool) ->
             ty,
             f"streamer-{i}",
             "bench.ty.streamer",
-            {"capacity": per_agent},
+            {"capacity": per_agent, "batch": batch},
             {
                 "BENCH_AGENT_ID": agent_id,
                 "BENCH_AGENT_TOKEN": token,
