@@ -31,7 +31,7 @@ import redis.asyncio
 import redis.exceptions
 
 from api.ws.control import apply_control
-from api.ws.events import WatchEvent
+from api.ws.events import WatchEvent, chunk_events
 from api.ws.framing import CloseCode
 from protocol.envelope import MESSAGE_TYPES, encode_raw_frame
 from scheduler.keys import Keys
@@ -40,7 +40,7 @@ from scheduler.presence import clear_watching, mark_watching
 if TYPE_CHECKING:
     from redis.asyncio.client import PubSub
 
-    from api.ws.registry import SessionRegistry
+    from api.ws.registry import SessionRegistry, Watcher
     from protocol.envelope import MessageType
 
 __all__ = ("Fanout", "WatchMessage", "event_from_payload")
@@ -95,6 +95,9 @@ class Fanout:
         """Monotonic time this process' `watching` entry runs out (0: not marked)."""
         self._mark_lock = asyncio.Lock()
         self._marking: set[asyncio.Task[None]] = set()
+        self._pending: list[WatchEvent] = []
+        """Events read in this loop turn, delivered together at its end (`_flush`)."""
+        self._flush_scheduled = False
         registry.on_watch = self._on_watch
 
     # --- the `watching` mark -------------------------------------------------------------------
@@ -184,6 +187,7 @@ class Fanout:
             await asyncio.sleep(delay)
 
     def _registry_broken(self) -> None:
+        self._flush()
         for watcher in self._registry.all_watchers():
             watcher.request_close(CloseCode.TRY_AGAIN_LATER, "event stream interrupted; resubscribe with lastSeq")
 
@@ -219,25 +223,68 @@ class Fanout:
             return
         raw = data.encode() if isinstance(data, str) else data
         if message.get("type") == "message":
+            self._flush()  # events read before a control message reach the sessions before it acts
             apply_control(self._registry, raw)
             return
-        self.dispatch_raw(raw)
+        event = self._decode(raw)
+        if event is None:
+            return
+        self._pending.append(event)
+        if not self._flush_scheduled:
+            # The reader takes every message Redis already sent in this loop turn; they go out together.
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
-    def dispatch_raw(self, raw: bytes) -> int:
-        """Deliver one published watch message to the local sessions that want it; returns how many."""
+    def _decode(self, raw: bytes) -> WatchEvent | None:
         try:
             event = _WATCH_DECODER.decode(raw)
         except msgspec.DecodeError:
             logger.warning("dropping a malformed watch message (%d bytes)", len(raw))
-            return 0
-        targets = self._registry.targets(event.owner_id, event.task_id)
-        if not targets:
-            return 0
+            return None
         try:
-            watch = event_from_payload(event.type, event.task_id, event.owner_id, event.seq, bytes(event.payload))
+            return event_from_payload(event.type, event.task_id, event.owner_id, event.seq, bytes(event.payload))
         except ValueError:
             logger.warning("dropping a watch message of type %r task_id=%s", event.type, event.task_id)
-            return 0
-        for session in targets:
-            session.deliver(watch)
-        return len(targets)
+            return None
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        events, self._pending = self._pending, []
+        if events:
+            self.deliver_events(events)
+
+    def dispatch_raw(self, raw: bytes) -> int:
+        """Deliver one published watch message to the local sessions that want it now; returns how many."""
+        event = self._decode(raw)
+        return 0 if event is None else self.deliver_events([event])
+
+    def deliver_events(self, events: list[WatchEvent]) -> int:
+        """Deliver events (in publish order) to the sessions that want them; returns the deliveries made.
+
+        Events with the same set of targets (one user's watchers, say) are grouped, so a session that
+        takes chunks gets one entry per chunk of the group instead of one per event, and the chunk's
+        `batch` text is encoded once for all of them. Order per task is kept: a task's events share
+        their targets, so they sit in one group, in order.
+        """
+        targets_of: dict[tuple[str, str], frozenset[Watcher]] = {}
+        groups: dict[frozenset[Watcher], list[WatchEvent]] = {}
+        for event in events:
+            key = (event.owner_id, event.task_id)
+            targets = targets_of.get(key)
+            if targets is None:
+                targets = targets_of[key] = frozenset(self._registry.targets(event.owner_id, event.task_id))
+            if targets:
+                groups.setdefault(targets, []).append(event)
+        delivered = 0
+        for targets, grouped in groups.items():
+            chunks = chunk_events(grouped)
+            for session in targets:
+                take = getattr(session, "take_chunk", None)
+                if take is not None and take(chunks[0]):
+                    for chunk in chunks[1:]:
+                        take(chunk)
+                else:
+                    for event in grouped:
+                        session.deliver(event)
+            delivered += len(targets) * len(grouped)
+        return delivered
