@@ -2,10 +2,16 @@
 
 Per task, events leave in `seq` order with no duplicate: live events that arrive while a replay is
 read are held back, merged with the history and deduplicated by seq. Everything the session sends
-goes through one bounded queue; when a slow reader lets it fill, the socket is closed with 4008
-rather than letting server memory grow. A client that negotiated `batch` gets whatever the queue
-holds when its writer wakes as one `batch` frame (the frames as they are, in queue order): one socket
-write for many events, so a watcher that falls behind catches up in fewer, larger writes.
+goes through one bounded outbox (bounded in frames); when a slow reader lets it fill, the socket is
+closed with 4008 rather than letting server memory grow. A client that negotiated `batch` gets whatever
+the outbox holds when its writer wakes as one `batch` frame (the frames as they are, in queue order):
+one socket write for many events, so a watcher that falls behind catches up in fewer, larger writes.
+
+Such a client, while it watches only `all` (no single task, no planner session, never a replay), takes
+the fan-out's shared chunks (`take_chunk`): one outbox entry per chunk of events instead of one per event,
+and when the chunk is all its writer has, it sends the chunk's text, encoded once for every socket. Its
+live events then come from the one pub/sub reader only, once each and in seq order, so no dedupe is due;
+the dedupe memory still moves, for when it later subscribes to more.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import redis.exceptions
@@ -21,10 +27,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.db.models.tasks import Task
+from api.ws.events import MAX_BATCH_CHARS, MAX_BATCH_ITEMS, EventChunk, batch_text
 from api.ws.framing import CloseCode, SessionClosed, ViolationBudget
 from api.ws.replay import replay_events
 from api.ws.session import Session
-from protocol.envelope import CLIENT_SENDS, decode_batch, encode_frame, encode_raw_frame
+from protocol.envelope import CLIENT_SENDS, decode_batch, encode_frame
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import FEATURE_BATCH, Ack, Batch, ErrorFrame, Heartbeat, Subscribe, Unsubscribe
 
@@ -49,19 +56,11 @@ __all__ = ("ClientSession",)
 logger = logging.getLogger(__name__)
 
 MAX_TRACKED_TASKS = 10_000
-"""Tasks whose last sent seq a session remembers (LRU); an evicted task's next event is sent as is."""
+"""Tasks whose last sent seq a session remembers (the least recently sent to first out); an evicted
+task's next event is sent as is."""
 MAX_TASK_SUBSCRIPTIONS = 1000
 """Single-task subscriptions one socket may hold (`all: true` covers any number)."""
 _TRANSIENT = (redis.exceptions.RedisError, OSError, SQLAlchemyError)
-MAX_BATCH_ITEMS = 1000
-"""Frames per `batch` frame sent to a client (the protocol's bound)."""
-MAX_BATCH_CHARS = 256 * 1024
-"""Characters of frames per `batch` frame sent to a client (a single larger frame still goes alone)."""
-
-
-def batch_text(frames: list[str]) -> str:
-    """One `batch` frame carrying already encoded frames as its items (an item may keep its `ts`)."""
-    return encode_raw_frame("batch", ('{"frames":[' + ",".join(frames) + "]}").encode()).decode()
 
 
 class ClientSession(Session):
@@ -92,10 +91,18 @@ class ClientSession(Session):
         self._clock = clock
         self._agent_feed = agent_feed
         self._planner_sessions = planner_sessions
-        self._outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=max(1, settings.send_backlog))
+        self._outbox: deque[str | EventChunk] = deque()
+        self._queued = 0
+        """Frames in the outbox (a chunk counts its events): what the backlog cap bounds."""
+        self._backlog_cap = max(1, settings.send_backlog)
+        self._wake = asyncio.Event()
+        self._simple = True
+        """Never watched a single task or a planner session (so never replayed): may take shared chunks."""
         self._tasks: set[str] = set()
         self._all = False
-        self._last_seq: OrderedDict[str, int] = OrderedDict()
+        self._last_seq: dict[str, int] = {}
+        """Per task, the last seq sent, in about the order last sent (a plain dict: its bulk update is
+        several times cheaper than an OrderedDict's, and a chunk updates one per task it carries)."""
         self._replaying: dict[str, list[WatchEvent]] = {}
         self._rate = ViolationBudget(settings.client_messages_per_minute, 60.0, time.monotonic)
 
@@ -114,7 +121,7 @@ class ClientSession(Session):
         held = self._replaying.get(event.task_id)
         if held is not None:
             held.append(event)
-            if len(held) > self._outbox.maxsize:
+            if len(held) > self._backlog_cap:
                 self.request_close(CloseCode.LAGGED, "send backlog over its cap")
             return
         self._push_event(event)
@@ -133,40 +140,73 @@ class ClientSession(Session):
         last = self._last_seq.get(event.task_id)
         if last is not None and event.seq <= last:
             return
+        if last is not None:
+            del self._last_seq[event.task_id]  # to the end: most recently sent
         self._last_seq[event.task_id] = event.seq
-        self._last_seq.move_to_end(event.task_id)
         if len(self._last_seq) > MAX_TRACKED_TASKS:
-            self._last_seq.popitem(last=False)
+            del self._last_seq[next(iter(self._last_seq))]
         self._enqueue(event.frame)
 
-    def _enqueue(self, text: str) -> None:
-        try:
-            self._outbox.put_nowait(text)
-        except asyncio.QueueFull:
+    def take_chunk(self, chunk: EventChunk) -> bool:
+        """Take a chunk of live events from the fan-out as one outbox entry; False: deliver them one by one.
+
+        Only while this session watches `all` and nothing else, with `batch` negotiated: then it wants
+        every event the fan-out groups for it, and none can be a duplicate (see the module docstring).
+        """
+        if not (self._simple and self._all and not self._tasks and self._batches()):
+            return False
+        last = self._last_seq
+        last.update(chunk.last_seq)
+        while len(last) > MAX_TRACKED_TASKS:
+            del last[next(iter(last))]
+        self._enqueue(chunk, len(chunk.frames))
+        return True
+
+    def _batches(self) -> bool:
+        return self.features is not None and FEATURE_BATCH in self.features
+
+    def _enqueue(self, item: str | EventChunk, frames: int = 1) -> None:
+        if self._queued + frames > self._backlog_cap:
             self.request_close(CloseCode.LAGGED, "send backlog over its cap")
+            return
+        self._outbox.append(item)
+        self._queued += frames
+        self._wake.set()
 
     def _reply(self, message: Message) -> None:
         self._enqueue(encode_frame(message).decode())
 
     async def _write_loop(self) -> None:
-        batches = self.features is not None and FEATURE_BATCH in self.features
+        batches = self._batches()
         outbox = self._outbox
-        carried: str | None = None  # taken from the queue but over the last batch's size: it leads the next
         while True:
-            text = carried if carried is not None else await outbox.get()
-            carried = None
-            if not batches or outbox.empty():
-                await self.conn.send_text(text)
+            while not outbox:
+                self._wake.clear()
+                await self._wake.wait()
+            item = outbox.popleft()
+            if not batches:
+                self._queued -= 1
+                await self.conn.send_text(item if isinstance(item, str) else item.text())
                 continue
-            frames, size = [text], len(text)
-            while not outbox.empty() and len(frames) < MAX_BATCH_ITEMS:
-                following = outbox.get_nowait()
-                if size + len(following) > MAX_BATCH_CHARS:
-                    carried = following
+            if not outbox:
+                # The usual case under load: one chunk, whose text every socket shares.
+                self._queued -= len(item.frames) if isinstance(item, EventChunk) else 1
+                await self.conn.send_text(item if isinstance(item, str) else item.text())
+                continue
+            # Behind: whatever fits in one `batch` frame, in order (a single oversized frame goes alone).
+            frames = list(item.frames) if isinstance(item, EventChunk) else [item]
+            size = item.chars if isinstance(item, EventChunk) else len(item)
+            while outbox:
+                following = outbox[0]
+                more = following.frames if isinstance(following, EventChunk) else [following]
+                more_chars = following.chars if isinstance(following, EventChunk) else len(following)
+                if len(frames) + len(more) > MAX_BATCH_ITEMS or size + more_chars > MAX_BATCH_CHARS:
                     break
-                frames.append(following)
-                size += len(following)
-            await self.conn.send_text(batch_text(frames) if len(frames) > 1 else text)
+                outbox.popleft()
+                frames += more
+                size += more_chars
+            self._queued -= len(frames)
+            await self.conn.send_text(batch_text(frames) if len(frames) > 1 else frames[0])
 
     # --- incoming -------------------------------------------------------------------------
 
@@ -250,6 +290,7 @@ class ClientSession(Session):
         task_id = sub.task_id
         if task_id is None:  # Subscribe's own check makes this unreachable
             return
+        self._simple = False
         if task_id not in self._tasks and len(self._tasks) >= MAX_TASK_SUBSCRIPTIONS:
             self._reply(
                 ErrorFrame.of(
@@ -309,6 +350,7 @@ class ClientSession(Session):
     # --- planner sessions (`subscribe {sessionId}`; the routing lives in api/planner/live.py) ----------
 
     async def _subscribe_session(self, ref: str, session_id: int) -> None:
+        self._simple = False
         feed = self._planner_sessions
         found = feed is not None and await feed.watch(self, self.user.id, session_id)
         self._reply(Ack(ref=ref) if found else ErrorFrame.of(ErrorCode.NOT_FOUND, "session not found", ref=ref))

@@ -24,6 +24,8 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -31,7 +33,7 @@ import redis.asyncio
 import redis.exceptions
 
 from api.ws.control import apply_control
-from api.ws.events import WatchEvent
+from api.ws.events import EventChunk, WatchEvent, chunk_events
 from api.ws.framing import CloseCode
 from protocol.envelope import MESSAGE_TYPES, encode_raw_frame
 from scheduler.keys import Keys
@@ -40,7 +42,7 @@ from scheduler.presence import clear_watching, mark_watching
 if TYPE_CHECKING:
     from redis.asyncio.client import PubSub
 
-    from api.ws.registry import SessionRegistry
+    from api.ws.registry import SessionRegistry, Watcher
     from protocol.envelope import MessageType
 
 __all__ = ("Fanout", "WatchMessage", "event_from_payload")
@@ -52,6 +54,8 @@ _RETRY_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 WATCHING_TTL_S = 30.0
 """How long this process' `{P}:watching` entry lasts unless refreshed."""
 WATCHING_REFRESH_S = 10.0
+SLICE_SESSIONS = 32
+"""Sessions handed events per loop turn (so other work, an agent's frames first, runs between slices)."""
 
 
 class WatchMessage(msgspec.Struct, rename="camel", frozen=True):
@@ -95,6 +99,11 @@ class Fanout:
         """Monotonic time this process' `watching` entry runs out (0: not marked)."""
         self._mark_lock = asyncio.Lock()
         self._marking: set[asyncio.Task[None]] = set()
+        self._pending: list[WatchEvent] = []
+        """Events read since the current delivery round started; the next round takes them all."""
+        self._round: deque[_Delivery] = deque()
+        """What the current round still has to hand to sessions, in order."""
+        self._pump_scheduled = False
         registry.on_watch = self._on_watch
 
     # --- the `watching` mark -------------------------------------------------------------------
@@ -184,6 +193,7 @@ class Fanout:
             await asyncio.sleep(delay)
 
     def _registry_broken(self) -> None:
+        self._flush_all()
         for watcher in self._registry.all_watchers():
             watcher.request_close(CloseCode.TRY_AGAIN_LATER, "event stream interrupted; resubscribe with lastSeq")
 
@@ -219,25 +229,115 @@ class Fanout:
             return
         raw = data.encode() if isinstance(data, str) else data
         if message.get("type") == "message":
+            self._flush_all()  # events read before a control message reach the sessions before it acts
             apply_control(self._registry, raw)
             return
-        self.dispatch_raw(raw)
+        event = self._decode(raw)
+        if event is None:
+            return
+        self._pending.append(event)
+        self._schedule_pump()
 
-    def dispatch_raw(self, raw: bytes) -> int:
-        """Deliver one published watch message to the local sessions that want it; returns how many."""
+    def _decode(self, raw: bytes) -> WatchEvent | None:
         try:
             event = _WATCH_DECODER.decode(raw)
         except msgspec.DecodeError:
             logger.warning("dropping a malformed watch message (%d bytes)", len(raw))
-            return 0
-        targets = self._registry.targets(event.owner_id, event.task_id)
-        if not targets:
-            return 0
+            return None
         try:
-            watch = event_from_payload(event.type, event.task_id, event.owner_id, event.seq, bytes(event.payload))
+            return event_from_payload(event.type, event.task_id, event.owner_id, event.seq, bytes(event.payload))
         except ValueError:
             logger.warning("dropping a watch message of type %r task_id=%s", event.type, event.task_id)
+            return None
+
+    # --- delivery rounds --------------------------------------------------------------------
+    #
+    # Why rounds and slices: every session handed events wakes its writer, and a writer's send costs tens of
+    # microseconds. Handing a thousand sessions their events at once makes one loop turn of a thousand
+    # sends, and every await of an agent's frame (its script call, its commit, its ack) waits behind such
+    # turns. So a round hands out at most SLICE_SESSIONS sessions' worth per loop turn, and events read
+    # meanwhile wait for the next round, which takes them all: the busier the fan-out, the larger its
+    # chunks, the fewer its sends. Rounds run in order, so each session still gets each task's events in
+    # order.
+
+    def _schedule_pump(self) -> None:
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def _pump(self) -> None:
+        self._pump_scheduled = False
+        if not self._round:
+            events, self._pending = self._pending, []
+            self._round.extend(self._group(events))
+        self._hand_out(SLICE_SESSIONS)
+        if self._round or self._pending:
+            self._schedule_pump()
+
+    def _flush_all(self) -> None:
+        """Hand out everything read so far, now (before a control message acts, or the watchers are closed)."""
+        self._hand_out(None)
+        events, self._pending = self._pending, []
+        self._round.extend(self._group(events))
+        self._hand_out(None)
+
+    def _hand_out(self, budget: int | None) -> None:
+        """Give up to `budget` sessions (None: all) their share of the current round."""
+        while self._round and (budget is None or budget > 0):
+            delivery = self._round[0]
+            stop = len(delivery.sessions) if budget is None else min(len(delivery.sessions), delivery.next + budget)
+            for session in delivery.sessions[delivery.next : stop]:
+                _give(session, delivery.events, delivery.chunks)
+            if budget is not None:
+                budget -= stop - delivery.next
+            delivery.next = stop
+            if stop == len(delivery.sessions):
+                self._round.popleft()
+
+    def _group(self, events: list[WatchEvent]) -> list[_Delivery]:
+        """Events (in publish order) grouped by who wants them.
+
+        A task's events share their targets, so they sit in one group, in order; a group's events are
+        cut into chunks once, for every session that takes chunks.
+        """
+        targets_of: dict[tuple[str, str], frozenset[Watcher]] = {}
+        groups: dict[frozenset[Watcher], list[WatchEvent]] = {}
+        for event in events:
+            key = (event.owner_id, event.task_id)
+            targets = targets_of.get(key)
+            if targets is None:
+                targets = targets_of[key] = frozenset(self._registry.targets(event.owner_id, event.task_id))
+            if targets:
+                groups.setdefault(targets, []).append(event)
+        return [_Delivery(list(targets), grouped, chunk_events(grouped)) for targets, grouped in groups.items()]
+
+    def dispatch_raw(self, raw: bytes) -> int:
+        """Deliver one published watch message now, after whatever was read before it; returns how many want it."""
+        event = self._decode(raw)
+        if event is None:
             return 0
-        for session in targets:
-            session.deliver(watch)
-        return len(targets)
+        wanted = len(self._registry.targets(event.owner_id, event.task_id))
+        self._pending.append(event)
+        self._flush_all()
+        return wanted
+
+
+@dataclass(eq=False, slots=True)
+class _Delivery:
+    """One group of a round: its sessions, how far the round got through them, and what each gets."""
+
+    sessions: list[Watcher]
+    events: list[WatchEvent]
+    chunks: list[EventChunk]
+    next: int = 0
+
+
+def _give(session: Watcher, events: list[WatchEvent], chunks: list[EventChunk]) -> None:
+    """A session that takes chunks gets the group's chunks; any other its events one by one."""
+    take = getattr(session, "take_chunk", None)
+    if take is not None and take(chunks[0]):
+        for chunk in chunks[1:]:
+            take(chunk)
+    else:
+        for event in events:
+            session.deliver(event)

@@ -125,6 +125,7 @@ def watcher_figures(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "sockets": sum(p["sockets"] for p in parts),
         "tasks_seen": max((p["tasks"] for p in parts), default=0),
         "events": sum(p["events"] for p in parts),
+        "frames": sum(p.get("frames", 0) for p in parts),
         "progress": progress,
         "progress_per_s": round(progress / span, 1) if span > 0 else None,
         "missing": sum(p["missing"] for p in parts),

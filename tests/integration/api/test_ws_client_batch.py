@@ -124,3 +124,47 @@ async def test_client_asking_nothing_gets_one_frame_per_event(ungated_stack: Sta
     events, frames = await _events_until_done(plain, task_id)
     assert frames == len(events)
     assert [body["seq"] for _, body in events] == list(range(1, len(events) + 1))
+
+
+async def _subscribed(peer: Peer, sub: Subscribe) -> None:
+    ref = await peer.send(sub)
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            if any(kind == "ack" and body["ref"] == ref for kind, body in _items(await peer.recv())):
+                return
+
+
+async def test_many_all_watchers_each_get_every_event_once_in_order(ungated_stack: Stack) -> None:
+    """More `all` watchers than the fan-out hands events per loop turn, next to sockets it serves one by one.
+
+    The batch `all` watchers take the fan-out's shared chunks; one also watching the task, and one that did not
+    ask for `batch`, get events one by one. Every socket gets every event of the task exactly once, in order.
+    """
+    from api.ws.fanout import SLICE_SESSIONS
+
+    stack = ungated_stack
+    owner = await stack.person()
+    sharing = [await _batch_client(stack, owner) for _ in range(SLICE_SESSIONS + 8)]
+    for peer in sharing:
+        await _subscribed(peer, Subscribe(all=True))
+    plain = await stack.client_peer(owner)
+    await _subscribed(plain, Subscribe(all=True))
+    agent, _, task_id, attempt = await stack.running_task(owner)
+    both = await _batch_client(stack, owner)
+    await _subscribed(both, Subscribe(all=True))
+    await _subscribed(both, Subscribe(task_id=task_id))  # `all` and the task: one by one, deduplicated
+    for i in range(EVENTS):
+        await agent.send(TaskProgress(task_id=task_id, attempt=attempt, data={"i": i}))
+    await agent.send(TaskResult(task_id=task_id, attempt=attempt, output={"ok": True}))
+
+    sharing_seqs: list[list[int]] = []
+    for peer in [*sharing, plain, both]:
+        events, frames = await _events_until_done(peer, task_id)
+        seqs = [body["seq"] for _, body in events]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # in order, no gap, no duplicate
+        assert [body["data"]["i"] for kind, body in events if kind == "task/progress"] == list(range(EVENTS))
+        if peer is plain:
+            assert frames == len(events)
+        elif peer is not both:
+            sharing_seqs.append(seqs)
+    assert all(seqs == sharing_seqs[0] for seqs in sharing_seqs)

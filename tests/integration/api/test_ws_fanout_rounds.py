@@ -1,0 +1,138 @@
+"""The fan-out's delivery rounds, in process: real sessions and registry, sockets that record what is sent.
+
+A round hands events to at most `SLICE_SESSIONS` sessions per loop turn; events read meanwhile wait for the next
+round. Each session still gets each task's events in order, once; sessions that take shared chunks send the same
+encoded text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from api.ws.client_session import ClientSession
+from api.ws.events import EventChunk
+from api.ws.fanout import SLICE_SESSIONS, Fanout
+from api.ws.framing import FrameSocket, ViolationBudget
+from api.ws.registry import SessionRegistry
+from protocol.messages import FEATURE_BATCH
+from tests.integration.api.test_ws_support import ws_settings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from api.settings import ApiSettings
+
+
+class _RecordingSocket:
+    """A peer that reads everything at once: keeps each text frame sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self._never = asyncio.Event()
+
+    async def receive(self) -> dict[str, Any]:
+        await self._never.wait()
+        return {"type": "websocket.disconnect", "code": 1000}
+
+    async def send_text(self, text: str) -> None:
+        self.sent.append(text)
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        return None
+
+
+def _session(
+    settings: ApiSettings, registry: SessionRegistry, *, batch: bool
+) -> tuple[ClientSession, _RecordingSocket]:
+    from api.auth.identity import CurrentUser
+
+    sock = _RecordingSocket()
+    conn = FrameSocket(sock, max_frame_bytes=1 << 20, budget=ViolationBudget(10))  # type: ignore[arg-type]
+    user = CurrentUser(id="u1", email="u@example.com", name="u", role="user", jti="j", token_exp=2**40)
+    session = ClientSession(
+        conn,
+        f"s{id(sock)}",
+        user=user,
+        registry=registry,
+        scheduler=None,  # type: ignore[arg-type]
+        db=None,  # type: ignore[arg-type]
+        settings=settings.ws,
+    )
+    session.features = [FEATURE_BATCH] if batch else None
+    session._all = True  # what an accepted `subscribe {all: true}` sets
+    registry.watch_owner("u1", session)
+    return session, sock
+
+
+def _published(task_id: str, seq: int) -> dict[str, object]:
+    """A pub/sub message as the scripts publish it on the owner's watch channel."""
+    body = {"taskId": task_id, "seq": seq, "attempt": 1, "data": {"n": seq}}
+    message = {"type": "task/progress", "ownerId": "u1", "taskId": task_id, "seq": seq, "payload": body}
+    return {"type": "pmessage", "data": msgspec.json.encode(message)}
+
+
+def _events(texts: list[str]) -> list[tuple[str, int]]:
+    found: list[tuple[str, int]] = []
+    for text in texts:
+        frame = msgspec.json.decode(text)
+        for item in frame["payload"]["frames"] if frame["type"] == "batch" else [frame]:
+            found.append((item["payload"]["taskId"], item["payload"]["seq"]))
+    return found
+
+
+async def test_rounds_slice_the_sessions_and_keep_each_tasks_order(make_settings: Callable[..., ApiSettings]) -> None:
+    settings = ws_settings(make_settings)
+    registry = SessionRegistry()
+    sessions = [_session(settings, registry, batch=True) for _ in range(SLICE_SESSIONS * 3)]
+    plain, plain_sock = _session(settings, registry, batch=False)
+    fanout = Fanout(None, prefix="t", registry=registry)  # type: ignore[arg-type]  # no Redis: fed by hand
+    runners = [asyncio.create_task(s.run()) for s, _ in [*sessions, (plain, plain_sock)]]
+    try:
+        for seq in range(1, 4):  # one loop turn's reading: three events of each of two tasks
+            fanout._handle(_published("a", seq))
+            fanout._handle(_published("b", seq))
+        await asyncio.sleep(0)  # the first slice of the round
+        given = [sock for session, sock in sessions if session._queued or sock.sent]
+        assert 0 < len(given) <= SLICE_SESSIONS
+        for seq in range(4, 7):  # read while the round is under way: the next round takes them
+            fanout._handle(_published("a", seq))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        expected = sorted([("a", n) for n in range(1, 7)] + [("b", n) for n in range(1, 4)])
+        for _, sock in [*sessions, (plain, plain_sock)]:
+            seen = _events(sock.sent)
+            assert sorted(seen) == expected  # every event, once
+            for task in ("a", "b"):
+                seqs = [seq for t, seq in seen if t == task]
+                assert seqs == sorted(seqs)
+        assert len(plain_sock.sent) == 9  # no `batch` asked: one frame per event
+        # Sockets that sent a round's chunk alone sent the very same text, encoded once.
+        firsts = {id(sock.sent[0]) for _, sock in sessions}
+        assert len(firsts) == 1
+    finally:
+        for runner in runners:
+            runner.cancel()
+        await asyncio.gather(*runners, return_exceptions=True)
+
+
+async def test_dispatch_raw_delivers_at_once_after_what_was_read_before(
+    make_settings: Callable[..., ApiSettings],
+) -> None:
+    settings = ws_settings(make_settings)
+    registry = SessionRegistry()
+    session, _ = _session(settings, registry, batch=True)
+    fanout = Fanout(None, prefix="t", registry=registry)  # type: ignore[arg-type]  # no Redis: fed by hand
+    fanout._handle(_published("a", 1))  # read, not handed out yet
+    assert fanout.dispatch_raw(_raw("a", 2)) == 1
+    assert session._queued == 2  # both, in order, without waiting for the loop
+    items = [frame for item in session._outbox for frame in (item.frames if isinstance(item, EventChunk) else [item])]
+    assert [msgspec.json.decode(f)["payload"]["seq"] for f in items] == [1, 2]
+
+
+def _raw(task_id: str, seq: int) -> bytes:
+    data = _published(task_id, seq)["data"]
+    assert isinstance(data, bytes)
+    return data
