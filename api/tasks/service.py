@@ -18,7 +18,7 @@ from api.db.models.tasks import Task
 from api.errors import NotFoundError, ServiceUnavailableError, TaskNotRunnableError, ValidationFailedError
 from api.tasks import history
 from api.tasks.outcomes import Outcomes, Recorded
-from api.tasks.submit import SubmitLimit, Submitter
+from api.tasks.submit import SubmitLimit, Submitter, TokenCaller
 from api.tasks.views import spec_for, task_view
 from protocol.status import TERMINAL_STATUSES, TaskStatus
 from protocol.views import TaskPage
@@ -40,6 +40,7 @@ __all__ = (
     "Recorded",
     "SubmitLimit",
     "TaskService",
+    "TokenCaller",
     "spec_for",
     "task_view",
 )
@@ -76,9 +77,11 @@ class TaskService:
     def _submitter(self) -> Submitter:
         return Submitter(self._session, self._scheduler, limiter=self._limiter, submit_limit=self._submit_limit)
 
-    async def submit(self, user: CurrentUser, data: TaskCreate, header_key: str | None) -> tuple[TaskView, bool]:
+    async def submit(
+        self, caller: CurrentUser | TokenCaller, data: TaskCreate, header_key: str | None
+    ) -> tuple[TaskView, bool]:
         """See `Submitter.submit`."""
-        return await self._submitter().submit(user, data, header_key)
+        return await self._submitter().submit(caller, data, header_key)
 
     async def submit_batch(self, user: CurrentUser, items: list[TaskCreate]) -> tuple[list[TaskView], bool]:
         """See `Submitter.submit_batch`."""
