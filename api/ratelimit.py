@@ -20,7 +20,7 @@ from api.errors import ServiceUnavailableError
 if TYPE_CHECKING:
     import redis.asyncio
 
-__all__ = ("RateDecision", "RateLimiter", "ratelimit_key")
+__all__ = ("RateDecision", "RateGuard", "RateLimiter", "ratelimit_key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +31,16 @@ class RateDecision:
     """Seconds until the window ends (0 when allowed and no window is open)."""
     count: int = 0
     """Hits counted in the current window."""
+
+
+@dataclass(frozen=True, slots=True)
+class RateGuard:
+    """Keys that refuse a hit before it is counted: `version_key` holding a number above `version`, or
+    any of `absent_keys` existing."""
+
+    version_key: str
+    version: int
+    absent_keys: tuple[str, ...] = ()
 
 
 def ratelimit_key(prefix: str, bucket: str, subject: str) -> str:
@@ -51,11 +61,17 @@ class RateLimiter:
         self._prefix = prefix
         self._script = redis.register_script(_load_script())
 
-    async def _run(self, bucket: str, key: str, incr: int, window_s: float) -> tuple[int, int]:
+    async def _run(
+        self, bucket: str, key: str, incr: int, window_s: float, guard: RateGuard | None = None
+    ) -> tuple[int, int]:
+        keys = [ratelimit_key(self._prefix, bucket, key)]
+        args: list[int] = [incr, max(1, int(window_s * 1000))]
+        if guard is not None:
+            keys.append(guard.version_key)
+            keys.extend(guard.absent_keys)
+            args.append(guard.version)
         try:
-            reply = await self._script(
-                keys=[ratelimit_key(self._prefix, bucket, key)], args=[incr, max(1, int(window_s * 1000))]
-            )
+            reply = await self._script(keys=keys, args=args)
         except RedisError as exc:
             raise ServiceUnavailableError("rate limiter unavailable, retry later") from exc
         return int(reply[0]), int(reply[1])
@@ -63,6 +79,20 @@ class RateLimiter:
     async def hit(self, bucket: str, key: str, *, limit: int, window_s: float) -> RateDecision:
         """Count one hit; allowed while the count stays within `limit` in the window."""
         count, ttl_ms = await self._run(bucket, key, 1, window_s)
+        allowed = count <= limit
+        return RateDecision(allowed, 0 if allowed else max(1, math.ceil(ttl_ms / 1000)), count)
+
+    async def hit_guarded(
+        self, bucket: str, key: str, guard: RateGuard, *, limit: int, window_s: float
+    ) -> RateDecision | None:
+        """`hit`, unless `guard` refuses it first (then None and nothing is counted), in one round trip.
+
+        What an authenticated request uses to check its token's revocation keys and count its rate
+        together; raises `ServiceUnavailableError` when Redis is down, like `hit`.
+        """
+        count, ttl_ms = await self._run(bucket, key, 1, window_s, guard)
+        if count < 0:
+            return None
         allowed = count <= limit
         return RateDecision(allowed, 0 if allowed else max(1, math.ceil(ttl_ms / 1000)), count)
 

@@ -24,13 +24,15 @@ from api.auth.identity import CurrentUser
 from api.auth.keys import revoked_session_key, revoked_token_key, user_version_key
 from api.db.models.auth import RefreshToken, RevokedToken
 from api.db.models.users import User
-from api.errors import UnauthorizedError
+from api.errors import ServiceUnavailableError, UnauthorizedError
+from api.ratelimit import RateGuard
 
 if TYPE_CHECKING:
     import redis.asyncio
     from litestar.datastructures import State
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+    from api.ratelimit import RateDecision, RateLimiter
     from api.settings import AuthSettings
 
 __all__ = (
@@ -38,8 +40,11 @@ __all__ = (
     "MAX_TOKEN_LENGTH",
     "AccessClaims",
     "AccessTokenCodec",
+    "RateHit",
     "UserCache",
     "authenticate_access_token",
+    "authenticate_claims",
+    "authenticate_counting",
 )
 
 logger = logging.getLogger(__name__)
@@ -219,6 +224,21 @@ async def load_current_user(session: AsyncSession, claims: AccessClaims) -> Curr
     )
 
 
+def _cached_user(state: State, claims: AccessClaims) -> CurrentUser | None:
+    cache: UserCache | None = getattr(state.auth, "users", None)
+    return None if cache is None else cache.get(claims.jti)
+
+
+async def _user_from_database(state: State, claims: AccessClaims) -> CurrentUser:
+    maker: async_sessionmaker[AsyncSession] = state.db
+    async with maker() as session:
+        user = await load_current_user(session, claims)
+    cache: UserCache | None = getattr(state.auth, "users", None)
+    if cache is not None:
+        cache.put(user)
+    return user
+
+
 async def authenticate_access_token(state: State, token: str) -> CurrentUser:
     """The full check of a bearer access token (REST guards and the WS handshake).
 
@@ -227,19 +247,50 @@ async def authenticate_access_token(state: State, token: str) -> CurrentUser:
     and never while Redis is unavailable (then the database decides every time).
     """
     codec: AccessTokenCodec = state.auth.tokens
-    claims = codec.decode(token)
+    return await authenticate_claims(state, codec.decode(token))
+
+
+async def authenticate_claims(state: State, claims: AccessClaims) -> CurrentUser:
+    """`authenticate_access_token` after the token's signature and claims were verified."""
     prefix: str = state.settings.redis.prefix
     revoked = await _revoked_in_redis(state.redis, prefix, claims)
     if revoked:
         raise _refuse("token or session revoked (cache)")
-    cache: UserCache | None = getattr(state.auth, "users", None)
-    if cache is not None and revoked is not None:
-        cached = cache.get(claims.jti)
-        if cached is not None:
-            return cached
-    maker: async_sessionmaker[AsyncSession] = state.db
-    async with maker() as session:
-        user = await load_current_user(session, claims)
-    if cache is not None:
-        cache.put(user)
-    return user
+    if revoked is not None and (cached := _cached_user(state, claims)) is not None:
+        return cached
+    return await _user_from_database(state, claims)
+
+
+@dataclass(frozen=True, slots=True)
+class RateHit:
+    """One hit of the caller's own rate limit (subject: the user id), counted with the token check."""
+
+    limiter: RateLimiter
+    bucket: str
+    limit: int
+    window_s: float
+
+
+async def authenticate_counting(state: State, claims: AccessClaims, hit: RateHit) -> tuple[CurrentUser, RateDecision]:
+    """`authenticate_access_token` for verified claims, with one hit of `hit` counted in the same Redis
+    round trip as the revocation check (one script): a revoked token is refused and not counted.
+
+    Redis down: the database alone decides the token (a revoked one is still a 401), then the rate
+    limit fails closed (`ServiceUnavailableError`, a 503). The caller decides on the `RateDecision`.
+    """
+    prefix: str = state.settings.redis.prefix
+    revocations = [revoked_token_key(prefix, claims.jti)]
+    if claims.session_id:
+        revocations.append(revoked_session_key(prefix, claims.session_id))
+    guard = RateGuard(user_version_key(prefix, claims.user_id), claims.token_version, tuple(revocations))
+    try:
+        decision = await hit.limiter.hit_guarded(
+            hit.bucket, claims.user_id, guard, limit=hit.limit, window_s=hit.window_s
+        )
+    except ServiceUnavailableError:
+        await _user_from_database(state, claims)
+        raise
+    if decision is None:
+        raise _refuse("token or session revoked (cache)")
+    user = _cached_user(state, claims) or await _user_from_database(state, claims)
+    return user, decision

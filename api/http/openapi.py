@@ -154,6 +154,11 @@ def _handlers(app: Litestar) -> dict[tuple[str, str], HTTPRouteHandler]:
     return found
 
 
+_AUTHENTICATED = frozenset({"requires_user", "requires_admin", "requires_token"})
+"""Guards that refuse a request without a valid bearer token (`requires_token` leaves part of the check
+to the handler)."""
+
+
 def _guards(handler: HTTPRouteHandler) -> set[str]:
     # By name: api.auth builds on api.http, so importing the guards here would make a cycle.
     return {getattr(guard, "__name__", "") for guard in handler.resolve_guards()}
@@ -169,7 +174,7 @@ def _statuses(handler: HTTPRouteHandler, op: dict[str, Any]) -> set[int]:
         statuses |= {400, 422}
     if any(p.get("in") == "path" for p in params):
         statuses.add(404)
-    if guards & {"requires_user", "requires_admin"}:
+    if guards & _AUTHENTICATED:
         statuses.add(401)
     if "requires_admin" in guards:
         statuses.add(403)
@@ -191,7 +196,7 @@ def _document_operation(handler: HTTPRouteHandler, op: dict[str, Any]) -> None:
         if status == 429:
             response["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}}
         responses[str(status)] = response
-    if _guards(handler) & {"requires_user", "requires_admin"}:
+    if _guards(handler) & _AUTHENTICATED:
         op["security"] = [{_BEARER: []}]
     doc = (handler.fn.__doc__ or "").strip()
     first = re.split(r"(?<=\.)\s", doc, maxsplit=1)[0] if doc else ""

@@ -10,11 +10,11 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from sqlalchemy.ext.asyncio import AsyncSession  # noqa: TC002 - Litestar resolves handler hints at runtime
 
 from api import audit
-from api.auth.guards import requires_user
+from api.auth.guards import claims_of, requires_token, requires_user
 from api.errors import request_id_of
 from api.http.outages import dependency_error_handlers
 from api.tasks.schemas import IdempotencyKey, TaskBatchCreate, TaskBatchOut, TaskCreate
-from api.tasks.service import SubmitLimit, TaskService
+from api.tasks.service import SubmitLimit, TaskService, TokenCaller
 from protocol.limits import MAX_TYPE_LENGTH
 from protocol.views import TaskPage, TaskView  # noqa: TC001 - Litestar resolves handler hints at runtime
 
@@ -48,10 +48,10 @@ TaskIdParam = Annotated[str, Parameter(max_length=64)]
 class TaskController(Controller):
     path = "/api/tasks"
     tags = ["tasks"]
-    guards = [requires_user]
     exception_handlers = dependency_error_handlers()
 
-    @post("/", status_code=HTTP_201_CREATED)
+    # The single submit finishes the token check itself: with its rate-limit hit in one Redis round trip.
+    @post("/", status_code=HTTP_201_CREATED, guards=[requires_token])
     async def submit(
         self,
         request: Request[Any, Any, Any],
@@ -60,10 +60,11 @@ class TaskController(Controller):
         idempotency_key: Annotated[IdempotencyKey | None, Parameter(header="Idempotency-Key")] = None,
     ) -> Response[TaskView]:
         """Submit a task. 201 when created; 200 with the first task when the idempotency key is replayed."""
-        view, created = await _service(request, db_session).submit(_user(request), data, idempotency_key)
+        caller = TokenCaller(request.app.state, claims_of(request))
+        view, created = await _service(request, db_session).submit(caller, data, idempotency_key)
         return Response(view, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
 
-    @post("/batch", status_code=HTTP_201_CREATED)
+    @post("/batch", status_code=HTTP_201_CREATED, guards=[requires_user])
     async def submit_batch(
         self, request: Request[Any, Any, Any], db_session: AsyncSession, data: TaskBatchCreate
     ) -> Response[TaskBatchOut]:
@@ -71,7 +72,7 @@ class TaskController(Controller):
         views, created = await _service(request, db_session).submit_batch(_user(request), data.tasks)
         return Response(TaskBatchOut(items=views), status_code=HTTP_201_CREATED if created else HTTP_200_OK)
 
-    @get("/", status_code=HTTP_200_OK)
+    @get("/", status_code=HTTP_200_OK, guards=[requires_user])
     async def list_tasks(
         self,
         *,
@@ -88,14 +89,14 @@ class TaskController(Controller):
             _user(request), status=status, agent_id=agent_id, type_=task_type, page=page, page_size=page_size
         )
 
-    @get("/{task_id:str}", status_code=HTTP_200_OK)
+    @get("/{task_id:str}", status_code=HTTP_200_OK, guards=[requires_user])
     async def get_task(
         self, request: Request[Any, Any, Any], db_session: AsyncSession, task_id: TaskIdParam
     ) -> TaskView:
         """The task with its recorded history (`events`, oldest first)."""
         return await _service(request, db_session).detail(_user(request), task_id)
 
-    @post("/{task_id:str}/cancel", status_code=HTTP_200_OK)
+    @post("/{task_id:str}/cancel", status_code=HTTP_200_OK, guards=[requires_user])
     async def cancel(self, request: Request[Any, Any, Any], db_session: AsyncSession, task_id: TaskIdParam) -> TaskView:
         """Cancel a task that has not finished; 409 `task_not_runnable` when it has."""
         user = _user(request)

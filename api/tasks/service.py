@@ -18,7 +18,7 @@ from api.db.models.tasks import Task
 from api.errors import NotFoundError, ServiceUnavailableError, TaskNotRunnableError, ValidationFailedError
 from api.tasks import history
 from api.tasks.outcomes import Outcomes, Recorded
-from api.tasks.submit import SubmitLimit, Submitter
+from api.tasks.submit import SubmitLimit, Submitter, TokenCaller
 from api.tasks.views import spec_for, task_view
 from protocol.status import TERMINAL_STATUSES, TaskStatus
 from protocol.views import TaskPage
@@ -40,6 +40,7 @@ __all__ = (
     "Recorded",
     "SubmitLimit",
     "TaskService",
+    "TokenCaller",
     "spec_for",
     "task_view",
 )
@@ -48,6 +49,7 @@ HISTORY_LIMIT = 1000
 """Most events `GET /api/tasks/{id}` returns (the newest ones)."""
 _TERMINAL = tuple(str(s) for s in TERMINAL_STATUSES)
 _REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
+_AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 
 
 class TaskService:
@@ -76,9 +78,11 @@ class TaskService:
     def _submitter(self) -> Submitter:
         return Submitter(self._session, self._scheduler, limiter=self._limiter, submit_limit=self._submit_limit)
 
-    async def submit(self, user: CurrentUser, data: TaskCreate, header_key: str | None) -> tuple[TaskView, bool]:
+    async def submit(
+        self, caller: CurrentUser | TokenCaller, data: TaskCreate, header_key: str | None
+    ) -> tuple[TaskView, bool]:
         """See `Submitter.submit`."""
-        return await self._submitter().submit(user, data, header_key)
+        return await self._submitter().submit(caller, data, header_key)
 
     async def submit_batch(self, user: CurrentUser, items: list[TaskCreate]) -> tuple[list[TaskView], bool]:
         """See `Submitter.submit_batch`."""
@@ -93,7 +97,14 @@ class TaskService:
             raise NotFoundError()
         return task
 
+    async def _read_only(self) -> None:
+        """Run a read that opens the request's session in autocommit: no BEGIN and ROLLBACK round trips
+        around its statements (each sees its own committed snapshot, as under READ COMMITTED)."""
+        if not self._session.in_transaction():
+            await self._session.connection(execution_options=_AUTOCOMMIT)
+
     async def detail(self, user: CurrentUser, task_id: str) -> TaskView:
+        await self._read_only()
         task = await self.get_visible(user, task_id)
         events = await history.read_events(self._session, task, limit=HISTORY_LIMIT, newest=True)
         return task_view(task, events)
@@ -122,13 +133,18 @@ class TaskService:
             conditions.append(Task.type == type_)
         where = and_(*conditions) if conditions else None
         count = select(func.count()).select_from(Task)
-        query = select(Task).order_by(Task.created_at.desc(), Task.id.desc())
         if where is not None:
             count = count.where(where)
+        # One statement: the page with the total beside each row (a page past the end asks the count alone).
+        query = select(Task, count.correlate(None).scalar_subquery()).order_by(Task.created_at.desc(), Task.id.desc())
+        if where is not None:
             query = query.where(where)
-        total = int((await self._session.execute(count)).scalar_one())
-        rows = (await self._session.execute(query.limit(page_size).offset((page - 1) * page_size))).scalars()
-        return TaskPage(items=[task_view(t) for t in rows], total=total, page=page, page_size=page_size)
+        await self._read_only()
+        rows = (await self._session.execute(query.limit(page_size).offset((page - 1) * page_size))).all()
+        total = int(rows[0][1]) if rows else 0
+        if not rows and page > 1:
+            total = int((await self._session.execute(count)).scalar_one())
+        return TaskPage(items=[task_view(row[0]) for row in rows], total=total, page=page, page_size=page_size)
 
     # --- cancel ---------------------------------------------------------------------------------
 

@@ -17,6 +17,8 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from api.agents.service import AgentService
+from api.auth.identity import CurrentUser
+from api.auth.tokens import RateHit, authenticate_claims, authenticate_counting
 from api.db.base import utcnow
 from api.db.models.tasks import Task
 from api.db.models.webhooks import TaskCallback
@@ -35,16 +37,17 @@ from protocol.limits import MAX_IDEMPOTENCY_KEY_LENGTH, MAX_TASK_INPUT_BYTES
 from protocol.status import TaskStatus
 
 if TYPE_CHECKING:
+    from litestar.datastructures import State
     from sqlalchemy import Table
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from api.auth.identity import CurrentUser
+    from api.auth.tokens import AccessClaims
     from api.ratelimit import RateLimiter
     from api.tasks.schemas import TaskCreate
     from protocol.views import TaskView
     from scheduler.client import SchedulerClient
 
-__all__ = ("SubmitLimit", "Submitter")
+__all__ = ("SubmitLimit", "Submitter", "TokenCaller")
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,16 @@ class SubmitLimit:
 
     limit: int
     window_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCaller:
+    """A caller whose access token is verified (`requires_token`) but not yet checked for revocation:
+    a submission without an idempotency key finishes that check and counts its rate limit in one Redis
+    round trip (`authenticate_counting`)."""
+
+    state: State
+    claims: AccessClaims
 
 
 @dataclass(slots=True)
@@ -258,7 +271,29 @@ class Submitter:
                 exc_info=True,
             )
 
-    async def submit(self, user: CurrentUser, data: TaskCreate, header_key: str | None) -> tuple[TaskView, bool]:
+    async def _authenticate(
+        self, caller: CurrentUser | TokenCaller, data: TaskCreate, header_key: str | None, attempt: _Attempt
+    ) -> CurrentUser:
+        """The caller, fully checked (401 first, before any other answer).
+
+        A submission without an idempotency key counts its rate-limit hit here, with the revocation
+        check; one with a key counts it later, only if it is not a replay (a replay is not counted).
+        """
+        if isinstance(caller, CurrentUser):
+            return caller
+        keyed = header_key is not None or data.idempotency_key is not None
+        if keyed or self._limiter is None or self._submit_limit is None:
+            return await authenticate_claims(caller.state, caller.claims)
+        hit = RateHit(self._limiter, _SUBMIT_BUCKET, self._submit_limit.limit, self._submit_limit.window_s)
+        user, decision = await authenticate_counting(caller.state, caller.claims, hit)
+        attempt.rate_counted = True
+        if not decision.allowed:
+            raise RateLimitedError(decision.retry_after_s)
+        return user
+
+    async def submit(
+        self, caller: CurrentUser | TokenCaller, data: TaskCreate, header_key: str | None
+    ) -> tuple[TaskView, bool]:
         """Create one task; returns it and whether it was created now (False: an idempotent replay).
 
         The one INSERT runs in autocommit: it is its own transaction, durable when it returns, with
@@ -270,9 +305,10 @@ class Submitter:
         more on a fresh one, with the same task id, so a first INSERT that did commit is found, not
         doubled. Only a transaction of our own is retried (a caller's earlier statements died with it).
         """
+        attempt = _Attempt()
+        user = await self._authenticate(caller, data, header_key, attempt)
         prepared = self._prepare(data, header_key, None)
         own = not self._session.in_transaction()
-        attempt = _Attempt()
         try:
             return await self._submit_once(user, prepared, own, attempt)
         except DBAPIError as error:

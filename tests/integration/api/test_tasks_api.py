@@ -68,6 +68,10 @@ def test_list_filters_and_pages(env: Env) -> None:
     assert len(page["items"]) == 2
     last = env.client.get("/api/tasks?pageSize=2&page=3", headers=user.headers).json()
     assert len(last["items"]) == 1
+    assert last["total"] == 5
+    past = env.client.get("/api/tasks?pageSize=2&page=4", headers=user.headers).json()
+    assert past["items"] == []
+    assert past["total"] == 5  # a page past the end still tells the total
     ids = {
         t["id"]
         for p in (1, 2, 3)

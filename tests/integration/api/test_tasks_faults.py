@@ -14,6 +14,7 @@ from api.tasks.reconciler import Reconciler
 from api.tasks.service import TaskService
 from scheduler.types import AgentSpec, Outcome
 from tests.integration.api.test_tasks_support import (  # noqa: F401 - fixtures, used by name
+    PASSWORD,
     Env,
     assert_error,
     env_fixture,
@@ -81,6 +82,31 @@ def test_redis_down_before_commit_is_503_and_nothing_stored(make_env: Any) -> No
     r = broken.client.post("/api/tasks", json={"type": "echo"}, headers=user.headers)
     assert r.status_code == 503, r.text
     assert r.json()["error"] == "service_unavailable"
+    assert healthy.count_tasks(user.id) == 0
+
+
+def test_a_revoked_token_cannot_submit_and_is_not_counted(make_env: Any) -> None:
+    env = make_env(TASKYARD_API_TASK_SUBMIT_PER_USER=2)
+    user = env.user()
+    assert env.client.post("/api/auth/logout", headers=user.headers).status_code == 200
+    for _ in range(3):
+        assert_error(env.client.post("/api/tasks", json={"type": "echo"}, headers=user.headers), 401, "unauthorized")
+    assert env.count_tasks(user.id) == 0
+    # The refusals counted nothing: a new session still has the whole limit.
+    login = env.client.post("/api/auth/login", json={"email": user.email, "password": PASSWORD})
+    fresh = {"Authorization": f"Bearer {login.json()['accessToken']}"}
+    for _ in range(2):
+        assert env.client.post("/api/tasks", json={"type": "echo"}, headers=fresh).status_code == 201
+    assert_error(env.client.post("/api/tasks", json={"type": "echo"}, headers=fresh), 429, "rate_limited")
+
+
+def test_a_revoked_token_is_refused_while_redis_is_down(make_env: Any) -> None:
+    healthy = make_env()
+    user = healthy.user()
+    assert healthy.client.post("/api/auth/logout", headers=user.headers).status_code == 200
+    broken = make_env(REDIS_URL="redis://127.0.0.1:1/0")
+    # The database decides the token before the rate limit fails closed: a 401, not a 503.
+    assert_error(broken.client.post("/api/tasks", json={"type": "echo"}, headers=user.headers), 401, "unauthorized")
     assert healthy.count_tasks(user.id) == 0
 
 

@@ -7,7 +7,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api.errors import ServiceUnavailableError
-from api.ratelimit import RateLimiter, ratelimit_key
+from api.ratelimit import RateGuard, RateLimiter, ratelimit_key
 
 
 @pytest.fixture
@@ -69,3 +69,21 @@ async def test_redis_down_fails_closed() -> None:
     limiter = RateLimiter(Down(), "t")
     with pytest.raises(ServiceUnavailableError):
         await limiter.hit("login", "a", limit=5, window_s=60)
+
+
+async def test_a_guarded_hit_is_refused_uncounted_when_a_guard_key_says_so(redis: fakeredis.FakeAsyncRedis) -> None:
+    limiter = RateLimiter(redis, "t")
+    guard = RateGuard("t:version", 3, ("t:revoked:a", "t:revoked:b"))
+    first = await limiter.hit_guarded("submit", "u", guard, limit=5, window_s=60)
+    assert first is not None
+    assert first.allowed
+    assert first.count == 1
+    await redis.set("t:revoked:b", "1")
+    assert await limiter.hit_guarded("submit", "u", guard, limit=5, window_s=60) is None
+    await redis.delete("t:revoked:b")
+    await redis.set("t:version", "4")  # tokens below version 4 are dead
+    assert await limiter.hit_guarded("submit", "u", guard, limit=5, window_s=60) is None
+    await redis.set("t:version", "3")
+    again = await limiter.hit_guarded("submit", "u", guard, limit=5, window_s=60)
+    assert again is not None
+    assert again.count == 2  # the refused hits were not counted
