@@ -61,17 +61,24 @@ class Dispatcher:
         self._agents: list[AgentPresence] = []
         self._agents_at = -PRESENCE_MAX_AGE_MS
         self._presence_version: bytes | str | None = None
+        self.more_pending = False
+        """The last pass stopped with tasks it could still place (see `run_pass`)."""
 
     async def run_pass(self) -> int:
-        """Dispatches until no queue can place its head; returns how many tasks were handed out."""
+        """Dispatches until no queue can place its head; returns how many tasks were handed out.
+
+        `more_pending` tells whether it stopped at `MAX_ROUNDS` with work left (else only a wake, pushed by
+        whatever enqueues a task or frees a slot, can give it more to do)."""
         await self._refresh_presence()
         full: set[str] = set()
         total = 0
+        self.more_pending = False
         for _ in range(MAX_ROUNDS):
             dispatched, more = await self._round(full)
             total += dispatched
             if not more:
-                break
+                return total
+        self.more_pending = True
         return total
 
     async def _refresh_presence(self) -> None:
@@ -116,6 +123,7 @@ class Dispatcher:
             if candidates:
                 plan.append((as_str(rid), float(score), candidates))
         dispatched = 0
+        deferred = False
         for i, (rid, _score, candidates) in enumerate(plan):
             if full.issuperset(candidates):
                 continue
@@ -130,4 +138,7 @@ class Dispatcher:
                 full.update(candidates)
             if (why == "yield" and n) or why == "batch":
                 return dispatched, True
-        return dispatched, dispatched > 0
+            deferred = deferred or why == "yield"
+        # Every queue was walked: each was emptied or its agents filled, so another round can only help a
+        # queue that deferred to one behind it which has since dispatched.
+        return dispatched, deferred and dispatched > 0

@@ -159,7 +159,8 @@ class SchedulerService:
     async def _dispatch_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                if await self.dispatch_once() == 0:
+                if await self.dispatch_once() == 0 or not self._dispatcher.more_pending:
+                    # Nothing left that a pass could place: anything new (a task, a freed slot) pushes a wake.
                     await self._wait_for_wake()
             except asyncio.CancelledError:
                 raise

@@ -56,6 +56,7 @@ end
 for agent, ids in pairs(slots) do redis.call('SREM', k_agent_tasks(agent), unpack(ids)) end
 -- Out of `deadlines` at once too (finish_fenced leaves it to the caller).
 if #finished_ids > 0 then redis.call('ZREM', K_DEADLINES, unpack(finished_ids)) end
-if done > 0 then wake() end
+-- A freed slot matters to the dispatcher only while some task waits in a queue (the registry drops empty ones).
+if done > 0 and redis.call('EXISTS', K_QUEUES) == 1 then wake() end
 flush_counts()
 return out

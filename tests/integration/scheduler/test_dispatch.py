@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from scheduler.client import SchedulerClient
@@ -150,3 +151,38 @@ async def test_not_accepting_agent_gets_nothing(sched, service: SchedulerService
     await agent.online(accepting=True)
     await service.run_until_idle()
     assert [e.task_id for e in await agent.inbox()] == ["t1"]
+
+
+async def test_the_loop_places_a_waiting_task_when_a_slot_frees_and_is_not_woken_for_nothing(
+    sched: SchedulerClient, service: SchedulerService, make_agent, redis_client
+) -> None:
+    """The dispatch loop sleeps on the wake list once a pass has placed all it could: a slot freed while a task
+    waits wakes it; a slot freed with every queue empty pushes no wake."""
+    agent = make_agent("a1", concurrency=1)
+    await agent.online()
+
+    async def dispatched() -> list[str]:
+        for _ in range(500):
+            if entries := await agent.inbox():
+                return [e.task_id for e in entries]
+            await asyncio.sleep(0.01)
+        raise AssertionError("nothing dispatched")
+
+    await sched.enqueue_many([spec("first"), spec("second")])
+    await service.start()
+    try:
+        assert await dispatched() == ["first"]
+        assert (await sched.complete("first", 1, "a1")).outcome == "ok"  # frees the slot "second" waits for
+        assert await dispatched() == ["second"]
+    finally:
+        await service.stop()
+    wake = sched.keys.wake()
+    await sched.enqueue(spec("third"))
+    await redis_client.delete(wake)
+    assert (await sched.complete("second", 1, "a1")).outcome == "ok"
+    assert await redis_client.llen(wake) == 1  # "third" waits for that slot
+    assert await service.run_until_idle() == 1
+    assert await dispatched() == ["third"]
+    await redis_client.delete(wake)
+    assert (await sched.complete("third", 1, "a1")).outcome == "ok"
+    assert await redis_client.llen(wake) == 0  # nothing waits
