@@ -88,12 +88,8 @@ async def test_reenqueue_leaves_young_and_known_rows_alone(env: Env, sched, sess
     assert await sched.known_task_ids([young]) == set()
 
 
-async def test_a_row_redis_holds_is_asked_about_once(env: Env, sched, sessionmaker, monkeypatch) -> None:
-    """A backlog of waiting rows costs one EXISTS each, not one per reconcile round."""
-    user = env.user()
-    waiting = [insert_row_behind_redis(env, user.id) for _ in range(3)]
-    reconciler = Reconciler(sched, sessionmaker, grace_s=2.0)
-    assert await reconciler.reenqueue_recent() == 3  # Redis did not know them: enqueued
+def spy_on_known_task_ids(sched: Any, monkeypatch: Any) -> list[str]:
+    """Every task id the reconciler asks Redis about, from now on."""
     asked: list[str] = []
     real = sched.known_task_ids
 
@@ -103,6 +99,16 @@ async def test_a_row_redis_holds_is_asked_about_once(env: Env, sched, sessionmak
         return await real(wanted)
 
     monkeypatch.setattr(sched, "known_task_ids", spy)
+    return asked
+
+
+async def test_a_row_redis_holds_is_asked_about_once(env: Env, sched, sessionmaker, monkeypatch) -> None:
+    """A backlog of waiting rows costs one EXISTS each, not one per reconcile round."""
+    user = env.user()
+    waiting = [insert_row_behind_redis(env, user.id) for _ in range(3)]
+    reconciler = Reconciler(sched, sessionmaker, grace_s=2.0)
+    assert await reconciler.reenqueue_recent() == 3  # Redis did not know them: enqueued
+    asked = spy_on_known_task_ids(sched, monkeypatch)
     assert await reconciler.reenqueue_recent() == 0
     first_round = set(asked)
     assert set(waiting) <= first_round
@@ -122,15 +128,7 @@ async def test_tasks_whose_first_status_the_recorder_read_are_not_asked_about(
     reconciler = Reconciler(sched, sessionmaker, grace_s=0.0)
     recorder = Recorder(sched, sessionmaker, consumer="known-test", on_enqueued=reconciler.note_known)
     assert await recorder.drain() >= 3
-    asked: list[str] = []
-    real = sched.known_task_ids
-
-    async def spy(ids: Any) -> set[str]:
-        wanted = list(ids)
-        asked.extend(wanted)
-        return await real(wanted)
-
-    monkeypatch.setattr(sched, "known_task_ids", spy)
+    asked = spy_on_known_task_ids(sched, monkeypatch)
     assert await reconciler.reenqueue_recent() == 1
     assert behind in asked
     assert not set(submitted) & set(asked)
