@@ -64,8 +64,8 @@ class Metrics:
         )
         self.recorder_skipped_events = Counter(
             "taskyard_recorder_skipped_events_total",
-            "Scheduler events this replica's recorder found already on their rows (written with the result "
-            "by this replica), acknowledged without a database round trip.",
+            "Scheduler events this replica's recorder found already on their rows (a task's first status, or "
+            "written with the result by this replica), acknowledged without a database round trip.",
             registry=r,
         )
         self.recorder_backlog = Gauge(

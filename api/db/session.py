@@ -16,8 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 if TYPE_CHECKING:
     from api.settings import DatabaseSettings
 
-__all__ = ("IDLE_PING_S", "create_engine", "create_sessionmaker", "provide_db_session")
+__all__ = ("AUTOCOMMIT", "IDLE_PING_S", "create_engine", "create_sessionmaker", "provide_db_session")
 
+AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
+"""Execution options for a session whose statements are each their own transaction (no BEGIN/COMMIT round trips)."""
 IDLE_PING_S = 1.0
 """A pooled connection idle longer than this is pinged before use; a busier one is not (see `_ping_if_idle`)."""
 _CHECKED_IN = "taskyard_checked_in_at"

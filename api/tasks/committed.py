@@ -20,9 +20,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from api.tasks._bounded import remember
 from protocol.status import TaskStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from scheduler.types import TaskEvent
 
 __all__ = ("CommittedOutcomes", "OutcomeNote", "RecorderShortcut")
@@ -51,10 +54,7 @@ class CommittedOutcomes:
 
     def note(self, task_id: str, seq: int, entries: list[list[Any]]) -> None:
         """`entries`: the history entries the committed UPDATE holds for this attempt (api/tasks/history.py)."""
-        self._notes[task_id] = OutcomeNote(seq, {int(e[0]): _comparable(e) for e in entries})
-        self._notes.move_to_end(task_id)
-        while len(self._notes) > self._max:
-            self._notes.popitem(last=False)
+        remember(self._notes, task_id, OutcomeNote(seq, {int(e[0]): _comparable(e) for e in entries}), self._max)
 
     def get(self, task_id: str) -> OutcomeNote | None:
         return self._notes.get(task_id)
@@ -91,8 +91,16 @@ class RecorderShortcut:
     """The recorder's side: which events of a batch are already on their rows, and the dispatch latency of
     the skipped assignments (which the row path would have measured from the row)."""
 
-    def __init__(self, committed: CommittedOutcomes, max_waiting: int = MAX_NOTES) -> None:
+    def __init__(
+        self,
+        committed: CommittedOutcomes,
+        *,
+        on_enqueued: Callable[[list[str]], object] | None = None,
+        max_waiting: int = MAX_NOTES,
+    ) -> None:
         self._committed = committed
+        self._on_enqueued = on_enqueued
+        """Told the ids of tasks whose first status (emitted by their enqueue) a batch holds."""
         self._queued_at: OrderedDict[str, int] = OrderedDict()
         """Task id -> when its latest `queued` event seen by this recorder happened (ms): the start of the
         wait a skipped `assigned` ends (bounded; an assignment without it takes the row path)."""
@@ -107,9 +115,12 @@ class RecorderShortcut:
         keep: list[TaskEvent] = []
         skipped = 0
         latencies: list[tuple[tuple[str, int], float]] = []
+        enqueued: list[str] = []
         for event in events:  # stream order, so a task's events come in seq order
+            if event.type == "task/status" and event.seq == 1:
+                enqueued.append(event.task_id)
             if event.type == "task/status" and event.status == TaskStatus.QUEUED:
-                self._remember_queued(event.task_id, event.at_ms)
+                remember(self._queued_at, event.task_id, event.at_ms, self._max_waiting)
             assigned = event.type == "task/status" and event.status == TaskStatus.ASSIGNED
             since = self._queued_at.pop(event.task_id, None) if assigned else None
             if not _on_row(event, self._committed.get(event.task_id)) or (assigned and since is None):
@@ -119,10 +130,6 @@ class RecorderShortcut:
                 waited = dt.timedelta(milliseconds=event.at_ms - since).total_seconds()
                 latencies.append(((event.task_id, event.seq), max(0.0, waited)))
             skipped += 1
+        if enqueued and self._on_enqueued is not None:
+            self._on_enqueued(enqueued)
         return keep, skipped, latencies
-
-    def _remember_queued(self, task_id: str, at_ms: int) -> None:
-        self._queued_at[task_id] = at_ms
-        self._queued_at.move_to_end(task_id)
-        while len(self._queued_at) > self._max_waiting:
-            self._queued_at.popitem(last=False)

@@ -30,6 +30,7 @@ from api.db.base import JsonColumn, utcnow
 from api.db.models.tasks import Task
 from api.tasks import history
 from api.tasks._background import BackgroundLoop
+from api.tasks._bounded import remember
 from api.tasks.result_writer import apply_writes
 from api.tasks.service import spec_for
 from protocol.status import ACTIVE_STATUSES, TERMINAL_STATUSES, TaskStatus
@@ -255,9 +256,7 @@ class Reconciler(BackgroundLoop):
 
     def _remember_known(self, ids: Iterable[str]) -> None:
         for task_id in ids:
-            self._known[task_id] = None
-        while len(self._known) > MAX_KNOWN:
-            self._known.popitem(last=False)
+            remember(self._known, task_id, None, MAX_KNOWN)
 
     async def repair_results(self) -> int:
         """Fill recent `done` rows that have no result from the output Redis kept; returns how many.

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from api.tasks._background import BackgroundLoop
+from api.tasks._bounded import remember
 from api.tasks.committed import RecorderShortcut
 from api.tasks.recorder_rows import (
     EVENTS,
@@ -117,8 +118,6 @@ class Recorder(BackgroundLoop):
         on_enqueued: Callable[[list[str]], object] | None = None,
     ) -> None:
         self._scheduler = scheduler
-        self._on_enqueued = on_enqueued
-        """Told the ids of tasks whose first status (emitted by their enqueue) a batch holds."""
         self._sessionmaker = sessionmaker
         self.consumer = consumer or default_consumer_name()
         self._batch_size = batch_size
@@ -134,8 +133,9 @@ class Recorder(BackgroundLoop):
         """Read but kept back for at most `hold_ms` (see `run_once`); applied with the next batch."""
         self._counted: OrderedDict[tuple[str, int], None] = OrderedDict()
         """Assignments already counted in the dispatch latency (bounded)."""
-        self._shortcut = RecorderShortcut(writer_for(sessionmaker).committed)
-        """Events already on their rows (a first status, what this process' result writer wrote) skip the database."""
+        self._shortcut = RecorderShortcut(writer_for(sessionmaker).committed, on_enqueued=on_enqueued)
+        """Events already on their rows (a first status, what this process' result writer wrote) skip the database;
+        `on_enqueued` is told the ids of tasks whose first status (emitted by their enqueue) a batch holds."""
         super().__init__()
         self.name = f"recorder:{self.consumer}"
 
@@ -225,8 +225,6 @@ class Recorder(BackgroundLoop):
         Events already on their rows as they are (a first status; what this process' result writer wrote) are
         left out of the transaction (api/tasks/committed.py); a batch of only those touches no row.
         """
-        if self._on_enqueued is not None:
-            self._on_enqueued([e.task_id for e in events if e.seq == 1 and e.type == "task/status"])
         pending, skipped, latencies = self._shortcut.split(events)
         inserted: set[tuple[str, int]] = set()
         if pending:
@@ -240,10 +238,8 @@ class Recorder(BackgroundLoop):
             for key, seconds in latencies:
                 if key in self._counted:
                     continue
-                self._counted[key] = None
+                remember(self._counted, key, None, MAX_COUNTED)
                 self._metrics.dispatch_latency.observe(seconds)
-            while len(self._counted) > MAX_COUNTED:
-                self._counted.popitem(last=False)
 
     async def _apply_batch(
         self, conn: AsyncConnection, events: list[SchedulerEvent]

@@ -15,6 +15,7 @@ from sqlalchemy import and_, bindparam, case, func, or_, select, update
 
 from api.db.base import JsonColumn, utcnow
 from api.db.models.tasks import Task
+from api.db.session import AUTOCOMMIT
 from api.errors import NotFoundError, ServiceUnavailableError, TaskNotRunnableError, ValidationFailedError
 from api.tasks import history
 from api.tasks.outcomes import Outcomes, Recorded
@@ -49,7 +50,6 @@ HISTORY_LIMIT = 1000
 """Most events `GET /api/tasks/{id}` returns (the newest ones)."""
 _TERMINAL = tuple(str(s) for s in TERMINAL_STATUSES)
 _REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
-_AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 
 
 class TaskService:
@@ -101,7 +101,7 @@ class TaskService:
         """Run a read that opens the request's session in autocommit: no BEGIN and ROLLBACK round trips
         around its statements (each sees its own committed snapshot, as under READ COMMITTED)."""
         if not self._session.in_transaction():
-            await self._session.connection(execution_options=_AUTOCOMMIT)
+            await self._session.connection(execution_options=AUTOCOMMIT)
 
     async def detail(self, user: CurrentUser, task_id: str) -> TaskView:
         await self._read_only()

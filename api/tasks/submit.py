@@ -22,6 +22,7 @@ from api.auth.tokens import RateHit, authenticate_claims, authenticate_counting
 from api.db.base import utcnow
 from api.db.models.tasks import Task
 from api.db.models.webhooks import TaskCallback
+from api.db.session import AUTOCOMMIT
 from api.errors import (
     ApiError,
     ConflictError,
@@ -53,7 +54,6 @@ logger = logging.getLogger(__name__)
 
 _REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
 _SUBMIT_BUCKET = "task_submit"
-_AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 _KEY_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")
 
 
@@ -324,7 +324,7 @@ class Submitter:
         # With a callback the task row and its callback row commit together; a caller that already
         # opened a transaction (a dead letter's retry) keeps it.
         if prepared.data.callback_url is None and own:
-            await self._session.connection(execution_options=_AUTOCOMMIT)
+            await self._session.connection(execution_options=AUTOCOMMIT)
         mine = attempt.task
         if prepared.key is not None:
             existing = (await self._existing_by_key(user, [prepared.key])).get(prepared.key)

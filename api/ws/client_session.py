@@ -184,12 +184,8 @@ class ClientSession(Session):
                 self._wake.clear()
                 await self._wake.wait()
             item = outbox.popleft()
-            if not batches:
-                self._queued -= 1
-                await self.conn.send_text(item if isinstance(item, str) else item.text())
-                continue
-            if not outbox:
-                # The usual case under load: one chunk, whose text every socket shares.
+            if not batches or not outbox:
+                # Alone (the usual case under load: one chunk, whose text every socket shares).
                 self._queued -= len(item.frames) if isinstance(item, EventChunk) else 1
                 await self.conn.send_text(item if isinstance(item, str) else item.text())
                 continue
