@@ -28,6 +28,7 @@ from scheduler.streams import (
 )
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Iterable, Mapping, Sequence
 
     from redis.asyncio import Redis
@@ -124,9 +125,13 @@ class SchedulerClient:
         Progress frames applied in the same loop turn (a stream of many tasks) share one script call, as
         results do (see `scheduler.coalesce`); frames of one task keep their order within the call.
         """
+        return await self.progress_soon(task_id, attempt, agent_id, payload_json)
+
+    def progress_soon(self, task_id: str, attempt: int, agent_id: str, payload_json: bytes) -> asyncio.Future[Applied]:
+        """`progress` without the await: the future of this frame's share of the turn's batched call."""
         if not payload_json.startswith(b"{"):
             raise ValueError("payload_json must be a JSON object")
-        return await self._progress.call((task_id, attempt, agent_id, payload_json))
+        return self._progress.submit((task_id, attempt, agent_id, payload_json))
 
     async def stream(self, task_id: str, attempt: int, agent_id: str, offset: int, delta: str) -> Applied:
         """Append a `task/stream` piece at `offset` (UTF-8 bytes of the attempt's stream before it).

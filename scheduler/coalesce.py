@@ -31,12 +31,17 @@ class Coalescer(Generic[T, R]):
         self._flushing: set[asyncio.Task[None]] = set()
 
     async def call(self, item: T) -> R:
+        return await self.submit(item)
+
+    def submit(self, item: T) -> asyncio.Future[R]:
+        """Join this turn's batch without awaiting: a caller that handles the answer in a done callback
+        needs no task of its own. Cancelling the future only drops the answer (the item is still sent)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         if not self._pending:
             loop.call_soon(self._flush)
         self._pending.append((item, future))
-        return await future
+        return future
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []

@@ -40,13 +40,20 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from api.ws.progress_gate import ProgressGate
+    from scheduler.types import Applied
 
-__all__ = ("AgentFrames",)
+__all__ = ("AgentFrames", "progress_json")
 
 logger = logging.getLogger("api.ws.agent_session")  # the session's own logger name, as before the split
 
 STALE_RECHECK_S = 30.0
 """How often one running attempt an agent reports is checked against the scheduler again."""
+
+
+def progress_json(progress: TaskProgress) -> bytes:
+    """The frame as the scheduler's script takes it: agents leave `seq` out; the script numbers the event."""
+    payload = msgspec.structs.replace(progress, seq=None) if progress.seq is not None else progress
+    return encode_payload(payload)
 
 
 class AgentFrames(AgentSender):
@@ -129,15 +136,19 @@ class AgentFrames(AgentSender):
             await self._apply_progress(None, held)
 
     async def _apply_progress(self, ref: str | None, progress: TaskProgress) -> None:
-        # Agents leave `seq` out; the scheduler's script numbers the event.
-        payload = msgspec.structs.replace(progress, seq=None) if progress.seq is not None else progress
         applied = await self._scheduler.progress(
-            progress.task_id, progress.attempt, self.agent_id, encode_payload(payload)
+            progress.task_id, progress.attempt, self.agent_id, progress_json(progress)
         )
+        error = self._progress_applied(ref, progress, applied)
+        if error is not None:
+            await self.conn.send(error)
+
+    def _progress_applied(self, ref: str | None, progress: TaskProgress, applied: Applied) -> ErrorFrame | None:
+        """After the scheduler's answer: ack the submit's entry; the refusal to send, if refused."""
         self._ack_entry(progress.task_id, progress.attempt)  # it implies the accept
-        if applied.outcome not in (Outcome.OK, Outcome.DUPLICATE):
-            code = REFUSALS.get(applied.outcome, ErrorCode.CONFLICT)
-            await self.conn.send(refusal(code, ref, progress.task_id, progress.attempt))
+        if applied.outcome in (Outcome.OK, Outcome.DUPLICATE):
+            return None
+        return refusal(REFUSALS.get(applied.outcome, ErrorCode.CONFLICT), ref, progress.task_id, progress.attempt)
 
     async def _apply_stream(self, ref: str, piece: TaskStream) -> None:
         """Append a stream piece; answered only when refused (a gap says where to resume)."""

@@ -12,10 +12,23 @@ from protocol.errors import ErrorCode
 from protocol.messages import ErrorFrame
 from scheduler.types import Outcome
 
-__all__ = ("MAX_AWAITING_COMMIT", "REFUSALS", "TRANSIENT", "FrameLanes", "refusal")
+__all__ = ("MAX_AWAITING_COMMIT", "MAX_PROGRESS_IN_FLIGHT", "REFUSALS", "TRANSIENT", "FrameLanes", "Lane", "refusal")
 
 MAX_AWAITING_COMMIT = 4096
 """Result/error frames of this process in flight at once; the writer commits what gathers in one batch."""
+MAX_PROGRESS_IN_FLIGHT = 1024
+"""Progress frames of this process in flight at once; those of one loop turn share one script call."""
+
+
+class Lane(asyncio.Semaphore):
+    """A semaphore a callback can take a slot of without awaiting (when one is free at once)."""
+
+    def try_acquire(self) -> bool:
+        """What `acquire()` does when it need not wait: take a slot if one is free and nobody queues for it."""
+        if self.locked():
+            return False
+        self._value -= 1
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +43,15 @@ class FrameLanes:
     """
 
     fast: asyncio.Semaphore
-    """Accept and progress frames (a Redis script each)."""
+    """Accept and stream frames (a Redis script each)."""
     slow: asyncio.Semaphore
     """The Redis step of result and error frames (their commit wait is outside it)."""
     commits: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_AWAITING_COMMIT))
     """Result and error frames in progress, most of them waiting for the process' batched commit."""
+    progress: Lane = field(default_factory=lambda: Lane(MAX_PROGRESS_IN_FLIGHT))
+    """Progress frames in flight. Wider than `fast` because a turn's frames share one script call (as
+    outcomes share a commit), so it bounds frames, not round trips; a frame that finds a slot free and its
+    task idle joins that call from the reader, with no handler task."""
 
     @classmethod
     def of(cls, limit: int) -> FrameLanes:

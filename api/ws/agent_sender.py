@@ -168,7 +168,12 @@ class AgentSender(Session):
         if task.cancelled():
             return
         exc = task.exception()
-        if exc is not None and self._handler_error is None:
+        if exc is not None:
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        """End the session with `exc` (the first failure wins)."""
+        if self._handler_error is None:
             self._handler_error = exc
             self._handler_failed.set()
 

@@ -1,9 +1,11 @@
 """An agent's socket (`role=agent`): presence, inbox delivery, and the agent's task frames.
 
 Liveness never waits on the database: the read loop only reads. Heartbeats are handled inline at
-once; task frames go to handlers that run side by side (the frames of one task in arrival order), in
-two process-wide lanes of `agent_frame_concurrency` each (`FrameLanes`), so an accept never waits
-behind commits. The presence lease is renewed on every heartbeat and, at most every half interval,
+once; task frames of different tasks run side by side, those of one task in arrival order: a task with
+a frame in flight queues its later frames behind it, and one handler task drains that queue (no task
+per frame). A progress frame whose task is idle joins the turn's batched script call from the reader
+and is answered in a callback, without any task. The lanes are process-wide (`FrameLanes`), so an
+accept never waits behind commits. The presence lease is renewed on every heartbeat and, at most every half interval,
 on any other frame; while the reader waits for its bounded backlog (`MAX_PENDING_FRAMES`/`_BYTES`)
 to shrink, the lease is kept too: the agent is alive, we are slow. A socket is idle only when no
 frame arrived while listening for the heartbeat timeout, however long processing took.
@@ -20,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from api.agents.service import AgentService
 from api.errors import UnauthorizedError
-from api.ws.agent_frames import AgentFrames
+from api.ws.agent_frames import AgentFrames, progress_json
 from api.ws.agent_lanes import TRANSIENT, FrameLanes
 from api.ws.framing import CloseCode, SessionClosed
 from api.ws.progress_gate import ProgressGate
@@ -54,7 +57,7 @@ if TYPE_CHECKING:
     from api.ws.framing import FrameSocket
     from protocol.envelope import Frame, MessageType
     from scheduler.client import SchedulerClient
-    from scheduler.types import AgentSpec, InboxEntry
+    from scheduler.types import AgentSpec, Applied, InboxEntry
 
 __all__ = ("AgentSession", "FrameLanes")
 
@@ -64,6 +67,7 @@ MAX_PENDING_FRAMES = 1000
 """Task frames of one socket read but not yet handled; past it (or the byte cap) the reader waits."""
 MAX_PENDING_BYTES = 16 * 1024 * 1024
 """Bytes of those frames; with the count it bounds what one agent can make the server hold."""
+UNAVAILABLE = "temporarily unavailable, resend later"
 WIND_DOWN_S = 5.0
 """How long a closing session lets its in-flight frame handlers finish (commit, ack) before cancelling them."""
 
@@ -113,11 +117,15 @@ class AgentSession(AgentFrames):
         self._fast = lanes.fast
         self._slow = lanes.slow
         self._commits = lanes.commits
-        self._chains: dict[str, asyncio.Task[None]] = {}
-        """Per task id, the handler of its latest frame: the next frame of that task waits for it."""
-        self._handlers: dict[asyncio.Task[None], int] = {}
-        """Handlers not finished yet, with their frame's size (the reader's backlog bound)."""
+        self._progress_lane = lanes.progress
+        self._chains: dict[str, deque[_Job]] = {}
+        """Per task id with a frame in flight: the task's later frames, waiting in arrival order."""
+        self._runners: set[asyncio.Task[None]] = set()
+        """Handler tasks running (each drains one task id's chain)."""
+        self._pending = 0
+        """Task frames routed and not finished yet (the reader's backlog bound), with their size below."""
         self._pending_bytes = 0
+        self._wound_down = False
         self._room = asyncio.Event()
         self._handler_failed = asyncio.Event()
         self._refresh = asyncio.Event()
@@ -175,13 +183,18 @@ class AgentSession(AgentFrames):
         """Let in-flight handlers finish (their commits and acks) for a bounded time, then cancel them."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WIND_DOWN_S
-        if self._handlers:
-            _, late = await asyncio.wait(set(self._handlers), timeout=WIND_DOWN_S)
-            for task in late:
-                task.cancel()
-            if late:
-                logger.warning("cancelled %d frame handler(s) at close", len(late), extra=self.log_context())
-                await asyncio.wait(late, timeout=1.0)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(WIND_DOWN_S):
+                while self._pending > 0:
+                    self._room.clear()
+                    await self._room.wait()
+        self._wound_down = True  # a progress answer arriving later starts nothing more
+        late = [task for task in self._runners if not task.done()]
+        for task in late:
+            task.cancel()
+        if late:
+            logger.warning("cancelled %d frame handler(s) at close", len(late), extra=self.log_context())
+            await asyncio.wait(late, timeout=1.0)
         flusher = self._ack_flusher  # started by the last accepts, perhaps just now
         if flusher is not None and not flusher.done():
             await asyncio.wait({flusher}, timeout=max(0.1, deadline - loop.time()))
@@ -228,7 +241,8 @@ class AgentSession(AgentFrames):
         # shrink (our slowness, with the agent's frames queued behind) is not the agent being quiet.
         silent_s = 0.0
         while True:
-            await self._flush_progress(loop.time())
+            if self._gate.holding:
+                await self._flush_progress(loop.time())
             wait_s = timeout_s - silent_s
             if self._gate.holding:  # wake up early to apply held-back progress when its window opens
                 wait_s = min(wait_s, self._gate.interval_s)
@@ -264,90 +278,133 @@ class AgentSession(AgentFrames):
         if isinstance(payload, Heartbeat):
             # Inline and first: liveness must not queue behind results being committed.
             await self._guarded(frame.type, frame.id, self._on_heartbeat(payload))
-        elif isinstance(payload, TaskProgress):
+            return
+        if self._pending >= MAX_PENDING_FRAMES or self._pending_bytes >= MAX_PENDING_BYTES:
+            await self._wait_for_room()
+        if isinstance(payload, TaskProgress):
             # Coalesced at arrival, so a progress flood makes no backlog.
             if self._gate.admit(payload, asyncio.get_running_loop().time()):
-                work = self._apply_progress(frame.id, payload)
-                await self._dispatch(
-                    payload.task_id, work, lane=self._fast, frame_type=frame.type, ref=frame.id, size=size
-                )
+                self._enqueue(payload.task_id, self._progress_job(frame.id, payload, size))
         elif isinstance(payload, TaskStream):
             # Fenced like progress but never through the gate: every piece counts.
-            work = self._apply_stream(frame.id, payload)
-            await self._dispatch(payload.task_id, work, lane=self._fast, frame_type=frame.type, ref=frame.id, size=size)
+            run = partial(self._apply_stream, frame.id, payload)
+            self._enqueue(payload.task_id, _Job(frame.type, frame.id, size, self._fast, run))
         elif isinstance(payload, TaskAccept):
-            work = self._on_accept(frame.id, payload)
-            await self._dispatch(payload.task_id, work, lane=self._fast, frame_type=frame.type, ref=frame.id, size=size)
+            run = partial(self._on_accept, frame.id, payload)
+            self._enqueue(payload.task_id, _Job(frame.type, frame.id, size, self._fast, run))
         elif isinstance(payload, TaskResult):
-            await self._release_held(payload.task_id, payload.attempt)
-            work = self._on_result(frame.id, payload)
-            await self._dispatch(
-                payload.task_id, work, lane=self._commits, frame_type=frame.type, ref=frame.id, size=size
-            )
+            self._release_held(payload.task_id, payload.attempt)
+            run = partial(self._on_result, frame.id, payload)
+            self._enqueue(payload.task_id, _Job(frame.type, frame.id, size, self._commits, run))
         elif isinstance(payload, TaskError):
-            await self._release_held(payload.task_id, payload.attempt)
-            work = self._on_error(frame.id, payload)
-            await self._dispatch(
-                payload.task_id, work, lane=self._commits, frame_type=frame.type, ref=frame.id, size=size
-            )
+            self._release_held(payload.task_id, payload.attempt)
+            run = partial(self._on_error, frame.id, payload)
+            self._enqueue(payload.task_id, _Job(frame.type, frame.id, size, self._commits, run))
         else:  # decode_frame refuses types outside AGENT_SENDS; stay safe anyway
             await self.conn.reject(ErrorCode.VALIDATION_ERROR, "agents may not send this type", ref=frame.id)
 
-    async def _dispatch(
-        self,
-        task_id: str,
-        work: Coroutine[Any, Any, None],
-        *,
-        lane: asyncio.Semaphore,
-        frame_type: str,
-        ref: str | None,
-        size: int,
-    ) -> None:
-        """Start a handler for `work`: after the previous frame of the same task, in `lane`.
-
-        The reader reads on while handlers wait (so an accept is not stuck behind commits); it only
-        waits itself when the backlog is at its cap.
-        """
+    async def _wait_for_room(self) -> None:
+        """The reader waits while the backlog of this socket's frames is at its cap."""
         try:
-            while len(self._handlers) >= MAX_PENDING_FRAMES or self._pending_bytes >= MAX_PENDING_BYTES:
+            while self._pending >= MAX_PENDING_FRAMES or self._pending_bytes >= MAX_PENDING_BYTES:
                 self._backlogged = True
                 self._room.clear()
                 await self._room.wait()
-        except BaseException:
-            work.close()
-            raise
         finally:
             self._backlogged = False
-        previous = self._chains.get(task_id)
-        handler = asyncio.create_task(self._run_handler(previous, lane, frame_type, ref, work))
-        self._chains[task_id] = handler
-        self._handlers[handler] = size
-        self._pending_bytes += size
-        handler.add_done_callback(lambda done: self._handler_done(task_id, done))
 
-    async def _run_handler(
-        self,
-        previous: asyncio.Task[None] | None,
-        lane: asyncio.Semaphore,
-        frame_type: str,
-        ref: str | None,
-        work: Coroutine[Any, Any, None],
-    ) -> None:
-        try:
-            if previous is not None and not previous.done():
-                # Wait for the task's earlier frame whatever its outcome (asyncio.wait never raises it).
-                await asyncio.wait({previous})
-            async with lane:
-                await self._guarded(frame_type, ref, work)
-        finally:
-            work.close()  # a no-op once awaited; releases a coroutine that never started (cancelled early)
+    def _progress_job(self, ref: str | None, progress: TaskProgress, size: int) -> _Job:
+        run = partial(self._apply_progress, ref, progress)
+        return _Job("task/progress", ref, size, self._progress_lane, run, progress=progress)
 
-    def _handler_done(self, task_id: str, handler: asyncio.Task[None]) -> None:
-        self._pending_bytes -= self._handlers.pop(handler, 0)
-        self._room.set()
-        if self._chains.get(task_id) is handler:
+    def _enqueue(self, task_id: str, job: _Job) -> None:
+        """Run `job` after the frames of its task before it: now if none is in flight, else behind them.
+
+        The reader reads on while frames wait (so an accept is not stuck behind commits); it only waits
+        itself when the backlog is at its cap.
+        """
+        self._pending += 1
+        self._pending_bytes += job.size
+        waiting = self._chains.get(task_id)
+        if waiting is not None:
+            waiting.append(job)
+            return
+        self._chains[task_id] = deque()
+        self._start(task_id, job)
+
+    def _start(self, task_id: str, job: _Job) -> None:
+        """Start the task's next frame. A progress frame with a free slot joins the turn's batched script
+        call and is answered in a callback; any other frame gets a handler that also runs the ones queued
+        behind it (one task per busy task id, not per frame)."""
+        progress = job.progress
+        if progress is not None and self._progress_lane.try_acquire():
+            future = self._scheduler.progress_soon(
+                progress.task_id, progress.attempt, self.agent_id, progress_json(progress)
+            )
+            future.add_done_callback(partial(self._progress_done, task_id, job))
+            return
+        runner = asyncio.create_task(self._drain(task_id, job))
+        self._runners.add(runner)
+        runner.add_done_callback(self._runners.discard)
+
+    def _progress_done(self, task_id: str, job: _Job, future: asyncio.Future[Applied]) -> None:
+        """A progress frame applied from a callback: what its handler would do, then the task's next frame.
+
+        A refusal (or the storage error's answer) goes ahead of the task's next frame, as a handler would send it.
+        """
+        self._progress_lane.release()
+        progress = job.progress
+        answer: ErrorFrame | None = None
+        if progress is not None and not future.cancelled():
+            exc = future.exception()
+            if exc is None:
+                answer = self._progress_applied(job.ref, progress, future.result())
+            elif isinstance(exc, TRANSIENT):
+                logger.warning(
+                    "frame task/progress not applied (storage error)",
+                    extra=self.log_context(),
+                    exc_info=exc,
+                )
+                answer = ErrorFrame.of(ErrorCode.SERVICE_UNAVAILABLE, UNAVAILABLE, ref=job.ref)
+            else:
+                self._fail(exc)
+        self._finished(job)
+        waiting = self._chains.get(task_id)
+        if waiting is None:
+            return
+        if answer is not None:
+            self._pending += 1
+            waiting.appendleft(_Job("error", job.ref, 0, None, partial(self.conn.send, answer)))
+        if not waiting or self._wound_down:
             del self._chains[task_id]
-        self._note_failure(handler)
+        else:
+            self._start(task_id, waiting.popleft())
+
+    async def _drain(self, task_id: str, job: _Job) -> None:
+        """Handle `job`, then the frames of its task queued behind it, until none is left."""
+        try:
+            while True:
+                try:
+                    if job.lane is None:
+                        await self._guarded(job.frame_type, job.ref, job.run())
+                    else:
+                        async with job.lane:
+                            await self._guarded(job.frame_type, job.ref, job.run())
+                except Exception as exc:  # ends the session, as the reader's would
+                    self._fail(exc)
+                self._finished(job)
+                waiting = self._chains.get(task_id)
+                if not waiting:
+                    return
+                job = waiting.popleft()
+        finally:
+            # Emptied, or cancelled at close (what still waited is dropped with the session).
+            self._chains.pop(task_id, None)
+
+    def _finished(self, job: _Job) -> None:
+        self._pending -= 1
+        self._pending_bytes -= job.size
+        self._room.set()
 
     async def _guarded(self, frame_type: str, ref: str | None, work: Coroutine[Any, Any, None]) -> None:
         try:
@@ -355,17 +412,16 @@ class AgentSession(AgentFrames):
         except TRANSIENT:
             # Nothing was acked: the agent resends results and errors; progress is best effort.
             logger.warning("frame %s not applied (storage error)", frame_type, extra=self.log_context(), exc_info=True)
-            await self.conn.send(
-                ErrorFrame.of(ErrorCode.SERVICE_UNAVAILABLE, "temporarily unavailable, resend later", ref=ref)
-            )
+            await self.conn.send(ErrorFrame.of(ErrorCode.SERVICE_UNAVAILABLE, UNAVAILABLE, ref=ref))
 
     async def _flush_progress(self, now: float) -> None:
-        """Hand held-back progress whose window opened to its task's handler chain."""
+        """Hand held-back progress whose window opened to its task's chain."""
         for held in self._gate.due(now):
-            work = self._apply_progress(None, held)
-            await self._dispatch(held.task_id, work, lane=self._fast, frame_type="task/progress", ref=None, size=0)
+            if self._pending >= MAX_PENDING_FRAMES or self._pending_bytes >= MAX_PENDING_BYTES:
+                await self._wait_for_room()
+            self._enqueue(held.task_id, self._progress_job(None, held, 0))
 
-    async def _release_held(self, task_id: str, attempt: int) -> None:
+    def _release_held(self, task_id: str, attempt: int) -> None:
         """On an outcome's arrival: its attempt's held-back progress joins the task's chain ahead of it.
 
         Taken from the gate here, in arrival order, so a later window opening cannot chain it behind the
@@ -373,5 +429,29 @@ class AgentSession(AgentFrames):
         """
         held = self._gate.take(task_id, attempt)
         if held is not None:
-            work = self._apply_progress(None, held)
-            await self._dispatch(task_id, work, lane=self._fast, frame_type="task/progress", ref=None, size=0)
+            self._enqueue(task_id, self._progress_job(None, held, 0))
+
+
+class _Job:
+    """One task frame waiting for its turn: its handler (`run`, started inside `lane`) and what answers it."""
+
+    __slots__ = ("frame_type", "lane", "progress", "ref", "run", "size")
+
+    def __init__(
+        self,
+        frame_type: str,
+        ref: str | None,
+        size: int,
+        lane: asyncio.Semaphore | None,
+        run: Callable[[], Coroutine[Any, Any, None]],
+        *,
+        progress: TaskProgress | None = None,
+    ) -> None:
+        self.frame_type = frame_type
+        self.ref = ref
+        self.size = size
+        """Its share of the frame's characters (the backlog's byte bound)."""
+        self.lane = lane
+        self.run = run
+        self.progress = progress
+        """Set for a progress frame, which may skip the handler (`AgentSession._start`)."""

@@ -37,3 +37,20 @@ async def test_a_failed_batch_fails_every_caller_and_the_next_batch_runs() -> No
     outcomes = await asyncio.gather(coalescer.call("a"), coalescer.call("b"), return_exceptions=True)
     assert all(isinstance(o, ConnectionError) for o in outcomes)
     assert await coalescer.call("c") == "c"
+
+
+async def test_a_submitted_item_joins_the_turns_batch_without_awaiting() -> None:
+    batches: list[list[int]] = []
+
+    async def run(items: Sequence[int]) -> list[int]:
+        batches.append(list(items))
+        return [i + 1 for i in items]
+
+    coalescer: Coalescer[int, int] = Coalescer(run)
+    answered: list[int] = []
+    future = coalescer.submit(1)
+    future.add_done_callback(lambda done: answered.append(done.result()))
+    assert await coalescer.call(2) == 3
+    assert batches == [[1, 2]]  # the submitted item and the awaited call share one batch
+    await asyncio.sleep(0)  # done callbacks run on the next turn
+    assert answered == [2]
