@@ -130,10 +130,12 @@ class AgentFrames(AgentSender):
         await self._answer(ref, applied, accept.task_id, accept.attempt)
 
     async def _flush_attempt(self, task_id: str, attempt: int) -> None:
-        """Apply the attempt's held-back progress before its outcome, so its last state is kept."""
+        """Apply the attempt's held-back progress before its outcome, so its last state is kept (in the slow
+        lane, taken only when there is such progress: most outcomes have none)."""
         held = self._gate.take(task_id, attempt)
         if held is not None:
-            await self._apply_progress(None, held)
+            async with self._slow:
+                await self._apply_progress(None, held)
 
     async def _apply_progress(self, ref: str | None, progress: TaskProgress) -> None:
         applied = await self._scheduler.progress(
@@ -179,8 +181,7 @@ class AgentFrames(AgentSender):
         return TaskService(session, self._scheduler, writer=writer_for(self._db), redis_lane=self._slow)
 
     async def _on_result(self, ref: str, result: TaskResult) -> None:
-        async with self._slow:
-            await self._flush_attempt(result.task_id, result.attempt)
+        await self._flush_attempt(result.task_id, result.attempt)
         async with self._db() as session:
             service = self._outcome_service(session)
             try:
@@ -194,8 +195,7 @@ class AgentFrames(AgentSender):
         await self._send_recorded(ref, recorded, result.task_id, result.attempt)
 
     async def _on_error(self, ref: str, error: TaskError) -> None:
-        async with self._slow:
-            await self._flush_attempt(error.task_id, error.attempt)
+        await self._flush_attempt(error.task_id, error.attempt)
         async with self._db() as session:
             recorded = await self._outcome_service(session).record_failure(
                 error.task_id,

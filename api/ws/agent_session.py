@@ -268,19 +268,27 @@ class AgentSession(AgentFrames):
         for item in items:
             if isinstance(item, ProtocolError):
                 await self.conn.send(ErrorFrame.from_error(item))
-            else:
+            elif not self._has_room() or not self._take(item, share):
                 await self._route(item, share)
 
     async def _route(self, frame: Frame, size: int | None = None) -> None:
-        payload = frame.payload
         if size is None:
             size = self.conn.last_frame_chars
-        if isinstance(payload, Heartbeat):
+        if isinstance(frame.payload, Heartbeat):
             # Inline and first: liveness must not queue behind results being committed.
-            await self._guarded(frame.type, frame.id, self._on_heartbeat(payload))
+            await self._guarded(frame.type, frame.id, self._on_heartbeat(frame.payload))
             return
-        if self._pending >= MAX_PENDING_FRAMES or self._pending_bytes >= MAX_PENDING_BYTES:
+        if not self._has_room():
             await self._wait_for_room()
+        if not self._take(frame, size):  # decode_frame refuses types outside AGENT_SENDS; stay safe anyway
+            await self.conn.reject(ErrorCode.VALIDATION_ERROR, "agents may not send this type", ref=frame.id)
+
+    def _has_room(self) -> bool:
+        return self._pending < MAX_PENDING_FRAMES and self._pending_bytes < MAX_PENDING_BYTES
+
+    def _take(self, frame: Frame, size: int) -> bool:
+        """Queue a task frame on its task's chain, without awaiting; False for any other frame."""
+        payload = frame.payload
         if isinstance(payload, TaskProgress):
             # Coalesced at arrival, so a progress flood makes no backlog.
             if self._gate.admit(payload, asyncio.get_running_loop().time()):
@@ -300,13 +308,14 @@ class AgentSession(AgentFrames):
             self._release_held(payload.task_id, payload.attempt)
             run = partial(self._on_error, frame.id, payload)
             self._enqueue(payload.task_id, _Job(frame.type, frame.id, size, self._commits, run))
-        else:  # decode_frame refuses types outside AGENT_SENDS; stay safe anyway
-            await self.conn.reject(ErrorCode.VALIDATION_ERROR, "agents may not send this type", ref=frame.id)
+        else:
+            return False
+        return True
 
     async def _wait_for_room(self) -> None:
         """The reader waits while the backlog of this socket's frames is at its cap."""
         try:
-            while self._pending >= MAX_PENDING_FRAMES or self._pending_bytes >= MAX_PENDING_BYTES:
+            while not self._has_room():
                 self._backlogged = True
                 self._room.clear()
                 await self._room.wait()
@@ -417,7 +426,7 @@ class AgentSession(AgentFrames):
     async def _flush_progress(self, now: float) -> None:
         """Hand held-back progress whose window opened to its task's chain."""
         for held in self._gate.due(now):
-            if self._pending >= MAX_PENDING_FRAMES or self._pending_bytes >= MAX_PENDING_BYTES:
+            if not self._has_room():
                 await self._wait_for_room()
             self._enqueue(held.task_id, self._progress_job(None, held, 0))
 
