@@ -17,7 +17,7 @@ from api.auth.controllers import AuthController
 from api.auth.passwords import PasswordService
 from api.auth.tokens import AccessTokenCodec, UserCache
 from api.console import console_route_handlers
-from api.db.session import create_engine, create_sessionmaker, provide_db_session
+from api.db.session import create_engine, create_sessionmaker, direct_executor, provide_db_session
 from api.errors import exception_handlers
 from api.health import healthz, readyz
 from api.http import RequestContextMiddleware, guard_json_body
@@ -99,6 +99,7 @@ def _core_lifespan(settings: ApiSettings, redis_url: str) -> Any:
         app.state.settings = settings
         app.state.db_engine = engine
         app.state.db = create_sessionmaker(engine)
+        app.state.db_direct = direct_executor(engine)
         app.state.redis = _redis_client(redis_url, settings, blocking=False)
         app.state.redis_blocking = _redis_client(redis_url, settings, blocking=True)
         try:

@@ -3,6 +3,7 @@ is durable, whatever Redis does next (the reconciler enqueues a committed row Re
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -38,11 +39,14 @@ from protocol.limits import MAX_IDEMPOTENCY_KEY_LENGTH, MAX_TASK_INPUT_BYTES
 from protocol.status import TaskStatus
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from litestar.datastructures import State
     from sqlalchemy import Table
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from api.auth.tokens import AccessClaims
+    from api.db.session import DirectExecutor
     from api.ratelimit import RateLimiter
     from api.tasks.schemas import TaskCreate
     from protocol.views import TaskView
@@ -115,6 +119,11 @@ _NEW_ROW_KEYS = (
     "updated_at",
     "history",
 )
+_JSON_KEYS = frozenset({"input", "capabilities", "history"})
+_DIRECT_INSERT = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608 - fixed identifiers; values bound
+    Task.__tablename__, ", ".join(_NEW_ROW_KEYS), ", ".join(["%s"] * len(_NEW_ROW_KEYS))
+)
+"""The keyless single submit's INSERT for `DirectExecutor` (psycopg placeholders, `_NEW_ROW_KEYS` order)."""
 
 
 def _request_hash(data: TaskCreate) -> str:
@@ -141,18 +150,46 @@ class Submitter:
 
     def __init__(
         self,
-        session: AsyncSession,
+        session: AsyncSession | None,
         scheduler: SchedulerClient,
         *,
         limiter: RateLimiter | None = None,
         submit_limit: SubmitLimit | None = None,
+        sessions: async_sessionmaker[AsyncSession] | None = None,
+        direct: DirectExecutor | None = None,
     ) -> None:
-        self._session = session
+        """`session`: the caller's; or None with `sessions` to open one only when needed (`submit`: a
+        keyless single submit with `direct` needs none)."""
+        if session is None and sessions is None:
+            raise ValueError("give a session or a session factory")
+        self._session_given = session
+        self._sessions = sessions
+        self._direct = direct
         self._scheduler = scheduler
         self._limiter = limiter
         self._submit_limit = submit_limit
         self._callbacks: dict[str, str] = {}
         """Task id -> `callbackUrl` of rows built by `_new_row`, written by `_insert` (webhooks)."""
+
+    @property
+    def _session(self) -> AsyncSession:
+        if self._session_given is None:
+            raise RuntimeError("no database session open")
+        return self._session_given
+
+    @contextlib.asynccontextmanager
+    async def _session_open(self) -> AsyncIterator[None]:
+        """The caller's session, or one of our own for the duration (closed, so rolled back if left open)."""
+        if self._session_given is not None:
+            yield
+            return
+        assert self._sessions is not None
+        async with self._sessions() as session:
+            self._session_given = session
+            try:
+                yield
+            finally:
+                self._session_given = None
 
     def _prepare(self, data: TaskCreate, header_key: str | None, index: int | None) -> _Prepared:
         if header_key is not None and not _KEY_PATTERN.fullmatch(header_key):
@@ -308,6 +345,49 @@ class Submitter:
         attempt = _Attempt()
         user = await self._authenticate(caller, data, header_key, attempt)
         prepared = self._prepare(data, header_key, None)
+        if self._session_given is None and self._direct is not None and self._direct_eligible(prepared):
+            done = await self._submit_direct(user, prepared, attempt)
+            if done is not None:
+                return done
+        async with self._session_open():
+            return await self._submit_in_session(user, prepared, attempt)
+
+    @staticmethod
+    def _direct_eligible(prepared: _Prepared) -> bool:
+        """No key (no replay lookup), no callback (a second row), no pinned agent (a visibility read)."""
+        data = prepared.data
+        return prepared.key is None and data.callback_url is None and data.agent_id is None
+
+    async def _submit_direct(
+        self, user: CurrentUser, prepared: _Prepared, attempt: _Attempt
+    ) -> tuple[TaskView, bool] | None:
+        """The one INSERT straight on a pooled driver connection (`DirectExecutor`); None when it failed,
+        for the session path to run it again with the same task id (a first INSERT that did commit is
+        then found, not doubled; any other error shows there as it always did)."""
+        assert self._direct is not None
+        if not attempt.rate_counted:
+            await self._check_rate(user)
+            attempt.rate_counted = True
+        task = self._new_row(user, prepared, utcnow())
+        attempt.task = task
+        direct = self._direct
+        params = [
+            (direct.json(None, prepared.input_json) if k == "input" else direct.json(getattr(task, k)))
+            if k in _JSON_KEYS
+            else getattr(task, k)
+            for k in _NEW_ROW_KEYS
+        ]
+        try:
+            await direct.execute(_DIRECT_INSERT, params)
+        except Exception as error:  # the session path decides what it means
+            logger.warning("direct submit INSERT failed (%s); running it through the session", type(error).__name__)
+            return None
+        await self._enqueue([task])
+        return task_view(task), True
+
+    async def _submit_in_session(
+        self, user: CurrentUser, prepared: _Prepared, attempt: _Attempt
+    ) -> tuple[TaskView, bool]:
         own = not self._session.in_transaction()
         try:
             return await self._submit_once(user, prepared, own, attempt)
@@ -365,6 +445,10 @@ class Submitter:
         whether any was created.
         """
         prepared = [self._prepare(item, None, i) for i, item in enumerate(items)]
+        async with self._session_open():
+            return await self._submit_batch(user, prepared)
+
+    async def _submit_batch(self, user: CurrentUser, prepared: list[_Prepared]) -> tuple[list[TaskView], bool]:
         keys = [p.key for p in prepared if p.key is not None]
         if len(keys) != len(set(keys)):
             raise ValidationFailedError("an idempotencyKey appears twice in the batch", {"field": "idempotencyKey"})
