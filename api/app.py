@@ -49,11 +49,40 @@ class AuthRuntime:
     """Access tokens that passed the database check, for `auth.user_cache_ttl_s`."""
 
 
+class _PromptWriteConnection(redis.asyncio.Connection):
+    """A TCP connection whose sends skip redis-py's per-command `asyncio.wait_for` when they cannot block.
+
+    With `socket_timeout` set, redis-py bounds every send with `wait_for`, a Task per command on 3.11,
+    though a command the kernel takes at once never waits. Here the bytes are handed to the transport
+    first; only when some stay buffered (or the connection needs connecting or a health check) does the
+    send go through redis-py's own path, timeout and error handling included.
+    """
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        writer = self._writer
+        if (
+            writer is None
+            or self._reader is None
+            or (check_health and self.health_check_interval)
+            or writer.transport.is_closing()
+            or writer.transport.get_write_buffer_size()
+        ):
+            await super().send_packed_command(command, check_health)
+            return
+        if isinstance(command, str):
+            command = command.encode()
+        writer.writelines([command] if isinstance(command, bytes) else command)
+        if writer.transport.get_write_buffer_size():
+            await super().send_packed_command(b"", check_health=False)  # drain, under the socket timeout
+
+
 def _redis_client(url: str, settings: ApiSettings, *, blocking: bool) -> redis.asyncio.Redis:
     # redis-py 8 defaults (RESP3, 5 s timeouts) pinned explicitly; the blocking client has no read timeout.
     # The command pool blocks when full (a burst waits for a connection instead of failing a heartbeat);
     # the blocking-read pool is sized for one held connection per connected agent.
     options: dict[str, Any] = {"protocol": 3, "legacy_responses": True, "decode_responses": False}
+    if url.startswith("redis://"):  # TLS and unix sockets keep redis-py's classes
+        options["connection_class"] = _PromptWriteConnection
     if blocking:
         pool = redis.asyncio.ConnectionPool.from_url(
             url,
