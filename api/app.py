@@ -26,6 +26,7 @@ from api.ops import wiring as ops_wiring
 from api.planner import wiring as planner_wiring
 from api.ratelimit import RateLimiter
 from api.settings import SettingsError
+from api.tasks.submit import SubmitGroup
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -133,6 +134,11 @@ def _core_lifespan(settings: ApiSettings, redis_url: str) -> Any:
         app.state.redis_blocking = _redis_client(redis_url, settings, blocking=True)
         try:
             app.state.scheduler = _scheduler_client(app, settings)
+            app.state.submit_group = (
+                None
+                if app.state.db_direct is None or app.state.scheduler is None
+                else SubmitGroup(app.state.db_direct, lambda: app.state.scheduler)
+            )
             auth = settings.auth
             app.state.auth = AuthRuntime(
                 passwords=PasswordService(

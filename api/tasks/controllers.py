@@ -43,8 +43,8 @@ def _service(request: Request[Any, Any, Any], db_session: AsyncSession) -> TaskS
 
 
 def _submitter(request: Request[Any, Any, Any]) -> Submitter:
-    """No request session: a keyless single submit sends its INSERT on a pooled driver connection, and
-    the submitter opens a session only for the paths that need one."""
+    """No request session: a keyless single submit's row goes through the process' `SubmitGroup` (an
+    INSERT on a pooled driver connection), and the submitter opens a session only where it needs one."""
     state = request.app.state
     limits = state.settings.ratelimit
     return Submitter(
@@ -53,7 +53,7 @@ def _submitter(request: Request[Any, Any, Any]) -> Submitter:
         limiter=state.auth.limiter,
         submit_limit=SubmitLimit(limits.task_submit_per_user, limits.task_submit_window_s),
         sessions=state.db,
-        direct=state.db_direct,
+        group=state.submit_group,
     )
 
 

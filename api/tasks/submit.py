@@ -3,8 +3,10 @@ is durable, whatever Redis does next (the reconciler enqueues a committed row Re
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import logging
 import re
@@ -39,7 +41,7 @@ from protocol.limits import MAX_IDEMPOTENCY_KEY_LENGTH, MAX_TASK_INPUT_BYTES
 from protocol.status import TaskStatus
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
     from litestar.datastructures import State
     from sqlalchemy import Table
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
     from protocol.views import TaskView
     from scheduler.client import SchedulerClient
 
-__all__ = ("SubmitLimit", "Submitter", "TokenCaller")
+__all__ = ("GROUP_MAX_ROWS", "SubmitGroup", "SubmitLimit", "Submitter", "TokenCaller")
 
 logger = logging.getLogger(__name__)
 
@@ -120,10 +122,127 @@ _NEW_ROW_KEYS = (
     "history",
 )
 _JSON_KEYS = frozenset({"input", "capabilities", "history"})
-_DIRECT_INSERT = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608 - fixed identifiers; values bound
-    Task.__tablename__, ", ".join(_NEW_ROW_KEYS), ", ".join(["%s"] * len(_NEW_ROW_KEYS))
-)
-"""The keyless single submit's INSERT for `DirectExecutor` (psycopg placeholders, `_NEW_ROW_KEYS` order)."""
+GROUP_MAX_ROWS = 100
+"""Most rows one group INSERT carries (18 parameters each)."""
+
+
+@functools.lru_cache(maxsize=GROUP_MAX_ROWS)
+def _group_insert(rows: int) -> str:
+    """The INSERT of `rows` new rows for `DirectExecutor` (psycopg placeholders, `_NEW_ROW_KEYS` order)."""
+    one = "({})".format(", ".join(["%s"] * len(_NEW_ROW_KEYS)))
+    return "INSERT INTO {} ({}) VALUES {}".format(  # noqa: S608 - fixed identifiers; values bound
+        Task.__tablename__, ", ".join(_NEW_ROW_KEYS), ", ".join([one] * rows)
+    )
+
+
+async def _enqueue_committed(scheduler: SchedulerClient, tasks: list[Task]) -> None:
+    """After the commit. A Redis failure is logged, not raised: the reconciler enqueues the rows."""
+    if not tasks:
+        return
+    try:
+        if len(tasks) == 1:
+            await scheduler.enqueue(spec_for(tasks[0], fresh=True))
+        else:
+            await scheduler.enqueue_many([spec_for(t, fresh=True) for t in tasks])
+    except _REDIS_ERRORS:
+        logger.warning(
+            "enqueue failed after commit; the reconciler will enqueue count=%d first_task_id=%s",
+            len(tasks),
+            tasks[0].id,
+            exc_info=True,
+        )
+
+
+@dataclass(slots=True)
+class _Member:
+    task: Task
+    params: list[Any]
+    answer: asyncio.Future[bool] | None
+    """Set when the group's rows are committed and enqueued; None for the submit that runs the flush."""
+
+
+class SubmitGroup:
+    """Group commit for keyless single submits (one per API process), on `DirectExecutor`.
+
+    A submit arriving while no group is being written writes its own row at once (a sequential client
+    waits for nothing). Those arriving while one is in flight wait and are written together when it
+    ends: one multi-row INSERT (its own transaction) and one enqueue call, each submit answered only
+    after both. A failed group INSERT is retried row by row, so one bad row (or a connection that died
+    mid-group) fails no other; a row that still fails is reported for its submit to retry alone
+    through a session, with the same task id.
+    """
+
+    def __init__(
+        self, direct: DirectExecutor, scheduler: Callable[[], SchedulerClient], *, max_rows: int = GROUP_MAX_ROWS
+    ) -> None:
+        """`scheduler`: the app's client, looked up per group (the app state's, which tests replace)."""
+        self.direct = direct
+        self._scheduler = scheduler
+        self._max_rows = max_rows
+        self._busy = False
+        self._waiting: list[_Member] = []
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    def params(self, task: Task, input_json: bytes | None = None) -> list[Any]:
+        """The row's INSERT parameters (`input_json`: the task's input, already encoded)."""
+        direct = self.direct
+        return [
+            (direct.json(task.input, input_json) if k == "input" else direct.json(getattr(task, k)))
+            if k in _JSON_KEYS
+            else getattr(task, k)
+            for k in _NEW_ROW_KEYS
+        ]
+
+    async def insert(self, task: Task, params: list[Any]) -> bool:
+        """True once the row is committed and the task enqueued; False when its INSERT failed."""
+        if self._busy:
+            answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self._waiting.append(_Member(task, params, answer))
+            return await answer
+        self._busy = True
+        try:
+            return (await self._flush([_Member(task, params, None)]))[0]
+        finally:
+            self._next()
+
+    def _next(self) -> None:
+        if not self._waiting:
+            self._busy = False
+            return
+        group = self._waiting[: self._max_rows]
+        del self._waiting[: self._max_rows]
+        flush = asyncio.create_task(self._flush_waiting(group), name="submit-group")
+        self._flushes.add(flush)
+        flush.add_done_callback(self._flushed)
+
+    def _flushed(self, flush: asyncio.Task[None]) -> None:
+        self._flushes.discard(flush)
+        self._next()
+
+    async def _flush_waiting(self, group: list[_Member]) -> None:
+        committed = [False] * len(group)
+        try:
+            committed = await self._flush(group)
+        finally:  # cancelled (shutdown): each submit falls back to its own session
+            for member, ok in zip(group, committed, strict=True):
+                if member.answer is not None and not member.answer.done():
+                    member.answer.set_result(ok)
+
+    async def _flush(self, group: list[_Member]) -> list[bool]:
+        committed = await self._insert(group)
+        await _enqueue_committed(self._scheduler(), [m.task for m, ok in zip(group, committed, strict=True) if ok])
+        return committed
+
+    async def _insert(self, group: list[_Member]) -> list[bool]:
+        try:
+            await self.direct.execute(_group_insert(len(group)), [p for m in group for p in m.params])
+        except Exception as error:  # the session path (or the next try) decides what it means
+            if len(group) == 1:
+                logger.warning("direct submit INSERT failed (%s); running it through the session", type(error).__name__)
+                return [False]
+            logger.warning("group INSERT of %d rows failed (%s); one by one", len(group), type(error).__name__)
+            return [(await self._insert([m]))[0] for m in group]
+        return [True] * len(group)
 
 
 def _request_hash(data: TaskCreate) -> str:
@@ -156,15 +275,15 @@ class Submitter:
         limiter: RateLimiter | None = None,
         submit_limit: SubmitLimit | None = None,
         sessions: async_sessionmaker[AsyncSession] | None = None,
-        direct: DirectExecutor | None = None,
+        group: SubmitGroup | None = None,
     ) -> None:
         """`session`: the caller's; or None with `sessions` to open one only when needed (`submit`: a
-        keyless single submit with `direct` needs none)."""
+        keyless single submit through `group` needs none)."""
         if session is None and sessions is None:
             raise ValueError("give a session or a session factory")
         self._session_given = session
         self._sessions = sessions
-        self._direct = direct
+        self._group = group
         self._scheduler = scheduler
         self._limiter = limiter
         self._submit_limit = submit_limit
@@ -292,21 +411,7 @@ class Submitter:
             await conn.execute(insert(cast("Table", TaskCallback.__table__)), callbacks)
 
     async def _enqueue(self, tasks: list[Task]) -> None:
-        """After the commit. A Redis failure is logged, not raised: the reconciler enqueues the rows."""
-        if not tasks:
-            return
-        try:
-            if len(tasks) == 1:
-                await self._scheduler.enqueue(spec_for(tasks[0], fresh=True))
-            else:
-                await self._scheduler.enqueue_many([spec_for(t, fresh=True) for t in tasks])
-        except _REDIS_ERRORS:
-            logger.warning(
-                "enqueue failed after commit; the reconciler will enqueue count=%d first_task_id=%s",
-                len(tasks),
-                tasks[0].id,
-                exc_info=True,
-            )
+        await _enqueue_committed(self._scheduler, tasks)
 
     async def _authenticate(
         self, caller: CurrentUser | TokenCaller, data: TaskCreate, header_key: str | None, attempt: _Attempt
@@ -345,7 +450,7 @@ class Submitter:
         attempt = _Attempt()
         user = await self._authenticate(caller, data, header_key, attempt)
         prepared = self._prepare(data, header_key, None)
-        if self._session_given is None and self._direct is not None and self._direct_eligible(prepared):
+        if self._session_given is None and self._group is not None and self._direct_eligible(prepared):
             done = await self._submit_direct(user, prepared, attempt)
             if done is not None:
                 return done
@@ -361,28 +466,17 @@ class Submitter:
     async def _submit_direct(
         self, user: CurrentUser, prepared: _Prepared, attempt: _Attempt
     ) -> tuple[TaskView, bool] | None:
-        """The one INSERT straight on a pooled driver connection (`DirectExecutor`); None when it failed,
-        for the session path to run it again with the same task id (a first INSERT that did commit is
-        then found, not doubled; any other error shows there as it always did)."""
-        assert self._direct is not None
+        """The row written (and enqueued) by `SubmitGroup`, alone or with concurrent ones; None when its
+        INSERT failed, for the session path to run it again with the same task id (a first INSERT that
+        did commit is then found, not doubled; any other error shows there as it always did)."""
+        assert self._group is not None
         if not attempt.rate_counted:
             await self._check_rate(user)
             attempt.rate_counted = True
         task = self._new_row(user, prepared, utcnow())
         attempt.task = task
-        direct = self._direct
-        params = [
-            (direct.json(None, prepared.input_json) if k == "input" else direct.json(getattr(task, k)))
-            if k in _JSON_KEYS
-            else getattr(task, k)
-            for k in _NEW_ROW_KEYS
-        ]
-        try:
-            await direct.execute(_DIRECT_INSERT, params)
-        except Exception as error:  # the session path decides what it means
-            logger.warning("direct submit INSERT failed (%s); running it through the session", type(error).__name__)
+        if not await self._group.insert(task, self._group.params(task, prepared.input_json)):
             return None
-        await self._enqueue([task])
         return task_view(task), True
 
     async def _submit_in_session(
