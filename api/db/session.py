@@ -119,10 +119,17 @@ class DirectExecutor:
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
-        from psycopg.types.json import Jsonb  # only on the PostgreSQL driver
+        import psycopg  # only on the PostgreSQL driver
+        from psycopg.types.json import Jsonb
 
         self._engine = engine
         self._jsonb = Jsonb
+        self._refusals = (psycopg.IntegrityError, psycopg.DataError, psycopg.ProgrammingError)
+
+    def refused(self, error: BaseException) -> bool:
+        """Whether `error` is the database refusing the statement (a constraint, a bad value), not a
+        connection or pool failure."""
+        return isinstance(error, self._refusals)
 
     def json(self, value: Any, encoded: bytes | None = None) -> Any:
         """A JSONB parameter (msgspec-encoded; `encoded` when the caller already has the bytes)."""

@@ -167,9 +167,9 @@ class SubmitGroup:
     A submit arriving while no group is being written writes its own row at once (a sequential client
     waits for nothing). Those arriving while one is in flight wait and are written together when it
     ends: one multi-row INSERT (its own transaction) and one enqueue call, each submit answered only
-    after both. A failed group INSERT is retried row by row, so one bad row (or a connection that died
-    mid-group) fails no other; a row that still fails is reported for its submit to retry alone
-    through a session, with the same task id.
+    after both. A group INSERT the database refuses is retried row by row, so one bad row fails no
+    other; a row that still fails, or every row of a group whose connection failed, is reported for
+    its submit to retry alone through a session, with the same task id.
     """
 
     def __init__(
@@ -240,7 +240,10 @@ class SubmitGroup:
             if len(group) == 1:
                 logger.warning("direct submit INSERT failed (%s); running it through the session", type(error).__name__)
                 return [False]
-            logger.warning("group INSERT of %d rows failed (%s); one by one", len(group), type(error).__name__)
+            if not self.direct.refused(error):  # a connection or pool failure: each retries on its own
+                logger.warning("group INSERT of %d rows failed (%s)", len(group), type(error).__name__)
+                return [False] * len(group)
+            logger.warning("group INSERT of %d rows refused (%s); one by one", len(group), type(error).__name__)
             return [(await self._insert([m]))[0] for m in group]
         return [True] * len(group)
 

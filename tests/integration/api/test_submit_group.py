@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -51,8 +52,11 @@ def _task(owner_id: str, n: int) -> Task:
     )
 
 
-async def _submit_together(env: Env, sched: SchedulerClient, tasks: list[Task]) -> tuple[list[bool], list[int]]:
-    """Every task handed to one group in the same loop turn; the answers and the rows of each INSERT sent."""
+async def _submit_together(
+    env: Env, sched: SchedulerClient, tasks: list[Task], *, group_connection_dies: bool = False
+) -> tuple[list[bool], list[int]]:
+    """Every task handed to one group in the same loop turn; the answers and the rows of each INSERT sent.
+    `group_connection_dies`: a multi-row INSERT fails as on a dropped connection (nothing sent)."""
     if not env.database_url.startswith("postgresql"):
         pytest.skip("the direct INSERT is PostgreSQL only")
     engine = create_async_engine(env.database_url)
@@ -62,6 +66,8 @@ async def _submit_together(env: Env, sched: SchedulerClient, tasks: list[Task]) 
 
     async def counting(sql: str, params: Any) -> None:
         sent.append(sql.count("), (") + 1)
+        if group_connection_dies and sent[-1] > 1:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
         await execute(sql, params)
 
     direct.execute = counting  # type: ignore[method-assign]
@@ -99,3 +105,16 @@ async def test_a_bad_row_in_a_group_fails_alone(env: Env, sched: SchedulerClient
     good = {t.id for n, t in enumerate(tasks) if n != 5}
     assert {row[0] for row in env.rows("SELECT id FROM tasks WHERE owner_id = :o", o=user.id)} == good
     assert await sched.known_task_ids({t.id for t in tasks}) == good
+
+
+async def test_a_group_whose_connection_fails_sends_each_submit_back_alone(env: Env, sched: SchedulerClient) -> None:
+    user = env.user()
+    tasks = [_task(user.id, n) for n in range(10)]
+
+    answers, sent = await _submit_together(env, sched, tasks, group_connection_dies=True)
+
+    # Not retried row by row on a dead connection: each submit retries through its own session.
+    assert answers == [True] + [False] * 9
+    assert sent == [1, 9]
+    assert {row[0] for row in env.rows("SELECT id FROM tasks WHERE owner_id = :o", o=user.id)} == {tasks[0].id}
+    assert await sched.known_task_ids({t.id for t in tasks}) == {tasks[0].id}
