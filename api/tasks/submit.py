@@ -443,7 +443,9 @@ class Submitter:
 
         The one INSERT runs in autocommit: it is its own transaction, durable when it returns, with
         no BEGIN/COMMIT round trips around it (a task with a `callbackUrl`, which adds a second row, and
-        a batch keep an explicit all-or-nothing transaction).
+        a batch keep an explicit all-or-nothing transaction). Without a caller's session, a keyless,
+        callback-free, unpinned submit sends it through the process' `SubmitGroup` (no session at all);
+        the rest open a session of their own.
 
         Pooled connections are not pinged when recently used (api/db/session.py), so a database restart
         shows here as a failed statement on an invalidated connection: the submission then runs once
