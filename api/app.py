@@ -17,7 +17,7 @@ from api.auth.controllers import AuthController
 from api.auth.passwords import PasswordService
 from api.auth.tokens import AccessTokenCodec, UserCache
 from api.console import console_route_handlers
-from api.db.session import create_engine, create_sessionmaker, provide_db_session
+from api.db.session import create_engine, create_sessionmaker, direct_executor, provide_db_session
 from api.errors import exception_handlers
 from api.health import healthz, readyz
 from api.http import RequestContextMiddleware, guard_json_body
@@ -26,6 +26,7 @@ from api.ops import wiring as ops_wiring
 from api.planner import wiring as planner_wiring
 from api.ratelimit import RateLimiter
 from api.settings import SettingsError
+from api.tasks.submit import SubmitGroup
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -49,11 +50,40 @@ class AuthRuntime:
     """Access tokens that passed the database check, for `auth.user_cache_ttl_s`."""
 
 
+class _PromptWriteConnection(redis.asyncio.Connection):
+    """A TCP connection whose sends skip redis-py's per-command `asyncio.wait_for` when they cannot block.
+
+    With `socket_timeout` set, redis-py bounds every send with `wait_for`, a Task per command on 3.11,
+    though a command the kernel takes at once never waits. Here the bytes are handed to the transport
+    first; only when some stay buffered (or the connection needs connecting or a health check) does the
+    send go through redis-py's own path, timeout and error handling included.
+    """
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        writer = self._writer
+        if (
+            writer is None
+            or self._reader is None
+            or (check_health and self.health_check_interval)
+            or writer.transport.is_closing()
+            or writer.transport.get_write_buffer_size()
+        ):
+            await super().send_packed_command(command, check_health)
+            return
+        if isinstance(command, str):
+            command = command.encode()
+        writer.writelines([command] if isinstance(command, bytes) else command)
+        if writer.transport.get_write_buffer_size():
+            await super().send_packed_command(b"", check_health=False)  # drain, under the socket timeout
+
+
 def _redis_client(url: str, settings: ApiSettings, *, blocking: bool) -> redis.asyncio.Redis:
     # redis-py 8 defaults (RESP3, 5 s timeouts) pinned explicitly; the blocking client has no read timeout.
     # The command pool blocks when full (a burst waits for a connection instead of failing a heartbeat);
     # the blocking-read pool is sized for one held connection per connected agent.
     options: dict[str, Any] = {"protocol": 3, "legacy_responses": True, "decode_responses": False}
+    if url.startswith("redis://"):  # TLS and unix sockets keep redis-py's classes
+        options["connection_class"] = _PromptWriteConnection
     if blocking:
         pool = redis.asyncio.ConnectionPool.from_url(
             url,
@@ -99,10 +129,16 @@ def _core_lifespan(settings: ApiSettings, redis_url: str) -> Any:
         app.state.settings = settings
         app.state.db_engine = engine
         app.state.db = create_sessionmaker(engine)
+        app.state.db_direct = direct_executor(engine)
         app.state.redis = _redis_client(redis_url, settings, blocking=False)
         app.state.redis_blocking = _redis_client(redis_url, settings, blocking=True)
         try:
             app.state.scheduler = _scheduler_client(app, settings)
+            app.state.submit_group = (
+                None
+                if app.state.db_direct is None or app.state.scheduler is None
+                else SubmitGroup(app.state.db_direct, lambda: app.state.scheduler)
+            )
             auth = settings.auth
             app.state.auth = AuthRuntime(
                 passwords=PasswordService(

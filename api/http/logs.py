@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
 __all__ = ("DropUvicornHandshakes", "RedactCredentials", "configure_logging")
 
 # `token=...`, `agent_token=...`, `access_token=...`, `refresh_token=...`, `password=...` (query or key=value).
 _QUERY_SECRET = re.compile(r"(?i)\b((?:agent_|access_|refresh_)?token|password|secret)=([^&\s\"']+)")
 _BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
+# Every match of either pattern holds one of these (lower-cased): a record without any skips both scans.
+_SECRET_MARKERS = ("token=", "password=", "secret=", "bearer")
+_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 class DropUvicornHandshakes(logging.Filter):
@@ -33,6 +37,9 @@ class RedactCredentials(logging.Filter):
             message = record.getMessage()
         except (TypeError, ValueError):
             return True
+        lowered = message.lower()
+        if not any(marker in lowered for marker in _SECRET_MARKERS):
+            return True
         cleaned = _BEARER.sub("Bearer [REDACTED]", _QUERY_SECRET.sub(r"\1=[REDACTED]", message))
         if cleaned != message:
             record.msg = cleaned
@@ -40,11 +47,39 @@ class RedactCredentials(logging.Filter):
         return True
 
 
+class _SecondCachedFormatter(logging.Formatter):
+    """The default `asctime` (`2026-01-02 03:04:05,678`, local time), formatted once per second, not per record
+    (one access line per request)."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__(fmt)
+        self._second = -1
+        self._prefix = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._prefix = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = second
+        return f"{self._prefix},{int(record.msecs):03d}"
+
+
 def configure_logging(level: str) -> None:
     """Root handler with our format and the redaction filter; uvicorn's loggers go through it, minus the
-    handshake lines and its access log (the app's access log replaces it)."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    handshake lines and its access log (the app's access log replaces it).
+
+    Records skip what the format never prints (the caller's file and line, process and thread facts),
+    which is most of a record's cost besides the write."""
+    logging.basicConfig(level=level, format=_FORMAT)
+    logging._srcfile = None  # the logging HOWTO's switch: no caller lookup
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     for handler in logging.getLogger().handlers:
+        if type(handler.formatter) is logging.Formatter and handler.formatter._fmt == _FORMAT:
+            handler.setFormatter(_SecondCachedFormatter(_FORMAT))
         handler.addFilter(RedactCredentials())
     uvicorn_error = logging.getLogger("uvicorn.error")
     uvicorn_error.addFilter(DropUvicornHandshakes())

@@ -44,6 +44,8 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 def _printable(text: str) -> str:
     """Escape control characters so a crafted path cannot forge log lines."""
+    if text.isprintable():
+        return text[:512]
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)[:512]
 
 

@@ -14,7 +14,7 @@ from api.auth.guards import claims_of, requires_token, requires_user
 from api.errors import request_id_of
 from api.http.outages import dependency_error_handlers
 from api.tasks.schemas import IdempotencyKey, TaskBatchCreate, TaskBatchOut, TaskCreate
-from api.tasks.service import SubmitLimit, TaskService, TokenCaller
+from api.tasks.service import SubmitLimit, Submitter, TaskService, TokenCaller
 from protocol.limits import MAX_TYPE_LENGTH
 from protocol.views import TaskPage, TaskView  # noqa: TC001 - Litestar resolves handler hints at runtime
 
@@ -42,6 +42,21 @@ def _service(request: Request[Any, Any, Any], db_session: AsyncSession) -> TaskS
     )
 
 
+def _submitter(request: Request[Any, Any, Any]) -> Submitter:
+    """No request session: a keyless single submit's row goes through the process' `SubmitGroup` (an
+    INSERT on a pooled driver connection), and the submitter opens a session only where it needs one."""
+    state = request.app.state
+    limits = state.settings.ratelimit
+    return Submitter(
+        None,
+        state.scheduler,
+        limiter=state.auth.limiter,
+        submit_limit=SubmitLimit(limits.task_submit_per_user, limits.task_submit_window_s),
+        sessions=state.db,
+        group=state.submit_group,
+    )
+
+
 TaskIdParam = Annotated[str, Parameter(max_length=64)]
 
 
@@ -55,13 +70,12 @@ class TaskController(Controller):
     async def submit(
         self,
         request: Request[Any, Any, Any],
-        db_session: AsyncSession,
         data: TaskCreate,
         idempotency_key: Annotated[IdempotencyKey | None, Parameter(header="Idempotency-Key")] = None,
     ) -> Response[TaskView]:
         """Submit a task. 201 when created; 200 with the first task when the idempotency key is replayed."""
         caller = TokenCaller(request.app.state, claims_of(request))
-        view, created = await _service(request, db_session).submit(caller, data, idempotency_key)
+        view, created = await _submitter(request).submit(caller, data, idempotency_key)
         return Response(view, status_code=HTTP_201_CREATED if created else HTTP_200_OK)
 
     @post("/batch", status_code=HTTP_201_CREATED, guards=[requires_user])

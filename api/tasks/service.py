@@ -40,6 +40,7 @@ __all__ = (
     "HISTORY_LIMIT",
     "Recorded",
     "SubmitLimit",
+    "Submitter",
     "TaskService",
     "TokenCaller",
     "spec_for",

@@ -3,7 +3,10 @@ is durable, whatever Redis does next (the reconciler enqueues a committed row Re
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
+import functools
 import hashlib
 import logging
 import re
@@ -38,17 +41,20 @@ from protocol.limits import MAX_IDEMPOTENCY_KEY_LENGTH, MAX_TASK_INPUT_BYTES
 from protocol.status import TaskStatus
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
     from litestar.datastructures import State
     from sqlalchemy import Table
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from api.auth.tokens import AccessClaims
+    from api.db.session import DirectExecutor
     from api.ratelimit import RateLimiter
     from api.tasks.schemas import TaskCreate
     from protocol.views import TaskView
     from scheduler.client import SchedulerClient
 
-__all__ = ("SubmitLimit", "Submitter", "TokenCaller")
+__all__ = ("GROUP_MAX_ROWS", "SubmitGroup", "SubmitLimit", "Submitter", "TokenCaller")
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +121,131 @@ _NEW_ROW_KEYS = (
     "updated_at",
     "history",
 )
+_JSON_KEYS = frozenset({"input", "capabilities", "history"})
+GROUP_MAX_ROWS = 100
+"""Most rows one group INSERT carries (18 parameters each)."""
+
+
+@functools.lru_cache(maxsize=GROUP_MAX_ROWS)
+def _group_insert(rows: int) -> str:
+    """The INSERT of `rows` new rows for `DirectExecutor` (psycopg placeholders, `_NEW_ROW_KEYS` order)."""
+    one = "({})".format(", ".join(["%s"] * len(_NEW_ROW_KEYS)))
+    return "INSERT INTO {} ({}) VALUES {}".format(  # noqa: S608 - fixed identifiers; values bound
+        Task.__tablename__, ", ".join(_NEW_ROW_KEYS), ", ".join([one] * rows)
+    )
+
+
+async def _enqueue_committed(scheduler: SchedulerClient, tasks: list[Task]) -> None:
+    """After the commit. A Redis failure is logged, not raised: the reconciler enqueues the rows."""
+    if not tasks:
+        return
+    try:
+        if len(tasks) == 1:
+            await scheduler.enqueue(spec_for(tasks[0], fresh=True))
+        else:
+            await scheduler.enqueue_many([spec_for(t, fresh=True) for t in tasks])
+    except _REDIS_ERRORS:
+        logger.warning(
+            "enqueue failed after commit; the reconciler will enqueue count=%d first_task_id=%s",
+            len(tasks),
+            tasks[0].id,
+            exc_info=True,
+        )
+
+
+@dataclass(slots=True)
+class _Member:
+    task: Task
+    params: list[Any]
+    answer: asyncio.Future[bool] | None
+    """Set when the group's rows are committed and enqueued; None for the submit that runs the flush."""
+
+
+class SubmitGroup:
+    """Group commit for keyless single submits (one per API process), on `DirectExecutor`.
+
+    A submit arriving while no group is being written writes its own row at once (a sequential client
+    waits for nothing). Those arriving while one is in flight wait and are written together when it
+    ends: one multi-row INSERT (its own transaction) and one enqueue call, each submit answered only
+    after both. A group INSERT the database refuses is retried row by row, so one bad row fails no
+    other; a row that still fails, or every row of a group whose connection failed, is reported for
+    its submit to retry alone through a session, with the same task id.
+    """
+
+    def __init__(
+        self, direct: DirectExecutor, scheduler: Callable[[], SchedulerClient], *, max_rows: int = GROUP_MAX_ROWS
+    ) -> None:
+        """`scheduler`: the app's client, looked up per group (the app state's, which tests replace)."""
+        self.direct = direct
+        self._scheduler = scheduler
+        self._max_rows = max_rows
+        self._busy = False
+        self._waiting: list[_Member] = []
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    def params(self, task: Task, input_json: bytes | None = None) -> list[Any]:
+        """The row's INSERT parameters (`input_json`: the task's input, already encoded)."""
+        direct = self.direct
+        return [
+            (direct.json(task.input, input_json) if k == "input" else direct.json(getattr(task, k)))
+            if k in _JSON_KEYS
+            else getattr(task, k)
+            for k in _NEW_ROW_KEYS
+        ]
+
+    async def insert(self, task: Task, params: list[Any]) -> bool:
+        """True once the row is committed and the task enqueued; False when its INSERT failed."""
+        if self._busy:
+            answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self._waiting.append(_Member(task, params, answer))
+            return await answer
+        self._busy = True
+        try:
+            return (await self._flush([_Member(task, params, None)]))[0]
+        finally:
+            self._next()
+
+    def _next(self) -> None:
+        if not self._waiting:
+            self._busy = False
+            return
+        group = self._waiting[: self._max_rows]
+        del self._waiting[: self._max_rows]
+        flush = asyncio.create_task(self._flush_waiting(group), name="submit-group")
+        self._flushes.add(flush)
+        flush.add_done_callback(self._flushed)
+
+    def _flushed(self, flush: asyncio.Task[None]) -> None:
+        self._flushes.discard(flush)
+        self._next()
+
+    async def _flush_waiting(self, group: list[_Member]) -> None:
+        committed = [False] * len(group)
+        try:
+            committed = await self._flush(group)
+        finally:  # cancelled (shutdown): each submit falls back to its own session
+            for member, ok in zip(group, committed, strict=True):
+                if member.answer is not None and not member.answer.done():
+                    member.answer.set_result(ok)
+
+    async def _flush(self, group: list[_Member]) -> list[bool]:
+        committed = await self._insert(group)
+        await _enqueue_committed(self._scheduler(), [m.task for m, ok in zip(group, committed, strict=True) if ok])
+        return committed
+
+    async def _insert(self, group: list[_Member]) -> list[bool]:
+        try:
+            await self.direct.execute(_group_insert(len(group)), [p for m in group for p in m.params])
+        except Exception as error:  # the session path (or the next try) decides what it means
+            if len(group) == 1:
+                logger.warning("direct submit INSERT failed (%s); running it through the session", type(error).__name__)
+                return [False]
+            if not self.direct.refused(error):  # a connection or pool failure: each retries on its own
+                logger.warning("group INSERT of %d rows failed (%s)", len(group), type(error).__name__)
+                return [False] * len(group)
+            logger.warning("group INSERT of %d rows refused (%s); one by one", len(group), type(error).__name__)
+            return [(await self._insert([m]))[0] for m in group]
+        return [True] * len(group)
 
 
 def _request_hash(data: TaskCreate) -> str:
@@ -141,18 +272,46 @@ class Submitter:
 
     def __init__(
         self,
-        session: AsyncSession,
+        session: AsyncSession | None,
         scheduler: SchedulerClient,
         *,
         limiter: RateLimiter | None = None,
         submit_limit: SubmitLimit | None = None,
+        sessions: async_sessionmaker[AsyncSession] | None = None,
+        group: SubmitGroup | None = None,
     ) -> None:
-        self._session = session
+        """`session`: the caller's; or None with `sessions` to open one only when needed (`submit`: a
+        keyless single submit through `group` needs none)."""
+        if session is None and sessions is None:
+            raise ValueError("give a session or a session factory")
+        self._session_given = session
+        self._sessions = sessions
+        self._group = group
         self._scheduler = scheduler
         self._limiter = limiter
         self._submit_limit = submit_limit
         self._callbacks: dict[str, str] = {}
         """Task id -> `callbackUrl` of rows built by `_new_row`, written by `_insert` (webhooks)."""
+
+    @property
+    def _session(self) -> AsyncSession:
+        if self._session_given is None:
+            raise RuntimeError("no database session open")
+        return self._session_given
+
+    @contextlib.asynccontextmanager
+    async def _session_open(self) -> AsyncIterator[None]:
+        """The caller's session, or one of our own for the duration (closed, so rolled back if left open)."""
+        if self._session_given is not None:
+            yield
+            return
+        assert self._sessions is not None
+        async with self._sessions() as session:
+            self._session_given = session
+            try:
+                yield
+            finally:
+                self._session_given = None
 
     def _prepare(self, data: TaskCreate, header_key: str | None, index: int | None) -> _Prepared:
         if header_key is not None and not _KEY_PATTERN.fullmatch(header_key):
@@ -255,21 +414,7 @@ class Submitter:
             await conn.execute(insert(cast("Table", TaskCallback.__table__)), callbacks)
 
     async def _enqueue(self, tasks: list[Task]) -> None:
-        """After the commit. A Redis failure is logged, not raised: the reconciler enqueues the rows."""
-        if not tasks:
-            return
-        try:
-            if len(tasks) == 1:
-                await self._scheduler.enqueue(spec_for(tasks[0], fresh=True))
-            else:
-                await self._scheduler.enqueue_many([spec_for(t, fresh=True) for t in tasks])
-        except _REDIS_ERRORS:
-            logger.warning(
-                "enqueue failed after commit; the reconciler will enqueue count=%d first_task_id=%s",
-                len(tasks),
-                tasks[0].id,
-                exc_info=True,
-            )
+        await _enqueue_committed(self._scheduler, tasks)
 
     async def _authenticate(
         self, caller: CurrentUser | TokenCaller, data: TaskCreate, header_key: str | None, attempt: _Attempt
@@ -298,7 +443,9 @@ class Submitter:
 
         The one INSERT runs in autocommit: it is its own transaction, durable when it returns, with
         no BEGIN/COMMIT round trips around it (a task with a `callbackUrl`, which adds a second row, and
-        a batch keep an explicit all-or-nothing transaction).
+        a batch keep an explicit all-or-nothing transaction). Without a caller's session, a keyless,
+        callback-free, unpinned submit sends it through the process' `SubmitGroup` (no session at all);
+        the rest open a session of their own.
 
         Pooled connections are not pinged when recently used (api/db/session.py), so a database restart
         shows here as a failed statement on an invalidated connection: the submission then runs once
@@ -308,6 +455,38 @@ class Submitter:
         attempt = _Attempt()
         user = await self._authenticate(caller, data, header_key, attempt)
         prepared = self._prepare(data, header_key, None)
+        if self._session_given is None and self._group is not None and self._direct_eligible(prepared):
+            done = await self._submit_direct(user, prepared, attempt)
+            if done is not None:
+                return done
+        async with self._session_open():
+            return await self._submit_in_session(user, prepared, attempt)
+
+    @staticmethod
+    def _direct_eligible(prepared: _Prepared) -> bool:
+        """No key (no replay lookup), no callback (a second row), no pinned agent (a visibility read)."""
+        data = prepared.data
+        return prepared.key is None and data.callback_url is None and data.agent_id is None
+
+    async def _submit_direct(
+        self, user: CurrentUser, prepared: _Prepared, attempt: _Attempt
+    ) -> tuple[TaskView, bool] | None:
+        """The row written (and enqueued) by `SubmitGroup`, alone or with concurrent ones; None when its
+        INSERT failed, for the session path to run it again with the same task id (a first INSERT that
+        did commit is then found, not doubled; any other error shows there as it always did)."""
+        assert self._group is not None
+        if not attempt.rate_counted:
+            await self._check_rate(user)
+            attempt.rate_counted = True
+        task = self._new_row(user, prepared, utcnow())
+        attempt.task = task
+        if not await self._group.insert(task, self._group.params(task, prepared.input_json)):
+            return None
+        return task_view(task), True
+
+    async def _submit_in_session(
+        self, user: CurrentUser, prepared: _Prepared, attempt: _Attempt
+    ) -> tuple[TaskView, bool]:
         own = not self._session.in_transaction()
         try:
             return await self._submit_once(user, prepared, own, attempt)
@@ -365,6 +544,10 @@ class Submitter:
         whether any was created.
         """
         prepared = [self._prepare(item, None, i) for i, item in enumerate(items)]
+        async with self._session_open():
+            return await self._submit_batch(user, prepared)
+
+    async def _submit_batch(self, user: CurrentUser, prepared: list[_Prepared]) -> tuple[list[TaskView], bool]:
         keys = [p.key for p in prepared if p.key is not None]
         if len(keys) != len(set(keys)):
             raise ValidationFailedError("an idempotencyKey appears twice in the batch", {"field": "idempotencyKey"})

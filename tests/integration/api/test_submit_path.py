@@ -1,6 +1,8 @@
 """The single-submit hot path: one transaction with one INSERT, no rollback, no auth query.
 
-Counted with SQLAlchemy event listeners on the app's own engine (counts, never timings).
+Counted with SQLAlchemy event listeners on the app's own engine, and (for the keyless single submit,
+which sends its INSERT straight on a pooled driver connection) by recording what the app's
+`DirectExecutor` sends (counts, never timings).
 """
 
 from __future__ import annotations
@@ -63,20 +65,65 @@ def tally(env: Env) -> Iterator[Tally]:
         event.remove(engine, name, fn)
 
 
-def test_one_post_is_one_transaction_with_one_insert(env: Env, tally: Tally) -> None:
+@pytest.fixture
+def direct_sent(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The statements the app's `DirectExecutor` sends (PostgreSQL only; SQLite has none)."""
+    executor = env.client.app.state.db_direct
+    if executor is None:
+        pytest.skip("the direct INSERT is PostgreSQL only")
+    sent: list[str] = []
+    execute = executor.execute
+
+    async def recording(sql: str, params: Any) -> None:
+        sent.append(" ".join(sql.split()))
+        await execute(sql, params)
+
+    monkeypatch.setattr(executor, "execute", recording)
+    return sent
+
+
+def test_one_post_is_one_insert_on_a_driver_connection(env: Env, tally: Tally, direct_sent: list[str]) -> None:
     user = env.user()
     env.submit(user)  # the token's first use reads the user row; later ones are served by the cache
     tally.clear()
+    direct_sent.clear()
 
     for n in range(5):
         task = env.submit(user, {"type": "echo", "input": {"n": n}})
-        assert [s.split(" (")[0] for s in tally.statements] == ["INSERT INTO tasks"], tally.statements
-        assert (tally.begins, tally.commits, tally.rollbacks) == (1, 1, 0)
+        assert [s.split(" (")[0] for s in direct_sent] == ["INSERT INTO tasks"], direct_sent
+        # Nothing through the session: no statement, no BEGIN, COMMIT or ROLLBACK around it.
+        assert tally.statements == []
+        assert (tally.begins, tally.commits, tally.rollbacks) == (0, 0, 0)
         tally.clear()
+        direct_sent.clear()
         # Durable before the answer: another connection sees the row and its first history entry.
         [(status, history)] = env.rows("SELECT status, history FROM tasks WHERE id = :i", i=task["id"])
         assert status == "queued"
         assert "queued" in str(history)
+
+
+def test_the_direct_insert_writes_the_row_the_session_path_writes(env: Env, direct_sent: list[str]) -> None:
+    user = env.user()
+    body = {
+        "type": "echo",
+        "input": {"text": "h\u00e9llo", "nested": [1, 2.5, None, {"k": True}]},
+        "capabilities": ["b", "a", "b"],
+        "priority": 3,
+        "maxAttempts": 2,
+        "runAt": "2099-01-01T00:00:00+02:00",
+    }
+    direct = env.submit(user, body)
+    assert len(direct_sent) == 1
+    through_session = env.submit(user, body, **{"Idempotency-Key": "via-session"})
+    assert len(direct_sent) == 1  # a keyed submit keeps the session path
+    columns = "type, input, priority, agent_id, capabilities, timeout_s, max_attempts, run_at, status, attempt, seq"
+    sql = f"SELECT {columns}, history FROM tasks WHERE id = :i"
+    [(*a, history_a)] = env.rows(sql, i=direct["id"])
+    [(*b, history_b)] = env.rows(sql, i=through_session["id"])
+    assert a == b
+    assert [e[:5] for e in history_a] == [e[:5] for e in history_b] == [[1, "scheduled", 0, None, None]]
+    assert direct["status"] == "scheduled"
+    assert direct["input"] == body["input"]
 
 
 def test_an_idempotent_submit_reads_once_and_writes_once(env: Env, tally: Tally) -> None:
@@ -132,3 +179,8 @@ def test_submit_and_cancel_keep_their_history_on_sqlite(make_env: Any, tmp_path:
     assert body["status"] == "canceled"
     assert [(e["seq"], e["status"]) for e in body["events"]] == [(1, "queued"), (2, "canceled")]
     assert body["events"][1]["data"] == {"reason": "canceled"}
+    assert env.client.app.state.db_direct is None
+    keyless = env.submit(user, {"type": "echo", "input": {"n": 2}})  # through the session on SQLite
+    read = env.client.get(f"/api/tasks/{keyless['id']}", headers=user.headers)
+    assert read.status_code == 200, read.text
+    assert read.json()["input"] == {"n": 2}

@@ -8,7 +8,8 @@ import pytest
 
 from api.http.body import MAX_BODY_DEPTH, max_nesting
 from api.http.context import forwarded_client
-from api.http.logs import DropUvicornHandshakes, RedactCredentials
+from api.http.logs import DropUvicornHandshakes, RedactCredentials, _SecondCachedFormatter
+from api.http.middleware import _printable
 
 
 @pytest.mark.parametrize(
@@ -62,3 +63,30 @@ def test_log_filters_drop_handshakes_and_mask_credentials() -> None:
     assert "s3cret" not in message
     assert "abc.def.ghi" not in message
     assert "agent_token=[REDACTED]&x=1" in message
+
+
+def test_redaction_is_case_blind_and_leaves_clean_records_alone() -> None:
+    record = _record("POST %s %s", "/x?Access_TOKEN=abc123", "BEARER zzz.yyy")
+    assert RedactCredentials().filter(record)
+    assert "abc123" not in record.getMessage()
+    assert "zzz.yyy" not in record.getMessage()
+    clean = _record("request_id=%s path=%s status=%s", "r1", "/api/tasks", 201)
+    assert RedactCredentials().filter(clean)
+    assert clean.args == ("r1", "/api/tasks", 201)  # untouched: no secret marker in it
+
+
+def test_cached_asctime_matches_the_standard_formatter() -> None:
+    fmt = "%(asctime)s %(levelname)s %(name)s %(message)s"
+    cached = _SecondCachedFormatter(fmt)
+    standard = logging.Formatter(fmt)
+    for created in (1_700_000_000.001, 1_700_000_000.999, 1_700_000_001.5, 1_700_000_000.25):
+        record = _record("line %d", 1)
+        record.created = created
+        record.msecs = (created - int(created)) * 1000
+        assert cached.format(record) == standard.format(record)
+
+
+def test_access_log_paths_escape_control_characters() -> None:
+    assert _printable("/api/tasks") == "/api/tasks"
+    assert _printable("/a\nINFO forged") == "/a\\nINFO forged"
+    assert len(_printable("/" + "a" * 600)) == 512
