@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scheduler.presence import read_online
 from scheduler.scripts import as_str
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.client import Pipeline
 
     from scheduler.clock import Clock
     from scheduler.keys import Keys
@@ -72,16 +73,30 @@ class Dispatcher:
         self.more_pending = False
         """The last pass stopped with tasks it could still place (see `run_pass`)."""
 
-    async def run_pass(self) -> int:
+    def queue_reads(self, pipe: Pipeline, *, check_presence: bool = True) -> None:
+        """Adds a round's reads to `pipe` (the dispatch loop sends them right behind its wait for a wake, so a
+        pass starts without a round trip of its own); hand what they return to `run_pass`."""
+        if check_presence:
+            pipe.get(self._keys.presence_version())
+        pipe.zrange(self._keys.queues(), 0, -1, withscores=True)
+        pipe.exists(self._keys.drained_agents(), self._keys.paused_routes())
+
+    async def run_pass(self, reads: list[Any] | None = None) -> int:
         """Dispatches until no queue can place its head; returns how many tasks were handed out.
 
+        `reads`: what `queue_reads()` returned, read just now (else the first round reads them itself).
         `more_pending` tells whether it stopped at `MAX_ROUNDS` with work left (else only a wake, pushed by
         whatever enqueues a task or frees a slot, can give it more to do)."""
         full: set[str] = set()
         total = 0
         self.more_pending = False
         for i in range(MAX_ROUNDS):
-            dispatched, more = await self._round(full, check_presence=i == 0)
+            if reads is None:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    self.queue_reads(pipe, check_presence=i == 0)
+                    reads = await pipe.execute()
+            dispatched, more = await self._round(full, reads, check_presence=i == 0)
+            reads = None
             total += dispatched
             if not more:
                 return total
@@ -141,17 +156,12 @@ class Dispatcher:
                 plan.append((rid, route.info, float(score), candidates))
         return plan
 
-    async def _round(self, full: set[str], *, check_presence: bool) -> tuple[int, bool]:
-        """One walk over the registry. Returns (dispatched, whether another round may help)."""
+    async def _round(self, full: set[str], replies: list[Any], *, check_presence: bool) -> tuple[int, bool]:
+        """One walk over the registry (`replies`: what `queue_reads()` read). Returns (dispatched, whether another
+        round may help)."""
         # Operator holds (docs/operations.md "Pause and drain"): a drained agent gets no new task, a paused
         # route is skipped (both read only while one exists); paused task types are checked per task in
         # dispatch.lua.
-        async with self._redis.pipeline(transaction=False) as pipe:
-            if check_presence:
-                pipe.get(self._keys.presence_version())
-            pipe.zrange(self._keys.queues(), 0, -1, withscores=True)
-            pipe.exists(self._keys.drained_agents(), self._keys.paused_routes())
-            replies = await pipe.execute()
         if check_presence:
             await self._refresh_presence(replies[0])
         entries, holds = replies[-2], replies[-1]
