@@ -152,7 +152,12 @@ async def test_a_lone_task_dispatch_checks_one_agent_and_reads_no_holds(private_
     assert await service.dispatch_once() == 1  # loads the scripts, reads presence and the route once
     per_pass: list[dict[str, int]] = []
     for i in range(LONE_TASKS):
+        await private_redis.delete(sched.keys.wake())  # as the dispatch loop's BLPOP leaves it
+        before = await _commands(private_redis)
         assert await sched.enqueue(spec(f"lone-{i}"))
+        enqueued = _delta(before, await _commands(private_redis))
+        assert enqueued.get("lpush", 0) == 1, enqueued  # the wake: one element, no TTL to refresh
+        assert "expire" not in enqueued, enqueued
         before = await _commands(private_redis)
         assert await service.dispatch_once() == 1
         per_pass.append(_delta(before, await _commands(private_redis)))
