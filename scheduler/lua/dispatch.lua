@@ -131,8 +131,9 @@ else
 end
 if why == nil then
   -- Every head read was looked at: the queue had no more that could go now.
-  if not filled and (#heads < 2 * want or any_paused) then why = 'empty'
+  if not filled and (#heads < 2 * want or any_paused or queued == #taken) then why = 'empty'
   elseif n < #taken or want == max_n then why = 'batch'
-  else why = 'full' end
+  elseif checked_all then why = 'full'
+  else why = 'batch' end
 end
 return { n, why, unpack(placed) }
