@@ -2,10 +2,14 @@
 `dispatch.lua` for each queue that has a candidate agent. Decides nothing atomically itself:
 every candidate list is a hint the script re-checks.
 
-Presence is kept in memory between passes: it is read again when a heartbeat changed it (the
-`{P}:presence` counter, one GET per pass), or once it is `PRESENCE_MAX_AGE_MS` old (agents that went
-away without a heartbeat saying so). Slot use is not trusted from it at all: the script counts slots,
+A round costs one round trip before its script calls (the presence version, the queue registry and
+whether any operator hold exists), so a lone task's pass is that plus one script call. Presence is kept
+in memory between passes: it is read again when a heartbeat changed it (the `{P}:presence` counter), or
+once it is `PRESENCE_MAX_AGE_MS` old (agents that went away without a heartbeat saying so); in between,
+the tasks each script call placed are added to the agents' load, so candidates are offered least loaded
+first without re-reading slot sets. Slot use is not trusted from it at all: the script counts slots,
 and a queue whose candidates it found full makes the pass skip those agents for the other queues.
+Route info is fixed by the route id, so it is read once per route and kept.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from scheduler.scripts import as_str
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.client import Pipeline
 
     from scheduler.clock import Clock
     from scheduler.keys import Keys
@@ -38,17 +43,18 @@ PRESENCE_MAX_AGE_MS = 1000
 """Longest a pass trusts the presence read by an earlier one."""
 
 
-def _candidates(route: Any, free: list[AgentPresence]) -> list[str]:
-    if route is None:
-        return []
-    info = json.loads(route)
-    pin: str = info.get("pin", "")
-    if pin:
-        return [a.agent_id for a in free if a.agent_id == pin]
-    need = set(info.get("caps", []))
-    fit = [a for a in free if need.issubset(a.capabilities)]
-    fit.sort(key=lambda a: a.running)
-    return [a.agent_id for a in fit[:MAX_CANDIDATES]]
+MAX_ROUTES_KEPT = 4096
+"""Route infos kept in memory (cleared past it: re-reading one is a single HMGET)."""
+
+
+class _Route:
+    __slots__ = ("info", "need", "pin")
+
+    def __init__(self, info: str) -> None:
+        parsed = json.loads(info)
+        self.info = info
+        self.pin: str = parsed.get("pin") or ""
+        self.need = frozenset(parsed.get("caps") or ())
 
 
 class Dispatcher:
@@ -61,37 +67,106 @@ class Dispatcher:
         self._agents: list[AgentPresence] = []
         self._agents_at = -PRESENCE_MAX_AGE_MS
         self._presence_version: bytes | str | None = None
+        self._placed: dict[str, int] = {}
+        """Tasks placed per agent since presence was read: added to its `running` when ordering candidates."""
+        self._routes: dict[str, _Route] = {}
         self.more_pending = False
         """The last pass stopped with tasks it could still place (see `run_pass`)."""
 
-    async def run_pass(self) -> int:
+    def queue_reads(self, pipe: Pipeline, *, check_presence: bool = True) -> None:
+        """Adds a round's reads to `pipe` (the dispatch loop sends them right behind its wait for a wake, so a
+        pass starts without a round trip of its own); hand what they return to `run_pass`."""
+        if check_presence:
+            pipe.get(self._keys.presence_version())
+        pipe.zrange(self._keys.queues(), 0, -1, withscores=True)
+        pipe.exists(self._keys.drained_agents(), self._keys.paused_routes())
+
+    async def run_pass(self, reads: list[Any] | None = None) -> int:
         """Dispatches until no queue can place its head; returns how many tasks were handed out.
 
+        `reads`: what `queue_reads()` returned, read just now (else the first round reads them itself).
         `more_pending` tells whether it stopped at `MAX_ROUNDS` with work left (else only a wake, pushed by
         whatever enqueues a task or frees a slot, can give it more to do)."""
-        await self._refresh_presence()
         full: set[str] = set()
         total = 0
         self.more_pending = False
-        for _ in range(MAX_ROUNDS):
-            dispatched, more = await self._round(full)
+        for i in range(MAX_ROUNDS):
+            if reads is None:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    self.queue_reads(pipe, check_presence=i == 0)
+                    reads = await pipe.execute()
+            dispatched, more = await self._round(full, reads, check_presence=i == 0)
+            reads = None
             total += dispatched
             if not more:
                 return total
         self.more_pending = True
         return total
 
-    async def _refresh_presence(self) -> None:
+    async def _refresh_presence(self, version: bytes | str | None) -> None:
         now = self._clock.now_ms()
-        version = await self._redis.get(self._keys.presence_version())
         if version == self._presence_version and now - self._agents_at < PRESENCE_MAX_AGE_MS:
             return
         self._agents = await read_online(self._redis, self._keys, now)
         self._agents_at = now
         self._presence_version = version
+        self._placed.clear()
 
-    async def _round(self, full: set[str]) -> tuple[int, bool]:
-        """One walk over the registry. Returns (dispatched, whether another round may help)."""
+    async def _route_infos(self, route_ids: list[str]) -> list[_Route | None]:
+        unknown = [rid for rid in route_ids if rid not in self._routes]
+        if unknown:
+            if len(self._routes) + len(unknown) > MAX_ROUTES_KEPT:
+                self._routes.clear()
+            for rid, info in zip(unknown, await self._redis.hmget(self._keys.routes(), unknown), strict=True):
+                if info is not None:  # else the queue emptied meanwhile
+                    self._routes[rid] = _Route(as_str(info))
+        return [self._routes.get(rid) for rid in route_ids]
+
+    def _candidates(self, route: _Route | None, free: list[AgentPresence]) -> list[str]:
+        if route is None:
+            return []
+        if route.pin:
+            return [a.agent_id for a in free if a.agent_id == route.pin]
+        fit = [a for a in free if route.need.issubset(a.capabilities)]
+        fit.sort(key=lambda a: a.running + self._placed.get(a.agent_id, 0))
+        return [a.agent_id for a in fit[:MAX_CANDIDATES]]
+
+    async def _plan(
+        self, entries: list[tuple[bytes | str, float]], free: list[AgentPresence], *, holds: bool
+    ) -> list[tuple[str, str, float, list[str]]]:
+        """(route id, route info, head score, candidates) of each queue in the registry that some agent in `free`
+        may serve, in the registry's order."""
+        paused: set[str] = set()
+        if holds:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.smembers(self._keys.drained_agents())
+                pipe.smembers(self._keys.paused_routes())
+                drained_raw, paused_raw = await pipe.execute()
+            if drained_raw:
+                drained = {as_str(a) for a in drained_raw}
+                free = [a for a in free if a.agent_id not in drained]
+                if not free:
+                    return []
+            paused = {as_str(r) for r in paused_raw}
+        route_ids = [as_str(rid) for rid, _ in entries]
+        plan = []
+        for rid, (_, score), route in zip(route_ids, entries, await self._route_infos(route_ids), strict=True):
+            candidates = [] if route is None or rid in paused else self._candidates(route, free)
+            if route is not None and candidates:
+                plan.append((rid, route.info, float(score), candidates))
+        return plan
+
+    async def _round(self, full: set[str], replies: list[Any], *, check_presence: bool) -> tuple[int, bool]:
+        """One walk over the registry (`replies`: what `queue_reads()` read). Returns (dispatched, whether another
+        round may help)."""
+        # Operator holds (docs/operations.md "Pause and drain"): a drained agent gets no new task, a paused
+        # route is skipped (both read only while one exists); paused task types are checked per task in
+        # dispatch.lua.
+        if check_presence:
+            await self._refresh_presence(replies[0])
+        entries, holds = replies[-2], replies[-1]
+        if not entries:
+            return 0, False
         now = self._clock.now_ms()
         free = [
             a
@@ -100,40 +175,21 @@ class Dispatcher:
         ]
         if not free:
             return 0, False
-        # Operator holds (docs/operations.md "Pause and drain") come in the same round trip as the queues:
-        # a drained agent gets no new task, a paused route is skipped; paused task types are checked per
-        # task in dispatch.lua.
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zrange(self._keys.queues(), 0, -1, withscores=True)
-            pipe.smembers(self._keys.drained_agents())
-            pipe.smembers(self._keys.paused_routes())
-            entries, drained_raw, paused_raw = await pipe.execute()
-        if not entries:
-            return 0, False
-        if drained_raw:
-            drained = {as_str(a) for a in drained_raw}
-            free = [a for a in free if a.agent_id not in drained]
-            if not free:
-                return 0, False
-        paused = {as_str(r) for r in paused_raw}
-        routes = await self._redis.hmget(self._keys.routes(), [as_str(rid) for rid, _ in entries])
-        plan = []
-        for (rid, score), route in zip(entries, routes, strict=True):
-            candidates = [] if as_str(rid) in paused else _candidates(route, free)
-            if candidates:
-                plan.append((as_str(rid), float(score), candidates))
+        plan = await self._plan(entries, free, holds=bool(holds))
         dispatched = 0
         deferred = False
-        for i, (rid, _score, candidates) in enumerate(plan):
+        for i, (rid, info, _score, candidates) in enumerate(plan):
             if full.issuperset(candidates):
                 continue
             # Yield once this queue's head sorts after the next placeable queue's head, so tasks
             # leave in global priority/FIFO order across queues.
-            stop = plan[i + 1][1] if i + 1 < len(plan) else None
-            n, why = await self._scripts.dispatch(
-                rid, candidates, now, max_tasks=self._settings.dispatch_batch, stop_score=stop
+            stop = plan[i + 1][2] if i + 1 < len(plan) else None
+            n, why, placed = await self._scripts.dispatch(
+                rid, info, candidates, now, max_tasks=self._settings.dispatch_batch, stop_score=stop
             )
             dispatched += n
+            for agent_id, k in placed.items():
+                self._placed[agent_id] = self._placed.get(agent_id, 0) + k
             if why == "full":
                 full.update(candidates)
             if (why == "yield" and n) or why == "batch":

@@ -64,7 +64,7 @@ Each entry: key, Redis type; contents; bound or TTL; written by -> read by.
     refreshed per heartbeat and cancel entry. dispatch, cancel, timeouts, reap_agents -> `read_inbox()`.
 `P:wake` LIST
     A nudge for dispatch loops (work or capacity appeared). At most 1 element (pushed only when empty);
-    TTL 60 s. enqueue, release_due, heartbeat, complete, fail, cancel, reaps -> the dispatch loop (BLPOP).
+    no TTL. enqueue, release_due, heartbeat, complete, fail, cancel, reaps -> the dispatch loop (BLPOP).
 `P:presence` STRING
     Counter bumped when an agent comes online or changes concurrency/accepting: dispatch loops keep presence
     in memory and read it again when this changes. TTL 1 day, refreshed on change. heartbeat -> dispatch loop.

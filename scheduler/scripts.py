@@ -156,17 +156,29 @@ class Scripts:
         return int(await self._run("enqueue", now_ms, [self._keys.ord_counter()], args))
 
     async def dispatch(
-        self, route: str, candidates: list[str], now_ms: int, *, max_tasks: int, stop_score: float | None
-    ) -> tuple[int, str]:
+        self,
+        route: str,
+        route_info: str,
+        candidates: list[str],
+        now_ms: int,
+        *,
+        max_tasks: int,
+        stop_score: float | None,
+    ) -> tuple[int, str, dict[str, int]]:
+        """Places heads of one queue; returns (placed, why it stopped, tasks placed per agent).
+
+        `route_info` is the route's JSON as the registry's routes hash holds it; `candidates` least loaded first."""
         args: list[Any] = [
             route,
             min(max_tasks, MAX_DISPATCH_PER_CALL),
             int(self._settings.assign_timeout_s * 1000),
             "" if stop_score is None else repr(stop_score),
+            route_info,
             *candidates,
         ]
         reply = await self._run("dispatch", now_ms, [self._keys.queue(route)], args)
-        return int(reply[0]), as_str(reply[1])
+        placed = {as_str(reply[i]): int(reply[i + 1]) for i in range(2, len(reply) - 1, 2)}
+        return int(reply[0]), as_str(reply[1]), placed
 
     async def cancel(self, task_id: str, reason: str, now_ms: int) -> CancelResult:
         reply = await self._run("cancel", now_ms, [self._keys.task(task_id)], [task_id, reason])

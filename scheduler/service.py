@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scheduler.clock import Clock, SystemClock
 from scheduler.dispatcher import Dispatcher
@@ -63,8 +63,8 @@ class SchedulerService:
 
     # --- one step each (also the burst mode) ---------------------------------------------------
 
-    async def dispatch_once(self) -> int:
-        n = await self._dispatcher.run_pass()
+    async def dispatch_once(self, reads: list[Any] | None = None) -> int:
+        n = await self._dispatcher.run_pass(reads)
         self.dispatched += n
         return n
 
@@ -152,19 +152,28 @@ class SchedulerService:
         key = self._keys.scheduler_heartbeat(self._settings.instance)
         await self._redis.set(key, str(self._clock.now_ms()), ex=heartbeat_ttl_s(self._settings))
 
-    async def _wait_for_wake(self) -> None:
+    async def _wait_for_wake(self) -> list[Any]:
+        """Waits for a wake (or the timeout); returns the next pass' reads, sent behind the BLPOP in one
+        round trip (Redis runs them once the BLPOP returns, so they see what the wake announced)."""
         timeout = min(self._settings.sweep_interval_s, 1.0)
-        await self._blocking.blpop([self._keys.wake()], timeout=timeout)
+        async with self._blocking.pipeline(transaction=False) as pipe:
+            pipe.blpop([self._keys.wake()], timeout=timeout)
+            self._dispatcher.queue_reads(pipe)
+            replies: list[Any] = await pipe.execute()
+        return replies[1:]
 
     async def _dispatch_loop(self) -> None:
+        reads: list[Any] | None = None
         while not self._stopping.is_set():
             try:
-                if await self.dispatch_once() == 0 or not self._dispatcher.more_pending:
+                n, reads = await self.dispatch_once(reads), None
+                if n == 0 or not self._dispatcher.more_pending:
                     # Nothing left that a pass could place: anything new (a task, a freed slot) pushes a wake.
-                    await self._wait_for_wake()
+                    reads = await self._wait_for_wake()
             except asyncio.CancelledError:
                 raise
             except Exception:
+                reads = None
                 logger.exception("dispatch pass failed; retrying")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self._settings.sweep_interval_s)

@@ -3,9 +3,11 @@
 One writer per process (per sessionmaker), shared by every agent socket. Callers hand over a
 prepared row update and wait; the writer gathers whatever is pending, applies it with Core
 executemany UPDATEs (no ORM objects) in one transaction, commits, and only then resolves the
-callers — so an `ack` still means "committed". A failed batch fails every waiter (nothing is acked,
-agents resend). Rows are locked in id order, and a deadlock or serialization failure retries the
-batch, so the writer, the recorder and `cancel` (all tasks-row first) cannot lock each other out.
+callers — so an `ack` still means "committed". A batch of one (a lone task's result) is one UPDATE
+run in autocommit: its own transaction, without the BEGIN and COMMIT round trips. A failed batch
+fails every waiter (nothing is acked, agents resend). Rows are locked in id order, and a deadlock or
+serialization failure retries the batch, so the writer, the recorder and `cancel` (all tasks-row first)
+cannot lock each other out.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 
 from api.db.base import UTCDateTime
 from api.db.models.tasks import Task
+from api.db.session import AUTOCOMMIT
 from api.tasks.committed import CommittedOutcomes
 from api.tasks.history import entry, json_append, json_extend
 from protocol.status import TERMINAL_STATUSES, TaskStatus
@@ -239,13 +242,18 @@ async def apply_writes(
 
 
 async def retry_on_lock_conflict(
-    sessionmaker: async_sessionmaker[AsyncSession], work: Callable[[AsyncConnection], Awaitable[_T]]
+    sessionmaker: async_sessionmaker[AsyncSession],
+    work: Callable[[AsyncConnection], Awaitable[_T]],
+    *,
+    autocommit: bool = False,
 ) -> _T:
-    """Run `work` in a fresh transaction and commit; rerun it on a deadlock/serialization failure."""
+    """Run `work` in a fresh transaction and commit; rerun it on a deadlock/serialization failure.
+
+    `autocommit`: `work` is one statement, its own transaction, so no BEGIN/COMMIT round trips go around it."""
     for attempt in range(LOCK_RETRIES):
         try:
             async with sessionmaker() as session:
-                conn = await session.connection()
+                conn = await (session.connection(execution_options=AUTOCOMMIT) if autocommit else session.connection())
                 out = await work(conn)
                 await session.commit()
                 return out
@@ -297,7 +305,8 @@ class ResultWriter:
             try:
                 if live:
                     work = functools.partial(apply_writes, writes=live)
-                    done = await retry_on_lock_conflict(self._sessionmaker, work)
+                    # A lone outcome is one UPDATE of one row: atomic by itself, committed when it returns.
+                    done = await retry_on_lock_conflict(self._sessionmaker, work, autocommit=len(live) == 1)
                     self._note_results(*done.get("result", ([], None)))
             except Exception as exc:  # every waiter of the batch gets it: nothing is acked, agents resend
                 logger.warning("result batch of %d not committed", len(live), exc_info=True)

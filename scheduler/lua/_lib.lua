@@ -40,15 +40,13 @@ local enc = cjson.encode
 local function int(n) return string.format('%.0f', n) end
 
 -- Once per script call; the list never holds more than one element, and a list that already holds its
--- nudge (a busy dispatch loop has not popped it yet) costs one LLEN instead of three writes.
+-- nudge (a busy dispatch loop has not popped it yet) costs one LLEN instead of a write. No TTL: a nudge
+-- nobody pops (no scheduler running) is one element, and the next dispatch loop to start takes it.
 local woken = false
 local function wake()
   if woken then return end
   woken = true
-  if redis.call('LLEN', K_WAKE) == 0 then
-    redis.call('LPUSH', K_WAKE, '1')
-    redis.call('EXPIRE', K_WAKE, 60)
-  end
+  if redis.call('LLEN', K_WAKE) == 0 then redis.call('LPUSH', K_WAKE, '1') end
 end
 
 -- Whether any API process has a client socket open (see api/ws/fanout.py): without one, nobody can be

@@ -2,23 +2,20 @@
 -- KEYS[8] the route's queue zset
 -- ARGV[8] route id  [9] max tasks this call  [10] assign-ack timeout ms
 -- ARGV[11] stop score or '' (yield once the head sorts after another queue's head)
--- ARGV[12..] candidate agent ids (the caller's guess; each is re-checked here: online lease,
---   accepting, pin or capabilities, free slot)
--- Returns {dispatched count, why it stopped: 'empty' | 'full' | 'yield' | 'batch' (more may follow)}.
+-- ARGV[12] the route's info JSON `{"pin":..,"caps":[..]}` (fixed by the route id, so the caller may cache it)
+-- ARGV[13..] candidate agent ids, least loaded first (the caller's guess; each is re-checked here: online
+--   lease, accepting, pin or capabilities, free slot; only as many as it takes to seat the heads read)
+-- Returns {dispatched count, why it stopped: 'empty' | 'full' | 'yield' | 'batch' (more may follow),
+--   then per agent that got tasks: its id and how many} (the caller keeps its load guess with it).
 -- Invariant: a task leaves the queue only together with taking a slot, bumping attempt (the
 -- fencing token) and writing the submit entry into that agent's inbox.
 -- Cost: the heads are read and removed, the slot sets, deadlines and the queue registry written once per
--- call; per task one HMGET, one HSET, the inbox entry and the event (one SISMEMBER more while some task
--- type is paused).
+-- call; per candidate checked ZSCORE, HMGET, SCARD; per task one HMGET, one HSET, the inbox entry and the
+-- event (one SISMEMBER more while some task type is paused).
 local route, qkey = ARGV[8], KEYS[8]
 local max_n, ack_ms, stop = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local pin, need = '', {}
-local rj = redis.call('HGET', K_ROUTES, route)
-if rj then
-  local r = cjson.decode(rj)
-  pin = r.pin
-  need = r.caps
-end
+local r = cjson.decode(ARGV[12])
+local pin, need = r.pin or '', r.caps or {}
 
 local function has_caps(caps_json)
   if #need == 0 then return true end
@@ -30,8 +27,14 @@ local function has_caps(caps_json)
   return true
 end
 
-local cands, free = {}, 0
-for i = 12, #ARGV do
+-- Candidates are checked in the caller's order until their free slots can seat the whole queue (or a full
+-- call): a lone task checks one agent, not every candidate.
+local queued = redis.call('ZCARD', qkey)
+local seat = math.min(max_n, queued)
+if seat == 0 then return { 0, 'empty' } end
+local cands, free, checked_all = {}, 0, true
+for i = 13, #ARGV do
+  if free >= seat then checked_all = false; break end
   local a = ARGV[i]
   local lease = redis.call('ZSCORE', K_AGENTS, a)
   if lease and tonumber(lease) > NOW and (pin == '' or pin == a) then
@@ -45,12 +48,14 @@ for i = 12, #ARGV do
 end
 
 local want = math.min(max_n, free)
-if want <= 0 then return { 0, 'full' } end
+-- 'full' tells the caller that every candidate it passed is full (it skips them for other queues).
+if want <= 0 then return { 0, checked_all and 'full' or 'batch' } end
 -- Paused task types (an operator hold) stay queued in place; up to MAX_SKIP of them are passed over
 -- per call to reach the tasks behind them.
 local K_PAUSED, MAX_SKIP = P .. ':ops:paused_types', 200
 local any_paused = redis.call('SCARD', K_PAUSED) > 0
-local heads = redis.call('ZRANGE', qkey, 0, want - 1 + (any_paused and MAX_SKIP or 0), 'WITHSCORES')
+local limit = want + (any_paused and MAX_SKIP or 0)
+local heads = redis.call('ZRANGE', qkey, 0, limit - 1, 'WITHSCORES')
 if #heads == 0 then return { 0, 'empty' } end
 local taken, fields, why, filled = {}, {}, nil, false
 for i = 1, #heads, 2 do
@@ -100,15 +105,35 @@ for i, id in ipairs(taken) do
     n = n + 1
   end
 end
+local placed = {}
 for _, c in ipairs(cands) do
-  if #c.new > 0 then redis.call('SADD', k_agent_tasks(c.id), unpack(c.new)) end
+  if #c.new > 0 then
+    redis.call('SADD', k_agent_tasks(c.id), unpack(c.new))
+    placed[#placed + 1] = c.id
+    placed[#placed + 1] = #c.new
+  end
 end
 if n > 0 then redis.call('ZADD', K_DEADLINES, unpack(deadlines)) end
-queue_refresh(route)
+-- The registry keeps the queue's new head: the first head read that is still queued, else (all taken) the
+-- queue is empty when it held no more than those (no ZRANGE needed to know either).
+local removed, new_head = {}, nil
+for _, id in ipairs(taken) do removed[id] = true end
+for i = 1, #heads, 2 do
+  if not removed[heads[i]] then new_head = heads[i + 1]; break end
+end
+if new_head then
+  redis.call('ZADD', K_QUEUES, new_head, route)
+elseif queued == #taken then
+  redis.call('ZREM', K_QUEUES, route)
+  redis.call('HDEL', K_ROUTES, route)
+else
+  queue_refresh(route)
+end
 if why == nil then
   -- Every head read was looked at: the queue had no more that could go now.
-  if not filled and (#heads < 2 * want or any_paused) then why = 'empty'
+  if not filled and (#heads < 2 * want or any_paused or queued == #taken) then why = 'empty'
   elseif n < #taken or want == max_n then why = 'batch'
-  else why = 'full' end
+  elseif checked_all then why = 'full'
+  else why = 'batch' end
 end
-return { n, why }
+return { n, why, unpack(placed) }

@@ -102,3 +102,27 @@ async def test_a_failed_batch_fails_every_waiter_and_nothing_is_acked(
     async with sessionmaker() as session:
         rows = [await session.get(Task, t) for t in ids]
     assert all(r is not None and (r.status, r.result) == ("done", {"ok": 1}) for r in rows)
+
+
+async def test_a_lone_result_is_one_update_in_autocommit(env: Env, sched, sched_service, sessionmaker) -> None:
+    """A batch of one needs no transaction around its one UPDATE: no BEGIN/COMMIT round trips, still durable
+    before the ack (the statement commits by itself)."""
+    (task_id,), agent = await _running(env, sched, sched_service, 1)
+    writer = ResultWriter(sessionmaker)
+    autocommit: list[bool] = []
+    engine = sessionmaker.kw["bind"].sync_engine
+
+    def listener(conn: Any, *_: Any) -> None:
+        autocommit.append(bool(conn.connection.driver_connection.autocommit))
+
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        async with sessionmaker() as session:
+            answer = await TaskService(session, sched, writer=writer).record_result(task_id, 1, agent, {"ok": 1})
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert answer.ack
+    assert not answer.duplicate
+    assert autocommit == [True], autocommit  # the writer's one statement, outside any transaction
+    row = await task_row(sessionmaker, task_id)
+    assert (row.status, row.result, row.attempt) == ("done", {"ok": 1}, 1)

@@ -131,3 +131,41 @@ async def test_events_are_published_only_while_someone_watches(private_redis: re
     await mark_watching(private_redis, keys, "api-1", FakeClock().now_ms(), 60_000)
     delta = await _cycle(private_redis, "w")
     assert delta.get("publish", 0) == 4 * TASKS, delta
+
+
+LONE_TASKS = 20
+MAX_DISPATCH_COMMANDS_PER_LONE_TASK = 20
+"""A lone task's dispatch pass, inside its script and out (20 when written; 28 before)."""
+
+
+async def test_a_lone_task_dispatch_checks_one_agent_and_reads_no_holds(private_redis: redis.asyncio.Redis) -> None:
+    """One task at a time (nothing batches): each pass is one registry read and one script call, the script
+    checks only the candidate it needs, and the tasks still spread over both agents (the pass counts what it
+    placed while it trusts its presence snapshot)."""
+    clock = FakeClock()
+    settings = SchedulerSettings(prefix="lone", task_ttl_s=600, inbox_ttl_s=600)
+    sched = SchedulerClient(private_redis, prefix="lone", clock=clock, settings=settings)
+    service = SchedulerService(private_redis, settings, clock)
+    for agent_id in ("a1", "a2"):
+        await sched.agent_online(AgentSpec(agent_id, "owner-1", (), LONE_TASKS, True), lease_s=600)
+    assert await sched.enqueue(spec("warm-up"))
+    assert await service.dispatch_once() == 1  # loads the scripts, reads presence and the route once
+    per_pass: list[dict[str, int]] = []
+    for i in range(LONE_TASKS):
+        await private_redis.delete(sched.keys.wake())  # as the dispatch loop's BLPOP leaves it
+        before = await _commands(private_redis)
+        assert await sched.enqueue(spec(f"lone-{i}"))
+        enqueued = _delta(before, await _commands(private_redis))
+        assert enqueued.get("lpush", 0) == 1, enqueued  # the wake: one element, no TTL to refresh
+        assert "expire" not in enqueued, enqueued
+        before = await _commands(private_redis)
+        assert await service.dispatch_once() == 1
+        per_pass.append(_delta(before, await _commands(private_redis)))
+    for delta in per_pass:
+        assert sum(delta.values()) <= MAX_DISPATCH_COMMANDS_PER_LONE_TASK, delta
+        assert delta.get("evalsha", 0) == 1, delta
+        assert delta.get("zscore", 0) == 1, delta  # one candidate re-checked, not both
+        assert "smembers" not in delta, delta  # no operator hold exists: the sets are not read
+        assert "hget" not in delta, delta  # the route info is kept
+    inboxes = [await sched.read_inbox(a, "c1", block_ms=0, count=100) for a in ("a1", "a2")]
+    assert sorted(len(entries) for entries in inboxes) == [LONE_TASKS // 2, LONE_TASKS // 2 + 1]

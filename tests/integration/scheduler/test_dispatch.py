@@ -186,3 +186,20 @@ async def test_the_loop_places_a_waiting_task_when_a_slot_frees_and_is_not_woken
     await redis_client.delete(wake)
     assert (await sched.complete("third", 1, "a1")).outcome == "ok"
     assert await redis_client.llen(wake) == 0  # nothing waits
+
+
+async def test_a_queue_emptied_by_the_first_candidate_does_not_bar_the_others_for_this_pass(
+    sched, service: SchedulerService, make_agent
+) -> None:
+    """The script checks candidates only until their free slots seat the queue: when the first one takes the
+    queue's last task into its last slot, the pass must not take the candidates it never checked for full."""
+    small = make_agent("small", concurrency=1, lease_s=300.0)  # earlier lease: first among equals
+    big = make_agent("big", concurrency=4, caps=("gpu",), lease_s=600.0)
+    await small.online()
+    await big.online()
+    await sched.enqueue(spec("plain"))
+    await sched.enqueue(spec("needs-gpu", caps=("gpu",)))
+    # One pass places both: `plain` on `small` (checked alone), then `needs-gpu` on `big`.
+    assert await service.dispatch_once() == 2
+    assert [e.task_id for e in await small.inbox()] == ["plain"]
+    assert [e.task_id for e in await big.inbox()] == ["needs-gpu"]

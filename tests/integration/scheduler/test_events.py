@@ -141,8 +141,9 @@ async def test_no_key_without_ttl_after_a_full_cycle(sched, service, make_agent,
     await sched.mark_epoch()
     keys = Keys(sched.keys.prefix)
     # Bounded by design (see the key map): one counter, one stream capped by MAXLEN, one epoch
-    # marker, the agents lease index (one member per live agent), the finished-task counters (three fields).
-    allowed = {keys.ord_counter(), keys.events(), keys.epoch(), keys.agents(), keys.task_counts()}
+    # marker, the agents lease index (one member per live agent), the finished-task counters (three fields),
+    # the wake list (one nudge at most).
+    allowed = {keys.ord_counter(), keys.events(), keys.epoch(), keys.agents(), keys.task_counts(), keys.wake()}
     left = {k.decode() async for k in redis_client.scan_iter(match=keys.pattern(), count=1000)}
     assert left, "the cycle wrote nothing?"
     without_ttl = {k for k in left if await redis_client.ttl(k) == -1} - allowed
