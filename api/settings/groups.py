@@ -160,7 +160,8 @@ class WsSettings:
     token_recheck_interval_s: float = 300.0
     """How often an open agent socket re-checks its token in the database (backstop for lost control); 0: never."""
     agent_frame_concurrency: int = 16
-    """Agent frames the process handles at once, per kind (accept/progress; result/error); within the Redis pool."""
+    """Agent frames the process handles at once, per kind (accept/stream; the Redis step of result/error); within
+    the Redis pool. Progress frames have a lane of their own of 1,024 (a loop turn's frames share one script call)."""
     agent_status_interval_s: float = 5.0
     """How often each API process polls agent presence for `agent/status` frames (only while someone watches)."""
 
