@@ -49,11 +49,14 @@ class Recorded:
 
 
 class Outcomes:
-    """One per agent frame (or per session with a shared writer): a database session and the scheduler client."""
+    """One per agent frame (or per session with a shared writer): a database session and the scheduler client.
+
+    With a `writer` no session is needed (None): the writer commits on connections of its own.
+    """
 
     def __init__(
         self,
-        session: AsyncSession,
+        session: AsyncSession | None,
         scheduler: SchedulerClient,
         *,
         writer: ResultWriter | None = None,
@@ -157,5 +160,7 @@ class Outcomes:
         if self._writer is not None:
             await self._writer.write(kind, params)
             return
+        if self._session is None:
+            raise RuntimeError("Outcomes needs a session or a writer")
         await apply_writes(await self._session.connection(), [(kind, params)])
         await self._session.commit()

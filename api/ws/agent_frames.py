@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from api.errors import PayloadTooLargeError
+from api.tasks.outcomes import Outcomes
 from api.tasks.result_writer import writer_for
 from api.tasks.service import TaskService
 from api.ws.agent_lanes import REFUSALS, TRANSIENT, refusal
@@ -176,36 +177,35 @@ class AgentFrames(AgentSender):
             error = refusal(REFUSALS.get(applied.outcome, ErrorCode.CONFLICT), ref, piece.task_id, piece.attempt)
         await self.conn.send(error)
 
-    def _outcome_service(self, session: AsyncSession) -> TaskService:
-        """Outcomes commit in the process' batches; only their Redis step takes the slow lane."""
-        return TaskService(session, self._scheduler, writer=writer_for(self._db), redis_lane=self._slow)
+    def _outcomes(self) -> Outcomes:
+        """Outcomes commit in the process' batches (no session of their own); only their Redis step takes the
+        slow lane."""
+        return Outcomes(None, self._scheduler, writer=writer_for(self._db), redis_lane=self._slow)
 
     async def _on_result(self, ref: str, result: TaskResult) -> None:
         await self._flush_attempt(result.task_id, result.attempt)
-        async with self._db() as session:
-            service = self._outcome_service(session)
-            try:
-                recorded = await service.record_result(result.task_id, result.attempt, self.agent_id, result.output)
-            except PayloadTooLargeError as exc:
-                await session.rollback()
-                await self._fail_oversized(result.task_id, result.attempt)
-                await self.conn.send(ErrorFrame.of(ErrorCode.PAYLOAD_TOO_LARGE, exc.message, ref=ref))
-                return
+        try:
+            recorded = await self._outcomes().record_result(
+                result.task_id, result.attempt, self.agent_id, result.output
+            )
+        except PayloadTooLargeError as exc:
+            await self._fail_oversized(result.task_id, result.attempt)
+            await self.conn.send(ErrorFrame.of(ErrorCode.PAYLOAD_TOO_LARGE, exc.message, ref=ref))
+            return
         self._ack_entry(result.task_id, result.attempt)  # the submit's entry, when the accept was implied
         await self._send_recorded(ref, recorded, result.task_id, result.attempt)
 
     async def _on_error(self, ref: str, error: TaskError) -> None:
         await self._flush_attempt(error.task_id, error.attempt)
-        async with self._db() as session:
-            recorded = await self._outcome_service(session).record_failure(
-                error.task_id,
-                error.attempt,
-                self.agent_id,
-                error=error.error,
-                message=error.message,
-                retryable=error.retryable,
-                retry_delay_s=error.retry_delay_s,
-            )
+        recorded = await self._outcomes().record_failure(
+            error.task_id,
+            error.attempt,
+            self.agent_id,
+            error=error.error,
+            message=error.message,
+            retryable=error.retryable,
+            retry_delay_s=error.retry_delay_s,
+        )
         self._ack_entry(error.task_id, error.attempt)  # the submit's entry, when the accept was implied
         await self._send_recorded(ref, recorded, error.task_id, error.attempt)
 
