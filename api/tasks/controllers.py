@@ -19,6 +19,8 @@ from protocol.limits import MAX_TYPE_LENGTH
 from protocol.views import TaskPage, TaskView  # noqa: TC001 - Litestar resolves handler hints at runtime
 
 if TYPE_CHECKING:
+    from litestar.datastructures import State
+
     from api.auth.identity import CurrentUser
 
 __all__ = ("TaskController",)
@@ -31,27 +33,25 @@ def _user(request: Request[Any, Any, Any]) -> CurrentUser:
     return user
 
 
+def _submit_limit(state: State) -> SubmitLimit:
+    limits = state.settings.ratelimit
+    return SubmitLimit(limits.task_submit_per_user, limits.task_submit_window_s)
+
+
 def _service(request: Request[Any, Any, Any], db_session: AsyncSession) -> TaskService:
     state = request.app.state
-    limits = state.settings.ratelimit
-    return TaskService(
-        db_session,
-        state.scheduler,
-        limiter=state.auth.limiter,
-        submit_limit=SubmitLimit(limits.task_submit_per_user, limits.task_submit_window_s),
-    )
+    return TaskService(db_session, state.scheduler, limiter=state.auth.limiter, submit_limit=_submit_limit(state))
 
 
 def _submitter(request: Request[Any, Any, Any]) -> Submitter:
     """No request session: a keyless single submit's row goes through the process' `SubmitGroup` (an
     INSERT on a pooled driver connection), and the submitter opens a session only where it needs one."""
     state = request.app.state
-    limits = state.settings.ratelimit
     return Submitter(
         None,
         state.scheduler,
         limiter=state.auth.limiter,
-        submit_limit=SubmitLimit(limits.task_submit_per_user, limits.task_submit_window_s),
+        submit_limit=_submit_limit(state),
         sessions=state.db,
         group=state.submit_group,
     )
