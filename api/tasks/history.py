@@ -78,10 +78,14 @@ def _append_sqlite(element: json_append, compiler: SQLCompiler, **kw: Any) -> st
 
 
 class json_extend(FunctionElement[Any]):  # noqa: N801 - reads as the SQL function it renders
-    """`history` with the entries of a bound list appended, in SQL, skipping those whose seq the row already
-    reached (`seq` column): the result writer's copies of events the recorder may have written first.
+    """`history` with the entries of a bound list added, in SQL, skipping those whose seq the history already
+    holds (the result writer's copies of events a recorder may have written first), ordered by seq.
 
-    Takes the history column, the bound list of entries (oldest first) and the row's seq column.
+    By presence, not by the row's `seq`: with several API replicas one recorder may have put a later status
+    on the row while another still holds an earlier one; the earlier entry is added, not dropped (the
+    result writer's note tells its recorder the whole attempt is on the row).
+
+    Takes the history column and the bound list of entries.
     """
 
     type = JSON()
@@ -91,23 +95,28 @@ class json_extend(FunctionElement[Any]):  # noqa: N801 - reads as the SQL functi
 
 @compiles(json_extend, "postgresql")
 def _extend_pg(element: json_extend, compiler: SQLCompiler, **kw: Any) -> str:
-    column, value, seq = (compiler.process(c, **kw) for c in element.clauses)
+    column, value = (compiler.process(c, **kw) for c in element.clauses)
     # Only compiled clauses are spliced in (a column, a bound parameter): no value reaches the SQL text.
-    fresh = (
-        f"SELECT jsonb_agg(x.e ORDER BY x.i) FROM jsonb_array_elements(CAST({value} AS jsonb))"  # noqa: S608
-        f" WITH ORDINALITY AS x(e, i) WHERE (x.e->>0)::bigint > {seq}"
+    stored = f"jsonb_array_elements(COALESCE({column}, '[]'::jsonb))"
+    return (
+        f"(SELECT COALESCE(jsonb_agg(y.e ORDER BY (y.e->>0)::bigint), '[]'::jsonb) FROM ("  # noqa: S608
+        f"SELECT h.e FROM {stored} AS h(e) UNION ALL "
+        f"SELECT x.e FROM jsonb_array_elements(CAST({value} AS jsonb)) AS x(e) "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {stored} AS o(e) WHERE o.e->>0 = x.e->>0)) AS y)"
     )
-    return f"(COALESCE({column}, '[]'::jsonb) || COALESCE(({fresh}), '[]'::jsonb))"
 
 
 @compiles(json_extend, "sqlite")
 def _extend_sqlite(element: json_extend, compiler: SQLCompiler, **kw: Any) -> str:
-    column, value, seq = (compiler.process(c, **kw) for c in element.clauses)
+    column, value = (compiler.process(c, **kw) for c in element.clauses)
+    stored = f"json_each(COALESCE({column}, '[]'))"
     both = (
-        f"SELECT value AS v, 0 AS s, key AS k FROM json_each(COALESCE({column}, '[]'))"  # noqa: S608
-        f" UNION ALL SELECT value, 1, key FROM json_each({value}) WHERE json_extract(value, '$[0]') > {seq}"
+        f"SELECT h.value AS v, json_extract(h.value, '$[0]') AS s FROM {stored} AS h UNION ALL "  # noqa: S608
+        f"SELECT n.value, json_extract(n.value, '$[0]') FROM json_each({value}) AS n "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {stored} AS o "
+        f"WHERE json_extract(o.value, '$[0]') = json_extract(n.value, '$[0]'))"
     )
-    return f"(SELECT json_group_array(json(v)) FROM ({both} ORDER BY s, k))"  # noqa: S608
+    return f"(SELECT json_group_array(json(v)) FROM ({both} ORDER BY s))"  # noqa: S608
 
 
 def events_of(task: Task) -> list[TaskEvent]:

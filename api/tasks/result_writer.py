@@ -81,11 +81,10 @@ _with_change = case(
 )
 # A result also carries the attempt's earlier status events (`assigned`, an implied `running`): with them the
 # row gets its whole attempt in this one UPDATE and the recorder, which holds a young task's events until
-# then, finds nothing left to write. Entries the row already holds (by seq) are skipped.
-_with_changes = case(
-    (_t.c.seq < _seq, json_extend(_t.c.history, bindparam("b_change", type_=_t.c.history.type), _t.c.seq)),
-    else_=_t.c.history,
-)
+# then, finds nothing left to write. Entries the row already holds (by seq) are skipped; the others are added
+# even when the row's seq is past them (another replica's recorder wrote a later status first), so what the
+# writer notes for its recorder (`CommittedOutcomes`) is on the row.
+_with_changes = json_extend(_t.c.history, bindparam("b_change", type_=_t.c.history.type))
 # Inlined literals: an expanding IN cannot be used with executemany.
 _active = _t.c.status.not_in([literal_column(f"'{s}'") for s in _TERMINAL])
 

@@ -226,6 +226,33 @@ async def test_a_result_after_the_recorder_adds_only_what_the_row_lacks(
         assert task.result == {"late": True}
 
 
+async def test_an_entry_another_replica_overtook_is_written_by_the_result_and_never_skipped(
+    env: Env, sched: Any, sched_service: Any, sessionmaker: Any
+) -> None:
+    """Two API replicas share the events stream: one recorder may put `running` on the row while the
+    other still holds `assigned` (its young task waits for the result). The result's UPDATE must still
+    add `assigned`, and the note it leaves must not let this replica's recorder skip an entry that is not
+    on the row: the history stays whole and in seq order."""
+    (task_id,), agent = await _quick_tasks(env, sched, sched_service, 1)
+    assert (await sched.accept(task_id, 1, agent)).outcome == "ok"
+    running = history.entry(3, "running", attempt=1, agent_id=agent, data=None, at=dt.datetime.now(dt.UTC))
+    async with sessionmaker() as session:  # the other replica's recorder: `running` only, seq moved to 3
+        task = await session.get(Task, task_id)
+        assert task is not None
+        task.history, task.seq = [*(task.history or []), running], 3
+        await session.commit()
+    async with sessionmaker() as session:
+        service = TaskService(session, sched, writer=writer_for(sessionmaker))
+        assert (await service.record_result(task_id, 1, agent, {"ok": True})).ack
+    await Recorder(sched, sessionmaker, consumer="overtaken-test").drain()
+    assert [(e.seq, e.status) for e in await recorded(sessionmaker, task_id)] == [
+        (1, "queued"),
+        (2, "assigned"),
+        (3, "running"),
+        (4, "done"),
+    ]
+
+
 async def test_every_done_task_reads_queued_to_done_after_redis_is_emptied_mid_flight(
     env: Env, sched: Any, sched_service: Any, sessionmaker: Any, redis_client: Any, redis_prefix: str
 ) -> None:
