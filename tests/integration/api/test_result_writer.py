@@ -112,8 +112,8 @@ async def test_a_lone_result_is_one_update_in_autocommit(env: Env, sched, sched_
     autocommit: list[bool] = []
     engine = sessionmaker.kw["bind"].sync_engine
 
-    def listener(conn: Any, *_: Any) -> None:
-        autocommit.append(bool(conn.connection.driver_connection.autocommit))
+    def listener(conn: Any, *_: Any) -> None:  # the level SQLAlchemy set on the connection, on any database
+        autocommit.append(conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT")
 
     event.listen(engine, "before_cursor_execute", listener)
     try:
