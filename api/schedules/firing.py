@@ -152,9 +152,12 @@ async def fire_due(
             if not rows:
                 return submitted
             firing = _Firing(sessionmaker, scheduler, session)
-            for row in rows:
-                owner = await _owner(session, row.owner_id)
-                submitted += await firing.fire(row, owner, now, settings.schedule_misfire_grace_s)
+            # Nothing of this batch is written before its commit: each task is submitted in a session of its
+            # own, and on SQLite a flushed write here would hold the one write lock those submits wait for.
+            with session.no_autoflush:
+                for row in rows:
+                    owner = await _owner(session, row.owner_id)
+                    submitted += await firing.fire(row, owner, now, settings.schedule_misfire_grace_s)
             try:
                 await session.commit()
             except IntegrityError:
