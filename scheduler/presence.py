@@ -15,16 +15,18 @@ if TYPE_CHECKING:
 
 __all__ = ("clear_watching", "mark_watching", "read_online")
 
+# The whole index goes once no instance refreshes it; a refresh never shortens the TTL another instance set.
+# (PEXPIRE's NX/GT options would say it in one command each, but need Redis 7; the embedded server is 6.2.)
+_MARK_WATCHING = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+"""
+
 
 async def mark_watching(redis: Redis, keys: Keys, instance: str, now_ms: int, ttl_ms: int) -> None:
     """Say that `instance` (an API process) has watchers for `ttl_ms` from `now_ms`: scripts publish events
     to the owners' watch channels only while some instance says so. Refresh well before it runs out."""
-    pipe = redis.pipeline(transaction=False)
-    pipe.zadd(keys.watching(), {instance: now_ms + ttl_ms})
-    # The whole index goes once no instance refreshes it (NX: a new key; GT: never shorten another's entry).
-    pipe.pexpire(keys.watching(), ttl_ms, nx=True)
-    pipe.pexpire(keys.watching(), ttl_ms, gt=True)
-    await pipe.execute()
+    await redis.eval(_MARK_WATCHING, 1, keys.watching(), instance, now_ms + ttl_ms, ttl_ms)
 
 
 async def clear_watching(redis: Redis, keys: Keys, instance: str) -> None:

@@ -135,6 +135,19 @@ async def test_events_are_published_to_the_owner_channel(sched, redis_client) ->
         await pubsub.aclose()
 
 
+async def test_the_watching_index_expires_with_its_longest_mark(sched, redis_client) -> None:
+    """Each API process marks itself; the index lives as long as the longest mark, whoever refreshed last."""
+    key = sched.keys.watching()
+    now = sched.clock.now_ms()
+    await mark_watching(redis_client, sched.keys, "api-1", now, 60_000)
+    await mark_watching(redis_client, sched.keys, "api-2", now, 10_000)  # a shorter mark does not shorten it
+    assert 50_000 < await redis_client.pttl(key) <= 60_000
+    await mark_watching(redis_client, sched.keys, "api-2", now, 120_000)  # a longer one extends it
+    assert 110_000 < await redis_client.pttl(key) <= 120_000
+    assert await redis_client.zscore(key, "api-1") == now + 60_000
+    assert await redis_client.zscore(key, "api-2") == now + 120_000
+
+
 async def test_no_key_without_ttl_after_a_full_cycle(sched, service, make_agent, clock, redis_client) -> None:
     await _full_cycle(sched, service, make_agent, clock)
     await sched.read_events("rec-1", block_ms=0, count=1000)
