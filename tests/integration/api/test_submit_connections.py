@@ -6,6 +6,7 @@ outcomes only, never timings.
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -108,5 +109,6 @@ async def test_concurrent_submits_are_each_committed_and_enqueued(env: Env, sche
     assert len(ids) == 64
     stored = env.rows("SELECT id, input FROM tasks WHERE owner_id = :o", o=user.id)
     assert {row[0] for row in stored} == ids
-    assert sorted(row[1]["n"] for row in stored) == list(range(64))
+    inputs = [json.loads(row[1]) if isinstance(row[1], str) else row[1] for row in stored]  # SQLite: JSON text
+    assert sorted(i["n"] for i in inputs) == list(range(64))
     assert await sched.known_task_ids(ids) == ids
