@@ -3,6 +3,7 @@ else — not in any HTTP response, /ws frame, log line, Redis key or value, task
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 
@@ -134,7 +135,8 @@ def test_api_key_is_sealed_for_trusted_agents_only_and_leaks_nowhere(planner: Pl
     cells = _database_dump(stack.database_url)
     logs = [proc.log() for proc in stack.procs]
     # The sweep reads what it claims to: the plan's text and title are found where they belong.
-    assert any(RAW_TEXT in str(v) for table, _, v in cells if table == "tasks")
+    stored_forms = (RAW_TEXT, json.dumps(RAW_TEXT)[1:-1])  # SQLite keeps JSON text, non-ASCII as \u escapes
+    assert any(form in str(v) for table, _, v in cells if table == "tasks" for form in stored_forms)
     assert any(RAW_TEXT.encode() in value for _, value in redis_cells)
     assert any(PLAN["title"] in text for text in planner.responses)
     assert any("planner job applied" in log for log in logs)
