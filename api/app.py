@@ -26,7 +26,7 @@ from api.ops import wiring as ops_wiring
 from api.planner import wiring as planner_wiring
 from api.ratelimit import RateLimiter
 from api.settings import SettingsError
-from api.tasks.submit import SubmitGroup
+from api.tasks.submit_group import SubmitGroup
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

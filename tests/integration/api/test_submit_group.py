@@ -15,7 +15,7 @@ from api.db.base import utcnow
 from api.db.models.tasks import Task
 from api.db.session import DirectExecutor
 from api.tasks import history
-from api.tasks.submit import SubmitGroup
+from api.tasks.submit_group import SubmitGroup
 from scheduler.client import SchedulerClient
 from tests.integration.api.test_tasks_support import (  # noqa: F401 - fixtures, used by name
     Env,

@@ -1,0 +1,173 @@
+"""Group commit for keyless single submits: concurrent POSTs share one multi-row INSERT and one enqueue."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import redis.exceptions
+
+from api.db.models.tasks import Task
+from api.tasks.views import spec_for
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from api.db.session import DirectExecutor
+    from scheduler.client import SchedulerClient
+
+__all__ = ("GROUP_MAX_ROWS", "NEW_ROW_KEYS", "SubmitGroup", "enqueue_committed")
+
+logger = logging.getLogger(__name__)
+
+_REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
+
+# Columns a new row sets; the JSON outcome columns stay out so they are SQL NULL (an empty slot).
+NEW_ROW_KEYS = (
+    "id",
+    "owner_id",
+    "type",
+    "input",
+    "priority",
+    "agent_id",
+    "capabilities",
+    "timeout_s",
+    "max_attempts",
+    "run_at",
+    "idempotency_key",
+    "request_hash",
+    "status",
+    "attempt",
+    "seq",
+    "created_at",
+    "updated_at",
+    "history",
+)
+_JSON_KEYS = frozenset({"input", "capabilities", "history"})
+GROUP_MAX_ROWS = 100
+"""Most rows one group INSERT carries (18 parameters each)."""
+
+
+@functools.lru_cache(maxsize=GROUP_MAX_ROWS)
+def _group_insert(rows: int) -> str:
+    """The INSERT of `rows` new rows for `DirectExecutor` (psycopg placeholders, `NEW_ROW_KEYS` order)."""
+    one = "({})".format(", ".join(["%s"] * len(NEW_ROW_KEYS)))
+    return "INSERT INTO {} ({}) VALUES {}".format(  # noqa: S608 - fixed identifiers; values bound
+        Task.__tablename__, ", ".join(NEW_ROW_KEYS), ", ".join([one] * rows)
+    )
+
+
+async def enqueue_committed(scheduler: SchedulerClient, tasks: list[Task]) -> None:
+    """After the commit. A Redis failure is logged, not raised: the reconciler enqueues the rows."""
+    if not tasks:
+        return
+    try:
+        if len(tasks) == 1:
+            await scheduler.enqueue(spec_for(tasks[0], fresh=True))
+        else:
+            await scheduler.enqueue_many([spec_for(t, fresh=True) for t in tasks])
+    except _REDIS_ERRORS:
+        logger.warning(
+            "enqueue failed after commit; the reconciler will enqueue count=%d first_task_id=%s",
+            len(tasks),
+            tasks[0].id,
+            exc_info=True,
+        )
+
+
+@dataclass(slots=True)
+class _Member:
+    task: Task
+    params: list[Any]
+    answer: asyncio.Future[bool] | None
+    """Set when the group's rows are committed and enqueued; None for the submit that runs the flush."""
+
+
+class SubmitGroup:
+    """Group commit for keyless single submits (one per API process), on `DirectExecutor`.
+
+    A submit arriving while no group is being written writes its own row at once (a sequential client
+    waits for nothing). Those arriving while one is in flight wait and are written together when it
+    ends: one multi-row INSERT (its own transaction) and one enqueue call, each submit answered only
+    after both. A group INSERT the database refuses is retried row by row, so one bad row fails no
+    other; a row that still fails, or every row of a group whose connection failed, is reported for
+    its submit to retry alone through a session, with the same task id.
+    """
+
+    def __init__(
+        self, direct: DirectExecutor, scheduler: Callable[[], SchedulerClient], *, max_rows: int = GROUP_MAX_ROWS
+    ) -> None:
+        """`scheduler`: the app's client, looked up per group (the app state's, which tests replace)."""
+        self.direct = direct
+        self._scheduler = scheduler
+        self._max_rows = max_rows
+        self._busy = False
+        self._waiting: list[_Member] = []
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    def params(self, task: Task, input_json: bytes | None = None) -> list[Any]:
+        """The row's INSERT parameters (`input_json`: the task's input, already encoded)."""
+        direct = self.direct
+        return [
+            (direct.json(task.input, input_json) if k == "input" else direct.json(getattr(task, k)))
+            if k in _JSON_KEYS
+            else getattr(task, k)
+            for k in NEW_ROW_KEYS
+        ]
+
+    async def insert(self, task: Task, params: list[Any]) -> bool:
+        """True once the row is committed and the task enqueued; False when its INSERT failed."""
+        if self._busy:
+            answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self._waiting.append(_Member(task, params, answer))
+            return await answer
+        self._busy = True
+        try:
+            return (await self._flush([_Member(task, params, None)]))[0]
+        finally:
+            self._next()
+
+    def _next(self) -> None:
+        if not self._waiting:
+            self._busy = False
+            return
+        group = self._waiting[: self._max_rows]
+        del self._waiting[: self._max_rows]
+        flush = asyncio.create_task(self._flush_waiting(group), name="submit-group")
+        self._flushes.add(flush)
+        flush.add_done_callback(self._flushed)
+
+    def _flushed(self, flush: asyncio.Task[None]) -> None:
+        self._flushes.discard(flush)
+        self._next()
+
+    async def _flush_waiting(self, group: list[_Member]) -> None:
+        committed = [False] * len(group)
+        try:
+            committed = await self._flush(group)
+        finally:  # cancelled (shutdown): each submit falls back to its own session
+            for member, ok in zip(group, committed, strict=True):
+                if member.answer is not None and not member.answer.done():
+                    member.answer.set_result(ok)
+
+    async def _flush(self, group: list[_Member]) -> list[bool]:
+        committed = await self._insert(group)
+        await enqueue_committed(self._scheduler(), [m.task for m, ok in zip(group, committed, strict=True) if ok])
+        return committed
+
+    async def _insert(self, group: list[_Member]) -> list[bool]:
+        try:
+            await self.direct.execute(_group_insert(len(group)), [p for m in group for p in m.params])
+        except Exception as error:  # the session path (or the next try) decides what it means
+            if len(group) == 1:
+                logger.warning("direct submit INSERT failed (%s); running it through the session", type(error).__name__)
+                return [False]
+            if not self.direct.refused(error):  # a connection or pool failure: each retries on its own
+                logger.warning("group INSERT of %d rows failed (%s)", len(group), type(error).__name__)
+                return [False] * len(group)
+            logger.warning("group INSERT of %d rows refused (%s); one by one", len(group), type(error).__name__)
+            return [(await self._insert([m]))[0] for m in group]
+        return [True] * len(group)
