@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import random
+import signal
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +85,40 @@ class Drill:
         finally:
             client.close()
         return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def running_on(self, worker: Worker) -> list[str]:
+        """The drill's tasks the scheduler has `running` on `worker` (its view, read in one round trip)."""
+        client = redis.Redis.from_url(self.stack.redis_url)
+        try:
+            pipe = client.pipeline(transaction=False)
+            for task_id in self.tasks:
+                pipe.hmget(f"{self.stack.prefix}:task:{task_id}", "status", "agent")
+            rows = pipe.execute()
+        finally:
+            client.close()
+        holder = worker.agent_id.encode()
+        return [
+            task_id
+            for task_id, (status, agent) in zip(self.tasks, rows, strict=True)
+            if status == b"running" and agent == holder
+        ]
+
+    def freeze_while_running(self, worker: Worker, *, settle_s: float = 0.3, timeout_s: float = 30.0) -> None:
+        """SIGSTOP `worker` at a moment it holds a `running` attempt (left frozen; the caller kills it).
+
+        Frozen, it sends nothing new; after `settle_s` whatever it sent before has landed, so the attempts the
+        scheduler then shows running on it stay stranded. A moment it held none (all just submitted, or
+        between tasks on a loaded box) is let go and tried again.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.stack.kill(worker.proc, signal.SIGSTOP)
+            time.sleep(settle_s)
+            if self.running_on(worker):
+                return
+            self.stack.kill(worker.proc, signal.SIGCONT)
+            assert time.monotonic() < deadline, f"{worker.name} never held a running attempt"
+            time.sleep(0.05)
 
 
 def start_drill(

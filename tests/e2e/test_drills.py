@@ -32,6 +32,8 @@ def test_drill_worker_kill_9_and_restart_under_the_same_id(make_stack: StackFact
     drill = start_drill(stack, progress_every_s=0.03)
     wait_quarter_done(drill)
     victim = drill.workers[0]
+    # Killed while it holds a running attempt, so the reconnect has something to reconcile.
+    drill.freeze_while_running(victim)
     stack.kill(victim.proc, signal.SIGKILL)
     killed_at = time.monotonic()
     drill.start_worker(0, name="worker-0-restarted")
