@@ -319,13 +319,20 @@ class Fanout:
         A task's events share their targets, so they sit in one group, in order; a group's events are
         cut into chunks once, for every session that takes chunks.
         """
-        targets_of: dict[tuple[str, str], frozenset[Watcher]] = {}
+        registry = self._registry
+        of_task: dict[str, frozenset[Watcher]] = {}
+        of_owner: dict[str, frozenset[Watcher]] = {}
         groups: dict[frozenset[Watcher], list[WatchEvent]] = {}
         for event in events:
-            key = (event.owner_id, event.task_id)
-            targets = targets_of.get(key)
+            targets = of_task.get(event.task_id)
             if targets is None:
-                targets = targets_of[key] = frozenset(self._registry.targets(event.owner_id, event.task_id))
+                if registry.task_watched(event.task_id):
+                    targets = frozenset(registry.targets(event.owner_id, event.task_id))
+                else:  # the usual case: the owner's watchers, the same set for all of the owner's tasks
+                    targets = of_owner.get(event.owner_id)
+                    if targets is None:
+                        targets = of_owner[event.owner_id] = frozenset(registry.targets(event.owner_id, None))
+                of_task[event.task_id] = targets
             if targets:
                 groups.setdefault(targets, []).append(event)
         return [_Delivery(list(targets), grouped, chunk_events(grouped)) for targets, grouped in groups.items()]

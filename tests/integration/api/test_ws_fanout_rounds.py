@@ -134,3 +134,28 @@ async def test_dispatch_raw_delivers_at_once_after_what_was_read_before(
 
 def _raw(task_id: str, seq: int) -> bytes:
     return _published(task_id, seq)[3]
+
+
+async def test_a_single_task_watcher_gets_that_task_only_and_owner_watchers_get_all(
+    make_settings: Callable[..., ApiSettings],
+) -> None:
+    settings = ws_settings(make_settings)
+    registry = SessionRegistry()
+    owner, _ = _session(settings, registry, batch=True)
+    single, _ = _session(settings, registry, batch=True)
+    registry.unwatch_owner("u1", single)
+    single._all = False
+    single._simple = False  # what `subscribe {taskId}` sets
+    single._tasks.add("a")
+    registry.watch_task("a", single)
+    fanout = Fanout(None, prefix="t", registry=registry)  # type: ignore[arg-type]  # no Redis: fed by hand
+    fanout._handle_batch([_published(task, seq) for seq in (1, 2) for task in ("a", "b", "c")])
+    fanout._flush_all()
+
+    def queued(session: ClientSession) -> list[tuple[str, int]]:
+        items = [f for item in session._outbox for f in (item.frames if isinstance(item, EventChunk) else [item])]
+        return [(p["taskId"], p["seq"]) for p in (msgspec.json.decode(f)["payload"] for f in items)]
+
+    assert queued(single) == [("a", 1), ("a", 2)]
+    # Grouped by who wants them: each task's events in order (no order is promised across tasks).
+    assert sorted(queued(owner), key=lambda e: e[0]) == [("a", 1), ("a", 2), ("b", 1), ("b", 2), ("c", 1), ("c", 2)]
