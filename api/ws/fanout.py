@@ -246,7 +246,9 @@ class Fanout:
         for reply in replies:
             kind = reply[0]
             if kind in _PMESSAGE:
-                event = self._decode(_as_bytes(reply[3]))
+                # Not wanted when read: published before anyone here subscribed, so not owed to a later
+                # subscriber (a task's replay reads its history after registering, and finds it there).
+                event = self._decode(_as_bytes(reply[3]), wanted_only=True)
                 if event is not None:
                     self._pending.append(event)
                     read = True
@@ -256,11 +258,15 @@ class Fanout:
         if read:
             self._schedule_pump()
 
-    def _decode(self, raw: bytes) -> WatchEvent | None:
+    def _decode(self, raw: bytes, *, wanted_only: bool = False) -> WatchEvent | None:
+        """The watcher event of a published message; with `wanted_only`, None when no session here wants it
+        (the frame is then never encoded: every replica reads every owner's events)."""
         try:
             event = _WATCH_DECODER.decode(raw)
         except msgspec.DecodeError:
             logger.warning("dropping a malformed watch message (%d bytes)", len(raw))
+            return None
+        if wanted_only and not self._registry.wants(event.owner_id, event.task_id):
             return None
         try:
             frame = encode_raw_frame(_checked_type(event.type), bytes(event.payload), frame_id=self._ids.next())

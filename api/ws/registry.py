@@ -142,6 +142,10 @@ class SessionRegistry:
                 found |= members
         return found
 
+    def wants(self, owner_id: str, task_id: str) -> bool:
+        """Whether any session here may want an event of `task_id` owned by `owner_id` (cheaper than `targets`)."""
+        return bool(self._watch_everything) or task_id in self._watch_task or owner_id in self._watch_owner
+
     def task_watched(self, task_id: str) -> bool:
         """Whether some session watches this one task by its id."""
         return task_id in self._watch_task

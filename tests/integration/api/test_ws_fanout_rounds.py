@@ -67,11 +67,11 @@ def _session(
     return session, sock
 
 
-def _published(task_id: str, seq: int) -> list[bytes]:
+def _published(task_id: str, seq: int, owner: str = "u1") -> list[bytes]:
     """A pub/sub reply for what the scripts publish on the owner's watch channel."""
     body = {"taskId": task_id, "seq": seq, "attempt": 1, "data": {"n": seq}}
-    message = {"type": "task/progress", "ownerId": "u1", "taskId": task_id, "seq": seq, "payload": body}
-    return [b"pmessage", b"t:watch:*", b"t:watch:u1", msgspec.json.encode(message)]
+    message = {"type": "task/progress", "ownerId": owner, "taskId": task_id, "seq": seq, "payload": body}
+    return [b"pmessage", b"t:watch:*", f"t:watch:{owner}".encode(), msgspec.json.encode(message)]
 
 
 def _events(texts: list[str]) -> list[tuple[str, int]]:
@@ -159,3 +159,15 @@ async def test_a_single_task_watcher_gets_that_task_only_and_owner_watchers_get_
     assert queued(single) == [("a", 1), ("a", 2)]
     # Grouped by who wants them: each task's events in order (no order is promised across tasks).
     assert sorted(queued(owner), key=lambda e: e[0]) == [("a", 1), ("a", 2), ("b", 1), ("b", 2), ("c", 1), ("c", 2)]
+
+
+async def test_events_nobody_here_wants_are_dropped_as_read(make_settings: Callable[..., ApiSettings]) -> None:
+    settings = ws_settings(make_settings)
+    registry = SessionRegistry()
+    _session(settings, registry, batch=True)  # watches u1's tasks
+    fanout = Fanout(None, prefix="t", registry=registry)  # type: ignore[arg-type]  # no Redis: fed by hand
+    fanout._handle_batch([_published("x", 1, owner="u2"), _published("a", 1), _published("y", 1, owner="u3")])
+    assert [(e.owner_id, e.task_id) for e in fanout._pending] == [("u1", "a")]
+    registry.watch_task("y", _session(settings, registry, batch=False)[0])  # one of u3's tasks, by its id
+    fanout._handle_batch([_published("x", 2, owner="u2"), _published("y", 2, owner="u3")])
+    assert [(e.owner_id, e.task_id) for e in fanout._pending] == [("u1", "a"), ("u3", "y")]
