@@ -132,13 +132,23 @@ class SessionRegistry:
     def unwatch_everything(self, session: Watcher) -> None:
         self._watch_everything.discard(session)
 
-    def targets(self, owner_id: str, task_id: str) -> set[Watcher]:
-        """Sessions that want an event of `task_id` owned by `owner_id` (each dedupes by seq itself)."""
+    def targets(self, owner_id: str, task_id: str | None) -> set[Watcher]:
+        """Sessions that want an event of `task_id` owned by `owner_id` (each dedupes by seq itself);
+        with `task_id` None, those that want every event of that owner."""
         found: set[Watcher] = set()
-        for members in (self._watch_task.get(task_id), self._watch_owner.get(owner_id), self._watch_everything):
+        by_task = None if task_id is None else self._watch_task.get(task_id)
+        for members in (by_task, self._watch_owner.get(owner_id), self._watch_everything):
             if members:
                 found |= members
         return found
+
+    def wants(self, owner_id: str, task_id: str) -> bool:
+        """Whether any session here may want an event of `task_id` owned by `owner_id` (cheaper than `targets`)."""
+        return bool(self._watch_everything) or task_id in self._watch_task or owner_id in self._watch_owner
+
+    def task_watched(self, task_id: str) -> bool:
+        """Whether some session watches this one task by its id."""
+        return task_id in self._watch_task
 
     def has_watchers(self) -> bool:
         return bool(self._watch_task or self._watch_owner or self._watch_everything)

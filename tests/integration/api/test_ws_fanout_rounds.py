@@ -67,11 +67,11 @@ def _session(
     return session, sock
 
 
-def _published(task_id: str, seq: int) -> dict[str, object]:
-    """A pub/sub message as the scripts publish it on the owner's watch channel."""
+def _published(task_id: str, seq: int, owner: str = "u1") -> list[bytes]:
+    """A pub/sub reply for what the scripts publish on the owner's watch channel."""
     body = {"taskId": task_id, "seq": seq, "attempt": 1, "data": {"n": seq}}
-    message = {"type": "task/progress", "ownerId": "u1", "taskId": task_id, "seq": seq, "payload": body}
-    return {"type": "pmessage", "data": msgspec.json.encode(message)}
+    message = {"type": "task/progress", "ownerId": owner, "taskId": task_id, "seq": seq, "payload": body}
+    return [b"pmessage", b"t:watch:*", f"t:watch:{owner}".encode(), msgspec.json.encode(message)]
 
 
 def _events(texts: list[str]) -> list[tuple[str, int]]:
@@ -91,14 +91,14 @@ async def test_rounds_slice_the_sessions_and_keep_each_tasks_order(make_settings
     fanout = Fanout(None, prefix="t", registry=registry)  # type: ignore[arg-type]  # no Redis: fed by hand
     runners = [asyncio.create_task(s.run()) for s, _ in [*sessions, (plain, plain_sock)]]
     try:
-        for seq in range(1, 4):  # one loop turn's reading: three events of each of two tasks
-            fanout._handle(_published("a", seq))
-            fanout._handle(_published("b", seq))
+        # One socket read: three events of each of two tasks.
+        fanout._handle_batch([_published(task, seq) for seq in range(1, 4) for task in ("a", "b")])
         await asyncio.sleep(0)  # the first slice of the round
         given = [sock for session, sock in sessions if session._queued or sock.sent]
         assert 0 < len(given) <= SLICE_SESSIONS
-        for seq in range(4, 7):  # read while the round is under way: the next round takes them
-            fanout._handle(_published("a", seq))
+        # Read while the round is under way (one read each): the next round takes them.
+        for seq in range(4, 7):
+            fanout._handle_batch([_published("a", seq)])
         for _ in range(50):
             await asyncio.sleep(0)
         expected = sorted([("a", n) for n in range(1, 7)] + [("b", n) for n in range(1, 4)])
@@ -125,7 +125,7 @@ async def test_dispatch_raw_delivers_at_once_after_what_was_read_before(
     registry = SessionRegistry()
     session, _ = _session(settings, registry, batch=True)
     fanout = Fanout(None, prefix="t", registry=registry)  # type: ignore[arg-type]  # no Redis: fed by hand
-    fanout._handle(_published("a", 1))  # read, not handed out yet
+    fanout._handle_batch([_published("a", 1)])  # read, not handed out yet
     assert fanout.dispatch_raw(_raw("a", 2)) == 1
     assert session._queued == 2  # both, in order, without waiting for the loop
     items = [frame for item in session._outbox for frame in (item.frames if isinstance(item, EventChunk) else [item])]
@@ -133,6 +133,41 @@ async def test_dispatch_raw_delivers_at_once_after_what_was_read_before(
 
 
 def _raw(task_id: str, seq: int) -> bytes:
-    data = _published(task_id, seq)["data"]
-    assert isinstance(data, bytes)
-    return data
+    return _published(task_id, seq)[3]
+
+
+async def test_a_single_task_watcher_gets_that_task_only_and_owner_watchers_get_all(
+    make_settings: Callable[..., ApiSettings],
+) -> None:
+    settings = ws_settings(make_settings)
+    registry = SessionRegistry()
+    owner, _ = _session(settings, registry, batch=True)
+    single, _ = _session(settings, registry, batch=True)
+    registry.unwatch_owner("u1", single)
+    single._all = False
+    single._simple = False  # what `subscribe {taskId}` sets
+    single._tasks.add("a")
+    registry.watch_task("a", single)
+    fanout = Fanout(None, prefix="t", registry=registry)  # type: ignore[arg-type]  # no Redis: fed by hand
+    fanout._handle_batch([_published(task, seq) for seq in (1, 2) for task in ("a", "b", "c")])
+    fanout._flush_all()
+
+    def queued(session: ClientSession) -> list[tuple[str, int]]:
+        items = [f for item in session._outbox for f in (item.frames if isinstance(item, EventChunk) else [item])]
+        return [(p["taskId"], p["seq"]) for p in (msgspec.json.decode(f)["payload"] for f in items)]
+
+    assert queued(single) == [("a", 1), ("a", 2)]
+    # Grouped by who wants them: each task's events in order (no order is promised across tasks).
+    assert sorted(queued(owner), key=lambda e: e[0]) == [("a", 1), ("a", 2), ("b", 1), ("b", 2), ("c", 1), ("c", 2)]
+
+
+async def test_events_nobody_here_wants_are_dropped_as_read(make_settings: Callable[..., ApiSettings]) -> None:
+    settings = ws_settings(make_settings)
+    registry = SessionRegistry()
+    _session(settings, registry, batch=True)  # watches u1's tasks
+    fanout = Fanout(None, prefix="t", registry=registry)  # type: ignore[arg-type]  # no Redis: fed by hand
+    fanout._handle_batch([_published("x", 1, owner="u2"), _published("a", 1), _published("y", 1, owner="u3")])
+    assert [(e.owner_id, e.task_id) for e in fanout._pending] == [("u1", "a")]
+    registry.watch_task("y", _session(settings, registry, batch=False)[0])  # one of u3's tasks, by its id
+    fanout._handle_batch([_published("x", 2, owner="u2"), _published("y", 2, owner="u3")])
+    assert [(e.owner_id, e.task_id) for e in fanout._pending] == [("u1", "a"), ("u3", "y")]
