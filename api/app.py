@@ -157,6 +157,8 @@ def _core_lifespan(settings: ApiSettings, redis_url: str) -> Any:
         finally:
             await app.state.redis_blocking.aclose()
             await app.state.redis.aclose()
+            if app.state.db_direct is not None:
+                await app.state.db_direct.close()
             await engine.dispose()
 
     return core

@@ -28,7 +28,7 @@ class RateDecision:
     allowed: bool
     """False when the limit is reached in the current window."""
     retry_after_s: int
-    """Seconds until the window ends (0 when allowed and no window is open)."""
+    """Seconds until the window ends when refused (0 when allowed)."""
     count: int = 0
     """Hits counted in the current window."""
 
@@ -62,10 +62,12 @@ class RateLimiter:
         self._script = redis.register_script(_load_script())
 
     async def _run(
-        self, bucket: str, key: str, incr: int, window_s: float, guard: RateGuard | None = None
+        self, bucket: str, key: str, incr: int, window_s: float, *, refuse_above: int, guard: RateGuard | None = None
     ) -> tuple[int, int]:
+        """(count, ms left in the window); the script reads the time left only for a count above
+        `refuse_above`, the one case a decision needs it (0 otherwise)."""
         keys = [ratelimit_key(self._prefix, bucket, key)]
-        args: list[int] = [incr, max(1, int(window_s * 1000))]
+        args: list[int] = [incr, max(1, int(window_s * 1000)), refuse_above]
         if guard is not None:
             keys.append(guard.version_key)
             keys.extend(guard.absent_keys)
@@ -78,7 +80,7 @@ class RateLimiter:
 
     async def hit(self, bucket: str, key: str, *, limit: int, window_s: float) -> RateDecision:
         """Count one hit; allowed while the count stays within `limit` in the window."""
-        count, ttl_ms = await self._run(bucket, key, 1, window_s)
+        count, ttl_ms = await self._run(bucket, key, 1, window_s, refuse_above=limit)
         allowed = count <= limit
         return RateDecision(allowed, 0 if allowed else max(1, math.ceil(ttl_ms / 1000)), count)
 
@@ -90,7 +92,7 @@ class RateLimiter:
         What an authenticated request uses to check its token's revocation keys and count its rate
         together; raises `ServiceUnavailableError` when Redis is down, like `hit`.
         """
-        count, ttl_ms = await self._run(bucket, key, 1, window_s, guard)
+        count, ttl_ms = await self._run(bucket, key, 1, window_s, refuse_above=limit, guard=guard)
         if count < 0:
             return None
         allowed = count <= limit
@@ -98,7 +100,7 @@ class RateLimiter:
 
     async def peek(self, bucket: str, key: str, *, limit: int, window_s: float) -> RateDecision:
         """Whether one more hit would be allowed, without counting it."""
-        count, ttl_ms = await self._run(bucket, key, 0, window_s)
+        count, ttl_ms = await self._run(bucket, key, 0, window_s, refuse_above=limit - 1)
         allowed = count < limit
         return RateDecision(allowed, 0 if allowed else max(1, math.ceil(ttl_ms / 1000)), count)
 

@@ -111,11 +111,13 @@ class DirectExecutor:
     """Autocommit statements sent straight to the psycopg connection of a pooled connection.
 
     For the hottest single statement (a keyless single submit's INSERT): no session, no Core
-    compilation, no greenlet hop per statement, only one to check the connection out of the engine's
-    pool (its checkout ping included) and one to check it back in. The statement is its own transaction
-    (autocommit: no BEGIN/COMMIT round trips), durable when `execute` returns. Any failure invalidates
-    the connection (its state is unknown) and is raised as the driver's error, for the caller to retry
-    through the session.
+    compilation, no greenlet hop per statement. The executor keeps one pooled connection checked out
+    and in autocommit between statements (no checkout, checkin, reset or autocommit switch per
+    statement); one left unused over `IDLE_PING_S` is pinged before its next statement, as the pool
+    pings its own. A concurrent statement checks out another connection and returns it after. Each
+    statement is its own transaction (autocommit: no BEGIN/COMMIT round trips), durable when `execute`
+    returns. Any failure invalidates the connection (its state is unknown) and is raised as the
+    driver's error, for the caller to retry through the session. `close` returns the kept connection.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -125,6 +127,9 @@ class DirectExecutor:
         self._engine = engine
         self._jsonb = Jsonb
         self._refusals = (psycopg.IntegrityError, psycopg.DataError, psycopg.ProgrammingError)
+        self._kept: PoolProxiedConnection | None = None
+        self._kept_used = 0.0
+        """`time.monotonic()` of the kept connection's last statement."""
 
     def refused(self, error: BaseException) -> bool:
         """Whether `error` is the database refusing the statement (a constraint, a bad value), not a
@@ -138,16 +143,49 @@ class DirectExecutor:
         return self._jsonb(value, dumps=msgspec.json.encode)
 
     async def execute(self, sql: str, params: Sequence[Any]) -> None:
-        fairy = await self._engine.raw_connection()
+        fairy = await self._connection()
         driver: Any = fairy.driver_connection  # psycopg.AsyncConnection
         try:
-            await driver.set_autocommit(True)
+            if not driver.autocommit:
+                await driver.set_autocommit(True)
             await driver.execute(sql, params)
-            await driver.set_autocommit(False)
         except BaseException as error:
             await greenlet_spawn(_discard, fairy, error)
             raise
-        await greenlet_spawn(fairy.close)
+        if self._kept is None:
+            self._kept, self._kept_used = fairy, time.monotonic()
+        else:
+            await _release(fairy)
+
+    async def _connection(self) -> PoolProxiedConnection:
+        """The kept connection (taken, so a concurrent statement gets another), pinged when it sat
+        unused over `IDLE_PING_S`; else one checked out of the pool (which pings its idle ones)."""
+        fairy, self._kept = self._kept, None
+        if fairy is not None and time.monotonic() - self._kept_used > IDLE_PING_S:
+            driver: Any = fairy.driver_connection
+            try:
+                await driver.execute("SELECT 1")
+            except Exception as error:  # dead: discard it, the pool's next one is pinged if idle
+                await greenlet_spawn(_discard, fairy, error)
+                fairy = None
+        return fairy if fairy is not None else await self._engine.raw_connection()
+
+    async def close(self) -> None:
+        """Return the kept connection to the pool (before the engine is disposed)."""
+        fairy, self._kept = self._kept, None
+        if fairy is not None:
+            await _release(fairy)
+
+
+async def _release(fairy: PoolProxiedConnection) -> None:
+    """Back to the pool as the pool lent it (not in autocommit); a failure there discards it."""
+    driver: Any = fairy.driver_connection
+    try:
+        await driver.set_autocommit(False)
+    except Exception as error:
+        await greenlet_spawn(_discard, fairy, error)
+        return
+    await greenlet_spawn(fairy.close)
 
 
 def _discard(fairy: PoolProxiedConnection, error: BaseException) -> None:

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from litestar.testing import TestClient
 
 from api.app import create_app
-from api.ratelimit import RateLimiter
+from api.ratelimit import RateGuard, RateLimiter
 from tests.integration.api.test_auth_flow import CHEAP_ARGON2, PASSWORD, register, sync_url, unique_email
 
 
@@ -113,5 +113,36 @@ async def test_limiter_counts_atomically_and_every_key_expires(redis_url: str, r
             assert b"subject" not in key  # subjects are hashed out of key names
         await limiter.reset("b", "subject")
         assert (await limiter.hit("b", "subject", limit=2, window_s=60)).allowed
+    finally:
+        await client.aclose()
+
+
+async def test_an_allowed_guarded_hit_costs_two_commands_in_its_script(redis_url: str, redis_prefix: str) -> None:
+    """What each `POST /api/tasks` sends: the script reads every guard key in one MGET and counts with one
+    INCRBY (no PTTL while allowed); the window's PEXPIRE only when the hit opens it, PTTL only when refused.
+    Counted with MONITOR, filtered to this test's keys, so other clients of the shared Redis do not show."""
+    client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        limiter = RateLimiter(client, redis_prefix)
+        guard = RateGuard(f"{redis_prefix}:version", 1, (f"{redis_prefix}:revoked-a", f"{redis_prefix}:revoked-b"))
+        await limiter.hit_guarded("b", "warm-up", guard, limit=2, window_s=60)  # the script is loaded
+        async with client.monitor() as monitor:
+            for _ in range(3):
+                await limiter.hit_guarded("b", "subject", guard, limit=2, window_s=60)
+            end = f"{redis_prefix}:end"
+            await client.get(end)
+            seen: list[str] = []
+            while True:
+                command = (await monitor.next_command())["command"]
+                if command == f"GET {end}":
+                    break
+                if redis_prefix in command or command.startswith("EVALSHA"):
+                    seen.append(command.split(" ", 1)[0].upper())
+        # Opening the window, allowed; then allowed; then refused (the time left is read for Retry-After).
+        assert seen == [
+            *("EVALSHA", "MGET", "INCRBY", "PEXPIRE"),
+            *("EVALSHA", "MGET", "INCRBY"),
+            *("EVALSHA", "MGET", "INCRBY", "PTTL"),
+        ]
     finally:
         await client.aclose()

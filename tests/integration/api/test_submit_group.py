@@ -75,6 +75,7 @@ async def _submit_together(
     try:
         answers = await asyncio.gather(*(group.insert(t, group.params(t)) for t in tasks))
     finally:
+        await direct.close()
         await engine.dispose()
     return list(answers), sent
 

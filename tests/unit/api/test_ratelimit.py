@@ -38,7 +38,9 @@ async def test_peek_does_not_count_and_reset_forgets(redis: fakeredis.FakeAsyncR
         assert (await limiter.peek("login", "a", limit=2, window_s=60)).allowed
     await limiter.hit("login", "a", limit=2, window_s=60)
     await limiter.hit("login", "a", limit=2, window_s=60)
-    assert not (await limiter.peek("login", "a", limit=2, window_s=60)).allowed
+    refused = await limiter.peek("login", "a", limit=2, window_s=60)
+    assert not refused.allowed
+    assert 1 <= refused.retry_after_s <= 60
     await limiter.reset("login", "a")
     assert (await limiter.peek("login", "a", limit=2, window_s=60)).count == 0
 
@@ -50,6 +52,18 @@ async def test_the_window_expires_with_the_key(redis: fakeredis.FakeAsyncRedis) 
     assert 0 < await redis.pttl(key) <= 60_000
     await redis.delete(key)  # what the window's expiry does
     assert (await limiter.hit("login", "a", limit=1, window_s=60)).allowed
+
+
+async def test_a_refused_hit_gives_a_counter_without_ttl_one(redis: fakeredis.FakeAsyncRedis) -> None:
+    """Only the script writes counters, always with a TTL; one found without (written by hand) is not
+    left to live forever: the first refused hit sets the window."""
+    limiter = RateLimiter(redis, "t")
+    key = ratelimit_key("t", "login", "a")
+    await redis.set(key, 5)
+    refused = await limiter.hit("login", "a", limit=1, window_s=60)
+    assert not refused.allowed
+    assert refused.retry_after_s == 60
+    assert 0 < await redis.pttl(key) <= 60_000
 
 
 def test_keys_never_hold_the_subject() -> None:
