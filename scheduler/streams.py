@@ -30,9 +30,16 @@ def _fields(raw: Any) -> dict[str, bytes]:
     if raw is None:
         return {}
     if isinstance(raw, dict):
-        return {as_str(k): v if isinstance(v, bytes) else str(v).encode() for k, v in raw.items()}
-    it = iter(raw)
-    return {as_str(k): v if isinstance(v, bytes) else str(v).encode() for k, v in zip(it, it, strict=True)}
+        pairs: Any = raw.items()
+    else:
+        it = iter(raw)
+        pairs = list(zip(it, it, strict=True))
+    try:
+        # What Redis sends: bytes names and values (~11 fields per event, several events per task, so no
+        # call per field); anything else (str names from another client setup) takes the general path.
+        return {k.decode(): v if v.__class__ is bytes else str(v).encode() for k, v in pairs}
+    except AttributeError:
+        return {as_str(k): v if isinstance(v, bytes) else str(v).encode() for k, v in pairs}
 
 
 def stream_entries(reply: Any) -> list[tuple[str, dict[str, bytes]]]:
