@@ -7,7 +7,8 @@ callers — so an `ack` still means "committed". On PostgreSQL the rows of one k
 one JSON array in one UPDATE (no per-row parameters to build, send and bind); a batch that is one
 statement (one kind, each task once: the usual case) runs in autocommit, its own transaction, without the
 BEGIN and COMMIT round trips; so does a batch of one on SQLite, which keeps the executemany. A failed batch
-fails every waiter (nothing is acked, agents resend). Rows are locked in id order, and a deadlock or
+fails every waiter (nothing is acked, agents resend). Rows are locked in id order (within one statement in
+the order the database joins its rows, normally the array's, which is sorted by id), and a deadlock or
 serialization failure retries the batch, so the writer, the recorder and `cancel` (all tasks-row first)
 cannot lock each other out.
 """
@@ -318,7 +319,7 @@ async def apply_writes(
     for kind, params in writes:
         by_kind.setdefault(kind, []).append(_with_history_entry(kind, params))
     if len(by_kind) > 1:
-        # One executemany in id order already locks in id order; several need the order taken first.
+        # One statement (or executemany) in id order already locks in id order; several need the order taken first.
         await lock_task_rows(conn, [p["b_id"] for _, p in writes])
     done: dict[Kind, tuple[list[dict[str, Any]], int | None]] = {}
     bulk = conn.dialect.name == "postgresql"
