@@ -23,8 +23,10 @@ from scheduler.streams import (
     parse_event,
     parse_inbox_entry,
     read_group,
+    read_group_reply,
     status_event,
     stream_entries,
+    stream_events,
 )
 
 if TYPE_CHECKING:
@@ -265,10 +267,10 @@ class SchedulerClient:
     # --- events --------------------------------------------------------------------------------
 
     async def read_events(self, consumer: str, *, block_ms: int, count: int) -> list[TaskEvent]:
-        rows = await read_group(
+        reply = await read_group_reply(
             self._blocking, self.keys.events(), RECORDER_GROUP, consumer, block_ms=block_ms, count=count, ttl_s=None
         )
-        return [parse_event(eid, f) for eid, f in rows]
+        return stream_events(reply)
 
     async def claim_events_pending(self, consumer: str, *, min_idle_ms: int, count: int = 500) -> list[TaskEvent]:
         """Events a crashed recorder read but never acknowledged."""

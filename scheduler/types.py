@@ -9,6 +9,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Literal
 
+import msgspec
+
 __all__ = (
     "AgentPresence",
     "AgentSpec",
@@ -117,8 +119,7 @@ class AgentPresence:
     accepting: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class InboxEntry:
+class InboxEntry(msgspec.Struct, frozen=True):
     entry_id: str
     kind: Literal["submit", "cancel"]
     task_id: str
@@ -127,8 +128,12 @@ class InboxEntry:
     """The encoded `TaskSubmit` / `TaskCancel` payload, ready to wrap in an envelope."""
 
 
-@dataclass(frozen=True, slots=True)
-class TaskEvent:
+class TaskEvent(msgspec.Struct, frozen=True):
+    """One entry of the events stream (several per task; the recorder reads every one).
+
+    A frozen Struct, not a frozen dataclass: its constructor is C, ~10x cheaper than a frozen dataclass's
+    `object.__setattr__` per field."""
+
     entry_id: str
     task_id: str
     owner_id: str

@@ -3,9 +3,12 @@
 One writer per process (per sessionmaker), shared by every agent socket. Callers hand over a
 prepared row update and wait; the writer gathers whatever is pending, applies it with Core
 executemany UPDATEs (no ORM objects) in one transaction, commits, and only then resolves the
-callers — so an `ack` still means "committed". A batch of one (a lone task's result) is one UPDATE
-run in autocommit: its own transaction, without the BEGIN and COMMIT round trips. A failed batch
-fails every waiter (nothing is acked, agents resend). Rows are locked in id order, and a deadlock or
+callers — so an `ack` still means "committed". On PostgreSQL the rows of one kind go to the database as
+one JSON array in one UPDATE (no per-row parameters to build, send and bind); a batch that is one
+statement (one kind, each task once: the usual case) runs in autocommit, its own transaction, without the
+BEGIN and COMMIT round trips; so does a batch of one on SQLite, which keeps the executemany. A failed batch
+fails every waiter (nothing is acked, agents resend). Rows are locked in id order (within one statement in
+the order the database joins its rows, normally the array's, which is sorted by id), and a deadlock or
 serialization failure retries the batch, so the writer, the recorder and `cancel` (all tasks-row first)
 cannot lock each other out.
 """
@@ -20,9 +23,27 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
-from sqlalchemy import String, and_, any_, bindparam, case, func, literal_column, or_, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+import msgspec
+from sqlalchemy import (
+    BindParameter,
+    DateTime,
+    Integer,
+    String,
+    and_,
+    any_,
+    bindparam,
+    case,
+    column,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import visitors
 
 from api.db.base import UTCDateTime
 from api.db.models.tasks import Task
@@ -35,7 +56,7 @@ from scheduler.streams import status_event
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-    from sqlalchemy import BindParameter, ColumnElement, Table
+    from sqlalchemy import ColumnElement, Table
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
     from sqlalchemy.sql.dml import Update
 
@@ -46,6 +67,7 @@ __all__ = (
     "id_among",
     "is_lock_conflict",
     "lock_task_rows",
+    "one_statement",
     "retry_on_lock_conflict",
     "writer_for",
 )
@@ -139,6 +161,74 @@ _STATEMENTS: dict[Kind, Update] = {
 }
 
 
+# PostgreSQL: the same statements, each bound parameter read from the JSON object of its row instead
+# (`w.value->>'b_id'`, ...), the rows one JSON array parameter: one statement per kind and batch, whose
+# rows PostgreSQL joins by id. A task's row is updated at most once per statement, so a batch holding a
+# task twice (a resent outcome) runs its later copies in statements after it (`_rounds`).
+_w = func.jsonb_array_elements(sql_cast(bindparam("b_rows", type_=String()), JSONB)).table_valued(
+    column("value", JSONB), name="w"
+)
+
+
+def _text(key: str) -> ColumnElement[Any]:
+    return _w.c.value.op("->>")(literal_column(f"'{key}'"))
+
+
+def _json(key: str) -> ColumnElement[Any]:
+    # `->` keeps JSON null a JSON value: a null output fills the slot, as in the executemany.
+    return _w.c.value.op("->", return_type=JSONB)(literal_column(f"'{key}'"))
+
+
+_ROW_FIELDS: dict[str, ColumnElement[Any]] = {
+    "b_id": _text("b_id"),
+    "b_agent": _text("b_agent"),
+    "b_status": _text("b_status"),
+    "b_attempt": sql_cast(_text("b_attempt"), Integer),
+    "b_seq": sql_cast(_text("b_seq"), Integer),
+    "b_now": sql_cast(_text("b_now"), DateTime(timezone=True)),
+    "b_started": sql_cast(_text("b_started"), DateTime(timezone=True)),
+    "b_output": _json("b_output"),
+    "b_error": _json("b_error"),
+    "b_change": _json("b_change"),
+}
+
+
+def _from_rows(stmt: Update) -> Update:
+    def swap(element: Any, **_: Any) -> Any:
+        return _ROW_FIELDS[element.key] if isinstance(element, BindParameter) and element.key in _ROW_FIELDS else None
+
+    return cast("Update", visitors.replacement_traverse(stmt, {}, swap))
+
+
+_BULK: dict[Kind, Update] = {kind: _from_rows(stmt) for kind, stmt in _STATEMENTS.items()}
+_ROW_ENCODER = msgspec.json.Encoder()
+
+
+def _rounds(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """`rows` (in id order) as statements with each task at most once, a task's copies in arrival order."""
+    rounds: list[list[dict[str, Any]]] = [[]]
+    seen: dict[str, int] = {}
+    for params in rows:
+        n = seen[params["b_id"]] = seen.get(params["b_id"], -1) + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(params)
+    return rounds
+
+
+def _encode_rows(rows: list[dict[str, Any]]) -> str:
+    return _ROW_ENCODER.encode([{k: v for k, v in params.items() if k in _ROW_FIELDS} for params in rows]).decode()
+
+
+def one_statement(writes: Sequence[tuple[Kind, dict[str, Any]]], dialect: str) -> bool:
+    """Whether `apply_writes` sends `writes` as one statement (atomic alone: no transaction needed)."""
+    if len(writes) == 1:
+        return True
+    if dialect != "postgresql" or len({kind for kind, _ in writes}) > 1:
+        return False
+    return len({params["b_id"] for _, params in writes}) == len(writes)
+
+
 def _with_history_entry(kind: Kind, params: dict[str, Any]) -> dict[str, Any]:
     """`params` plus `b_change`: the status change the scheduler emitted for this outcome (same fields)."""
     if kind == "partial":
@@ -229,11 +319,18 @@ async def apply_writes(
     for kind, params in writes:
         by_kind.setdefault(kind, []).append(_with_history_entry(kind, params))
     if len(by_kind) > 1:
-        # One executemany in id order already locks in id order; several need the order taken first.
+        # One statement (or executemany) in id order already locks in id order; several need the order taken first.
         await lock_task_rows(conn, [p["b_id"] for _, p in writes])
     done: dict[Kind, tuple[list[dict[str, Any]], int | None]] = {}
+    bulk = conn.dialect.name == "postgresql"
     for kind, rows in by_kind.items():
-        rows.sort(key=lambda p: p["b_id"])
+        rows.sort(key=lambda p: p["b_id"])  # stable: a task's copies stay in arrival order
+        if bulk:
+            changed = 0
+            for part in _rounds(rows):
+                changed += (await conn.execute(_BULK[kind], {"b_rows": _encode_rows(part)})).rowcount
+            done[kind] = (rows, changed)
+            continue
         result = await conn.execute(_STATEMENTS[kind], rows)
         sane = len(rows) == 1 or conn.dialect.supports_sane_multi_rowcount
         done[kind] = (rows, result.rowcount if sane else None)
@@ -275,6 +372,8 @@ class ResultWriter:
         max_pending: int = MAX_PENDING,
     ) -> None:
         self._sessionmaker = sessionmaker
+        bind = sessionmaker.kw.get("bind")
+        self._dialect: str = bind.dialect.name if bind is not None else ""
         self._max_batch = max_batch
         self._max_pending = max_pending
         self._pending: deque[tuple[Kind, dict[str, Any], asyncio.Future[None]]] = deque()
@@ -304,8 +403,9 @@ class ResultWriter:
             try:
                 if live:
                     work = functools.partial(apply_writes, writes=live)
-                    # A lone outcome is one UPDATE of one row: atomic by itself, committed when it returns.
-                    done = await retry_on_lock_conflict(self._sessionmaker, work, autocommit=len(live) == 1)
+                    # One UPDATE is atomic by itself, committed when it returns.
+                    single = one_statement(live, self._dialect)
+                    done = await retry_on_lock_conflict(self._sessionmaker, work, autocommit=single)
                     self._note_results(*done.get("result", ([], None)))
             except Exception as exc:  # every waiter of the batch gets it: nothing is acked, agents resend
                 logger.warning("result batch of %d not committed", len(live), exc_info=True)

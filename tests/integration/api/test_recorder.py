@@ -6,10 +6,10 @@ driven through accept/progress/result with the scheduler client the WebSocket la
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from typing import Any
 
+import msgspec
 import pytest
 
 from api.db.models.tasks import Task
@@ -124,7 +124,7 @@ async def test_stale_seq_does_not_move_the_row(env: Env, sched, sched_service, s
     history = await sched.history(task["id"])
     assigned = next(e for e in history if e.status == "assigned")
     # The same seq again, and an older seq claiming a different status: both ignored for the row.
-    await recorder.apply([assigned, dataclasses.replace(assigned, status="queued", entry_id="0-1")])
+    await recorder.apply([assigned, msgspec.structs.replace(assigned, status="queued", entry_id="0-1")])
     row = await task_row(sessionmaker, task["id"])
     assert (row.status, row.seq) == ("running", 3)
     assert [e[0] for e in await event_rows(sessionmaker, task["id"])] == [1, 2, 3]
@@ -135,7 +135,7 @@ async def test_terminal_row_is_never_left(env: Env, sched, sessionmaker) -> None
     task = env.submit(user)
     env.client.post(f"/api/tasks/{task['id']}/cancel", headers=user.headers)
     history = await sched.history(task["id"])
-    late = dataclasses.replace(history[-1], seq=history[-1].seq + 5, status="running", entry_id="0-9")
+    late = msgspec.structs.replace(history[-1], seq=history[-1].seq + 5, status="running", entry_id="0-9")
     await Recorder(sched, sessionmaker, consumer="test-recorder").apply([late])
     assert (await task_row(sessionmaker, task["id"])).status == "canceled"
 

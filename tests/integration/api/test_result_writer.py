@@ -26,12 +26,16 @@ from tests.integration.api.test_tasks_support import (  # noqa: F401 - fixtures,
 pytestmark = pytest.mark.redis
 
 
-async def _running(env: Env, sched: Any, sched_service: Any, count: int) -> tuple[list[str], str]:
+async def _running(
+    env: Env, sched: Any, sched_service: Any, count: int, *, accept: bool = True
+) -> tuple[list[str], str]:
+    """`count` tasks assigned to a new agent; accepted unless `accept` is False (the result implies it then)."""
     user = env.user()
     ids = [env.submit(user, {"type": "echo", "input": {"i": i}})["id"] for i in range(count)]
     agent = await dispatch_to_new_agent(env, sched, sched_service, user.id)
     for task_id in ids:
-        assert (await sched.accept(task_id, 1, agent)).outcome == "ok"
+        if accept:
+            assert (await sched.accept(task_id, 1, agent)).outcome == "ok"
     return ids, agent
 
 
@@ -126,3 +130,62 @@ async def test_a_lone_result_is_one_update_in_autocommit(env: Env, sched, sched_
     assert autocommit == [True], autocommit  # the writer's one statement, outside any transaction
     row = await task_row(sessionmaker, task_id)
     assert (row.status, row.result, row.attempt) == ("done", {"ok": 1}, 1)
+
+
+async def test_a_batch_of_results_is_one_statement_and_each_row_gets_its_whole_attempt(
+    env: Env, sched, sched_service, sessionmaker
+) -> None:
+    """On PostgreSQL the batch's rows travel as one JSON array in one UPDATE, run in autocommit (one statement
+    is atomic alone); each row still gets its output, its attempt's statuses and its start time."""
+    ids, agent = await _running(env, sched, sched_service, 4, accept=False)
+    writer = ResultWriter(sessionmaker)
+    executed: list[tuple[bool, bool]] = []
+    engine = sessionmaker.kw["bind"].sync_engine
+
+    def listener(conn: Any, _cursor: Any, _statement: str, _params: Any, _context: Any, executemany: bool) -> None:
+        executed.append((conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT", executemany))
+
+    async def record(n: int, task_id: str) -> Any:
+        async with sessionmaker() as session:
+            return await TaskService(session, sched, writer=writer).record_result(task_id, 1, agent, {"n": n})
+
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        answers = await asyncio.gather(*(record(n, t) for n, t in enumerate(ids)))
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert all(a.ack and not a.duplicate for a in answers)
+    if engine.dialect.name == "postgresql":
+        assert executed == [(True, False)], executed
+    for n, task_id in enumerate(ids):
+        row = await task_row(sessionmaker, task_id)
+        assert (row.status, row.result, row.attempt, row.assigned_agent_id) == ("done", {"n": n}, 1, agent)
+        assert row.started_at is not None
+        assert row.finished_at is not None
+        statuses = [e[1] for e in row.history or ()]
+        assert statuses[-3:] == ["assigned", "running", "done"], row.history
+        assert [e[0] for e in row.history or ()] == sorted(e[0] for e in row.history or ())
+    # Every row of the statement matched: the writer tells its recorder the attempts are whole on their rows.
+    assert all(writer.committed.get(task_id) is not None for task_id in ids)
+
+
+async def test_a_task_twice_in_one_batch_keeps_its_first_copy(env: Env, sched, sched_service, sessionmaker) -> None:
+    """A resent outcome landing in the same batch as its first copy: the copies are applied in arrival order
+    (on PostgreSQL in statements of their own, a row being updated once per statement), so the first fills
+    the slot and the second finds it filled; both callers are answered once the batch commits."""
+    (task_id, other), agent = await _running(env, sched, sched_service, 2)
+    for t in (task_id, other):
+        assert (await sched.complete(t, 1, agent)).outcome == "ok"
+    writer = ResultWriter(sessionmaker)
+    now = utcnow()
+
+    def params(t: str, output: Any) -> dict[str, Any]:
+        return {"b_id": t, "b_output": output, "b_attempt": 1, "b_agent": agent, "b_now": now, "b_seq": -1}
+
+    await asyncio.gather(
+        writer.write("result", params(task_id, {"copy": 1})),
+        writer.write("result", params(other, {"copy": "other"})),
+        writer.write("result", params(task_id, {"copy": 2})),
+    )
+    assert (await task_row(sessionmaker, task_id)).result == {"copy": 1}
+    assert (await task_row(sessionmaker, other)).result == {"copy": "other"}

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import msgspec
@@ -13,6 +14,7 @@ from protocol.envelope import (
     decode_frame,
     decode_payload,
     encode_raw_frame,
+    new_frame_id,
     payload_type_for,
 )
 from protocol.errors import CLOSE_INVALID_PAYLOAD, CLOSE_MESSAGE_TOO_BIG, ErrorCode, InvalidUtf8Error, ProtocolError
@@ -330,3 +332,15 @@ def test_error_text_and_field_path_are_clipped_when_the_peer_sends_huge_names() 
         assert len(exc.details["field"]) <= 200
     assert long_key.details is not None
     assert long_key.details["field"].startswith("$.payload.kkk")
+
+
+def test_new_frame_ids_are_canonical_random_uuids() -> None:
+    ids = [new_frame_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for frame_id in ids:
+        parsed = uuid.UUID(frame_id)
+        assert str(parsed) == frame_id  # canonical text: lower case, dashes where decode_frame writes them
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+    # Every variant digit occurs (the two random bits under the variant's fixed ones are used).
+    assert {frame_id[19] for frame_id in ids} == set("89ab")
