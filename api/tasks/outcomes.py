@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from api.db.base import utcnow
-from api.tasks.result_writer import apply_writes
+from api.tasks.outcome_rows import apply_writes
 from protocol.errors import ErrorCode
 from protocol.limits import MAX_TASK_OUTPUT_BYTES
 from protocol.status import TaskStatus
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from api.tasks.result_writer import Kind, ResultWriter
+    from api.tasks.outcome_rows import Kind
+    from api.tasks.result_writer import ResultWriter
     from scheduler.client import SchedulerClient
 
 __all__ = ("Outcomes", "Recorded")

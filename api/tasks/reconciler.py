@@ -31,7 +31,7 @@ from api.db.models.tasks import Task
 from api.tasks import history
 from api.tasks._background import BackgroundLoop
 from api.tasks._bounded import remember
-from api.tasks.result_writer import apply_writes
+from api.tasks.outcome_rows import apply_writes
 from api.tasks.service import spec_for
 from protocol.status import ACTIVE_STATUSES, TERMINAL_STATUSES, TaskStatus
 from scheduler.scripts import PROGRESS_MARK_EVERY
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from api.metrics import Metrics
-    from api.tasks.result_writer import Kind
+    from api.tasks.outcome_rows import Kind
     from scheduler.client import SchedulerClient
     from scheduler.types import TaskSpec
 

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from api.tasks._background import BackgroundLoop
 from api.tasks._bounded import remember
 from api.tasks.committed import RecorderShortcut
+from api.tasks.outcome_rows import id_among, retry_on_lock_conflict
 from api.tasks.recorder_rows import (
     EVENTS,
     UPDATE_ROWS,
@@ -34,7 +35,7 @@ from api.tasks.recorder_rows import (
     merge_statuses,
     row_updates,
 )
-from api.tasks.result_writer import id_among, retry_on_lock_conflict, writer_for
+from api.tasks.result_writer import writer_for
 from protocol.status import TERMINAL_STATUSES
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from api.db.base import UTCDateTime
 from api.db.models.tasks import Task, TaskEvent
 from api.tasks import history
-from api.tasks.result_writer import id_among
+from api.tasks.outcome_rows import id_among
 from protocol.status import TERMINAL_STATUSES, TaskStatus
 
 if TYPE_CHECKING:

@@ -4,15 +4,10 @@ is durable, whatever Redis does next (the reconciler enqueues a committed row Re
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import hashlib
 import logging
-import re
-import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
-import msgspec
 from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -24,21 +19,17 @@ from api.db.models.tasks import Task
 from api.db.models.webhooks import TaskCallback
 from api.db.session import AUTOCOMMIT
 from api.errors import (
-    ApiError,
     ConflictError,
     NotFoundError,
-    PayloadTooLargeError,
     RateLimitedError,
     ValidationFailedError,
 )
-from api.tasks import history
 from api.tasks.submit_group import NEW_ROW_KEYS, SubmitGroup, enqueue_committed
+from api.tasks.submit_rows import Prepared, new_row, prepare, replay, where
 from api.tasks.views import task_view
-from protocol.errors import ErrorCode
-from protocol.limits import MAX_IDEMPOTENCY_KEY_LENGTH, MAX_TASK_INPUT_BYTES
-from protocol.status import TaskStatus
 
 if TYPE_CHECKING:
+    import datetime as dt
     from collections.abc import AsyncIterator
 
     from litestar.datastructures import State
@@ -56,7 +47,6 @@ __all__ = ("SubmitLimit", "Submitter", "TokenCaller")
 logger = logging.getLogger(__name__)
 
 _SUBMIT_BUCKET = "task_submit"
-_KEY_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,35 +74,6 @@ class _Attempt:
     task: Task | None = None
     """The row built by the first try: a retry inserts the same id, so a committed first INSERT is found."""
     rate_counted: bool = False
-
-
-@dataclass(slots=True)
-class _Prepared:
-    index: int | None
-    """Position in a batch (None for a single submission)."""
-    data: TaskCreate
-    key: str | None
-    request_hash: str
-    input_json: bytes
-
-
-def _request_hash(data: TaskCreate) -> str:
-    """Fingerprint of what was asked, so a replayed key can be told apart from a reused one.
-
-    Key order inside `input` and the offset of `runAt` do not change it; defaults and explicit
-    defaults hash alike.
-    """
-    canonical = msgspec.structs.replace(
-        data,
-        idempotency_key=None,
-        capabilities=sorted(set(data.capabilities)),
-        run_at=data.run_at.astimezone(dt.UTC) if data.run_at else None,
-    )
-    return hashlib.sha256(msgspec.json.encode(msgspec.to_builtins(canonical), order="sorted")).hexdigest()
-
-
-def _where(index: int | None, field: str) -> dict[str, Any]:
-    return {"field": field} if index is None else {"field": field, "index": index}
 
 
 class Submitter:
@@ -161,27 +122,6 @@ class Submitter:
             finally:
                 self._session_given = None
 
-    def _prepare(self, data: TaskCreate, header_key: str | None, index: int | None) -> _Prepared:
-        if header_key is not None and not _KEY_PATTERN.fullmatch(header_key):
-            raise ValidationFailedError(
-                f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters",
-                {"field": "Idempotency-Key"},
-            )
-        key = data.idempotency_key
-        if header_key is not None and key is not None and header_key != key:
-            raise ValidationFailedError(
-                "Idempotency-Key header and idempotencyKey field differ", _where(index, "idempotencyKey")
-            )
-        key = key or header_key
-        if data.agent_id is not None and data.capabilities:
-            raise ValidationFailedError("give agentId or capabilities, not both", _where(index, "capabilities"))
-        if data.run_at is not None and data.run_at.tzinfo is None:
-            raise ValidationFailedError("runAt needs a UTC offset (RFC 3339)", _where(index, "runAt"))
-        input_json = msgspec.json.encode(data.input)
-        if len(input_json) > MAX_TASK_INPUT_BYTES:
-            raise PayloadTooLargeError(f"input is over {MAX_TASK_INPUT_BYTES} bytes", _where(index, "input"))
-        return _Prepared(index, data, key, _request_hash(data), input_json)
-
     async def _check_rate(self, user: CurrentUser) -> None:
         """Count one submission; Redis down here means 503 before anything is written."""
         if self._limiter is None or self._submit_limit is None:
@@ -198,17 +138,7 @@ class Submitter:
         rows = await self._session.execute(select(Task).where(Task.owner_id == user.id, Task.idempotency_key.in_(keys)))
         return {t.idempotency_key: t for t in rows.scalars() if t.idempotency_key is not None}
 
-    @staticmethod
-    def _replay(prepared: _Prepared, existing: Task) -> Task:
-        if existing.request_hash != prepared.request_hash:
-            raise ApiError(
-                ErrorCode.IDEMPOTENCY_KEY_REUSED,
-                "this Idempotency-Key was used with a different request",
-                _where(prepared.index, "idempotencyKey"),
-            )
-        return existing
-
-    async def _check_agents(self, user: CurrentUser, prepared: list[_Prepared]) -> None:
+    async def _check_agents(self, user: CurrentUser, prepared: list[Prepared]) -> None:
         agents = AgentService(self._session, self._scheduler)
         seen: set[str] = set()
         for p in prepared:
@@ -218,38 +148,13 @@ class Submitter:
             try:
                 await agents.get_visible(user, agent_id)
             except NotFoundError as exc:
-                raise NotFoundError("agent not found", _where(p.index, "agentId")) from exc
+                raise NotFoundError("agent not found", where(p.index, "agentId")) from exc
             seen.add(agent_id)
 
-    def _new_row(self, user: CurrentUser, p: _Prepared, now: dt.datetime) -> Task:
-        data = p.data
-        run_at = data.run_at.astimezone(dt.UTC) if data.run_at else None
-        status = str(TaskStatus.SCHEDULED if run_at is not None and run_at > now else TaskStatus.QUEUED)
-        # The first status change is written with the row, so the history is whole even if Redis
-        # never hears of the task; the enqueue (seq 0) makes the scheduler emit the same event as
-        # seq 1, which the recorder then merges onto this entry.
-        task = Task(
-            id=str(uuid.uuid4()),
-            owner_id=user.id,
-            type=data.type,
-            input=data.input,
-            priority=data.priority,
-            agent_id=data.agent_id,
-            capabilities=sorted(set(data.capabilities)),
-            timeout_s=data.timeout_seconds,
-            max_attempts=data.max_attempts,
-            run_at=run_at,
-            idempotency_key=p.key,
-            request_hash=p.request_hash,
-            status=status,
-            attempt=0,
-            seq=1,
-            created_at=now,
-            updated_at=now,
-            history=[history.entry(1, status, attempt=0, agent_id=None, data=None, at=now)],
-        )
-        if data.callback_url is not None:
-            self._callbacks[task.id] = data.callback_url
+    def _new_row(self, user: CurrentUser, p: Prepared, now: dt.datetime) -> Task:
+        task = new_row(user, p, now)
+        if p.data.callback_url is not None:
+            self._callbacks[task.id] = p.data.callback_url
         return task
 
     async def _insert(self, tasks: list[Task]) -> None:
@@ -302,7 +207,7 @@ class Submitter:
         """
         attempt = _Attempt()
         user = await self._authenticate(caller, data, header_key, attempt)
-        prepared = self._prepare(data, header_key, None)
+        prepared = prepare(data, header_key, None)
         if self._session_given is None and self._group is not None and self._direct_eligible(prepared):
             done = await self._submit_direct(user, prepared, attempt)
             if done is not None:
@@ -311,13 +216,13 @@ class Submitter:
             return await self._submit_in_session(user, prepared, attempt)
 
     @staticmethod
-    def _direct_eligible(prepared: _Prepared) -> bool:
+    def _direct_eligible(prepared: Prepared) -> bool:
         """No key (no replay lookup), no callback (a second row), no pinned agent (a visibility read)."""
         data = prepared.data
         return prepared.key is None and data.callback_url is None and data.agent_id is None
 
     async def _submit_direct(
-        self, user: CurrentUser, prepared: _Prepared, attempt: _Attempt
+        self, user: CurrentUser, prepared: Prepared, attempt: _Attempt
     ) -> tuple[TaskView, bool] | None:
         """The row written (and enqueued) by `SubmitGroup`, alone or with concurrent ones; None when its
         INSERT failed, for the session path to run it again with the same task id (a first INSERT that
@@ -333,7 +238,7 @@ class Submitter:
         return task_view(task), True
 
     async def _submit_in_session(
-        self, user: CurrentUser, prepared: _Prepared, attempt: _Attempt
+        self, user: CurrentUser, prepared: Prepared, attempt: _Attempt
     ) -> tuple[TaskView, bool]:
         own = not self._session.in_transaction()
         try:
@@ -346,7 +251,7 @@ class Submitter:
         return await self._submit_once(user, prepared, own, attempt)
 
     async def _submit_once(
-        self, user: CurrentUser, prepared: _Prepared, own: bool, attempt: _Attempt
+        self, user: CurrentUser, prepared: Prepared, own: bool, attempt: _Attempt
     ) -> tuple[TaskView, bool]:
         # With a callback the task row and its callback row commit together; a caller that already
         # opened a transaction (a dead letter's retry) keeps it.
@@ -356,7 +261,7 @@ class Submitter:
         if prepared.key is not None:
             existing = (await self._existing_by_key(user, [prepared.key])).get(prepared.key)
             if existing is not None and (mine is None or existing.id != mine.id):
-                return task_view(self._replay(prepared, existing)), False
+                return task_view(replay(prepared, existing)), False
             if existing is not None:  # our first try committed before its connection died
                 await self._enqueue([existing])
                 return task_view(existing), True
@@ -380,7 +285,7 @@ class Submitter:
                 existing = (await self._existing_by_key(user, [prepared.key])).get(prepared.key)
                 if existing is None:
                     raise
-                return task_view(self._replay(prepared, existing)), False
+                return task_view(replay(prepared, existing)), False
         await self._enqueue([task])
         return task_view(task), True
 
@@ -391,20 +296,20 @@ class Submitter:
         (or refuse the whole batch when the request differs). Returns the tasks in request order and
         whether any was created.
         """
-        prepared = [self._prepare(item, None, i) for i, item in enumerate(items)]
+        prepared = [prepare(item, None, i) for i, item in enumerate(items)]
         async with self._session_open():
             return await self._submit_batch(user, prepared)
 
-    async def _submit_batch(self, user: CurrentUser, prepared: list[_Prepared]) -> tuple[list[TaskView], bool]:
+    async def _submit_batch(self, user: CurrentUser, prepared: list[Prepared]) -> tuple[list[TaskView], bool]:
         keys = [p.key for p in prepared if p.key is not None]
         if len(keys) != len(set(keys)):
             raise ValidationFailedError("an idempotencyKey appears twice in the batch", {"field": "idempotencyKey"})
         existing = await self._existing_by_key(user, keys)
         results: list[Task | None] = []
-        fresh: list[_Prepared] = []
+        fresh: list[Prepared] = []
         for p in prepared:
             if p.key is not None and p.key in existing:
-                results.append(self._replay(p, existing[p.key]))
+                results.append(replay(p, existing[p.key]))
             else:
                 results.append(None)
                 fresh.append(p)

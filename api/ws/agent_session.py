@@ -15,6 +15,8 @@ heartbeat of a session reconciles: running attempts it does not list (a restarte
 Inbox entries are acked (batched) when the agent accepts the submit, or at once for a cancel;
 entries a dead node read but never delivered are claimed on connect. Results and failures are acked
 to the agent only after the database commit (the process' `ResultWriter` commits them in batches).
+The layers: `AgentSender` (what goes out), `AgentFrames` (what each frame does), `AgentFrameChains`
+(per-task order and the backlog bound), this class (the socket's loops).
 """
 
 from __future__ import annotations
@@ -22,14 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import replace
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from api.agents.service import AgentService
 from api.errors import UnauthorizedError
-from api.ws.agent_frames import AgentFrames, progress_json
+from api.ws.agent_chains import AgentFrameChains
 from api.ws.agent_lanes import TRANSIENT, FrameLanes
 from api.ws.framing import CloseCode, SessionClosed
 from api.ws.progress_gate import ProgressGate
@@ -40,11 +41,6 @@ from protocol.messages import (
     Batch,
     ErrorFrame,
     Heartbeat,
-    TaskAccept,
-    TaskError,
-    TaskProgress,
-    TaskResult,
-    TaskStream,
 )
 
 if TYPE_CHECKING:
@@ -57,22 +53,17 @@ if TYPE_CHECKING:
     from api.ws.framing import FrameSocket
     from protocol.envelope import Frame, MessageType
     from scheduler.client import SchedulerClient
-    from scheduler.types import AgentSpec, Applied, InboxEntry
+    from scheduler.types import AgentSpec, InboxEntry
 
 __all__ = ("AgentSession", "FrameLanes")
 
 logger = logging.getLogger(__name__)
 
-MAX_PENDING_FRAMES = 1000
-"""Task frames of one socket read but not yet handled; past it (or the byte cap) the reader waits."""
-MAX_PENDING_BYTES = 16 * 1024 * 1024
-"""Bytes of those frames; with the count it bounds what one agent can make the server hold."""
-UNAVAILABLE = "temporarily unavailable, resend later"
 WIND_DOWN_S = 5.0
 """How long a closing session lets its in-flight frame handlers finish (commit, ack) before cancelling them."""
 
 
-class AgentSession(AgentFrames):
+class AgentSession(AgentFrameChains):
     """One agent socket; `start()` registers presence, `run()` serves it until it closes."""
 
     role = "agent"
@@ -118,9 +109,9 @@ class AgentSession(AgentFrames):
         self._slow = lanes.slow
         self._commits = lanes.commits
         self._progress_lane = lanes.progress
-        self._chains: dict[str, deque[_Job]] = {}
+        self._chains = {}
         """Per task id with a frame in flight: the task's later frames, waiting in arrival order."""
-        self._runners: set[asyncio.Task[None]] = set()
+        self._runners = set()
         """Handler tasks running (each drains one task id's chain)."""
         self._pending = 0
         """Task frames routed and not finished yet (the reader's backlog bound), with their size below."""
@@ -282,185 +273,3 @@ class AgentSession(AgentFrames):
             await self._wait_for_room()
         if not self._take(frame, size):  # decode_frame refuses types outside AGENT_SENDS; stay safe anyway
             await self.conn.reject(ErrorCode.VALIDATION_ERROR, "agents may not send this type", ref=frame.id)
-
-    def _has_room(self) -> bool:
-        return self._pending < MAX_PENDING_FRAMES and self._pending_bytes < MAX_PENDING_BYTES
-
-    def _take(self, frame: Frame, size: int) -> bool:
-        """Queue a task frame on its task's chain, without awaiting; False for any other frame."""
-        payload = frame.payload
-        if isinstance(payload, TaskProgress):
-            # Coalesced at arrival, so a progress flood makes no backlog.
-            if self._gate.admit(payload, asyncio.get_running_loop().time()):
-                self._enqueue(payload.task_id, self._progress_job(frame.id, payload, size))
-        elif isinstance(payload, TaskStream):
-            # Fenced like progress but never through the gate: every piece counts.
-            run = partial(self._apply_stream, frame.id, payload)
-            self._enqueue(payload.task_id, _Job(frame.type, frame.id, size, self._fast, run))
-        elif isinstance(payload, TaskAccept):
-            run = partial(self._on_accept, frame.id, payload)
-            self._enqueue(payload.task_id, _Job(frame.type, frame.id, size, self._fast, run))
-        elif isinstance(payload, TaskResult):
-            self._release_held(payload.task_id, payload.attempt)
-            run = partial(self._on_result, frame.id, payload)
-            self._enqueue(payload.task_id, _Job(frame.type, frame.id, size, self._commits, run))
-        elif isinstance(payload, TaskError):
-            self._release_held(payload.task_id, payload.attempt)
-            run = partial(self._on_error, frame.id, payload)
-            self._enqueue(payload.task_id, _Job(frame.type, frame.id, size, self._commits, run))
-        else:
-            return False
-        return True
-
-    async def _wait_for_room(self) -> None:
-        """The reader waits while the backlog of this socket's frames is at its cap."""
-        try:
-            while not self._has_room():
-                self._backlogged = True
-                self._room.clear()
-                await self._room.wait()
-        finally:
-            self._backlogged = False
-
-    def _progress_job(self, ref: str | None, progress: TaskProgress, size: int) -> _Job:
-        run = partial(self._apply_progress, ref, progress)
-        return _Job("task/progress", ref, size, self._progress_lane, run, progress=progress)
-
-    def _enqueue(self, task_id: str, job: _Job) -> None:
-        """Run `job` after the frames of its task before it: now if none is in flight, else behind them.
-
-        The reader reads on while frames wait (so an accept is not stuck behind commits); it only waits
-        itself when the backlog is at its cap.
-        """
-        self._pending += 1
-        self._pending_bytes += job.size
-        waiting = self._chains.get(task_id)
-        if waiting is not None:
-            waiting.append(job)
-            return
-        self._chains[task_id] = deque()
-        self._start(task_id, job)
-
-    def _start(self, task_id: str, job: _Job) -> None:
-        """Start the task's next frame. A progress frame with a free slot joins the turn's batched script
-        call and is answered in a callback; any other frame gets a handler that also runs the ones queued
-        behind it (one task per busy task id, not per frame)."""
-        progress = job.progress
-        if progress is not None and self._progress_lane.try_acquire():
-            future = self._scheduler.progress_soon(
-                progress.task_id, progress.attempt, self.agent_id, progress_json(progress)
-            )
-            future.add_done_callback(partial(self._progress_done, task_id, job))
-            return
-        runner = asyncio.create_task(self._drain(task_id, job))
-        self._runners.add(runner)
-        runner.add_done_callback(self._runners.discard)
-
-    def _progress_done(self, task_id: str, job: _Job, future: asyncio.Future[Applied]) -> None:
-        """A progress frame applied from a callback: what its handler would do, then the task's next frame.
-
-        A refusal (or the storage error's answer) goes ahead of the task's next frame, as a handler would send it.
-        """
-        self._progress_lane.release()
-        progress = job.progress
-        answer: ErrorFrame | None = None
-        if progress is not None and not future.cancelled():
-            exc = future.exception()
-            if exc is None:
-                answer = self._progress_applied(job.ref, progress, future.result())
-            elif isinstance(exc, TRANSIENT):
-                logger.warning(
-                    "frame task/progress not applied (storage error)",
-                    extra=self.log_context(),
-                    exc_info=exc,
-                )
-                answer = ErrorFrame.of(ErrorCode.SERVICE_UNAVAILABLE, UNAVAILABLE, ref=job.ref)
-            else:
-                self._fail(exc)
-        self._finished(job)
-        waiting = self._chains.get(task_id)
-        if waiting is None:
-            return
-        if answer is not None:
-            self._pending += 1
-            waiting.appendleft(_Job("error", job.ref, 0, None, partial(self.conn.send, answer)))
-        if not waiting or self._wound_down:
-            del self._chains[task_id]
-        else:
-            self._start(task_id, waiting.popleft())
-
-    async def _drain(self, task_id: str, job: _Job) -> None:
-        """Handle `job`, then the frames of its task queued behind it, until none is left."""
-        try:
-            while True:
-                try:
-                    if job.lane is None:
-                        await self._guarded(job.frame_type, job.ref, job.run())
-                    else:
-                        async with job.lane:
-                            await self._guarded(job.frame_type, job.ref, job.run())
-                except Exception as exc:  # ends the session, as the reader's would
-                    self._fail(exc)
-                self._finished(job)
-                waiting = self._chains.get(task_id)
-                if not waiting:
-                    return
-                job = waiting.popleft()
-        finally:
-            # Emptied, or cancelled at close (what still waited is dropped with the session).
-            self._chains.pop(task_id, None)
-
-    def _finished(self, job: _Job) -> None:
-        self._pending -= 1
-        self._pending_bytes -= job.size
-        self._room.set()
-
-    async def _guarded(self, frame_type: str, ref: str | None, work: Coroutine[Any, Any, None]) -> None:
-        try:
-            await work
-        except TRANSIENT:
-            # Nothing was acked: the agent resends results and errors; progress is best effort.
-            logger.warning("frame %s not applied (storage error)", frame_type, extra=self.log_context(), exc_info=True)
-            await self.conn.send(ErrorFrame.of(ErrorCode.SERVICE_UNAVAILABLE, UNAVAILABLE, ref=ref))
-
-    async def _flush_progress(self, now: float) -> None:
-        """Hand held-back progress whose window opened to its task's chain."""
-        for held in self._gate.due(now):
-            if not self._has_room():
-                await self._wait_for_room()
-            self._enqueue(held.task_id, self._progress_job(None, held, 0))
-
-    def _release_held(self, task_id: str, attempt: int) -> None:
-        """On an outcome's arrival: its attempt's held-back progress joins the task's chain ahead of it.
-
-        Taken from the gate here, in arrival order, so a later window opening cannot chain it behind the
-        outcome (where it would be refused as `task_not_runnable`).
-        """
-        held = self._gate.take(task_id, attempt)
-        if held is not None:
-            self._enqueue(task_id, self._progress_job(None, held, 0))
-
-
-class _Job:
-    """One task frame waiting for its turn: its handler (`run`, started inside `lane`) and what answers it."""
-
-    __slots__ = ("frame_type", "lane", "progress", "ref", "run", "size")
-
-    def __init__(
-        self,
-        frame_type: str,
-        ref: str | None,
-        size: int,
-        lane: asyncio.Semaphore | None,
-        run: Callable[[], Coroutine[Any, Any, None]],
-        *,
-        progress: TaskProgress | None = None,
-    ) -> None:
-        self.frame_type = frame_type
-        self.ref = ref
-        self.size = size
-        """Its share of the frame's characters (the backlog's byte bound)."""
-        self.lane = lane
-        self.run = run
-        self.progress = progress
-        """Set for a progress frame, which may skip the handler (`AgentSession._start`)."""

@@ -18,9 +18,10 @@ from api.db.models.tasks import Task, TaskEvent
 from api.metrics import Metrics
 from api.tasks import history
 from api.tasks.history import read_events
+from api.tasks.outcome_rows import apply_writes
 from api.tasks.reconciler import Reconciler
 from api.tasks.recorder import Recorder
-from api.tasks.result_writer import apply_writes, writer_for
+from api.tasks.result_writer import writer_for
 from api.tasks.service import TaskService
 from scheduler.types import AgentSpec
 from tests.integration.api.test_reconciler import wipe_prefix
