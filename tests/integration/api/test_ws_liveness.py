@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-import api.ws.agent_session as agent_session
+import api.ws.agent_chains as agent_chains
 from api.tasks.service import TaskService
 from protocol.messages import Heartbeat, Subscribe, TaskAccept, TaskProgress, TaskResult
 from tests.integration.api.test_ws_support import WAIT_S, Peer, Stack, open_stack, payload, stack, ws_settings
@@ -87,7 +87,7 @@ async def test_lease_is_kept_while_results_wait_on_a_stalled_database(
 
     monkeypatch.setattr(TaskService, "record_result", stalled)
     if backlog_cap is not None:
-        monkeypatch.setattr(agent_session, "MAX_PENDING_FRAMES", backlog_cap)
+        monkeypatch.setattr(agent_chains, "MAX_PENDING_FRAMES", backlog_cap)
 
     ws = stack.settings.ws
     refs = {await agent.send(TaskResult(task_id=t, attempt=a, output={"t": t})) for t, a in attempts.items()}
