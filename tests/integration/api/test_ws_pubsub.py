@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import msgspec
 import pytest
@@ -36,6 +38,36 @@ def _watch_message(task_id: str, seq: int) -> bytes:
     )
 
 
+@dataclass(frozen=True)
+class _Conn:
+    """A named API-style client (what the reader subscribes on) and an admin client to publish and kill with."""
+
+    keys: Keys
+    name: str
+    client: redis.asyncio.Redis
+    admin: redis.asyncio.Redis
+
+
+@pytest.fixture
+async def conn(redis_url: str, redis_prefix: str) -> AsyncIterator[_Conn]:
+    name = f"pubsub-test-{secrets.token_hex(4)}"
+    client, admin = _client(redis_url, name), redis.asyncio.Redis.from_url(redis_url)
+    try:
+        yield _Conn(Keys(redis_prefix), name, client, admin)
+    finally:
+        await admin.aclose()
+        await client.aclose()
+
+
+@pytest.fixture
+async def reader(conn: _Conn) -> AsyncIterator[PubSubReader]:
+    subscribed = PubSubReader(conn.client)
+    try:
+        yield subscribed
+    finally:
+        await subscribed.close()
+
+
 async def _kill(admin: redis.asyncio.Redis, name: str) -> int:
     """Kill the subscribed connection(s) of that name (the client's command connections keep the name too)."""
     killed = 0
@@ -45,53 +77,36 @@ async def _kill(admin: redis.asyncio.Redis, name: str) -> int:
     return killed
 
 
-async def test_reads_every_message_in_order_several_per_read(redis_url: str, redis_prefix: str) -> None:
-    keys = Keys(redis_prefix)
-    name = f"pubsub-test-{secrets.token_hex(4)}"
-    client, admin = _client(redis_url, name), redis.asyncio.Redis.from_url(redis_url)
-    reader = PubSubReader(client)
-    try:
-        assert await reader.subscribe(patterns=[keys.watch_pattern()], channels=[keys.control_channel()]) == []
-        async with admin.pipeline(transaction=False) as pipe:
-            for seq in range(1, 501):
-                pipe.publish(keys.watch_channel("u1"), _watch_message("t1", seq))
-                if seq == 250:
-                    pipe.publish(keys.control_channel(), b'{"kind":"agent_updated","id":"none"}')
-            await pipe.execute()
-        got: list[list[bytes]] = []
-        reads = 0
-        async with asyncio.timeout(10):
-            while len(got) < 501:
-                got += await reader.read()
-                reads += 1
-        assert reads < 501  # replies that arrived together were taken together
-        kinds = [reply[0] for reply in got]
-        assert kinds.index(b"message") == 250
-        assert kinds.count(b"message") == 1
-        seqs = [msgspec.json.decode(reply[3])["seq"] for reply in got if reply[0] == b"pmessage"]
-        assert seqs == list(range(1, 501))
-        assert {reply[2] for reply in got if reply[0] == b"pmessage"} == {keys.watch_channel("u1").encode()}
-    finally:
-        await reader.close()
-        await admin.aclose()
-        await client.aclose()
+async def test_reads_every_message_in_order_several_per_read(conn: _Conn, reader: PubSubReader) -> None:
+    keys, admin = conn.keys, conn.admin
+    assert await reader.subscribe(patterns=[keys.watch_pattern()], channels=[keys.control_channel()]) == []
+    async with admin.pipeline(transaction=False) as pipe:
+        for seq in range(1, 501):
+            pipe.publish(keys.watch_channel("u1"), _watch_message("t1", seq))
+            if seq == 250:
+                pipe.publish(keys.control_channel(), b'{"kind":"agent_updated","id":"none"}')
+        await pipe.execute()
+    got: list[list[bytes]] = []
+    reads = 0
+    async with asyncio.timeout(10):
+        while len(got) < 501:
+            got += await reader.read()
+            reads += 1
+    assert reads < 501  # replies that arrived together were taken together
+    kinds = [reply[0] for reply in got]
+    assert kinds.index(b"message") == 250
+    assert kinds.count(b"message") == 1
+    seqs = [msgspec.json.decode(reply[3])["seq"] for reply in got if reply[0] == b"pmessage"]
+    assert seqs == list(range(1, 501))
+    assert {reply[2] for reply in got if reply[0] == b"pmessage"} == {keys.watch_channel("u1").encode()}
 
 
-async def test_a_dropped_connection_ends_the_read(redis_url: str, redis_prefix: str) -> None:
-    keys = Keys(redis_prefix)
-    name = f"pubsub-test-{secrets.token_hex(4)}"
-    client, admin = _client(redis_url, name), redis.asyncio.Redis.from_url(redis_url)
-    reader = PubSubReader(client)
-    try:
-        await reader.subscribe(patterns=[keys.watch_pattern()], channels=[])
-        assert await _kill(admin, name) == 1
-        with pytest.raises(redis.exceptions.ConnectionError):
-            async with asyncio.timeout(5):
-                await reader.read()
-    finally:
-        await reader.close()
-        await admin.aclose()
-        await client.aclose()
+async def test_a_dropped_connection_ends_the_read(conn: _Conn, reader: PubSubReader) -> None:
+    await reader.subscribe(patterns=[conn.keys.watch_pattern()], channels=[])
+    assert await _kill(conn.admin, conn.name) == 1
+    with pytest.raises(redis.exceptions.ConnectionError):
+        async with asyncio.timeout(5):
+            await reader.read()
 
 
 class _Watcher:
@@ -111,14 +126,10 @@ class _Watcher:
         self.closed = code
 
 
-async def test_the_fanout_closes_its_watchers_resubscribes_and_delivers_again(
-    redis_url: str, redis_prefix: str
-) -> None:
-    keys = Keys(redis_prefix)
-    name = f"pubsub-test-{secrets.token_hex(4)}"
-    client, admin = _client(redis_url, name), redis.asyncio.Redis.from_url(redis_url)
+async def test_the_fanout_closes_its_watchers_resubscribes_and_delivers_again(conn: _Conn, redis_prefix: str) -> None:
+    keys, name, admin = conn.keys, conn.name, conn.admin
     registry = SessionRegistry()
-    fanout = Fanout(client, prefix=redis_prefix, registry=registry)
+    fanout = Fanout(conn.client, prefix=redis_prefix, registry=registry)
     before = _Watcher()
     registry.watch_owner("u1", before)
     await fanout.start()
@@ -150,5 +161,3 @@ async def test_the_fanout_closes_its_watchers_resubscribes_and_delivers_again(
         assert [e.seq for e in after.events] == [2]
     finally:
         await fanout.stop()
-        await admin.aclose()
-        await client.aclose()
