@@ -144,12 +144,19 @@ def dev(
 
 
 @cli.command(
-    help="Serve REST and /ws as one API replica (uvicorn). Settings come from the environment "
-    "(docs/operations.md); the database and Redis are checked before it starts listening.",
-    short_help="run one API replica (uvicorn)",
+    help="Serve REST and /ws as one API replica (uvicorn), or as several processes sharing the port "
+    "(--processes). Settings come from the environment (docs/operations.md); the database and Redis are checked "
+    "before it starts listening.",
+    short_help="run the API (uvicorn)",
 )
 @click.option("--host", default=None, help="Listen host (default: from HTTP_ADDR).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Listen port (default: from HTTP_ADDR).")
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="API processes sharing the port (default: TASKYARD_API_PROCESSES, 1); above 1 needs PostgreSQL.",
+)
 @click.option(
     "--timeout-graceful-shutdown",
     type=click.IntRange(min=0),
@@ -166,40 +173,32 @@ def api(
     *,
     host: str | None,
     port: int | None,
+    processes: int | None,
     timeout_graceful_shutdown: int,
     proxy_headers: bool,
     forwarded_allow_ips: str | None,
 ) -> None:
-    import uvicorn
-
-    from api.app import create_app
     from api.http.logs import configure_logging
-    from protocol.limits import MAX_AGENT_FRAME_BYTES
+    from taskyard.api_process import run
     from taskyard.startup import ready_settings
 
-    settings = ready_settings(ctx, redis=True, database=True)
+    environ = dict(os.environ)
+    if processes is not None:
+        # The spawned processes read their settings from the environment: the option goes there too.
+        os.environ["TASKYARD_API_PROCESSES"] = environ["TASKYARD_API_PROCESSES"] = str(processes)
+    settings = ready_settings(ctx, redis=True, database=True, environ=environ)
     # The entry point owns logging (the app never configures it); uvicorn logs through our root handler.
     configure_logging(settings.log_level)
     if proxy_headers or forwarded_allow_ips is not None:
         logging.getLogger(__name__).warning(
             "--proxy-headers/--forwarded-allow-ips are ignored; set TASKYARD_API_TRUSTED_PROXIES instead"
         )
-    uvicorn.run(
-        create_app(settings),
+    run(
+        settings,
         host=host or settings.http.host,
         port=port if port is not None else settings.http.port,
-        # uvicorn's default is 16 MiB; the largest legal frame is an agent's 1 MiB (RELIABILITY.md §2.4).
-        ws_max_size=MAX_AGENT_FRAME_BYTES,
-        # Frames are small JSON: compression costs more CPU than it saves (a measured ~3 % of the API).
-        ws_per_message_deflate=False,
-        timeout_graceful_shutdown=timeout_graceful_shutdown,
-        # X-Forwarded-For is resolved by the app, from TASKYARD_API_TRUSTED_PROXIES only.
-        proxy_headers=False,
-        log_config=None,
-        log_level=settings.log_level.lower(),
-        # The app logs one line per request itself (with the request id, without query strings).
-        access_log=False,
-        server_header=False,
+        graceful_shutdown_s=timeout_graceful_shutdown,
+        processes=settings.http.processes,
     )
 
 

@@ -49,6 +49,9 @@ class HttpSettings:
     nearest hop not in this list. Empty: the header is ignored and the socket peer is the client."""
     access_log: bool = True
     """Log one line per request (request id, method, path without query, status, latency)."""
+    processes: Annotated[int, AT_LEAST_ONE] = 1
+    """API processes sharing the listen port (`taskyard api`): each is a full replica with its own connections
+    and background loops. Use up to the cores the API may take; above 1 needs PostgreSQL."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,6 +107,17 @@ def _load_groups(environ: Mapping[str, str], file_data: Mapping[str, Any], probl
     return groups
 
 
+def _database(database: DatabaseSettings, data_dir: Path, http: HttpSettings, problems: list[str]) -> DatabaseSettings:
+    """The database settings, defaulting to a SQLite file in the data dir."""
+    if not database.url:
+        db_url = f"sqlite+aiosqlite:///{(data_dir / 'taskyard.db').resolve()}"
+        database = dataclasses.replace(database, url=Secret(db_url))
+    if http.processes > 1 and database.url.reveal().startswith("sqlite"):
+        # Several writers on one SQLite file queue on its lock: slower than one process, and busy errors under load.
+        problems.append(f"{env_name('http', 'processes')}: above 1 needs PostgreSQL (DATABASE_URL is SQLite)")
+    return database
+
+
 def load_settings(environ: Mapping[str, str]) -> ApiSettings:
     """Build the settings from `environ` (and the YAML file it names); raise `SettingsError` listing every problem."""
     problems: list[str] = []
@@ -134,10 +145,7 @@ def load_settings(environ: Mapping[str, str]) -> ApiSettings:
         if parsed:
             http = dataclasses.replace(http, host=parsed[0], port=parsed[1])
 
-    database: DatabaseSettings = groups["database"]
-    if not database.url:
-        db_url = f"sqlite+aiosqlite:///{(data_dir / 'taskyard.db').resolve()}"
-        database = dataclasses.replace(database, url=Secret(db_url))
+    database = _database(groups["database"], data_dir, http, problems)
 
     auth = groups["auth"]
     if env == "prod":

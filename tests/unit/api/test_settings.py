@@ -199,3 +199,15 @@ def test_blank_variables_count_as_unset(tmp_path: Path) -> None:
         {"TASKYARD_DATA_DIR": str(tmp_path), "APP_ENV": "", "REDIS_URL": "", "TASKYARD_API_ACCESS_TOKEN_TTL_S": " "}
     )
     assert (settings.env, settings.redis.url, settings.auth.access_token_ttl_s) == ("dev", None, 900)
+
+
+def test_api_processes_above_one_need_postgresql(tmp_path: Path) -> None:
+    assert load_settings({"TASKYARD_DATA_DIR": str(tmp_path)}).http.processes == 1
+    postgres = {"TASKYARD_DATA_DIR": str(tmp_path), "DATABASE_URL": "postgresql+psycopg://u@h/db"}
+    assert load_settings({**postgres, "TASKYARD_API_PROCESSES": "4"}).http.processes == 4
+    with pytest.raises(SettingsError) as refused:
+        load_settings({"TASKYARD_DATA_DIR": str(tmp_path), "TASKYARD_API_PROCESSES": "2"})
+    assert "TASKYARD_API_PROCESSES: above 1 needs PostgreSQL" in str(refused.value)
+    with pytest.raises(SettingsError) as zero:
+        load_settings({**postgres, "TASKYARD_API_PROCESSES": "0"})
+    assert "TASKYARD_API_PROCESSES" in str(zero.value)
