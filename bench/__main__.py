@@ -78,7 +78,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=500, help="batch: tasks per submit batch (max 500)")
     parser.add_argument("--workers", type=int, default=2, help="taskyard worker processes (peers use 2)")
     parser.add_argument("--concurrency", type=int, default=64, help="taskyard worker concurrency (per process)")
-    parser.add_argument("--api-replicas", type=int, default=1, help="taskyard API processes (workers spread over them)")
+    parser.add_argument(
+        "--api-replicas", type=int, default=1, help="taskyard API replicas, one port each (workers spread over them)"
+    )
+    parser.add_argument(
+        "--api-processes",
+        type=int,
+        default=1,
+        help="taskyard API processes per replica on one port (`taskyard api --processes`; the kernel spreads "
+        "connections)",
+    )
     parser.add_argument("--submit-concurrency", type=int, default=2, help="batch: taskyard batch requests in flight")
     parser.add_argument(
         "--stream-frames",

@@ -120,7 +120,7 @@ async def taskyard_system(
     stack = TaskyardStack(
         StackConfig(redis_url=redis.url(0), database_url=db_url, log_dir=log_dir, data_dir=data_dir),
         api_replicas=ctx.args.api_replicas,
-        extra_env=env,
+        extra_env={"TASKYARD_API_PROCESSES": str(ctx.args.api_processes), **(env or {})},
     )
     rest = RestClient(stack.base_url)
     system = TySystem(stack=stack, rest=rest, db=db, redis=redis, log_dir=log_dir)
@@ -146,7 +146,8 @@ async def taskyard_system(
 
 def setup_text(ctx: RunContext, workers: int, concurrency: int) -> str:
     return (
-        f"{ctx.args.api_replicas} API process(es), 1 scheduler, {workers} worker processes x concurrency "
+        f"{ctx.args.api_replicas} API replica(s) x {ctx.args.api_processes} process(es), 1 scheduler, "
+        f"{workers} worker processes x concurrency "
         f"{concurrency}, results in PostgreSQL"
     )
 
