@@ -336,7 +336,11 @@ class SchedulerClient:
         return await counts.seed(self._redis, self.keys, deltas)
 
     async def forget_finished(self, deleted: Mapping[str, int]) -> None:
-        await counts.forget(self._redis, self.keys, deleted)
+        await counts.add(self._redis, self.keys, {status: -n for status, n in deleted.items()})
+
+    async def count_finished(self, status: str) -> None:
+        """Count a task that finished in the database alone (Redis did not know it)."""
+        await counts.add(self._redis, self.keys, {status: 1})
 
     # --- rebuild after a Redis restart ---------------------------------------------------------
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from scheduler.keys import Keys
 
-__all__ = ("SEEDED", "SPLIT_SCAN", "finished_counts", "forget", "read", "seed")
+__all__ = ("SEEDED", "SPLIT_SCAN", "add", "finished_counts", "read", "seed")
 
 SEEDED = "_seeded"
 SPLIT_SCAN = 10_000
@@ -84,10 +84,14 @@ async def seed(redis: Redis, keys: Keys, deltas: Mapping[str, int]) -> bool:
     return bool(await redis.eval(_SEED, 1, keys.task_counts(), *args))
 
 
-async def forget(redis: Redis, keys: Keys, deleted: Mapping[str, int]) -> None:
-    """Subtract finished tasks whose rows were deleted (the retention purge)."""
+async def add(redis: Redis, keys: Keys, deltas: Mapping[str, int]) -> None:
+    """Add to the terminal counters what no script counted: a task finished in the database alone (+), rows the
+    retention purge deleted (-).
+
+    Unseeded (the hash lost) is fine: the seed subtracts what was added before it from the database's count.
+    """
     pipe = redis.pipeline(transaction=True)
-    for status, n in deleted.items():
+    for status, n in deltas.items():
         if n:
-            pipe.hincrby(keys.task_counts(), status, -n)
+            pipe.hincrby(keys.task_counts(), status, n)
     await pipe.execute()

@@ -8,7 +8,7 @@ reads and cancel, and hands the rest to those.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis.exceptions
 from sqlalchemy import and_, bindparam, case, func, or_, select, update
@@ -27,6 +27,7 @@ from protocol.views import TaskPage
 if TYPE_CHECKING:
     import asyncio
 
+    from sqlalchemy.engine import CursorResult
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from api.auth.identity import CurrentUser
@@ -195,7 +196,7 @@ class TaskService:
             at=now,
         )
         # One UPDATE: the status and its history entry (the row lock orders it with the recorder).
-        await self._session.execute(
+        updated = await self._session.execute(
             update(Task)
             .where(
                 Task.id == task.id,
@@ -211,6 +212,12 @@ class TaskService:
                 history=history.json_append(Task.history, bindparam("b_change", [change], type_=JsonColumn)),
             )
         )
+        if not canceled and cast("CursorResult[Any]", updated).rowcount:
+            # No script finished it, so none counted it for /metrics.
+            try:
+                await self._scheduler.count_finished(str(TaskStatus.CANCELED))
+            except _REDIS_ERRORS as exc:
+                raise ServiceUnavailableError("the queue is unavailable, retry later") from exc
         await self._session.flush()
         await self._session.refresh(task)
 

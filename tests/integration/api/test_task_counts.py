@@ -141,3 +141,24 @@ async def test_counters_are_seeded_again_once_when_the_hash_is_lost(
     assert seeds(env) + seeds(other) == 2
     assert {s: seen[s] for s in TERMINAL} == finished_in_db(env)
     assert (seen["assigned"], seen["running"]) == (0, 0)
+
+
+async def test_a_task_canceled_in_the_database_alone_is_counted(env: Env, sched: Any, redis_client: Any) -> None:
+    """Redis lost the task (its hash and queue entry): the cancel finishes it in the database alone, and no
+    script counts it, so the cancel adds it to the counter itself (before, it waited for the next seed)."""
+    user = env.user()
+    capability = "cap-" + uuid.uuid4().hex[:8]
+    task_id = env.submit(user, {"type": "echo", "capabilities": [capability]})["id"]
+    gauges(env)  # seeded now
+    before = seeds(env)
+    route = (await redis_client.hget(sched.keys.task(task_id), "route")).decode()
+    await redis_client.delete(sched.keys.task(task_id))
+    await redis_client.zrem(sched.keys.queue(route), task_id)
+    assert (await sched.cancel(task_id)).outcome == "not_found"
+
+    r = env.client.post(f"/api/tasks/{task_id}/cancel", headers=user.headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "canceled"
+    seen = gauges(env)
+    assert {s: seen[s] for s in TERMINAL} == finished_in_db(env)
+    assert seeds(env) == before  # counted, not reseeded
