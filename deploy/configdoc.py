@@ -49,7 +49,8 @@ def _api_rows() -> list[str]:
         _row(
             "TASKYARD_CONFIG",
             "(none)",
-            "Optional YAML file with the same fields grouped by section; the environment wins.",
+            "Optional YAML file with the same fields grouped by section (the scheduler reads it too); the "
+            "environment wins.",
         ),
         _row("HTTP_ADDR", "`127.0.0.1:8000`", "Listen address `host:port` of `taskyard api`."),
     ]

@@ -83,7 +83,8 @@ def _fail(ctx: click.Context, message: str, code: int) -> NoReturn:
     "scheduler",
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Run one scheduler replica until SIGTERM/SIGINT. Talks to Redis only (REDIS_URL, "
-    "TASKYARD_REDIS_PREFIX, TASKYARD_SCHEDULER_*; see docs/operations.md). Exit codes: 0 stopped cleanly, "
+    "TASKYARD_REDIS_PREFIX, TASKYARD_SCHEDULER_*, or the TASKYARD_CONFIG file; see docs/operations.md). "
+    "Exit codes: 0 stopped cleanly, "
     "1 Redis unreachable, 2 bad settings.",
     short_help="run one scheduler replica",
 )

@@ -1,13 +1,15 @@
 """Scheduler settings: the fields only; `protocol.config` reads and checks them.
 
-Names: `REDIS_URL`, `TASKYARD_REDIS_PREFIX`, and `TASKYARD_SCHEDULER_<FIELD>` for the rest.
+Names: `REDIS_URL`, `TASKYARD_REDIS_PREFIX`, and `TASKYARD_SCHEDULER_<FIELD>` for the rest. The YAML file
+`TASKYARD_CONFIG` names (the API's) is read too: its `scheduler` section, and `redis.url` / `redis.prefix`
+from its `redis` section, so one file configures both; a variable wins over the file.
 """
 
 from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from protocol.config import AT_LEAST_ONE, POSITIVE, load_group
 from scheduler.errors import SchedulerSettingsError
@@ -15,7 +17,7 @@ from scheduler.errors import SchedulerSettingsError
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ("SchedulerSettings", "env_name", "load_settings")
+__all__ = ("SchedulerSettings", "env_name", "load_settings", "read_config_file")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -74,10 +76,53 @@ def _level(raw: str) -> str:
     return raw.upper()
 
 
-def load_settings(environ: Mapping[str, str]) -> SchedulerSettings:
-    """Build settings from `environ`; raises `SchedulerSettingsError` listing every bad variable."""
+def read_config_file(path: str, problems: list[str]) -> dict[str, Any]:
+    """The YAML file `TASKYARD_CONFIG` names, as a mapping of sections; {} and a problem when unreadable."""
+    import yaml  # only processes that are given a file need PyYAML
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        problems.append(f"TASKYARD_CONFIG: cannot read {path!r} ({type(exc).__name__})")
+        return {}
+    if not isinstance(data, dict):
+        problems.append("TASKYARD_CONFIG: the file must hold a mapping of sections")
+        return {}
+    return data
+
+
+def _section(file_data: Mapping[str, Any], name: str, problems: list[str]) -> dict[str, Any]:
+    section = file_data.get(name) or {}
+    if not isinstance(section, dict):
+        problems.append(f"TASKYARD_CONFIG: section {name!r} must be a mapping")
+        return {}
+    return section
+
+
+def load_settings(environ: Mapping[str, str], file_data: Mapping[str, Any] | None = None) -> SchedulerSettings:
+    """Build settings from `environ` and the config file (`file_data` when the caller read it already);
+    raises `SchedulerSettingsError` listing every bad variable or file value."""
     problems: list[str] = []
-    settings = load_group(SchedulerSettings, environ, problems, env_name=env_name, checks={"log_level": _level})
+    read_here = file_data is None
+    if file_data is None:
+        path = environ.get("TASKYARD_CONFIG", "").strip()
+        file_data = read_config_file(path, problems) if path else {}
+    section = _section(file_data, "scheduler", problems)
+    # The API reports a malformed `redis` section itself; the scheduler alone must too.
+    redis_section = _section(file_data, "redis", problems if read_here else [])
+    for ours, theirs in (("redis_url", "url"), ("prefix", "prefix")):
+        if theirs in redis_section:
+            section.setdefault(ours, redis_section[theirs])
+    settings = load_group(
+        SchedulerSettings,
+        environ,
+        problems,
+        env_name=env_name,
+        section=section,
+        section_name="scheduler",
+        checks={"log_level": _level},
+    )
     if problems:
         raise SchedulerSettingsError(problems)
     return settings

@@ -20,7 +20,7 @@ from api.settings.groups import GROUPS, ApiSettings, DatabaseSettings, HttpSetti
 from api.settings.keys import dev_jwt_secret, jwt_secret_problem, planner_keys
 from protocol.config import Secret, load_group
 from scheduler.errors import SchedulerSettingsError
-from scheduler.settings import SchedulerSettings
+from scheduler.settings import SchedulerSettings, read_config_file
 from scheduler.settings import load_settings as load_scheduler_settings
 
 if TYPE_CHECKING:
@@ -56,22 +56,6 @@ _CHECKS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "http": {"trusted_proxies": _check_proxies},
     "ops": {"jobs_queue": _check_jobs_queue},
 }
-
-
-def _read_config_file(path: str, problems: list[str]) -> dict[str, Any]:
-    """The YAML file `TASKYARD_CONFIG` names, as a mapping of sections; {} and a problem when unreadable."""
-    import yaml  # only processes that are given a file need PyYAML
-
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        problems.append(f"TASKYARD_CONFIG: cannot read {path!r} ({type(exc).__name__})")
-        return {}
-    if not isinstance(data, dict):
-        problems.append("TASKYARD_CONFIG: the file must hold a mapping of sections")
-        return {}
-    return data
 
 
 def _parse_addr(raw: str, problems: list[str]) -> tuple[str, int] | None:
@@ -123,7 +107,7 @@ def load_settings(environ: Mapping[str, str]) -> ApiSettings:
     problems: list[str] = []
     file_data: dict[str, Any] = {}
     if environ.get("TASKYARD_CONFIG", "").strip():
-        file_data = _read_config_file(environ["TASKYARD_CONFIG"].strip(), problems)
+        file_data = read_config_file(environ["TASKYARD_CONFIG"].strip(), problems)
 
     env_raw = _top(environ, file_data, "APP_ENV", "env", "dev").lower()
     if env_raw not in ("dev", "prod"):
@@ -159,7 +143,7 @@ def load_settings(environ: Mapping[str, str]) -> ApiSettings:
 
     scheduler = SchedulerSettings()
     try:
-        scheduler = load_scheduler_settings(environ)
+        scheduler = load_scheduler_settings(environ, file_data)
     except SchedulerSettingsError as exc:
         problems.extend(exc.problems)
 

@@ -174,6 +174,16 @@ def test_bad_scheduler_setting_is_one_line_and_exit_2(argv: tuple[str, ...], tmp
     one_line_failure(result, 2, f"{prog}: invalid scheduler settings: TASKYARD_SCHEDULER_SWEEP_INTERVAL_S")
 
 
+def test_the_scheduler_reads_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "taskyard.yaml"
+    config.write_text("scheduler:\n  sweep_interval_s: often\n")
+    env = cli_env(tmp_path, TASKYARD_CONFIG=str(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "scheduler"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    one_line_failure(result, 2, "python -m scheduler: invalid scheduler settings: TASKYARD_CONFIG scheduler.sweep")
+
+
 def test_usage_error_is_one_line_and_exit_2(tmp_path: Path) -> None:
     result = run_cli("api", "--port", "eighty", env=cli_env(tmp_path))
     one_line_failure(result, 2, "taskyard api: error: argument --port:")

@@ -73,7 +73,10 @@ def test_trusted_proxies_default_to_none_and_refuse_junk_and_the_old_switch(tmp_
 
 def test_yaml_file_is_read_and_env_wins(tmp_path: Path) -> None:
     config = tmp_path / "taskyard.yaml"
-    config.write_text("auth:\n  access_token_ttl_s: 120\n  refresh_token_ttl_s: 3600\nredis:\n  prefix: fromfile\n")
+    config.write_text(
+        "auth:\n  access_token_ttl_s: 120\n  refresh_token_ttl_s: 3600\nredis:\n  prefix: fromfile\n"
+        "scheduler:\n  assign_timeout_s: 7\n"
+    )
     settings = load_settings(
         {
             "TASKYARD_DATA_DIR": str(tmp_path),
@@ -84,6 +87,8 @@ def test_yaml_file_is_read_and_env_wins(tmp_path: Path) -> None:
     assert settings.auth.access_token_ttl_s == 30
     assert settings.auth.refresh_token_ttl_s == 3600
     assert settings.redis.prefix == "fromfile"
+    # The scheduler settings the API uses come from the same file, as the scheduler's own do.
+    assert (settings.scheduler.prefix, settings.scheduler.assign_timeout_s) == ("fromfile", 7.0)
 
 
 @pytest.mark.parametrize(

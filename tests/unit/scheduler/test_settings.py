@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from scheduler.errors import SchedulerSettingsError
@@ -39,3 +41,27 @@ def test_every_bad_variable_is_listed() -> None:
             }
         )
     assert len(info.value.problems) == 3
+
+
+def test_the_config_file_sets_the_scheduler_and_shares_the_apis_redis_section(tmp_path: Path) -> None:
+    config = tmp_path / "taskyard.yaml"
+    config.write_text(
+        "redis:\n  url: redis://file-redis:6379/3\n  prefix: from-file\n"
+        "scheduler:\n  sweep_interval_s: 0.5\n  dispatch_batch: 9\n"
+    )
+    s = load_settings({"TASKYARD_CONFIG": str(config), "TASKYARD_SCHEDULER_DISPATCH_BATCH": "11"})
+    assert (s.redis_url, s.prefix) == ("redis://file-redis:6379/3", "from-file")
+    assert (s.sweep_interval_s, s.dispatch_batch) == (0.5, 11)  # a variable wins over the file
+
+
+def test_bad_file_values_and_fields_are_listed(tmp_path: Path) -> None:
+    config = tmp_path / "taskyard.yaml"
+    config.write_text("redis: [1]\nscheduler:\n  sweep_interval_s: -1\n  no_such_field: 1\n")
+    with pytest.raises(SchedulerSettingsError) as info:
+        load_settings({"TASKYARD_CONFIG": str(config)})
+    text = str(info.value)
+    assert "section 'redis' must be a mapping" in text
+    assert "scheduler.sweep_interval_s" in text
+    assert "unknown field scheduler.no_such_field" in text
+    with pytest.raises(SchedulerSettingsError, match="cannot read"):
+        load_settings({"TASKYARD_CONFIG": str(tmp_path / "missing.yaml")})
