@@ -288,10 +288,30 @@ def decode_frame(data: str | bytes, *, max_bytes: int, accept: Collection[str] |
             ref=ref,
         )
     payload = _decode_payload(envelope.type, envelope.payload, "$.payload", ref)
-    if checks.may_nest_deeper(raw, MAX_JSON_DEPTH) and checks.nesting_exceeds(raw, MAX_JSON_DEPTH):
-        # The envelope is level 1, so the payload may nest MAX_JSON_DEPTH - 1 levels.
+    if _nests_too_deep(raw, payload):
         raise checks.too_deep("$.payload", ref)
     return Frame(id=ref, type=envelope.type, ts=envelope.ts, payload=payload)
+
+
+_BATCH_ITEM_LEVELS = 4
+"""Levels above a batch item's payload: the envelope, the batch payload, its `frames` list, the item."""
+
+
+def _nests_too_deep(raw: bytes, payload: Message) -> bool:
+    """Whether the frame nests deeper than `MAX_JSON_DEPTH` (the envelope is level 1).
+
+    A batch is checked item by item: all of its JSON outside the items' payloads is a fixed
+    `_BATCH_ITEM_LEVELS` deep (unknown fields are refused), and each item payload alone has too few brackets to
+    need the scan, which over a whole batch frame (always bracket-rich) cost as much as decoding its items.
+    """
+    if isinstance(payload, Batch):
+        limit = MAX_JSON_DEPTH - _BATCH_ITEM_LEVELS
+        for item in payload.frames:
+            body = bytes(item.payload)
+            if checks.may_nest_deeper(body, limit) and checks.nesting_exceeds(body, limit):
+                return True
+        return False
+    return checks.may_nest_deeper(raw, MAX_JSON_DEPTH) and checks.nesting_exceeds(raw, MAX_JSON_DEPTH)
 
 
 def decode_payload(message_type: str, payload_json: bytes | str) -> Message:
