@@ -19,11 +19,13 @@ __all__ = (
     "is_utf8",
     "may_nest_deeper",
     "nesting_exceeds",
+    "not_accepted_in_batch",
     "read_ref",
     "read_task_ref",
     "to_bytes",
     "too_deep",
     "too_large",
+    "too_nested",
     "translate",
 )
 
@@ -87,6 +89,16 @@ def too_deep(field: str, ref: str | None) -> ProtocolError:
     )
 
 
+def not_accepted_in_batch(kind: str, index: int, ref: str) -> ProtocolError:
+    """The error for a batch item of a type this peer may not send in a batch (or a nested batch)."""
+    return ProtocolError(
+        ErrorCode.VALIDATION_ERROR,
+        f"type {kind!r} is not accepted in a batch from this peer",
+        {"field": f"$.payload.frames[{index}].type"},
+        ref=ref,
+    )
+
+
 def translate(exc: msgspec.DecodeError | msgspec.ValidationError, base: str, ref: str | None) -> ProtocolError:
     """Turn a msgspec error into a `validation_error` whose `field` is the full path from the frame root.
 
@@ -138,6 +150,11 @@ def read_task_ref(raw: bytes) -> dict[str, Any]:
 def may_nest_deeper(raw: bytes, limit: int) -> bool:
     """Cheap pre-check: fewer opening brackets than `limit` cannot nest past it."""
     return raw.count(b"[") + raw.count(b"{") > limit
+
+
+def too_nested(raw: bytes, limit: int) -> bool:
+    """`nesting_exceeds`, behind the cheap pre-check."""
+    return may_nest_deeper(raw, limit) and nesting_exceeds(raw, limit)
 
 
 def is_utf8(raw: bytes) -> bool:

@@ -288,10 +288,21 @@ def decode_frame(data: str | bytes, *, max_bytes: int, accept: Collection[str] |
             ref=ref,
         )
     payload = _decode_payload(envelope.type, envelope.payload, "$.payload", ref)
-    if checks.may_nest_deeper(raw, MAX_JSON_DEPTH) and checks.nesting_exceeds(raw, MAX_JSON_DEPTH):
-        # The envelope is level 1, so the payload may nest MAX_JSON_DEPTH - 1 levels.
+    if isinstance(payload, Batch):
+        # Outside its items' payloads a batch is a fixed `_BATCH_ITEM_LEVELS` deep (unknown fields are refused),
+        # so each item payload is checked alone: the scan over a whole batch frame (always bracket-rich, so never
+        # spared by the pre-check) cost as much as decoding its items.
+        limit = MAX_JSON_DEPTH - _BATCH_ITEM_LEVELS
+        too_deep = any(checks.too_nested(bytes(item.payload), limit) for item in payload.frames)
+    else:
+        too_deep = checks.too_nested(raw, MAX_JSON_DEPTH)
+    if too_deep:
         raise checks.too_deep("$.payload", ref)
     return Frame(id=ref, type=envelope.type, ts=envelope.ts, payload=payload)
+
+
+_BATCH_ITEM_LEVELS = 4
+"""Levels above a batch item's payload: the envelope, the batch payload, its `frames` list, the item."""
 
 
 def decode_payload(message_type: str, payload_json: bytes | str) -> Message:
@@ -303,7 +314,7 @@ def decode_payload(message_type: str, payload_json: bytes | str) -> Message:
     raw = payload_json.encode() if isinstance(payload_json, str) else payload_json
     payload = _decode_payload(message_type, raw, "$", None)
     # Limit one less than in a frame: a payload accepted inside an envelope is accepted alone too.
-    if checks.may_nest_deeper(raw, MAX_JSON_DEPTH - 1) and checks.nesting_exceeds(raw, MAX_JSON_DEPTH - 1):
+    if checks.too_nested(raw, MAX_JSON_DEPTH - 1):
         raise checks.too_deep("$", None)
     return payload
 
@@ -351,25 +362,29 @@ def decode_batch(frame: Frame, *, accept: Collection[str] | None = None) -> list
     if not isinstance(frame.payload, Batch):
         raise TypeError("not a batch frame")
     out: list[Frame | ProtocolError] = []
+    ts = frame.ts
     for index, item in enumerate(frame.payload.frames):
         ref = str(item.id)
-        base = f"$.payload.frames[{index}]"
-        if item.type == "batch" or item.type not in MESSAGE_TYPES or (accept is not None and item.type not in accept):
-            out.append(
-                ProtocolError(
-                    ErrorCode.VALIDATION_ERROR,
-                    f"type {item.type!r} is not accepted in a batch from this peer",
-                    {"field": f"{base}.type"},
-                    ref=ref,
-                )
-            )
+        kind = item.type
+        if kind == "batch" or kind not in MESSAGE_TYPES or (accept is not None and kind not in accept):
+            out.append(checks.not_accepted_in_batch(kind, index, ref))
             continue
+        raw = bytes(item.payload)
+        # Once per item: the common case (within its limit, valid) decoded straight; anything else takes
+        # `_decode_payload`, which builds the error exactly as for a frame of its own.
+        limit = PAYLOAD_LIMITS.get(kind)  # type: ignore[call-overload]
+        payload: Message | None
         try:
-            payload = _decode_payload(item.type, bytes(item.payload), f"{base}.payload", ref)
-        except ProtocolError as exc:
-            out.append(exc)
-            continue
-        out.append(Frame(id=ref, type=item.type, ts=frame.ts, payload=payload))  # type: ignore[arg-type]
+            payload = _PAYLOAD_DECODERS[kind].decode(raw) if limit is None or len(raw) <= limit else None
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError):
+            payload = None
+        if payload is None:
+            try:
+                payload = _decode_payload(kind, raw, f"$.payload.frames[{index}].payload", ref)
+            except ProtocolError as exc:
+                out.append(exc)
+                continue
+        out.append(Frame(id=ref, type=kind, ts=ts, payload=payload))  # type: ignore[arg-type]
     return out
 
 

@@ -91,8 +91,8 @@ class AgentFrameChains(AgentFrames):
             self._backlogged = False
 
     def _progress_job(self, ref: str | None, progress: TaskProgress, size: int) -> _Job:
-        run = partial(self._apply_progress, ref, progress)
-        return _Job("task/progress", ref, size, self._progress_lane, run, progress=progress)
+        # No handler made up front (`_work` makes it): most progress frames never need one (`_start`).
+        return _Job("task/progress", ref, size, self._progress_lane, None, progress=progress)
 
     def _enqueue(self, task_id: str, job: _Job) -> None:
         """Run `job` after the frames of its task before it: now if none is in flight, else behind them.
@@ -163,10 +163,10 @@ class AgentFrameChains(AgentFrames):
             while True:
                 try:
                     if job.lane is None:
-                        await self._guarded(job.frame_type, job.ref, job.run())
+                        await self._guarded(job.frame_type, job.ref, self._work(job))
                     else:
                         async with job.lane:
-                            await self._guarded(job.frame_type, job.ref, job.run())
+                            await self._guarded(job.frame_type, job.ref, self._work(job))
                 except Exception as exc:  # ends the session, as the reader's would
                     self._fail(exc)
                 self._finished(job)
@@ -177,6 +177,12 @@ class AgentFrameChains(AgentFrames):
         finally:
             # Emptied, or cancelled at close (what still waited is dropped with the session).
             self._chains.pop(task_id, None)
+
+    def _work(self, job: _Job) -> Coroutine[Any, Any, None]:
+        if job.run is not None:
+            return job.run()
+        assert job.progress is not None  # a job without a handler is a progress frame's
+        return self._apply_progress(job.ref, job.progress)
 
     def _finished(self, job: _Job) -> None:
         self._pending -= 1
@@ -220,7 +226,7 @@ class _Job:
         ref: str | None,
         size: int,
         lane: asyncio.Semaphore | None,
-        run: Callable[[], Coroutine[Any, Any, None]],
+        run: Callable[[], Coroutine[Any, Any, None]] | None,
         *,
         progress: TaskProgress | None = None,
     ) -> None:
@@ -230,5 +236,6 @@ class _Job:
         """Its share of the frame's characters (the backlog's byte bound)."""
         self.lane = lane
         self.run = run
+        """The handler; None for a progress frame (`AgentFrameChains._work` makes its handler when needed)."""
         self.progress = progress
         """Set for a progress frame, which may skip the handler (`AgentFrameChains._start`)."""

@@ -25,7 +25,8 @@ class Lane(asyncio.Semaphore):
 
     def try_acquire(self) -> bool:
         """What `acquire()` does when it need not wait: take a slot if one is free and nobody queues for it."""
-        if self.locked():
+        # `locked()` scans the waiters with a generator on every call; with no waiter a free slot is enough.
+        if (self._waiters or self._value <= 0) and self.locked():
             return False
         self._value -= 1
         return True

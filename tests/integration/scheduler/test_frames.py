@@ -75,6 +75,28 @@ async def test_progress_payload_gets_seq_spliced(sched, service, make_agent) -> 
     assert json.loads(event.payload_json) == {"seq": applied.seq, **json.loads(raw)}
 
 
+async def test_progress_frames_of_one_call_keep_their_bytes_whatever_they_hold(sched, service, make_agent) -> None:
+    # One call packs all its frames into one script argument: payloads with spaces, newlines, a header-like
+    # line or multi-byte text must come out byte for byte, each on its own task.
+    agent = make_agent("a1", concurrency=2)
+    await agent.online()
+    await sched.enqueue(spec("t1"))
+    await sched.enqueue(spec("t2"))
+    await service.run_until_idle()
+    bodies = [
+        b'{"taskId":"t1",\n "attempt":1,"message":"t2 1 a1 9\\n"}',
+        '{"taskId":"t2","attempt":1,"message":"\u00e9t\u00e9 \u2603 x"}'.encode(),
+        b'{"taskId":"t1","attempt":1,"data":{"a b":[1, 2]}}',
+    ]
+    applied = await asyncio.gather(
+        *(sched.progress(task, 1, "a1", body) for task, body in zip(("t1", "t2", "t1"), bodies, strict=True))
+    )
+    assert [a.outcome for a in applied] == [Outcome.OK] * 3
+    for task, body in (("t1", bodies[0]), ("t2", bodies[1]), ("t1", bodies[2])):
+        stored = [e.payload_json for e in await sched.history(task) if e.type == "task/progress"]
+        assert any(json.loads(p) == {"seq": json.loads(p)["seq"], **json.loads(body)} for p in stored)
+
+
 async def test_progress_of_one_loop_turn_shares_one_script_call(sched, service, make_agent) -> None:
     agent = make_agent("a1", concurrency=2)
     await agent.online()

@@ -35,3 +35,16 @@ def test_progress_has_a_lane_of_its_own_wider_than_the_fast_one() -> None:
     while lanes.progress.try_acquire():
         slots += 1
     assert slots > 4
+
+
+async def test_only_waiters_still_waiting_hold_a_free_slot_back() -> None:
+    # The fast path skips `locked()` only when nobody queues; a queue of cancelled waiters must not block it.
+    lane = Lane(2)
+    assert lane.try_acquire()
+    assert lane.try_acquire()
+    waiter = asyncio.create_task(lane.acquire())
+    await asyncio.sleep(0)  # the waiter queues
+    waiter.cancel()
+    lane.release()  # the only waiter is cancelled: the slot stays free
+    assert lane.try_acquire()
+    assert not lane.try_acquire()

@@ -7,9 +7,10 @@ import uuid
 import msgspec
 import pytest
 
+from protocol._checks import nesting_exceeds
 from protocol.envelope import AGENT_SENDS, decode_batch, decode_frame, encode_batch, encode_payload
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.limits import MAX_AGENT_FRAME_BYTES, MAX_BATCH_FRAMES
+from protocol.limits import MAX_AGENT_FRAME_BYTES, MAX_BATCH_FRAMES, MAX_JSON_DEPTH
 from protocol.messages import AuthOk, Batch, TaskAccept, TaskResult
 
 AGENT_BATCH = AGENT_SENDS | {"batch"}
@@ -105,3 +106,32 @@ def test_a_frame_encoded_alone_fits_in_a_batch_as_it_is() -> None:
     )
     items = decode_batch(decode_frame(batch, max_bytes=MAX_AGENT_FRAME_BYTES, accept=AGENT_BATCH))
     assert [type(i.payload) for i in items if not isinstance(i, ProtocolError)] == [TaskAccept, TaskResult]
+
+
+def _result_with_output_levels(levels: int) -> bytes:
+    output = msgspec.json.decode(b"[" * levels + b"]" * levels) if levels else "x"
+    return encode_payload(TaskResult(task_id="t1", attempt=1, output=output))
+
+
+@pytest.mark.parametrize("levels", [0, 1, MAX_JSON_DEPTH - 6, MAX_JSON_DEPTH - 5, MAX_JSON_DEPTH - 4, 200])
+def test_a_batch_is_refused_for_nesting_exactly_when_the_whole_frame_nests_too_deep(levels: int) -> None:
+    # The batch's depth is checked item by item; it must refuse exactly the frames the scan of the whole
+    # frame refuses, with the same error (the frame's id, field `$.payload`), whichever item nests deepest.
+    small = encode_payload(TaskAccept(task_id="t1", attempt=1))
+    tricky = encode_payload(TaskResult(task_id="t1", attempt=1, output={"text": "[[{" * 100}))
+    data = _batch(
+        *[("task/accept", small)] * 50, ("task/result", tricky), ("task/result", _result_with_output_levels(levels))
+    )
+    whole_frame_too_deep = nesting_exceeds(data, MAX_JSON_DEPTH)
+
+    if whole_frame_too_deep:
+        with pytest.raises(ProtocolError) as caught:
+            decode_frame(data, max_bytes=MAX_AGENT_FRAME_BYTES, accept=AGENT_BATCH)
+        assert caught.value.code is ErrorCode.VALIDATION_ERROR
+        assert caught.value.details == {"field": "$.payload", "maxDepth": MAX_JSON_DEPTH}
+        assert caught.value.ref == str(uuid.UUID(msgspec.json.decode(data)["id"]))
+    else:
+        frame = decode_frame(data, max_bytes=MAX_AGENT_FRAME_BYTES, accept=AGENT_BATCH)
+        assert len(decode_batch(frame, accept=AGENT_SENDS)) == 52
+    # Depth: envelope, batch payload, frames, item, then the payload (1) and its output's `levels`.
+    assert whole_frame_too_deep == (4 + 1 + levels > MAX_JSON_DEPTH)
