@@ -6,6 +6,7 @@ Built inside the app lifespan (never at import), so the engine binds to the serv
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import AsyncIterator  # noqa: TC003 - Litestar resolves provider hints at runtime
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.util import greenlet_spawn
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
+    from sqlalchemy.engine.interfaces import Dialect
     from sqlalchemy.pool import PoolProxiedConnection
 
     from api.settings import DatabaseSettings
@@ -29,6 +31,7 @@ __all__ = (
     "create_engine",
     "create_sessionmaker",
     "direct_executor",
+    "executor_of",
     "provide_db_session",
 )
 
@@ -130,6 +133,16 @@ class DirectExecutor:
         self._kept: PoolProxiedConnection | None = None
         self._kept_used = 0.0
         """`time.monotonic()` of the kept connection's last statement."""
+        self.closed = False
+        """Set by `close`: statements after it return their connection instead of keeping it."""
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._engine.dialect
 
     def refused(self, error: BaseException) -> bool:
         """Whether `error` is the database refusing the statement (a constraint, a bad value), not a
@@ -142,20 +155,22 @@ class DirectExecutor:
             return self._jsonb(encoded, dumps=_raw)
         return self._jsonb(value, dumps=msgspec.json.encode)
 
-    async def execute(self, sql: str, params: Sequence[Any]) -> None:
+    async def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> int:
+        """Run one statement (psycopg placeholders); returns the rows it changed."""
         fairy = await self._connection()
         driver: Any = fairy.driver_connection  # psycopg.AsyncConnection
         try:
             if not driver.autocommit:
                 await driver.set_autocommit(True)
-            await driver.execute(sql, params)
+            changed: int = (await driver.execute(sql, params)).rowcount
         except BaseException as error:
             await greenlet_spawn(_discard, fairy, error)
             raise
-        if self._kept is None:
+        if self._kept is None and not self.closed:
             self._kept, self._kept_used = fairy, time.monotonic()
         else:
             await _release(fairy)
+        return changed
 
     async def _connection(self) -> PoolProxiedConnection:
         """The kept connection (taken, so a concurrent statement gets another), pinged when it sat
@@ -172,6 +187,7 @@ class DirectExecutor:
 
     async def close(self) -> None:
         """Return the kept connection to the pool (before the engine is disposed)."""
+        self.closed = True
         fairy, self._kept = self._kept, None
         if fairy is not None:
             await _release(fairy)
@@ -193,9 +209,23 @@ def _discard(fairy: PoolProxiedConnection, error: BaseException) -> None:
     fairy.close()
 
 
+_executors: weakref.WeakValueDictionary[int, DirectExecutor] = weakref.WeakValueDictionary()
+"""By `id(engine)`: an executor holds its engine, so the id is not reused while the entry exists."""
+
+
 def direct_executor(engine: AsyncEngine) -> DirectExecutor | None:
-    """A `DirectExecutor` on PostgreSQL through psycopg; None elsewhere (SQLite keeps the session path)."""
+    """A `DirectExecutor` on PostgreSQL through psycopg; None elsewhere (SQLite keeps the session path).
+
+    The app's one per engine: other writers of the process find it with `executor_of` (and share its kept
+    connection rather than keep one each)."""
     dialect = engine.dialect
     if dialect.name != "postgresql" or dialect.driver != "psycopg":
         return None
-    return DirectExecutor(engine)
+    executor = _executors[id(engine)] = DirectExecutor(engine)
+    return executor
+
+
+def executor_of(engine: AsyncEngine | None) -> DirectExecutor | None:
+    """The open `DirectExecutor` `direct_executor` made for `engine`, if any."""
+    executor = _executors.get(id(engine))
+    return None if executor is None or executor.closed or executor.engine is not engine else executor
