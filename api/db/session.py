@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = (
     "AUTOCOMMIT",
     "IDLE_PING_S",
+    "KEPT_CONNECTIONS",
     "DirectExecutor",
     "create_engine",
     "create_sessionmaker",
@@ -39,6 +40,9 @@ AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 """Execution options for a session whose statements are each their own transaction (no BEGIN/COMMIT round trips)."""
 IDLE_PING_S = 1.0
 """A pooled connection idle longer than this is pinged before use; a busier one is not (see `_ping_if_idle`)."""
+KEPT_CONNECTIONS = 2
+"""Idle connections a `DirectExecutor` keeps: the single submits' INSERT and the result writer's UPDATE (one
+statement in flight each at a time, group commit and batching gather the rest) overlap without a checkout."""
 _CHECKED_IN = "taskyard_checked_in_at"
 
 
@@ -113,14 +117,14 @@ def _raw(encoded: bytes) -> bytes:
 class DirectExecutor:
     """Autocommit statements sent straight to the psycopg connection of a pooled connection.
 
-    For the hottest single statement (a keyless single submit's INSERT): no session, no Core
-    compilation, no greenlet hop per statement. The executor keeps one pooled connection checked out
+    For the hottest single statements (a keyless single submit's INSERT, a lone result's UPDATE): no session,
+    no Core compilation, no greenlet hop per statement. The executor keeps pooled connections checked out
     and in autocommit between statements (no checkout, checkin, reset or autocommit switch per
     statement); one left unused over `IDLE_PING_S` is pinged before its next statement, as the pool
-    pings its own. A concurrent statement checks out another connection and returns it after. Each
+    pings its own. A statement finding none idle checks one out, kept after it unless `keep` are. Each
     statement is its own transaction (autocommit: no BEGIN/COMMIT round trips), durable when `execute`
     returns. Any failure invalidates the connection (its state is unknown) and is raised as the
-    driver's error, for the caller to retry through the session. `close` returns the kept connection.
+    driver's error, for the caller to retry through the session. `close` returns the kept connections.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -130,9 +134,9 @@ class DirectExecutor:
         self._engine = engine
         self._jsonb = Jsonb
         self._refusals = (psycopg.IntegrityError, psycopg.DataError, psycopg.ProgrammingError)
-        self._kept: PoolProxiedConnection | None = None
-        self._kept_used = 0.0
-        """`time.monotonic()` of the kept connection's last statement."""
+        self._kept: list[tuple[PoolProxiedConnection, float]] = []
+        """Idle kept connections with the `time.monotonic()` of their last statement, latest last."""
+        self.keep = KEPT_CONNECTIONS
         self.closed = False
         """Set by `close`: statements after it return their connection instead of keeping it."""
 
@@ -166,17 +170,17 @@ class DirectExecutor:
         except BaseException as error:
             await greenlet_spawn(_discard, fairy, error)
             raise
-        if self._kept is None and not self.closed:
-            self._kept, self._kept_used = fairy, time.monotonic()
+        if len(self._kept) < self.keep and not self.closed:
+            self._kept.append((fairy, time.monotonic()))
         else:
             await _release(fairy)
         return changed
 
     async def _connection(self) -> PoolProxiedConnection:
-        """The kept connection (taken, so a concurrent statement gets another), pinged when it sat
-        unused over `IDLE_PING_S`; else one checked out of the pool (which pings its idle ones)."""
-        fairy, self._kept = self._kept, None
-        if fairy is not None and time.monotonic() - self._kept_used > IDLE_PING_S:
+        """The latest idle kept connection (taken, so a concurrent statement gets another), pinged when it
+        sat unused over `IDLE_PING_S`; else one checked out of the pool (which pings its idle ones)."""
+        fairy, used = self._kept.pop() if self._kept else (None, 0.0)
+        if fairy is not None and time.monotonic() - used > IDLE_PING_S:
             driver: Any = fairy.driver_connection
             try:
                 await driver.execute("SELECT 1")
@@ -186,10 +190,10 @@ class DirectExecutor:
         return fairy if fairy is not None else await self._engine.raw_connection()
 
     async def close(self) -> None:
-        """Return the kept connection to the pool (before the engine is disposed)."""
+        """Return the kept connections to the pool (before the engine is disposed)."""
         self.closed = True
-        fairy, self._kept = self._kept, None
-        if fairy is not None:
+        kept, self._kept = self._kept, []
+        for fairy, _ in kept:
             await _release(fairy)
 
 

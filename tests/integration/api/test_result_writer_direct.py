@@ -78,11 +78,13 @@ async def test_results_that_are_one_statement_skip_the_session(
         event.remove(sessionmaker.kw["bind"].sync_engine, "before_cursor_execute", listener)
     assert seen == [], seen
     assert all(a.ack and not a.duplicate for a in (lone, *together))
-    assert resent.ack and resent.duplicate
+    assert resent.ack
+    assert resent.duplicate
     for n, task_id in enumerate(ids):
         row = await task_row(sessionmaker, task_id)
         assert (row.status, row.result, row.attempt, row.assigned_agent_id) == ("done", {"n": n}, 1, agent)
-        assert row.started_at is not None and row.finished_at is not None
+        assert row.started_at is not None
+        assert row.finished_at is not None
         assert [e[1] for e in row.history or ()][-3:] == ["assigned", "running", "done"], row.history
         assert writer.committed.get(task_id) is not None
 
@@ -105,7 +107,8 @@ async def test_a_direct_write_that_fails_after_its_commit_is_not_applied_twice(
     async with sessionmaker() as session:
         answer = await TaskService(session, sched, writer=writer).record_result(task_id, 1, agent, {"ok": 1})
     assert calls == [1]
-    assert answer.ack and not answer.duplicate
+    assert answer.ack
+    assert not answer.duplicate
     row = await task_row(sessionmaker, task_id)
     assert (row.status, row.result) == ("done", {"ok": 1})
     assert [e[1] for e in row.history or ()].count("done") == 1, row.history
