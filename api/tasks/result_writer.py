@@ -6,8 +6,9 @@ executemany UPDATEs (no ORM objects) in one transaction, commits, and only then 
 callers — so an `ack` still means "committed". On PostgreSQL the rows of one kind go to the database as
 one JSON array in one UPDATE (no per-row parameters to build, send and bind); a batch that is one
 statement (one kind, each task once: the usual case) runs in autocommit, its own transaction, without the
-BEGIN and COMMIT round trips; so does a batch of one on SQLite, which keeps the executemany. A failed batch
-fails every waiter (nothing is acked, agents resend). Rows are locked in id order (within one statement in
+BEGIN and COMMIT round trips, and on PostgreSQL without a session (`ResultWriter._apply`); so does a batch
+of one on SQLite, which keeps the executemany. A failed batch fails every waiter (nothing is acked, agents
+resend). Rows are locked in id order (within one statement in
 the order the database joins its rows, normally the array's, which is sorted by id), and a deadlock or
 serialization failure retries the batch, so the writer, the recorder and `cancel` (all tasks-row first)
 cannot lock each other out.
@@ -104,7 +105,7 @@ class ResultWriter:
         self, live: list[tuple[Kind, dict[str, Any]]]
     ) -> dict[Kind, tuple[list[dict[str, Any]], int | None]]:
         """Commit `live`. One UPDATE is atomic by itself, committed when it returns: on PostgreSQL it goes
-        straight to the app's `DirectExecutor` (no session; half the writer's CPU for a lone result). Should
+        straight to the app's `DirectExecutor` (no session: ~1.6 -> ~0.5 ms of CPU per lone result). Should
         that fail, the batch runs once more through a session, which also retries lock conflicts: the UPDATE
         fills only an empty slot, so a statement that did commit before its connection failed matches nothing
         the second time."""
