@@ -6,6 +6,7 @@ Built inside the app lifespan (never at import), so the engine binds to the serv
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import AsyncIterator  # noqa: TC003 - Litestar resolves provider hints at runtime
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.util import greenlet_spawn
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
+    from sqlalchemy.engine.interfaces import Dialect
     from sqlalchemy.pool import PoolProxiedConnection
 
     from api.settings import DatabaseSettings
@@ -25,10 +27,12 @@ if TYPE_CHECKING:
 __all__ = (
     "AUTOCOMMIT",
     "IDLE_PING_S",
+    "KEPT_CONNECTIONS",
     "DirectExecutor",
     "create_engine",
     "create_sessionmaker",
     "direct_executor",
+    "executor_of",
     "provide_db_session",
 )
 
@@ -36,6 +40,9 @@ AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 """Execution options for a session whose statements are each their own transaction (no BEGIN/COMMIT round trips)."""
 IDLE_PING_S = 1.0
 """A pooled connection idle longer than this is pinged before use; a busier one is not (see `_ping_if_idle`)."""
+KEPT_CONNECTIONS = 2
+"""Idle connections a `DirectExecutor` keeps: the single submits' INSERT and the result writer's UPDATE (one
+statement in flight each at a time, group commit and batching gather the rest) overlap without a checkout."""
 _CHECKED_IN = "taskyard_checked_in_at"
 
 
@@ -110,14 +117,14 @@ def _raw(encoded: bytes) -> bytes:
 class DirectExecutor:
     """Autocommit statements sent straight to the psycopg connection of a pooled connection.
 
-    For the hottest single statement (a keyless single submit's INSERT): no session, no Core
-    compilation, no greenlet hop per statement. The executor keeps one pooled connection checked out
+    For the hottest single statements (a keyless single submit's INSERT, a lone result's UPDATE): no session,
+    no Core compilation, no greenlet hop per statement. The executor keeps pooled connections checked out
     and in autocommit between statements (no checkout, checkin, reset or autocommit switch per
     statement); one left unused over `IDLE_PING_S` is pinged before its next statement, as the pool
-    pings its own. A concurrent statement checks out another connection and returns it after. Each
+    pings its own. A statement finding none idle checks one out, kept after it unless `keep` are. Each
     statement is its own transaction (autocommit: no BEGIN/COMMIT round trips), durable when `execute`
     returns. Any failure invalidates the connection (its state is unknown) and is raised as the
-    driver's error, for the caller to retry through the session. `close` returns the kept connection.
+    driver's error, for the caller to retry through the session. `close` returns the kept connections.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -127,9 +134,19 @@ class DirectExecutor:
         self._engine = engine
         self._jsonb = Jsonb
         self._refusals = (psycopg.IntegrityError, psycopg.DataError, psycopg.ProgrammingError)
-        self._kept: PoolProxiedConnection | None = None
-        self._kept_used = 0.0
-        """`time.monotonic()` of the kept connection's last statement."""
+        self._kept: list[tuple[PoolProxiedConnection, float]] = []
+        """Idle kept connections with the `time.monotonic()` of their last statement, latest last."""
+        self.keep = KEPT_CONNECTIONS
+        self.closed = False
+        """Set by `close`: statements after it return their connection instead of keeping it."""
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._engine.dialect
 
     def refused(self, error: BaseException) -> bool:
         """Whether `error` is the database refusing the statement (a constraint, a bad value), not a
@@ -142,26 +159,28 @@ class DirectExecutor:
             return self._jsonb(encoded, dumps=_raw)
         return self._jsonb(value, dumps=msgspec.json.encode)
 
-    async def execute(self, sql: str, params: Sequence[Any]) -> None:
+    async def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> int:
+        """Run one statement (psycopg placeholders); returns the rows it changed."""
         fairy = await self._connection()
         driver: Any = fairy.driver_connection  # psycopg.AsyncConnection
         try:
             if not driver.autocommit:
                 await driver.set_autocommit(True)
-            await driver.execute(sql, params)
+            changed: int = (await driver.execute(sql, params)).rowcount
         except BaseException as error:
             await greenlet_spawn(_discard, fairy, error)
             raise
-        if self._kept is None:
-            self._kept, self._kept_used = fairy, time.monotonic()
+        if len(self._kept) < self.keep and not self.closed:
+            self._kept.append((fairy, time.monotonic()))
         else:
             await _release(fairy)
+        return changed
 
     async def _connection(self) -> PoolProxiedConnection:
-        """The kept connection (taken, so a concurrent statement gets another), pinged when it sat
-        unused over `IDLE_PING_S`; else one checked out of the pool (which pings its idle ones)."""
-        fairy, self._kept = self._kept, None
-        if fairy is not None and time.monotonic() - self._kept_used > IDLE_PING_S:
+        """The latest idle kept connection (taken, so a concurrent statement gets another), pinged when it
+        sat unused over `IDLE_PING_S`; else one checked out of the pool (which pings its idle ones)."""
+        fairy, used = self._kept.pop() if self._kept else (None, 0.0)
+        if fairy is not None and time.monotonic() - used > IDLE_PING_S:
             driver: Any = fairy.driver_connection
             try:
                 await driver.execute("SELECT 1")
@@ -171,9 +190,10 @@ class DirectExecutor:
         return fairy if fairy is not None else await self._engine.raw_connection()
 
     async def close(self) -> None:
-        """Return the kept connection to the pool (before the engine is disposed)."""
-        fairy, self._kept = self._kept, None
-        if fairy is not None:
+        """Return the kept connections to the pool (before the engine is disposed)."""
+        self.closed = True
+        kept, self._kept = self._kept, []
+        for fairy, _ in kept:
             await _release(fairy)
 
 
@@ -193,9 +213,23 @@ def _discard(fairy: PoolProxiedConnection, error: BaseException) -> None:
     fairy.close()
 
 
+_executors: weakref.WeakValueDictionary[int, DirectExecutor] = weakref.WeakValueDictionary()
+"""By `id(engine)`: an executor holds its engine, so the id is not reused while the entry exists."""
+
+
 def direct_executor(engine: AsyncEngine) -> DirectExecutor | None:
-    """A `DirectExecutor` on PostgreSQL through psycopg; None elsewhere (SQLite keeps the session path)."""
+    """A `DirectExecutor` on PostgreSQL through psycopg; None elsewhere (SQLite keeps the session path).
+
+    The app's one per engine: other writers of the process find it with `executor_of` (and share its kept
+    connection rather than keep one each)."""
     dialect = engine.dialect
     if dialect.name != "postgresql" or dialect.driver != "psycopg":
         return None
-    return DirectExecutor(engine)
+    executor = _executors[id(engine)] = DirectExecutor(engine)
+    return executor
+
+
+def executor_of(engine: AsyncEngine | None) -> DirectExecutor | None:
+    """The open `DirectExecutor` `direct_executor` made for `engine`, if any."""
+    executor = _executors.get(id(engine))
+    return None if executor is None or executor.closed or executor.engine is not engine else executor

@@ -52,8 +52,11 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
     from sqlalchemy.sql.dml import Update
 
+    from api.db.session import DirectExecutor
+
 __all__ = (
     "Kind",
+    "apply_direct",
     "apply_writes",
     "id_among",
     "is_lock_conflict",
@@ -323,6 +326,25 @@ async def apply_writes(
         sane = len(rows) == 1 or conn.dialect.supports_sane_multi_rowcount
         done[kind] = (rows, result.rowcount if sane else None)
     return done
+
+
+_DIRECT: dict[Kind, tuple[str, dict[str, Any]]] = {}
+"""Per kind: its one-statement UPDATE as psycopg text and its fixed parameters (compiled once)."""
+
+
+async def apply_direct(
+    direct: DirectExecutor, writes: Sequence[tuple[Kind, dict[str, Any]]]
+) -> dict[Kind, tuple[list[dict[str, Any]], int | None]]:
+    """`apply_writes` for writes that are one PostgreSQL statement (`one_statement`), sent as it in autocommit on
+    `direct`: no session, connection checkout or Core execution around it (the usual lone result). Same return."""
+    kind = writes[0][0]
+    rows = sorted((_with_history_entry(kind, params) for _, params in writes), key=lambda p: p["b_id"])
+    compiled = _DIRECT.get(kind)
+    if compiled is None:
+        statement = _BULK[kind].compile(dialect=direct.dialect)
+        compiled = _DIRECT[kind] = (str(statement), dict(statement.params))
+    sql, fixed = compiled
+    return {kind: (rows, await direct.execute(sql, fixed | {"b_rows": _encode_rows(rows)}))}
 
 
 async def retry_on_lock_conflict(

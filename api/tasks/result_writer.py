@@ -6,8 +6,9 @@ executemany UPDATEs (no ORM objects) in one transaction, commits, and only then 
 callers — so an `ack` still means "committed". On PostgreSQL the rows of one kind go to the database as
 one JSON array in one UPDATE (no per-row parameters to build, send and bind); a batch that is one
 statement (one kind, each task once: the usual case) runs in autocommit, its own transaction, without the
-BEGIN and COMMIT round trips; so does a batch of one on SQLite, which keeps the executemany. A failed batch
-fails every waiter (nothing is acked, agents resend). Rows are locked in id order (within one statement in
+BEGIN and COMMIT round trips, and on PostgreSQL without a session (`ResultWriter._apply`); so does a batch
+of one on SQLite, which keeps the executemany. A failed batch fails every waiter (nothing is acked, agents
+resend). Rows are locked in id order (within one statement in
 the order the database joins its rows, normally the array's, which is sorted by id), and a deadlock or
 serialization failure retries the batch, so the writer, the recorder and `cancel` (all tasks-row first)
 cannot lock each other out.
@@ -22,11 +23,12 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from api.db.session import executor_of
 from api.tasks.committed import CommittedOutcomes
-from api.tasks.outcome_rows import apply_writes, one_statement, retry_on_lock_conflict
+from api.tasks.outcome_rows import apply_direct, apply_writes, one_statement, retry_on_lock_conflict
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
     from api.tasks.outcome_rows import Kind
 
@@ -51,6 +53,7 @@ class ResultWriter:
     ) -> None:
         self._sessionmaker = sessionmaker
         bind = sessionmaker.kw.get("bind")
+        self._engine: AsyncEngine | None = bind
         self._dialect: str = bind.dialect.name if bind is not None else ""
         self._max_batch = max_batch
         self._max_pending = max_pending
@@ -80,10 +83,7 @@ class ResultWriter:
             live = [(kind, params) for kind, params, future in batch if not future.done()]
             try:
                 if live:
-                    work = functools.partial(apply_writes, writes=live)
-                    # One UPDATE is atomic by itself, committed when it returns.
-                    single = one_statement(live, self._dialect)
-                    done = await retry_on_lock_conflict(self._sessionmaker, work, autocommit=single)
+                    done = await self._apply(live)
                     self._note_results(*done.get("result", ([], None)))
             except Exception as exc:  # every waiter of the batch gets it: nothing is acked, agents resend
                 logger.warning("result batch of %d not committed", len(live), exc_info=True)
@@ -100,6 +100,24 @@ class ResultWriter:
             for _, _, future in batch:
                 if not future.done():
                     future.set_result(None)
+
+    async def _apply(
+        self, live: list[tuple[Kind, dict[str, Any]]]
+    ) -> dict[Kind, tuple[list[dict[str, Any]], int | None]]:
+        """Commit `live`. One UPDATE is atomic by itself, committed when it returns: on PostgreSQL it goes
+        straight to the app's `DirectExecutor` (no session: ~1.6 -> ~0.5 ms of CPU per lone result). Should
+        that fail, the batch runs once more through a session, which also retries lock conflicts: the UPDATE
+        fills only an empty slot, so a statement that did commit before its connection failed matches nothing
+        the second time."""
+        single = one_statement(live, self._dialect)
+        direct = executor_of(self._engine) if single and self._dialect == "postgresql" else None
+        if direct is not None:
+            try:
+                return await apply_direct(direct, live)
+            except Exception:
+                logger.info("direct result write of %d failed; through a session", len(live), exc_info=True)
+        work = functools.partial(apply_writes, writes=live)
+        return await retry_on_lock_conflict(self._sessionmaker, work, autocommit=single)
 
     def _note_results(self, rows: list[dict[str, Any]], changed: int | None) -> None:
         """Tell the recorder which attempts are now whole on their rows. Only when every row of the statement

@@ -1,8 +1,9 @@
-"""`DirectExecutor` keeps one pooled connection between statements, pings it after an idle second, and
-never keeps one whose statement failed (PostgreSQL only: the executor is psycopg's)."""
+"""`DirectExecutor` keeps pooled connections between statements (up to `KEPT_CONNECTIONS`), pings one after an
+idle second, and never keeps one whose statement failed (PostgreSQL only: the executor is psycopg's)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from api.db.session import IDLE_PING_S, DirectExecutor, create_engine
+from api.db.session import IDLE_PING_S, KEPT_CONNECTIONS, DirectExecutor, create_engine
 from api.settings import DatabaseSettings
 from protocol.config import Secret
 
@@ -36,8 +37,7 @@ def _checkouts(engine: AsyncEngine) -> list[int]:
 
 
 async def _backend_pid(direct: DirectExecutor) -> int:
-    kept: Any = direct._kept  # the connection it holds between statements
-    assert kept is not None
+    kept: Any = direct._kept[-1][0]  # the connection it holds between statements
     return int(kept.driver_connection.info.backend_pid)
 
 
@@ -83,23 +83,37 @@ async def test_a_statement_on_the_kept_connection_is_committed_when_it_returns(
 async def test_a_dead_kept_connection_is_replaced_after_an_idle_ping(engine: AsyncEngine) -> None:
     direct = DirectExecutor(engine)
     await direct.execute("SELECT 1", [])
-    kept: Any = direct._kept
+    kept: Any = direct._kept[-1][0]
     await kept.driver_connection.close()  # as a database restart leaves it
-    direct._kept_used -= IDLE_PING_S + 1  # unused over the ping interval
+    direct._kept[-1] = (kept, direct._kept[-1][1] - IDLE_PING_S - 1)  # unused over the ping interval
     await direct.execute("SELECT 2", [])  # the ping finds it dead: another connection runs the statement
-    assert direct._kept is not kept
-    assert not direct._kept.driver_connection.closed  # type: ignore[union-attr]
+    assert [fairy is not kept and not fairy.driver_connection.closed for fairy, _ in direct._kept] == [True]
     await direct.close()
 
 
 async def test_a_failed_statement_does_not_keep_its_connection(engine: AsyncEngine) -> None:
     direct = DirectExecutor(engine)
     await direct.execute("SELECT 1", [])
-    kept: Any = direct._kept
+    kept: Any = direct._kept[-1][0]
     with pytest.raises(psycopg.errors.UndefinedTable):
         await direct.execute("SELECT * FROM no_such_table", [])
-    assert direct._kept is None
+    assert direct._kept == []
     assert kept.driver_connection is None or kept.driver_connection.closed  # invalidated
     await direct.execute("SELECT 1", [])
-    assert direct._kept is not None
+    assert len(direct._kept) == 1
     await direct.close()
+
+
+async def test_overlapping_statements_keep_a_connection_each(engine: AsyncEngine) -> None:
+    """A single submit's INSERT and a result's UPDATE in flight together: after the first overlap neither
+    checks a connection out again; past `KEPT_CONNECTIONS` the extra one goes back to the pool."""
+    direct = DirectExecutor(engine)
+    checkouts = _checkouts(engine)
+    for n in range(5):
+        await asyncio.gather(*(direct.execute("SELECT %s", [n]) for _ in range(KEPT_CONNECTIONS)))
+    assert len(checkouts) == KEPT_CONNECTIONS
+    await asyncio.gather(*(direct.execute("SELECT 1", []) for _ in range(KEPT_CONNECTIONS + 1)))
+    assert len(checkouts) == KEPT_CONNECTIONS + 1
+    assert engine.pool.checkedout() == KEPT_CONNECTIONS  # type: ignore[attr-defined]
+    await direct.close()
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
