@@ -258,3 +258,14 @@ async def test_a_result_whose_commit_was_lost_is_filled_from_the_output_redis_ke
     task = env.client.get(f"/api/tasks/{task_id}", headers=user.headers).json()
     assert (task["status"], task["result"], task["attempt"], task["agentId"]) == ("done", {"answer": 42}, 1, agent)
     assert await reconciler.repair_results() == 0  # filled once; a later resend is answered as a duplicate
+
+
+async def test_known_task_ids_tells_the_held_from_the_missing(env: Env, sched) -> None:
+    """One multi-key EXISTS answers a chunk Redis holds whole; a chunk with some missing is asked key by key."""
+    user = env.user()
+    held = [env.submit(user)["id"] for _ in range(3)]
+    missing = insert_row_behind_redis(env, user.id)
+    assert await sched.known_task_ids(held) == set(held)
+    assert await sched.known_task_ids([*held, held[0]]) == set(held)
+    assert await sched.known_task_ids([held[1], missing, held[2]]) == {held[1], held[2]}
+    assert await sched.known_task_ids([missing, missing]) == set()
