@@ -84,8 +84,6 @@ async def tasks_lifespan(app: Litestar) -> AsyncIterator[None]:
         batch_size=settings.recorder_batch_size,
         claim_idle_ms=int(settings.recorder_claim_idle_s * 1000),
         metrics=metrics,
-        # A task's first status is emitted by its enqueue: proof Redis holds it, so the reconciler need not ask.
-        on_enqueued=reconciler.note_known,
     )
     app.state.recorder = recorder
     app.state.reconciler = reconciler

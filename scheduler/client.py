@@ -354,8 +354,13 @@ class SchedulerClient:
         wanted = list(ids)
         if not wanted:
             return set()
+        keys = [self.keys.task(task_id) for task_id in wanted]
+        # The usual answer (Redis holds every one: the reconciler asks about each waiting task once) in one
+        # command; only a chunk with some missing is asked key by key. EXISTS counts a repeated key each time.
+        if await self._redis.exists(*keys) == len(keys):
+            return set(wanted)
         pipe = self._redis.pipeline(transaction=False)
-        for task_id in wanted:
-            pipe.exists(self.keys.task(task_id))
+        for key in keys:
+            pipe.exists(key)
         found = await pipe.execute()
         return {task_id for task_id, hit in zip(wanted, found, strict=True) if hit}

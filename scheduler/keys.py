@@ -13,7 +13,8 @@ Each entry: key, Redis type; contents; bound or TTL; written by -> read by.
     written in the same HSET as the status change; a few per attempt),
     losses (attempts lost with their agent: not counted against maxatt, bounded by `max_losses`),
     avoid (the agent it last timed out on; dispatch prefers any other with room),
-    ea (the current attempt's `assigned` event again, which complete hands to the result writer).
+    ea (the current attempt's `assigned` event again, which complete hands to the result writer),
+    qat (when a fresh task was queued, ms; enqueue sets it, its first dispatch streams and clears it).
     No TTL while active; `task_ttl_s` once terminal.
     Written by every script -> read by every script, `history()` and `known_task_ids`.
 `P:out:{id}` STRING
@@ -25,7 +26,8 @@ Each entry: key, Redis type; contents; bound or TTL; written by -> read by.
     MAXLEN ~ `history_maxlen`; no TTL while active; `task_ttl_s` once terminal.
     progress, stream -> `history()` (watcher replay).
 `P:events` STREAM (group `recorder`)
-    Every event of every task. MAXLEN ~ `events_maxlen`; no TTL (bounded).
+    Every event of every task but a fresh task's first status (its row has it) and progress between marks.
+    MAXLEN ~ `events_maxlen`; no TTL (bounded).
     Every event-producing script -> `read_events()` (the API's recorder).
 `P:q:{route}` ZSET
     Queued task ids of one routing class; score `(9 - priority) * 1e14 + ord` (higher priority

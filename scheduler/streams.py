@@ -115,6 +115,7 @@ def event_of(entry_id: str, raw: Any) -> TaskEvent:
                 int(raw[b"at_ms"]),
                 raw.get(b"reason", b"").decode() or None,
                 raw[b"payload"],
+                int(raw[b"queued_ms"]) if b"queued_ms" in raw else None,
             )
         except (KeyError, AttributeError):  # str names or non-bytes values (another client setup)
             pass
@@ -138,6 +139,7 @@ def parse_event(entry_id: str, f: dict[str, bytes]) -> TaskEvent:
         at_ms=int(f["at_ms"]),
         reason=reason or None,
         payload_json=f["payload"],
+        queued_ms=int(f["queued_ms"]) if "queued_ms" in f else None,
     )
 
 

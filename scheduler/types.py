@@ -146,6 +146,9 @@ class TaskEvent(msgspec.Struct, frozen=True):
     reason: str | None
     payload_json: bytes
     """The wire payload, `seq` included."""
+    queued_ms: int | None = None
+    """An `assigned` entry of a fresh task's first dispatch: when it became queued (that `queued` entry is not
+    in the stream; the recorder measures the dispatch latency from this)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,6 @@ from api.tasks._bounded import remember
 from protocol.status import TaskStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from scheduler.types import TaskEvent
 
 __all__ = ("CommittedOutcomes", "OutcomeNote", "RecorderShortcut")
@@ -95,12 +93,9 @@ class RecorderShortcut:
         self,
         committed: CommittedOutcomes,
         *,
-        on_enqueued: Callable[[list[str]], object] | None = None,
         max_waiting: int = MAX_NOTES,
     ) -> None:
         self._committed = committed
-        self._on_enqueued = on_enqueued
-        """Told the ids of tasks whose first status (emitted by their enqueue) a batch holds."""
         self._queued_at: OrderedDict[str, int] = OrderedDict()
         """Task id -> when its latest `queued` event seen by this recorder happened (ms): the start of the
         wait a skipped `assigned` ends (bounded; an assignment without it takes the row path)."""
@@ -115,14 +110,13 @@ class RecorderShortcut:
         keep: list[TaskEvent] = []
         skipped = 0
         latencies: list[tuple[tuple[str, int], float]] = []
-        enqueued: list[str] = []
         for event in events:  # stream order, so a task's events come in seq order
-            if event.type == "task/status" and event.seq == 1:
-                enqueued.append(event.task_id)
             if event.type == "task/status" and event.status == TaskStatus.QUEUED:
                 remember(self._queued_at, event.task_id, event.at_ms, self._max_waiting)
             assigned = event.type == "task/status" and event.status == TaskStatus.ASSIGNED
             since = self._queued_at.pop(event.task_id, None) if assigned else None
+            if assigned and event.queued_ms is not None:
+                since = event.queued_ms  # a first dispatch: its `queued` entry is not in the stream
             if not _on_row(event, self._committed.get(event.task_id)) or (assigned and since is None):
                 keep.append(event)  # the row path applies it (and measures an assignment's wait from the row)
                 continue
@@ -130,6 +124,4 @@ class RecorderShortcut:
                 waited = dt.timedelta(milliseconds=event.at_ms - since).total_seconds()
                 latencies.append(((event.task_id, event.seq), max(0.0, waited)))
             skipped += 1
-        if enqueued and self._on_enqueued is not None:
-            self._on_enqueued(enqueued)
         return keep, skipped, latencies

@@ -250,10 +250,6 @@ class Reconciler(BackgroundLoop):
             )
         return added
 
-    def note_known(self, ids: list[str]) -> None:
-        """Tasks Redis is known to hold (e.g. the recorder read the first status their enqueue emitted)."""
-        self._remember_known(ids)
-
     def _remember_known(self, ids: Iterable[str]) -> None:
         for task_id in ids:
             remember(self._known, task_id, None, MAX_KNOWN)

@@ -39,8 +39,6 @@ from api.tasks.result_writer import writer_for
 from protocol.status import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
     from api.metrics import Metrics
@@ -116,7 +114,6 @@ class Recorder(BackgroundLoop):
         hold_ms: int = HOLD_MS,
         claim_idle_ms: int = 30_000,
         metrics: Metrics | None = None,
-        on_enqueued: Callable[[list[str]], object] | None = None,
     ) -> None:
         self._scheduler = scheduler
         self._sessionmaker = sessionmaker
@@ -134,9 +131,8 @@ class Recorder(BackgroundLoop):
         """Read but kept back for at most `hold_ms` (see `run_once`); applied with the next batch."""
         self._counted: OrderedDict[tuple[str, int], None] = OrderedDict()
         """Assignments already counted in the dispatch latency (bounded)."""
-        self._shortcut = RecorderShortcut(writer_for(sessionmaker).committed, on_enqueued=on_enqueued)
-        """Events already on their rows (a first status, what this process' result writer wrote) skip the database;
-        `on_enqueued` is told the ids of tasks whose first status (emitted by their enqueue) a batch holds."""
+        self._shortcut = RecorderShortcut(writer_for(sessionmaker).committed)
+        """Events already on their rows (a first status, what this process' result writer wrote) skip the database."""
         super().__init__()
         self.name = f"recorder:{self.consumer}"
 

@@ -306,9 +306,12 @@ def dispatch_latencies(
     for event in events:
         if not (event.type == "task/status" and event.status == TaskStatus.ASSIGNED):
             continue
-        entries = merged.get(event.task_id) or stored[event.task_id].history or []
-        queued = [int(e[5]) for e in entries if e[1] == TaskStatus.QUEUED and int(e[0]) < event.seq]
-        start = _at(max(queued)) if queued else stored[event.task_id].start
+        if event.queued_ms is not None:
+            start: dt.datetime | None = _at(event.queued_ms)  # a first dispatch says when it was queued
+        else:
+            entries = merged.get(event.task_id) or stored[event.task_id].history or []
+            queued = [int(e[5]) for e in entries if e[1] == TaskStatus.QUEUED and int(e[0]) < event.seq]
+            start = _at(max(queued)) if queued else stored[event.task_id].start
         if start is None:
             continue
         start = start if start.tzinfo else start.replace(tzinfo=dt.UTC)

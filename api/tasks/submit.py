@@ -6,8 +6,9 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
+import redis.exceptions
 from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -25,7 +26,18 @@ from api.errors import (
     ValidationFailedError,
 )
 from api.tasks.submit_group import NEW_ROW_KEYS, SubmitGroup, enqueue_committed
-from api.tasks.submit_rows import Prepared, new_row, prepare, replay, where
+from api.tasks.submit_rows import (
+    BATCH_INSERT,
+    Prepared,
+    batch_rows_json,
+    new_fields,
+    new_row,
+    new_spec,
+    new_view,
+    prepare,
+    replay,
+    where,
+)
 from api.tasks.views import task_view
 
 if TYPE_CHECKING:
@@ -47,6 +59,7 @@ __all__ = ("SubmitLimit", "Submitter", "TokenCaller")
 logger = logging.getLogger(__name__)
 
 _SUBMIT_BUCKET = "task_submit"
+_REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,31 +318,55 @@ class Submitter:
         if len(keys) != len(set(keys)):
             raise ValidationFailedError("an idempotencyKey appears twice in the batch", {"field": "idempotencyKey"})
         existing = await self._existing_by_key(user, keys)
-        results: list[Task | None] = []
+        views: list[TaskView | None] = []
         fresh: list[Prepared] = []
         for p in prepared:
             if p.key is not None and p.key in existing:
-                results.append(replay(p, existing[p.key]))
+                views.append(task_view(replay(p, existing[p.key])))
             else:
-                results.append(None)
+                views.append(None)
                 fresh.append(p)
         if not fresh:
-            return [task_view(t) for t in results if t is not None], False
+            return [v for v in views if v is not None], False
         await self._check_rate(user)
         await self._check_agents(user, fresh)
         now = utcnow()
-        created: list[Task] = []
-        for position, p in enumerate(prepared):
-            if results[position] is not None:
-                continue
-            task = self._new_row(user, p, now)
-            results[position] = task
-            created.append(task)
+        # Plain rows, no ORM object per task: nothing here needs one (see `new_fields`).
+        rows = [new_fields(user, p, now) for p in fresh]
         try:
-            await self._insert(created)
+            await self._insert_batch(rows, fresh)
             await self._session.commit()
         except IntegrityError as exc:
             await self._session.rollback()
             raise ConflictError("a concurrent request used one of these idempotency keys; retry the batch") from exc
-        await self._enqueue(created)
-        return [task_view(t) for t in results if t is not None], True
+        await self._enqueue_batch(rows, fresh)
+        made = iter(rows)
+        return [v if v is not None else new_view(next(made)) for v in views], True
+
+    async def _insert_batch(self, rows: list[dict[str, Any]], fresh: list[Prepared]) -> None:
+        """The batch's rows in the session's transaction: one statement of one JSON parameter on PostgreSQL
+        (`BATCH_INSERT`), a Core executemany elsewhere. Raises IntegrityError on a duplicate idempotency key."""
+        conn = await self._session.connection()
+        if conn.dialect.name == "postgresql":
+            await conn.execute(BATCH_INSERT, {"rows": batch_rows_json(rows, [p.input_json for p in fresh])})
+        else:
+            await conn.execute(insert(cast("Table", Task.__table__)), rows[0] if len(rows) == 1 else rows)
+        callbacks = [
+            {"task_id": row["id"], "url": p.data.callback_url}
+            for row, p in zip(rows, fresh, strict=True)
+            if p.data.callback_url is not None
+        ]
+        if callbacks:
+            await conn.execute(insert(cast("Table", TaskCallback.__table__)), callbacks)
+
+    async def _enqueue_batch(self, rows: list[dict[str, Any]], fresh: list[Prepared]) -> None:
+        """After the commit; a Redis failure is logged, not raised (the reconciler enqueues the rows)."""
+        try:
+            await self._scheduler.enqueue_many([new_spec(r, p.input_json) for r, p in zip(rows, fresh, strict=True)])
+        except _REDIS_ERRORS:
+            logger.warning(
+                "enqueue failed after commit; the reconciler will enqueue count=%d first_task_id=%s",
+                len(rows),
+                rows[0]["id"],
+                exc_info=True,
+            )

@@ -86,7 +86,9 @@ end
 -- list) the field and value are appended to it for the caller's own HSET, else written here.
 -- The other events (progress, stream pieces) go to the history stream `P:hist:{id}` (MAXLEN-bounded).
 -- Both get their TTL when the task finishes, like the task hash.
-local function emit_at(id, owner, seq, etype, status, attempt, agent, reason, body, held)
+-- `unstreamed`: not for the global stream (an event the recorder would find on the row already); `extra`:
+-- more fields for the global stream's entry only (e.g. `queued_ms`, so the recorder needs no earlier entry).
+local function emit_at(id, owner, seq, etype, status, attempt, agent, reason, body, held, unstreamed, extra)
   local payload
   if etype == 'task/status' then
     payload = '{"taskId":' .. enc(id) .. ',"seq":' .. int(seq) .. ',"status":"' .. status
@@ -113,7 +115,10 @@ local function emit_at(id, owner, seq, etype, status, attempt, agent, reason, bo
   else
     redis.call('HSET', k_task(id), 'e' .. int(seq), payload)
   end
-  if etype ~= 'task/progress' or seq % PROGRESS_MARK == 0 then
+  if not unstreamed and (etype ~= 'task/progress' or seq % PROGRESS_MARK == 0) then
+    if extra then
+      for _, v in ipairs(extra) do fields[#fields + 1] = v end
+    end
     redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAX, '*', unpack(fields))
   end
   if watched() then

@@ -62,7 +62,7 @@ for i = 1, #heads, 2 do
   if #taken >= want then filled = true; break end
   if stop and tonumber(heads[i + 1]) > stop then why = 'yield'; break end
   local t = redis.call('HMGET', k_task(heads[i]), 'status', 'owner', 'type', 'input', 'prio', 'timeout', 'attempt',
-    'seq', 'avoid')
+    'seq', 'avoid', 'qat')
   if not (any_paused and t[1] == 'queued' and redis.call('SISMEMBER', K_PAUSED, t[3] or '') == 1) then
     taken[#taken + 1] = heads[i]
     fields[#taken] = t
@@ -89,11 +89,14 @@ for i, id in ipairs(taken) do
     best = best or fallback
     local attempt, seq = (tonumber(t[7]) or 0) + 1, (tonumber(t[8]) or 0) + 1
     local h = {}
-    emit_at(id, t[2], seq, 'task/status', 'assigned', attempt, best.id, '', '', h)
+    -- The stream entry carries when the task became queued (`qat`, set by enqueue for a fresh task), as the
+    -- `queued` entry that would tell the recorder is not in the stream; cleared, so a requeue is not misread.
+    emit_at(id, t[2], seq, 'task/status', 'assigned', attempt, best.id, '', '', h, false,
+      (t[10] and t[10] ~= '') and { 'queued_ms', t[10] } or nil)
     -- `ea`: this attempt's `assigned` event again, so complete.lua hands it to the result writer (one row
     -- update per task) without reading a field it only learns the name of from `seq`.
     redis.call('HSET', tkey, 'status', 'assigned', 'agent', best.id, 'slen', 0, 'attempt', int(attempt),
-      'seq', int(seq), 'ea', h[2], unpack(h))
+      'seq', int(seq), 'ea', h[2], 'qat', '', unpack(h))
     best.running = best.running + 1
     best.new[#best.new + 1] = id
     deadlines[#deadlines + 1] = int(NOW + ack_ms)

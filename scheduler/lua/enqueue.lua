@@ -5,8 +5,9 @@
 --   ('scheduled' keeps a rebuilt retry waiting until run_at)
 -- Returns how many tasks were stored; a task id already known is skipped (idempotent).
 -- Invariant: a task is in exactly one of: its queue, `delayed`, an agent's slot set, or terminal.
--- A fresh task (seq 0) records its first status as event seq 1; a rebuilt one keeps its seq.
--- Cost: per task EXISTS, HSET and its event; the ord counter, each queue and the registry once per call.
+-- A fresh task (seq 0) records its first status as event seq 1 (published and kept for replay, not in the
+-- events stream: the row has it); a rebuilt one keeps its seq.
+-- Cost: per task EXISTS and HSET; the ord counter, each queue and the registry once per call.
 -- (Task hash keys are built from the ids in ARGV: the documented exception in scheduler/keys.py.)
 local GROUP = 14
 local fresh, seen = {}, {}
@@ -30,11 +31,18 @@ for _, b in ipairs(fresh) do
   local emits = seq == 0
   if emits then seq = 1 end
   local h = {}
-  if emits then emit_at(id, ARGV[b + 1], 1, 'task/status', status, attempt, '', '', '', h) end
+  -- A fresh task's first status is on its row already (submit commits the row before this call), so it goes
+  -- to watchers and the replay history but not to the recorder's stream. `qat` (when it became queued) lets
+  -- dispatch hand the recorder the wait its `assigned` event ends.
+  local qat = ''
+  if emits then
+    emit_at(id, ARGV[b + 1], 1, 'task/status', status, attempt, '', '', '', h, true)
+    if not due_later then qat = int(NOW) end
+  end
   redis.call('HSET', k_task(id), 'owner', ARGV[b + 1], 'type', ARGV[b + 2], 'input', ARGV[b + 3],
     'prio', ARGV[b + 4], 'pin', ARGV[b + 5], 'caps', ARGV[b + 6], 'route', route, 'ord', int(ord),
     'timeout', ARGV[b + 8], 'maxatt', ARGV[b + 9], 'status', status, 'attempt', int(attempt),
-    'seq', int(seq), 'agent', '', 'fin', '', 'runat', ARGV[b + 10], unpack(h))
+    'seq', int(seq), 'agent', '', 'fin', '', 'runat', ARGV[b + 10], 'qat', qat, unpack(h))
   if due_later then
     redis.call('ZADD', K_DELAYED, int(run_at), id)
   else

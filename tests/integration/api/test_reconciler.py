@@ -117,23 +117,6 @@ async def test_a_row_redis_holds_is_asked_about_once(env: Env, sched, sessionmak
     assert not set(waiting) & set(asked)
 
 
-async def test_tasks_whose_first_status_the_recorder_read_are_not_asked_about(
-    env: Env, sched, sessionmaker, monkeypatch
-) -> None:
-    """The recorder reads the first status every enqueue emits: with it the reconciler knows the task is in
-    Redis without asking. A row the recorder never saw (committed, never enqueued) is still asked about."""
-    user = env.user()
-    submitted = [env.submit(user)["id"] for _ in range(3)]
-    behind = insert_row_behind_redis(env, user.id, age_s=0)
-    reconciler = Reconciler(sched, sessionmaker, grace_s=0.0)
-    recorder = Recorder(sched, sessionmaker, consumer="known-test", on_enqueued=reconciler.note_known)
-    assert await recorder.drain() >= 3
-    asked = spy_on_known_task_ids(sched, monkeypatch)
-    assert await reconciler.reenqueue_recent() == 1
-    assert behind in asked
-    assert not set(submitted) & set(asked)
-
-
 async def wipe_prefix(redis_client: Any, prefix: str) -> None:
     keys = [k async for k in redis_client.scan_iter(match=f"{prefix}:*", count=1000)]
     if keys:
@@ -275,3 +258,14 @@ async def test_a_result_whose_commit_was_lost_is_filled_from_the_output_redis_ke
     task = env.client.get(f"/api/tasks/{task_id}", headers=user.headers).json()
     assert (task["status"], task["result"], task["attempt"], task["agentId"]) == ("done", {"answer": 42}, 1, agent)
     assert await reconciler.repair_results() == 0  # filled once; a later resend is answered as a duplicate
+
+
+async def test_known_task_ids_tells_the_held_from_the_missing(env: Env, sched) -> None:
+    """One multi-key EXISTS answers a chunk Redis holds whole; a chunk with some missing is asked key by key."""
+    user = env.user()
+    held = [env.submit(user)["id"] for _ in range(3)]
+    missing = insert_row_behind_redis(env, user.id)
+    assert await sched.known_task_ids(held) == set(held)
+    assert await sched.known_task_ids([*held, held[0]]) == set(held)
+    assert await sched.known_task_ids([held[1], missing, held[2]]) == {held[1], held[2]}
+    assert await sched.known_task_ids([missing, missing]) == set()

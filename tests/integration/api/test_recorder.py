@@ -73,7 +73,8 @@ async def test_full_run_is_recorded_once_even_when_replayed(env: Env, sched, sch
 
     metrics = Metrics()
     recorder = Recorder(sched, sessionmaker, consumer="test-recorder", metrics=metrics)
-    assert await recorder.drain() >= 4  # the statuses (the progress is for watchers only)
+    # The statuses but the first, which the row holds from the INSERT (the progress is for watchers only).
+    assert await recorder.drain() >= 3
 
     row = await task_row(sessionmaker, task["id"])
     assert row.status == "done"

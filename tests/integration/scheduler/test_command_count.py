@@ -104,8 +104,10 @@ async def _cycle(client: redis.asyncio.Redis, prefix: str) -> dict[str, int]:
     before = await _commands(client)
     events = await run([spec(f"t{i}") for i in range(TASKS)])
     delta = _delta(before, await _commands(client))
-    # The implied accept recorded `running`: four statuses per task, each in the history and the stream.
-    assert len(events) == 4 * TASKS
+    # The implied accept recorded `running`: four statuses per task, each in the history; all but the first
+    # (which the row holds from the INSERT) in the recorder's stream.
+    assert len(events) == 3 * TASKS
+    assert [e.seq for e in events if e.task_id == "t0"] == [2, 3, 4]
     return delta
 
 
@@ -120,6 +122,8 @@ async def test_commands_per_task_on_the_batch_path(private_redis: redis.asyncio.
     assert delta.get("hincrby", 0) == 1, delta
     assert delta.get("expire", 0) == TASKS, delta  # the task hash (its status history inside), once, at the end
     assert delta.get("publish", 0) == 0, delta
+    # Per task: its inbox entry and three stream entries (assigned, running, done; not the first status).
+    assert delta.get("xadd", 0) == 4 * TASKS, delta
     # Presence stays in memory between passes: one GET of its version, no re-read of the agents (their
     # lease index is read only by the scripts' once-per-call `watching` check, here three calls).
     assert delta.get("get", 0) == 1, delta

@@ -76,11 +76,14 @@ async def test_recorder_stream_carries_every_event_in_order(sched, service, make
         by_task.setdefault(e.task_id, []).append(e.seq)
     for task_id, seqs in by_task.items():
         # Every event of the task in seq order, but progress only at the marks (see PROGRESS_MARK_EVERY).
+        # The first status neither: the task's row holds it from the INSERT (a fresh enqueue, seq 1).
         kept = [
-            e.seq for e in await sched.history(task_id) if e.type != "task/progress" or e.seq % PROGRESS_MARK_EVERY == 0
+            e.seq
+            for e in await sched.history(task_id)
+            if e.seq > 1 and (e.type != "task/progress" or e.seq % PROGRESS_MARK_EVERY == 0)
         ]
         assert seqs == kept, task_id
-    assert by_task["t0"] == [1, 2, 3, 5]  # its progress (seq 4) is for watchers only
+    assert by_task["t0"] == [2, 3, 5]  # its progress (seq 4) is for watchers only
     finals = {e.task_id: e.status for e in events if e.type == "task/status"}
     assert finals == {
         "t0": "done",
@@ -91,6 +94,32 @@ async def test_recorder_stream_carries_every_event_in_order(sched, service, make
         "cancel-queued": "canceled",
     }
     assert await sched.claim_events_pending("rec-2", min_idle_ms=0) == []
+
+
+async def test_a_first_dispatch_tells_the_recorder_when_its_task_was_queued(sched, service, make_agent, clock) -> None:
+    """A fresh task's `queued` is not in the recorder's stream (its row has it): the `assigned` entry of its
+    first dispatch carries the queued time instead. A task queued later (a due `runAt`, a requeue) keeps its
+    `queued` entry, and its `assigned` entry carries none."""
+    a = make_agent("a", concurrency=2)
+    await a.online()
+    queued_at = clock.now_ms()
+    await sched.enqueue(spec("now"))
+    await sched.enqueue(spec("later", run_at_ms=queued_at + 1000))
+    clock.advance(250)
+    await service.run_until_idle()
+    clock.advance(1000)
+    await service.run_until_idle()
+    events = await sched.read_events("rec-1", block_ms=0, count=100)
+    seen = [(e.task_id, e.seq, e.status, e.queued_ms) for e in events]
+    assert seen == [
+        ("now", 2, "assigned", queued_at),
+        ("later", 2, "queued", None),
+        ("later", 3, "assigned", None),
+    ]
+    assert events[0].at_ms == queued_at + 250
+    # Watchers and the replay history still have every status.
+    assert [e.status for e in await sched.history("now")] == ["queued", "assigned"]
+    assert [e.status for e in await sched.history("later")] == ["scheduled", "queued", "assigned"]
 
 
 async def test_progress_reaches_the_recorder_stream_only_at_its_marks(sched, service, make_agent) -> None:
@@ -106,7 +135,6 @@ async def test_progress_reaches_the_recorder_stream_only_at_its_marks(sched, ser
     await sched.complete("t1", 1, "a")
     events = await sched.read_events("rec-1", block_ms=0, count=10_000)
     assert [(e.seq, e.type) for e in events] == [
-        (1, "task/status"),
         (2, "task/status"),
         (3, "task/status"),
         (PROGRESS_MARK_EVERY, "task/progress"),
