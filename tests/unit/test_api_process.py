@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 from api.settings import load_settings
-from taskyard.api_process import share_generated_keys
+from taskyard.api_process import GC_YOUNG_THRESHOLD, share_generated_keys, tune_gc
 
 
 def test_generated_dev_keys_reach_the_spawned_processes_environment(tmp_path: Path) -> None:
@@ -28,3 +29,13 @@ def test_keys_the_operator_set_are_left_as_they_are(tmp_path: Path) -> None:
     share_generated_keys(settings, environ)
     assert environ["JWT_SECRET"] == "j" * 40
     assert environ["TASKYARD_API_SECRETS_KEY"] == settings.planner.secrets_key.reveal()  # type: ignore[union-attr]
+
+
+def test_an_api_process_collects_its_young_generation_less_often() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], before[2])
+        assert before[0] < GC_YOUNG_THRESHOLD
+    finally:
+        gc.set_threshold(*before)
