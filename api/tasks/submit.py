@@ -8,7 +8,6 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-import redis.exceptions
 from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -25,7 +24,7 @@ from api.errors import (
     RateLimitedError,
     ValidationFailedError,
 )
-from api.tasks.submit_group import NEW_ROW_KEYS, SubmitGroup, enqueue_committed
+from api.tasks.submit_group import NEW_ROW_KEYS, SubmitGroup, enqueue_committed, enqueue_specs
 from api.tasks.submit_rows import (
     BATCH_INSERT,
     Prepared,
@@ -59,7 +58,6 @@ __all__ = ("SubmitLimit", "Submitter", "TokenCaller")
 logger = logging.getLogger(__name__)
 
 _SUBMIT_BUCKET = "task_submit"
-_REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,12 +359,4 @@ class Submitter:
 
     async def _enqueue_batch(self, rows: list[dict[str, Any]], fresh: list[Prepared]) -> None:
         """After the commit; a Redis failure is logged, not raised (the reconciler enqueues the rows)."""
-        try:
-            await self._scheduler.enqueue_many([new_spec(r, p.input_json) for r, p in zip(rows, fresh, strict=True)])
-        except _REDIS_ERRORS:
-            logger.warning(
-                "enqueue failed after commit; the reconciler will enqueue count=%d first_task_id=%s",
-                len(rows),
-                rows[0]["id"],
-                exc_info=True,
-            )
+        await enqueue_specs(self._scheduler, [new_spec(r, p.input_json) for r, p in zip(rows, fresh, strict=True)])

@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 
     from api.db.session import DirectExecutor
     from scheduler.client import SchedulerClient
+    from scheduler.types import TaskSpec
 
-__all__ = ("GROUP_MAX_ROWS", "NEW_ROW_KEYS", "SubmitGroup", "enqueue_committed")
+__all__ = ("GROUP_MAX_ROWS", "NEW_ROW_KEYS", "SubmitGroup", "enqueue_committed", "enqueue_specs")
 
 logger = logging.getLogger(__name__)
 
@@ -62,18 +63,23 @@ def _group_insert(rows: int) -> str:
 
 async def enqueue_committed(scheduler: SchedulerClient, tasks: list[Task]) -> None:
     """After the commit. A Redis failure is logged, not raised: the reconciler enqueues the rows."""
-    if not tasks:
+    await enqueue_specs(scheduler, [spec_for(t, fresh=True) for t in tasks])
+
+
+async def enqueue_specs(scheduler: SchedulerClient, specs: list[TaskSpec]) -> None:
+    """`enqueue_committed` for specs built without ORM rows (the batch submit's)."""
+    if not specs:
         return
     try:
-        if len(tasks) == 1:
-            await scheduler.enqueue(spec_for(tasks[0], fresh=True))
+        if len(specs) == 1:
+            await scheduler.enqueue(specs[0])
         else:
-            await scheduler.enqueue_many([spec_for(t, fresh=True) for t in tasks])
+            await scheduler.enqueue_many(specs)
     except _REDIS_ERRORS:
         logger.warning(
             "enqueue failed after commit; the reconciler will enqueue count=%d first_task_id=%s",
-            len(tasks),
-            tasks[0].id,
+            len(specs),
+            specs[0].task_id,
             exc_info=True,
         )
 
