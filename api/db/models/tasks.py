@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt  # noqa: TC003 - SQLAlchemy resolves Mapped[] at runtime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from api.db.base import ID_LENGTH, Base, IdColumn, JsonColumn, UTCDateTime, utcnow
@@ -21,17 +21,34 @@ __all__ = ("EVENT_ID_TYPE", "Task", "TaskEvent")
 EVENT_ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")
 
 
+def _partial(name: str, *columns: str, where: str, unique: bool = False) -> Index:
+    """An index holding only the rows `where` matches (PostgreSQL and SQLite alike)."""
+    return Index(name, *columns, unique=unique, postgresql_where=text(where), sqlite_where=text(where))
+
+
 class Task(Base):
     __tablename__ = "tasks"
+    # A row no partial index below takes costs those indexes nothing when it is inserted or updated. A task's
+    # last UPDATE changes `status` (and `finished_at`, `assigned_agent_id`), so it is never a HOT update and
+    # writes an entry into every index whose predicate the new row meets: the common case, a keyless unpinned
+    # task ending `done`, skips the idempotency, status and pinned-agent indexes (and the finish-time and
+    # assigned-agent ones at the INSERT). Every query filtering on these columns implies the predicate (an
+    # equality or range on the column; `status` other than `done`), so each still finds its index.
     __table_args__ = (
-        UniqueConstraint("owner_id", "idempotency_key"),
-        Index(None, "status"),
+        _partial(
+            "uq_tasks_owner_id_idempotency_key",
+            "owner_id",
+            "idempotency_key",
+            where="idempotency_key IS NOT NULL",
+            unique=True,
+        ),
+        _partial("ix_tasks_status", "status", where="status <> 'done'"),
         Index(None, "owner_id", "created_at"),
         Index(None, "type"),
-        Index(None, "agent_id"),
-        Index(None, "assigned_agent_id"),
+        _partial("ix_tasks_agent_id", "agent_id", where="agent_id IS NOT NULL"),
+        _partial("ix_tasks_assigned_agent_id", "assigned_agent_id", where="assigned_agent_id IS NOT NULL"),
         Index(None, "created_at"),
-        Index(None, "finished_at"),
+        _partial("ix_tasks_finished_at", "finished_at", where="finished_at IS NOT NULL"),
     )
 
     id: Mapped[str] = mapped_column(IdColumn, primary_key=True)
