@@ -3,7 +3,8 @@
 every candidate list is a hint the script re-checks.
 
 A round costs one round trip before its script calls (the presence version, the queue registry and
-whether any operator hold exists), so a lone task's pass is that plus one script call. Presence is kept
+whether any operator hold exists). After a wake, the first script call goes in the wake's own round trip
+instead (`queue_wake`), so a lone task's pass is one round trip. Presence is kept
 in memory between passes: it is read again when a heartbeat changed it (the `{P}:presence` counter), or
 once it is `PRESENCE_MAX_AGE_MS` old (agents that went away without a heartbeat saying so); in between,
 the tasks each script call placed are added to the agents' load, so candidates are offered least loaded
