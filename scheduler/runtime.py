@@ -7,29 +7,18 @@ message than the default one. (The scheduler and the worker each keep this copy:
 from __future__ import annotations
 
 import asyncio
-import gc
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
-__all__ = ("GC_YOUNG_THRESHOLD", "run")
+__all__ = ("run",)
 
 T = TypeVar("T")
 
 
-GC_YOUNG_THRESHOLD = 50_000
-"""Allocations between young-generation collections (CPython's default is 700)."""
-
-
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """Run `main` to completion on a fresh event loop: uvloop's when available.
-
-    The process' young generation is collected every `GC_YOUNG_THRESHOLD` allocations: each reply and message
-    allocates short-lived containers, and at the default threshold the collector runs every few messages, for a
-    few MB held meanwhile (docs/benchmarks.md has what it saved)."""
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+    """Run `main` to completion on a fresh event loop: uvloop's when available."""
     try:
         import uvloop
     except ImportError:
