@@ -1,4 +1,7 @@
-"""The one clock scheduler code reads: scripts get `now_ms` from it, never from Redis TIME."""
+"""The one clock scheduler code reads: scripts get `now_ms` from it, not from Redis TIME.
+
+The one exception: the dispatch the dispatch loop sends behind its wait for a wake runs up to a second after it
+was built, so with the system clock it reads the server's time (see `Dispatcher.queue_wake`)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 every candidate list is a hint the script re-checks.
 
 A round costs one round trip before its script calls (the presence version, the queue registry and
-whether any operator hold exists), so a lone task's pass is that plus one script call. Presence is kept
+whether any operator hold exists). After a wake, the first script call goes in the wake's own round trip
+instead (`queue_wake`), so a lone task's pass is one round trip. Presence is kept
 in memory between passes: it is read again when a heartbeat changed it (the `{P}:presence` counter), or
 once it is `PRESENCE_MAX_AGE_MS` old (agents that went away without a heartbeat saying so); in between,
 the tasks each script call placed are added to the agents' load, so candidates are offered least loaded
@@ -18,8 +19,11 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import NoScriptError
+
+from scheduler.clock import SystemClock
 from scheduler.presence import read_online
-from scheduler.scripts import as_str
+from scheduler.scripts import as_str, dispatch_reply
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -81,15 +85,46 @@ class Dispatcher:
         pipe.zrange(self._keys.queues(), 0, -1, withscores=True)
         pipe.exists(self._keys.drained_agents(), self._keys.paused_routes())
 
-    async def run_pass(self, reads: list[Any] | None = None) -> int:
+    def queue_wake(self, pipe: Pipeline) -> bool:
+        """Adds what a wake leads to onto `pipe`, which the dispatch loop sends right behind its wait for the wake
+        (Redis runs them once the wait returns): while presence in memory is fresh, a dispatch of the registry's
+        first queue to its agents, least loaded first (dispatch.lua's head mode: the script picks the queue and
+        re-checks each agent, and declines if presence changed or an operator hold exists), so a lone task's pass
+        needs no round trip of its own; else the reads of `queue_reads()`. Returns whether it queued the dispatch:
+        hand that and the replies to `run_pass`."""
+        now = self._clock.now_ms()
+        if now - self._agents_at >= PRESENCE_MAX_AGE_MS:
+            self.queue_reads(pipe)
+            return False
+        free = [a for a in self._agents if a.accepting and a.lease_until_ms > now and a.concurrency]
+        if not free or len(free) > MAX_CANDIDATES:
+            self.queue_reads(pipe)
+            return False
+        free.sort(key=lambda a: a.running + self._placed.get(a.agent_id, 0))
+        version = "" if self._presence_version is None else as_str(self._presence_version)
+        # A real clock moves while the wake is awaited: the script reads the server's time when it runs. A fake
+        # one (tests) stands still, so its reading is passed as for every other script.
+        at = None if isinstance(self._clock, SystemClock) else now
+        self._scripts.queue_dispatch_head(
+            pipe, [a.agent_id for a in free], version, at, max_tasks=self._settings.dispatch_batch
+        )
+        return True
+
+    async def run_pass(self, reads: list[Any] | None = None, *, head: bool = False) -> int:
         """Dispatches until no queue can place its head; returns how many tasks were handed out.
 
-        `reads`: what `queue_reads()` returned, read just now (else the first round reads them itself).
-        `more_pending` tells whether it stopped at `MAX_ROUNDS` with work left (else only a wake, pushed by
-        whatever enqueues a task or frees a slot, can give it more to do)."""
+        `reads`: what `queue_reads()` returned, read just now (else the first round reads them itself); with
+        `head`, the reply of the dispatch `queue_wake()` queued instead, and the pass goes on only if that one did
+        not finish it. `more_pending` tells whether it stopped at `MAX_ROUNDS` with work left (else only a wake,
+        pushed by whatever enqueues a task or frees a slot, can give it more to do)."""
         full: set[str] = set()
         total = 0
         self.more_pending = False
+        if head and reads is not None:
+            total, done = self._head_done(reads[0])
+            if done:
+                return total
+            reads = None
         for i in range(MAX_ROUNDS):
             if reads is None:
                 async with self._redis.pipeline(transaction=False) as pipe:
@@ -102,6 +137,19 @@ class Dispatcher:
                 return total
         self.more_pending = True
         return total
+
+    def _head_done(self, reply: Any) -> tuple[int, bool]:
+        """(tasks placed, whether the pass is over) from a head-mode dispatch's reply."""
+        if isinstance(reply, NoScriptError):  # a new or flushed server: the ordinary pass loads the script
+            return 0, False
+        if isinstance(reply, Exception):
+            raise reply
+        n, why, placed = dispatch_reply(reply)
+        for agent_id, k in placed.items():
+            self._placed[agent_id] = self._placed.get(agent_id, 0) + k
+        # 'empty'/'full' come only when the queue was the only one registered (else 'more'); 'stale', 'batch' and
+        # 'yield' leave the rest to an ordinary pass.
+        return n, why in ("empty", "full")
 
     async def _refresh_presence(self, version: bytes | str | None) -> None:
         now = self._clock.now_ms()

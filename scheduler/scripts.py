@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from scheduler.settings import SchedulerSettings
     from scheduler.types import AgentSpec, TaskSpec
 
-__all__ = ("PROGRESS_MARK_EVERY", "SCRIPT_NAMES", "Scripts", "as_str")
+__all__ = ("PROGRESS_MARK_EVERY", "SCRIPT_NAMES", "Scripts", "as_str", "dispatch_reply")
 
 SCRIPT_NAMES = (
     "enqueue",
@@ -85,6 +85,12 @@ def _applied(reply: Any) -> Applied:
     return Applied(outcome, _opt_int(reply[1]), status or None)
 
 
+def dispatch_reply(reply: Any) -> tuple[int, str, dict[str, int]]:
+    """dispatch.lua's reply: (placed, why it stopped, tasks placed per agent)."""
+    placed = {as_str(reply[i]): int(reply[i + 1]) for i in range(2, len(reply) - 1, 2)}
+    return int(reply[0]), as_str(reply[1]), placed
+
+
 def _progress_applied(outcome: Any, seq: Any, status: Any) -> Applied:
     """`_applied` for one progress frame, with the common case (recorded) first: it runs once per event."""
     if outcome == b"ok":
@@ -110,7 +116,7 @@ class Scripts:
         ]
         self._rng = random.Random()
 
-    def _common_args(self, now_ms: int) -> list[str | int]:
+    def _common_args(self, now_ms: int | str) -> list[str | int]:
         s = self._settings
         return [
             self._keys.prefix,
@@ -183,9 +189,28 @@ class Scripts:
             route_info,
             *candidates,
         ]
-        reply = await self._run("dispatch", now_ms, [self._keys.queue(route)], args)
-        placed = {as_str(reply[i]): int(reply[i + 1]) for i in range(2, len(reply) - 1, 2)}
-        return int(reply[0]), as_str(reply[1]), placed
+        return dispatch_reply(await self._run("dispatch", now_ms, [self._keys.queue(route)], args))
+
+    def queue_dispatch_head(
+        self, pipe: Pipeline, candidates: list[str], presence_version: str, now_ms: int | None, *, max_tasks: int
+    ) -> None:
+        """Adds to `pipe` a dispatch of the registry's first queue (dispatch.lua's head mode); `dispatch_reply`
+        reads what it returns. `now_ms` None: the script takes the server's time when it runs.
+
+        Sent as a bare EVALSHA: a script object in a pipeline costs a SCRIPT EXISTS round trip per execute. The
+        caller has run the script once through `dispatch` (which loads it); a NOSCRIPT reply (a flushed or new
+        server) means an ordinary pass, which loads it again."""
+        args: list[Any] = [
+            *self._common_args("" if now_ms is None else now_ms),
+            "",
+            min(max_tasks, MAX_DISPATCH_PER_CALL),
+            int(self._settings.assign_timeout_s * 1000),
+            presence_version,
+            "",
+            *candidates,
+        ]
+        keys = [*self._common_keys, self._keys.queues()]  # KEYS[8] is unused in head mode
+        pipe.evalsha(self._scripts["dispatch"].sha, len(keys), *keys, *args)
 
     async def cancel(self, task_id: str, reason: str, now_ms: int) -> CancelResult:
         reply = await self._run("cancel", now_ms, [self._keys.task(task_id)], [task_id, reason])

@@ -63,8 +63,8 @@ class SchedulerService:
 
     # --- one step each (also the burst mode) ---------------------------------------------------
 
-    async def dispatch_once(self, reads: list[Any] | None = None) -> int:
-        n = await self._dispatcher.run_pass(reads)
+    async def dispatch_once(self, reads: list[Any] | None = None, *, head: bool = False) -> int:
+        n = await self._dispatcher.run_pass(reads, head=head)
         self.dispatched += n
         return n
 
@@ -152,28 +152,31 @@ class SchedulerService:
         key = self._keys.scheduler_heartbeat(self._settings.instance)
         await self._redis.set(key, str(self._clock.now_ms()), ex=heartbeat_ttl_s(self._settings))
 
-    async def _wait_for_wake(self) -> list[Any]:
-        """Waits for a wake (or the timeout); returns the next pass' reads, sent behind the BLPOP in one
-        round trip (Redis runs them once the BLPOP returns, so they see what the wake announced)."""
+    async def dispatch_on_wake(self) -> int:
+        """Waits for a wake (or the timeout), then makes a pass; returns tasks dispatched. What the pass needs first
+        (`Dispatcher.queue_wake`: the dispatch of the first queue, else the reads) goes behind the BLPOP in one
+        round trip; Redis runs it once the BLPOP returns, so it sees what the wake announced."""
         timeout = min(self._settings.sweep_interval_s, 1.0)
         async with self._blocking.pipeline(transaction=False) as pipe:
             pipe.blpop([self._keys.wake()], timeout=timeout)
-            self._dispatcher.queue_reads(pipe)
-            replies: list[Any] = await pipe.execute()
-        return replies[1:]
+            head = self._dispatcher.queue_wake(pipe)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        for reply in replies[:1] if head else replies:  # the head dispatch's reply is checked by `run_pass`
+            if isinstance(reply, Exception):
+                raise reply
+        return await self.dispatch_once(replies[1:], head=head)
 
     async def _dispatch_loop(self) -> None:
-        reads: list[Any] | None = None
+        woken = False
         while not self._stopping.is_set():
             try:
-                n, reads = await self.dispatch_once(reads), None
-                if n == 0 or not self._dispatcher.more_pending:
-                    # Nothing left that a pass could place: anything new (a task, a freed slot) pushes a wake.
-                    reads = await self._wait_for_wake()
+                n = await (self.dispatch_on_wake() if woken else self.dispatch_once())
+                # Nothing left that a pass could place: anything new (a task, a freed slot) pushes a wake.
+                woken = n == 0 or not self._dispatcher.more_pending
             except asyncio.CancelledError:
                 raise
             except Exception:
-                reads = None
+                woken = False
                 logger.exception("dispatch pass failed; retrying")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self._settings.sweep_interval_s)

@@ -22,6 +22,7 @@ from worker.errors import AuthenticationError, ConnectionLostError, RegistryErro
 from worker.llm import LlmService, llm_registry
 from worker.registry import Registry, load_registry
 from worker.runtime import run as run_loop
+from worker.runtime import tune_gc
 from worker.settings import env_name, load_settings
 
 if TYPE_CHECKING:
@@ -138,6 +139,7 @@ def _run(ctx: click.Context, check: bool, values: dict[str, Any]) -> int:
         ", ".join(registry.types),
         settings.llm_base_url,
     )
+    tune_gc()
     try:
         run_loop(_serve(Agent(settings, registry), llm))
     except AuthenticationError as exc:

@@ -3,6 +3,12 @@
 -- ARGV[8] route id  [9] max tasks this call  [10] assign-ack timeout ms
 -- ARGV[11] stop score or '' (yield once the head sorts after another queue's head)
 -- ARGV[12] the route's info JSON `{"pin":..,"caps":[..]}` (fixed by the route id, so the caller may cache it)
+-- Head mode (the dispatch loop sends this call right behind its wait for a wake, in the same round trip, so it
+-- cannot know the queue yet): ARGV[8] '', KEYS[8] unused, ARGV[11] the presence version the candidates come from,
+-- ARGV[12] unused; ARGV[2] '' takes the time from the server (a real clock moved while the wake was awaited).
+-- The queue is the registry's first; its route info comes from the routes hash; the next queue's head is the
+-- stop score. Returns {0, 'stale'} without a change when presence moved on or an operator hold exists (the
+-- caller then makes an ordinary pass), and 'more' in place of 'empty'/'full' while other queues are registered.
 -- ARGV[13..] candidate agent ids, least loaded first (the caller's guess; each is re-checked here: online
 --   lease, accepting, pin or capabilities, free slot; only as many as it takes to seat the heads read)
 -- Returns {dispatched count, why it stopped: 'empty' | 'full' | 'yield' | 'batch' (more may follow),
@@ -12,9 +18,31 @@
 -- Cost: the heads are read and removed, the slot sets, deadlines and the queue registry written once per
 -- call; per candidate checked ZSCORE, HMGET, SCARD; per task one HMGET, one HSET, the inbox entry and the
 -- event (one SISMEMBER more while some task type is paused).
-local route, qkey = ARGV[8], KEYS[8]
+local route, qkey, info = ARGV[8], KEYS[8], ARGV[12]
 local max_n, ack_ms, stop = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local r = cjson.decode(ARGV[12])
+local others = false
+if route == '' then
+  if NOW == nil then
+    local t = redis.call('TIME')
+    NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  if (redis.call('GET', P .. ':presence') or '') ~= ARGV[11]
+    or redis.call('EXISTS', P .. ':ops:drained', P .. ':ops:paused_routes') > 0 then
+    return { 0, 'stale' }
+  end
+  local reg = redis.call('ZRANGE', K_QUEUES, 0, 1, 'WITHSCORES')
+  if #reg == 0 then return { 0, 'empty' } end
+  route, qkey, others = reg[1], k_queue(reg[1]), #reg > 2
+  stop = others and tonumber(reg[4]) or nil
+  info = redis.call('HGET', K_ROUTES, route)
+  if not info then return { 0, 'stale' } end
+end
+local r = cjson.decode(info)
+-- Every reply goes through here: in head mode an emptied or filled queue ends the pass only if it was the only one.
+local function reply(n, why, ...)
+  if others and (why == 'empty' or why == 'full') then why = 'more' end
+  return { n, why, ... }
+end
 local pin, need = r.pin or '', r.caps or {}
 
 local function has_caps(caps_json)
@@ -31,7 +59,7 @@ end
 -- call): a lone task checks one agent, not every candidate.
 local queued = redis.call('ZCARD', qkey)
 local seat = math.min(max_n, queued)
-if seat == 0 then return { 0, 'empty' } end
+if seat == 0 then return reply(0, 'empty') end
 local cands, free, checked_all = {}, 0, true
 for i = 13, #ARGV do
   if free >= seat then checked_all = false; break end
@@ -49,14 +77,14 @@ end
 
 local want = math.min(max_n, free)
 -- 'full' tells the caller that every candidate it passed is full (it skips them for other queues).
-if want <= 0 then return { 0, checked_all and 'full' or 'batch' } end
+if want <= 0 then return reply(0, checked_all and 'full' or 'batch') end
 -- Paused task types (an operator hold) stay queued in place; up to MAX_SKIP of them are passed over
 -- per call to reach the tasks behind them.
 local K_PAUSED, MAX_SKIP = P .. ':ops:paused_types', 200
 local any_paused = redis.call('SCARD', K_PAUSED) > 0
 local limit = want + (any_paused and MAX_SKIP or 0)
 local heads = redis.call('ZRANGE', qkey, 0, limit - 1, 'WITHSCORES')
-if #heads == 0 then return { 0, 'empty' } end
+if #heads == 0 then return reply(0, 'empty') end
 local taken, fields, why, filled = {}, {}, nil, false
 for i = 1, #heads, 2 do
   if #taken >= want then filled = true; break end
@@ -68,7 +96,7 @@ for i = 1, #heads, 2 do
     fields[#taken] = t
   end
 end
-if #taken == 0 then return { 0, why or 'empty' } end
+if #taken == 0 then return reply(0, why or 'empty') end
 redis.call('ZREM', qkey, unpack(taken))
 
 local n, deadlines = 0, {}
@@ -139,4 +167,4 @@ if why == nil then
   elseif checked_all then why = 'full'
   else why = 'batch' end
 end
-return { n, why, unpack(placed) }
+return reply(n, why, unpack(placed))
