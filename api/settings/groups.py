@@ -106,7 +106,8 @@ class AuthSettings:
     user_cache_ttl_s: Annotated[float, NOT_NEGATIVE, _USER_CACHE_CAP] = 2.0
     """Most seconds a replica serves a checked access token from memory: the bound on how stale a role
     change, deactivation, token-version bump, or a revocation Redis lost can be. 0 checks the database
-    on every request. Logout and refresh-token reuse still apply at once (they are checked in Redis)."""
+    on every request. Logout and refresh-token reuse still apply at once (they are checked in Redis; a
+    keyless task submit within `auth.revocation_check_interval_s`)."""
     revocation_check_interval_s: Annotated[float, NOT_NEGATIVE, _REVOCATION_CHECK_CAP] = 1.0
     """Most seconds a replica admits a keyless `POST /api/tasks` on an access token without checking its
     revocation in Redis (and counts that submit against a rate-limit lease in memory): the bound on how
