@@ -150,16 +150,25 @@ class RateLimiter:
         if count < 0:
             return None
         granted = max(0, min(size, limit - (count - size)))
-        if len(self._leases) >= _LEASED_SUBJECTS:
-            self._leases.clear()
-        self._leases[(bucket, key)] = _Lease(
-            left=max(0, granted - 1),
-            ends=started + ttl_ms / 1000,
-            next_size=min(size * 2, lease_max(limit)),
-            refused=not granted,
-        )
-        if not granted:
+        ends = started + ttl_ms / 1000
+        # Concurrent renewals of one subject each take a lease: the hits left in a live one (the same
+        # window: an older window's lease ended before this one began) are kept, never dropped.
+        current = self._leases.get((bucket, key))
+        carried = current if current is not None and current.ends > time.monotonic() else None
+        if carried is not None:
+            carried.left += granted
+            carried.ends = min(carried.ends, ends)
+            carried.next_size = max(carried.next_size, min(size * 2, lease_max(limit)))
+            carried.refused = carried.left == 0
+        else:
+            if len(self._leases) >= _LEASED_SUBJECTS:
+                self._leases.clear()
+            carried = self._leases[(bucket, key)] = _Lease(
+                left=granted, ends=ends, next_size=min(size * 2, lease_max(limit)), refused=not granted
+            )
+        if carried.left == 0:
             return RateDecision(False, max(1, math.ceil(ttl_ms / 1000)), count)
+        carried.left -= 1
         return RateDecision(True, 0, count - size + 1)
 
     def take_local(self, bucket: str, key: str) -> RateDecision | None:

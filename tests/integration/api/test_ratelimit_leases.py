@@ -4,6 +4,8 @@ ends; a revocation key refuses a lease renewal and the guard-only check alike.""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import redis.asyncio
 
@@ -38,6 +40,22 @@ async def test_two_replicas_never_admit_past_the_limit(redis_url: str, redis_pre
         assert refused is not None
         assert not refused.allowed
         assert 1 <= refused.retry_after_s <= 60
+    finally:
+        await client.aclose()
+
+
+async def test_concurrent_renewals_on_one_replica_lose_no_hits(redis_url: str, redis_prefix: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        limiter = RateLimiter(client, redis_prefix)
+        guard = RateGuard(f"{redis_prefix}:version", 1)
+        limit = 100
+        admitted = 0
+        for _ in range(5):  # waves of 30 submits at once: each wave's renewals overlap
+            wave = await asyncio.gather(*(_admit(limiter, guard, "burst", limit) for _ in range(30)))
+            admitted += sum(1 for allowed in wave if allowed)
+        # One replica: every hit it reserved is admitted in the end, so exactly the limit.
+        assert admitted == limit
     finally:
         await client.aclose()
 
