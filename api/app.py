@@ -25,6 +25,7 @@ from api.http.openapi import openapi_config
 from api.ops import wiring as ops_wiring
 from api.planner import wiring as planner_wiring
 from api.ratelimit import RateLimiter
+from api.redis_pool import LeanBlockingPool
 from api.settings import SettingsError
 from api.tasks.submit_group import SubmitGroup
 
@@ -93,7 +94,7 @@ def _redis_client(url: str, settings: ApiSettings, *, blocking: bool) -> redis.a
             **options,
         )
     else:
-        pool = redis.asyncio.BlockingConnectionPool.from_url(
+        pool = LeanBlockingPool.from_url(
             url,
             socket_timeout=settings.redis.redis_socket_timeout_s,
             socket_connect_timeout=5.0,

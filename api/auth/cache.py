@@ -5,6 +5,10 @@ on every authenticated request. Revocation stays immediate through Redis (logout
 reuse set a key per token and per session, checked on every request in one command); what the cache
 can serve stale is only what the database alone knows, for at most `ttl_s` seconds: a role change,
 a deactivation, a token-version bump, or a revocation whose Redis key was lost (Redis emptied).
+
+It also remembers when each token last passed the Redis revocation check (`checked`, `mark_checked`):
+the keyless single submit skips that round trip for `auth.revocation_check_interval_s` after one
+(api/auth/tokens.py `authenticate_counting`), which bounds how late a revocation takes effect there.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ class UserCache:
         self.ttl_s = ttl_s
         self._max_entries = max_entries
         self._entries: OrderedDict[str, tuple[float, CurrentUser]] = OrderedDict()
+        self._checked: dict[str, float] = {}
+        """jti -> monotonic time until which its last Redis revocation check stands."""
 
     def get(self, jti: str) -> CurrentUser | None:
         hit = self._entries.get(jti)
@@ -44,12 +50,32 @@ class UserCache:
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)  # the oldest entry: it is refreshed from the database
 
+    def checked(self, jti: str) -> bool:
+        """Whether the token passed the Redis revocation check recently enough to skip it now."""
+        until = self._checked.get(jti)
+        return until is not None and until > time.monotonic()
+
+    def mark_checked(self, jti: str, for_s: float) -> None:
+        """The token passed the Redis revocation check; it stands for `for_s` seconds (0: not at all)."""
+        if for_s <= 0:
+            return
+        if len(self._checked) >= self._max_entries:
+            self._checked.clear()  # rare: each live token costs one more check
+        self._checked[jti] = time.monotonic() + for_s
+
+    def clear_checks(self) -> None:
+        """Every token is checked in Redis on its next submit (a session was revoked here: its tokens are unknown)."""
+        self._checked.clear()
+
     def forget(self, jti: str) -> None:
         self._entries.pop(jti, None)
+        self._checked.pop(jti, None)
 
     def forget_user(self, user_id: str) -> None:
         for jti in [j for j, (_, u) in self._entries.items() if u.id == user_id]:
             del self._entries[jti]
+            self._checked.pop(jti, None)
 
     def clear(self) -> None:
         self._entries.clear()
+        self._checked.clear()

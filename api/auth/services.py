@@ -286,6 +286,8 @@ class AuthService:
         auth, prefix = self._settings.auth, self._settings.redis.prefix
         if token is not None and self._users is not None:
             self._users.forget(token[0])
+        if sessions and self._users is not None:
+            self._users.clear_checks()
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 if token is not None:

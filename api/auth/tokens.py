@@ -275,22 +275,35 @@ async def authenticate_counting(state: State, claims: AccessClaims, hit: RateHit
     """`authenticate_access_token` for verified claims, with one hit of `hit` counted in the same Redis
     round trip as the revocation check (one script): a revoked token is refused and not counted.
 
+    With `auth.revocation_check_interval_s` above 0, a token that passed that check less than the
+    interval ago skips the round trip: its hit comes from the rate limit's lease in this process
+    (api/ratelimit.py), and a revocation reaches it within the interval. Every script call takes a lease.
+
     Redis down: the database alone decides the token (a revoked one is still a 401), then the rate
     limit fails closed (`ServiceUnavailableError`, a 503). The caller decides on the `RateDecision`.
     """
+    interval: float = state.settings.auth.revocation_check_interval_s
+    users: UserCache | None = getattr(state.auth, "users", None)
+    if users is not None and users.checked(claims.jti):
+        local = hit.limiter.take_local(hit.bucket, claims.user_id)
+        if local is not None:
+            return users.get(claims.jti) or await _user_from_database(state, claims), local
     prefix: str = state.settings.redis.prefix
     revocations = [revoked_token_key(prefix, claims.jti)]
     if claims.session_id:
         revocations.append(revoked_session_key(prefix, claims.session_id))
     guard = RateGuard(user_version_key(prefix, claims.user_id), claims.token_version, tuple(revocations))
+    leased = interval > 0 and users is not None
     try:
         decision = await hit.limiter.hit_guarded(
-            hit.bucket, claims.user_id, guard, limit=hit.limit, window_s=hit.window_s
+            hit.bucket, claims.user_id, guard, limit=hit.limit, window_s=hit.window_s, lease=leased
         )
     except ServiceUnavailableError:
         await _user_from_database(state, claims)
         raise
     if decision is None:
         raise _refuse("token or session revoked (cache)")
+    if users is not None:
+        users.mark_checked(claims.jti, interval)
     user = _cached_user(state, claims) or await _user_from_database(state, claims)
     return user, decision

@@ -19,6 +19,7 @@ from scheduler.settings import SchedulerSettings
 
 __all__ = (
     "GROUPS",
+    "MAX_REVOCATION_CHECK_INTERVAL_S",
     "MAX_USER_CACHE_TTL_S",
     "ApiSettings",
     "AuthSettings",
@@ -83,6 +84,9 @@ class RedisSettings:
 MAX_USER_CACHE_TTL_S = 300.0
 """The cap on `auth.user_cache_ttl_s`: a staleness bound past a few minutes is no bound."""
 _USER_CACHE_CAP = msgspec.Meta(le=MAX_USER_CACHE_TTL_S)
+MAX_REVOCATION_CHECK_INTERVAL_S = 10.0
+"""The cap on `auth.revocation_check_interval_s`: a revocation must reach every replica within seconds."""
+_REVOCATION_CHECK_CAP = msgspec.Meta(le=MAX_REVOCATION_CHECK_INTERVAL_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +106,13 @@ class AuthSettings:
     user_cache_ttl_s: Annotated[float, NOT_NEGATIVE, _USER_CACHE_CAP] = 2.0
     """Most seconds a replica serves a checked access token from memory: the bound on how stale a role
     change, deactivation, token-version bump, or a revocation Redis lost can be. 0 checks the database
-    on every request. Logout and refresh-token reuse still apply at once (they are checked in Redis)."""
+    on every request. Logout and refresh-token reuse still apply at once (they are checked in Redis; a
+    keyless task submit within `auth.revocation_check_interval_s`)."""
+    revocation_check_interval_s: Annotated[float, NOT_NEGATIVE, _REVOCATION_CHECK_CAP] = 1.0
+    """Most seconds a replica admits a keyless `POST /api/tasks` on an access token without checking its
+    revocation in Redis (and counts that submit against a rate-limit lease in memory): the bound on how
+    late a logout, refresh-token reuse or user disable stops such submits (the replica that handles a
+    logout or a reuse stops them at once). 0 checks Redis on every submit."""
     argon2_time_cost: int = 3
     """argon2id iterations (argon2-cffi default)."""
     argon2_memory_cost_kib: int = 65536
