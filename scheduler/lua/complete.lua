@@ -15,12 +15,16 @@
 -- Invariant: a task finishes once; the slot is freed exactly once.
 -- (Task hash and output keys are built from the ids in ARGV: the documented exception in scheduler/keys.py.)
 local keep_ms = tonumber(ARGV[8])
-local out, done, slots, finished_ids = {}, 0, {}, {}
+local out, done, slots, finished_ids, entries = {}, 0, {}, {}, {}
 for b = 9, #ARGV, 5 do
   local id, attempt, agent, output, entry = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
   if entry ~= '' then
-    redis.call('XACK', k_inbox(agent), 'deliver', entry)
-    redis.call('XDEL', k_inbox(agent), entry)
+    local ids = entries[agent]
+    if ids == nil then
+      ids = {}
+      entries[agent] = ids
+    end
+    ids[#ids + 1] = entry
   end
   local refused, f = fence(id, attempt, agent)
   local fin_this = string.sub(f[4] or '', 1, #attempt + 1) == attempt .. ':'
@@ -57,6 +61,11 @@ for b = 9, #ARGV, 5 do
   out[#out + 1] = r[3]
   out[#out + 1] = r[4]
   out[#out + 1] = r[5]
+end
+-- Inbox entries acked once per agent (one XACK and one XDEL for a batch of results, as the API's own ack was).
+for agent, ids in pairs(entries) do
+  redis.call('XACK', k_inbox(agent), 'deliver', unpack(ids))
+  redis.call('XDEL', k_inbox(agent), unpack(ids))
 end
 -- Slots freed once per agent (SREM is idempotent: a slot is never freed twice).
 for agent, ids in pairs(slots) do redis.call('SREM', k_agent_tasks(agent), unpack(ids)) end

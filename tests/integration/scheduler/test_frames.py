@@ -240,10 +240,10 @@ async def test_frames_ack_the_submit_entry_they_are_given_whatever_the_outcome(s
     assert accepted.outcome == Outcome.OK
     done = await sched.complete(first, 1, "a1", inbox_entry="")  # nothing left to ack
     assert done.outcome == Outcome.OK
-    for task_id in rest:
-        # A refused frame (wrong attempt) still acks: the agent had the submit.
-        refused = await sched.complete(task_id, 2, "a1", inbox_entry=ids[task_id])
-        assert refused.outcome == Outcome.STALE_ATTEMPT
+    # Both in one script call (the same loop turn); a refused frame (wrong attempt) still acks: the agent had
+    # the submit.
+    refused = await asyncio.gather(*(sched.complete(t, 2, "a1", inbox_entry=ids[t]) for t in rest))
+    assert [r.outcome for r in refused] == [Outcome.STALE_ATTEMPT] * len(rest)
     assert (await sched._redis.xpending(key, "deliver"))["pending"] == 0
     assert await sched._redis.xlen(key) == 0
 
