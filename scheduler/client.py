@@ -73,7 +73,7 @@ class SchedulerClient:
         self.keys = Keys(prefix)
         self.clock: Clock = clock or SystemClock()
         self.scripts = Scripts(redis, self.keys, self.settings)
-        self._completes: Coalescer[tuple[str, int, str, bytes | None], Applied] = Coalescer(
+        self._completes: Coalescer[tuple[str, int, str, bytes | None, str], Applied] = Coalescer(
             lambda results: self.scripts.complete(results, self._now())
         )
         self._progress: Coalescer[tuple[str, int, str, bytes], Applied] = Coalescer(
@@ -118,8 +118,10 @@ class SchedulerClient:
 
     # --- agent frames (fenced by task id, attempt, agent id) -----------------------------------
 
-    async def accept(self, task_id: str, attempt: int, agent_id: str) -> Applied:
-        return await self.scripts.accept(task_id, attempt, agent_id, self._now())
+    async def accept(self, task_id: str, attempt: int, agent_id: str, *, inbox_entry: str = "") -> Applied:
+        """`inbox_entry`: the id of the attempt's submit entry in the agent's inbox (`read_inbox`), acked by
+        the same script call whatever the outcome (no `ack_inbox` round trip of its own); '' for none."""
+        return await self.scripts.accept(task_id, attempt, agent_id, self._now(), inbox_entry)
 
     async def progress(self, task_id: str, attempt: int, agent_id: str, payload_json: bytes) -> Applied:
         """`payload_json` is the encoded `TaskProgress` without `seq`; the script adds it.
@@ -143,12 +145,16 @@ class SchedulerClient:
         """
         return await self.scripts.stream(task_id, attempt, agent_id, self._now(), offset=offset, delta=delta)
 
-    async def complete(self, task_id: str, attempt: int, agent_id: str, output_json: bytes | None = None) -> Applied:
+    async def complete(
+        self, task_id: str, attempt: int, agent_id: str, output_json: bytes | None = None, *, inbox_entry: str = ""
+    ) -> Applied:
         """Results completed in the same loop turn share one script call (see `scheduler.coalesce`).
+
+        `inbox_entry`: as for `accept`, acked by the same call.
 
         `output_json`: kept in Redis for `output_keep_s` so a lost commit can be filled in (`pending_outputs`).
         """
-        return await self._completes.call((task_id, attempt, agent_id, output_json))
+        return await self._completes.call((task_id, attempt, agent_id, output_json, inbox_entry))
 
     async def fail(
         self,
@@ -160,7 +166,9 @@ class SchedulerClient:
         message: str,
         retryable: bool,
         retry_delay_s: float | None = None,
+        inbox_entry: str = "",
     ) -> Applied:
+        """`inbox_entry`: as for `accept`, acked by the same call."""
         return await self.scripts.fail(
             task_id,
             attempt,
@@ -170,6 +178,7 @@ class SchedulerClient:
             message=message,
             retryable=retryable,
             retry_delay_s=retry_delay_s,
+            inbox_entry=inbox_entry,
         )
 
     async def pending_outputs(self, task_ids: Sequence[str]) -> dict[str, bytes]:

@@ -225,9 +225,10 @@ class Scripts:
     def _frame(self, task_id: str, attempt: int, agent_id: str) -> tuple[list[str], list[Any]]:
         return [self._keys.task(task_id)], [task_id, str(attempt), agent_id]
 
-    async def accept(self, task_id: str, attempt: int, agent_id: str, now_ms: int) -> Applied:
+    async def accept(self, task_id: str, attempt: int, agent_id: str, now_ms: int, inbox_entry: str = "") -> Applied:
+        """`inbox_entry`: the attempt's submit entry in the agent's inbox, acked in the same call."""
         keys, args = self._frame(task_id, attempt, agent_id)
-        return _applied(await self._run("accept", now_ms, keys, args))
+        return _applied(await self._run("accept", now_ms, keys, [*args, inbox_entry]))
 
     async def progress(self, frames: Sequence[tuple[str, int, str, bytes]], now_ms: int) -> list[Applied]:
         """Several (task id, attempt, agent id, TaskProgress JSON without seq) in one call; one `Applied` each."""
@@ -248,14 +249,15 @@ class Scripts:
         keys, args = self._frame(task_id, attempt, agent_id)
         return _applied(await self._run("stream", now_ms, keys, [*args, offset, delta.encode()]))
 
-    async def complete(self, results: Sequence[tuple[str, int, str, bytes | None]], now_ms: int) -> list[Applied]:
-        """Several (task id, attempt, agent id, output JSON or None) results in one call; one `Applied` each.
+    async def complete(self, results: Sequence[tuple[str, int, str, bytes | None, str]], now_ms: int) -> list[Applied]:
+        """Several (task id, attempt, agent id, output JSON or None, inbox entry id or '') results in one call;
+        one `Applied` each. A submit's inbox entry given is acked by the same call.
 
         An output given is kept at `P:out:{id}` for `output_keep_s` (see `SchedulerClient.complete`).
         """
         args: list[Any] = [int(self._settings.output_keep_s * 1000)]
-        for task_id, attempt, agent_id, output_json in results:
-            args += [task_id, str(attempt), agent_id, b"" if output_json is None else output_json]
+        for task_id, attempt, agent_id, output_json, inbox_entry in results:
+            args += [task_id, str(attempt), agent_id, b"" if output_json is None else output_json, inbox_entry]
         reply = await self._run("complete", now_ms, [], args)
         if not isinstance(reply, list) or len(reply) != 5 * len(results):
             raise ScriptReplyError(f"unexpected complete reply {reply!r}")
@@ -276,10 +278,11 @@ class Scripts:
         message: str,
         retryable: bool,
         retry_delay_s: float | None,
+        inbox_entry: str = "",
     ) -> Applied:
         keys, args = self._frame(task_id, attempt, agent_id)
         delay = "" if retry_delay_s is None else int(retry_delay_s * 1000)
-        extra = [error, message, "1" if retryable else "0", delay, *self._backoff_args()]
+        extra = [error, message, "1" if retryable else "0", delay, *self._backoff_args(), inbox_entry]
         return _applied(await self._run("fail", now_ms, keys, [*args, *extra]))
 
     # --- agents --------------------------------------------------------------------------------

@@ -47,6 +47,8 @@ class Recorded:
     duplicate: bool
     status: str | None
     error: ErrorCode | None = None
+    entry_acked: bool = False
+    """The scheduler's call ran and acked the `inbox_entry` passed in (any outcome); else the caller acks it."""
 
 
 class Outcomes:
@@ -86,8 +88,13 @@ class Outcomes:
     #   3. Only then does the caller ack the agent. Until the ack, the agent resends.
     # So a result is recorded exactly once (first committed write wins) and acked only after commit.
 
-    async def record_result(self, task_id: str, attempt: int, agent_id: str, output: Any) -> Recorded:
+    async def record_result(
+        self, task_id: str, attempt: int, agent_id: str, output: Any, *, inbox_entry: str = ""
+    ) -> Recorded:
         """Record an agent's result; ack the agent only when the answer says `ack`.
+
+        `inbox_entry`: the attempt's submit entry in the agent's inbox, acked by the scheduler's script call
+        (`entry_acked` in the answer says it ran).
 
         Raises whatever Redis or the database raise when they are down: then nothing is acked and
         the agent resends (a resend is answered as a duplicate once the first one got through).
@@ -97,9 +104,11 @@ class Outcomes:
             return Recorded(False, False, None, ErrorCode.PAYLOAD_TOO_LARGE)
         async with self._redis_lane or contextlib.nullcontext():
             # Redis keeps the output a while: if this process dies before the commit, the reconciler fills it in.
-            applied = await self._scheduler.complete(task_id, attempt, agent_id, encoded)
+            applied = await self._scheduler.complete(task_id, attempt, agent_id, encoded, inbox_entry=inbox_entry)
+        acked = inbox_entry != ""
         if applied.outcome not in (Outcome.OK, Outcome.DUPLICATE):
-            return Recorded(False, False, applied.status, _REFUSALS.get(applied.outcome, ErrorCode.CONFLICT))
+            refusal = _REFUSALS.get(applied.outcome, ErrorCode.CONFLICT)
+            return Recorded(False, False, applied.status, refusal, entry_acked=acked)
         params = {
             "b_id": task_id,
             "b_output": output,
@@ -112,9 +121,9 @@ class Outcomes:
         if applied.status == TaskStatus.CANCELED:
             # The attempt was canceled while it ran: its (partial) output is kept, the status stays.
             await self._write("partial", params)
-            return Recorded(True, applied.outcome == Outcome.DUPLICATE, str(TaskStatus.CANCELED))
+            return Recorded(True, applied.outcome == Outcome.DUPLICATE, str(TaskStatus.CANCELED), entry_acked=acked)
         await self._write("result", params)
-        return Recorded(True, applied.outcome == Outcome.DUPLICATE, str(TaskStatus.DONE))
+        return Recorded(True, applied.outcome == Outcome.DUPLICATE, str(TaskStatus.DONE), entry_acked=acked)
 
     async def record_failure(
         self,
@@ -126,8 +135,9 @@ class Outcomes:
         message: str,
         retryable: bool,
         retry_delay_s: float | None,
+        inbox_entry: str = "",
     ) -> Recorded:
-        """Same order as `record_result`. A retry (`scheduled`) keeps the error as the latest one."""
+        """Same order as `record_result` (`inbox_entry` too). A retry (`scheduled`) keeps the error as the latest."""
         async with self._redis_lane or contextlib.nullcontext():
             applied = await self._scheduler.fail(
                 task_id,
@@ -137,9 +147,12 @@ class Outcomes:
                 message=message,
                 retryable=retryable,
                 retry_delay_s=retry_delay_s,
+                inbox_entry=inbox_entry,
             )
+        acked = inbox_entry != ""
         if applied.outcome not in (Outcome.OK, Outcome.DUPLICATE):
-            return Recorded(False, False, applied.status, _REFUSALS.get(applied.outcome, ErrorCode.CONFLICT))
+            refusal = _REFUSALS.get(applied.outcome, ErrorCode.CONFLICT)
+            return Recorded(False, False, applied.status, refusal, entry_acked=acked)
         status = applied.status or str(TaskStatus.FAILED)
         params: dict[str, Any] = {
             "b_id": task_id,
@@ -154,7 +167,7 @@ class Outcomes:
         else:
             # A retry: record the error; the status follows through the recorder (seq-ordered).
             await self._write("retry", params | {"b_status": status})
-        return Recorded(True, applied.outcome == Outcome.DUPLICATE, status)
+        return Recorded(True, applied.outcome == Outcome.DUPLICATE, status, entry_acked=acked)
 
     async def _write(self, kind: Kind, params: dict[str, Any]) -> None:
         """Commit one outcome: through the process' batch writer, or in this session's own transaction."""

@@ -125,9 +125,11 @@ class AgentFrames(AgentSender):
             await self.conn.send(TaskCancel(task_id=task_id, attempt=attempt, reason="stale attempt"))
 
     async def _on_accept(self, ref: str, accept: TaskAccept) -> None:
-        applied = await self._scheduler.accept(accept.task_id, accept.attempt, self.agent_id)
-        # Whatever the outcome, the submit entry has served its purpose.
-        self._ack_entry(accept.task_id, accept.attempt)
+        key = (accept.task_id, accept.attempt)
+        # Whatever the outcome, the submit entry has served its purpose: the script acks it.
+        entry = self._unaccepted.get(key, "")
+        applied = await self._scheduler.accept(accept.task_id, accept.attempt, self.agent_id, inbox_entry=entry)
+        self._unaccepted.pop(key, None)
         await self._answer(ref, applied, accept.task_id, accept.attempt)
 
     async def _flush_attempt(self, task_id: str, attempt: int) -> None:
@@ -184,19 +186,21 @@ class AgentFrames(AgentSender):
 
     async def _on_result(self, ref: str, result: TaskResult) -> None:
         await self._flush_attempt(result.task_id, result.attempt)
+        entry = self._unaccepted.get((result.task_id, result.attempt), "")
         try:
             recorded = await self._outcomes().record_result(
-                result.task_id, result.attempt, self.agent_id, result.output
+                result.task_id, result.attempt, self.agent_id, result.output, inbox_entry=entry
             )
         except PayloadTooLargeError as exc:
             await self._fail_oversized(result.task_id, result.attempt)
             await self.conn.send(ErrorFrame.of(ErrorCode.PAYLOAD_TOO_LARGE, exc.message, ref=ref))
             return
-        self._ack_entry(result.task_id, result.attempt)  # the submit's entry, when the accept was implied
+        self._entry_done(result.task_id, result.attempt, acked=recorded.entry_acked)
         await self._send_recorded(ref, recorded, result.task_id, result.attempt)
 
     async def _on_error(self, ref: str, error: TaskError) -> None:
         await self._flush_attempt(error.task_id, error.attempt)
+        entry = self._unaccepted.get((error.task_id, error.attempt), "")
         recorded = await self._outcomes().record_failure(
             error.task_id,
             error.attempt,
@@ -205,8 +209,9 @@ class AgentFrames(AgentSender):
             message=error.message,
             retryable=error.retryable,
             retry_delay_s=error.retry_delay_s,
+            inbox_entry=entry,
         )
-        self._ack_entry(error.task_id, error.attempt)  # the submit's entry, when the accept was implied
+        self._entry_done(error.task_id, error.attempt, acked=recorded.entry_acked)
         await self._send_recorded(ref, recorded, error.task_id, error.attempt)
 
     async def _on_refused(self, exc: ProtocolError) -> None:

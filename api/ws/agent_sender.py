@@ -1,8 +1,9 @@
 """Server -> agent: submits and cancels from the agent's inbox, acks of inbox entries, answers to frames.
 
-The base of `AgentSession` (api/ws/agent_session.py), which sets the state declared here. Inbox entries are
-acked (batched) when the agent accepts the submit, or at once for a cancel; entries a dead node read but
-never delivered are claimed on connect. A batch agent gets its answers of one loop turn in one frame.
+The base of `AgentSession` (api/ws/agent_session.py), which sets the state declared here. A submit's inbox
+entry is acked by the script call of the attempt's accept or outcome (its id rides that call), by a call of
+its own (batched) when progress or a stream piece implied the accept, and a cancel's at once; entries a dead
+node read but never delivered are claimed on connect. A batch agent gets its answers of one loop turn in one frame.
 """
 
 from __future__ import annotations
@@ -152,6 +153,14 @@ class AgentSender(Session):
         if self._ack_flusher is None or self._ack_flusher.done():
             self._ack_flusher = asyncio.create_task(self._flush_acks())
             self._ack_flusher.add_done_callback(self._note_failure)
+
+    def _entry_done(self, task_id: str, attempt: int, *, acked: bool) -> None:
+        """After an outcome: forget the submit's entry when the scheduler's call acked it (the entry id rode
+        the script call: no round trip of its own), else queue it for acking (the accept was implied)."""
+        if acked:
+            self._unaccepted.pop((task_id, attempt), None)
+        else:
+            self._ack_entry(task_id, attempt)
 
     async def _flush_acks(self) -> None:
         while self._acks:

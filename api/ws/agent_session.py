@@ -12,9 +12,10 @@ frame arrived while listening for the heartbeat timeout, however long processing
 Closing the socket cuts the lease to a short reconnect grace (`reconnect_grace_s`; only for the agent's
 latest session): a reconnect within it keeps the running tasks, else the reaper requeues them. The first
 heartbeat of a session reconciles: running attempts it does not list (a restarted process) are requeued.
-Inbox entries are acked (batched) when the agent accepts the submit, or at once for a cancel;
-entries a dead node read but never delivered are claimed on connect. Results and failures are acked
-to the agent only after the database commit (the process' `ResultWriter` commits them in batches).
+A submit's inbox entry is acked by the accept's or the outcome's script call (or, batched, once progress
+implied the accept), a cancel's at once; entries a dead node read but never delivered are claimed on connect.
+Results and failures are acked to the agent only after the database commit (the process' `ResultWriter`
+commits them in batches).
 The layers: `AgentSender` (what goes out), `AgentFrames` (what each frame does), `AgentFrameChains`
 (per-task order and the backlog bound), this class (the socket's loops).
 """

@@ -1,6 +1,8 @@
 -- complete: agents' results arrived (assigned|running -> done); frees the slots. Several tasks per call.
 -- ARGV[8] how long to keep each output, ms (0: not kept)
--- ARGV[9..] one group of 4 per result: task id, attempt, agent id, output JSON ('' when not kept)
+-- ARGV[9..] one group of 5 per result: task id, attempt, agent id, output JSON ('' when not kept), the id
+-- of the attempt's submit entry in the agent's inbox ('' when none): acked and deleted here whatever the
+-- outcome (the agent had the submit; the entry has served its purpose), so the API makes no call for it
 -- An output is kept at `P:out:{id}` until the database has it, so a result whose commit died with an
 -- API replica can still be filled in by the reconciler.
 -- Returns a flat list, 5 per result: {outcome, seq or '', status, assigned event, running event}. The last
@@ -13,9 +15,17 @@
 -- Invariant: a task finishes once; the slot is freed exactly once.
 -- (Task hash and output keys are built from the ids in ARGV: the documented exception in scheduler/keys.py.)
 local keep_ms = tonumber(ARGV[8])
-local out, done, slots, finished_ids = {}, 0, {}, {}
-for b = 9, #ARGV, 4 do
-  local id, attempt, agent, output = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+local out, done, slots, finished_ids, entries = {}, 0, {}, {}, {}
+for b = 9, #ARGV, 5 do
+  local id, attempt, agent, output, entry = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+  if entry ~= '' then
+    local ids = entries[agent]
+    if ids == nil then
+      ids = {}
+      entries[agent] = ids
+    end
+    ids[#ids + 1] = entry
+  end
   local refused, f = fence(id, attempt, agent)
   local fin_this = string.sub(f[4] or '', 1, #attempt + 1) == attempt .. ':'
   local r
@@ -51,6 +61,11 @@ for b = 9, #ARGV, 4 do
   out[#out + 1] = r[3]
   out[#out + 1] = r[4]
   out[#out + 1] = r[5]
+end
+-- Inbox entries acked once per agent (one XACK and one XDEL for a batch of results, as the API's own ack was).
+for agent, ids in pairs(entries) do
+  redis.call('XACK', k_inbox(agent), 'deliver', unpack(ids))
+  redis.call('XDEL', k_inbox(agent), unpack(ids))
 end
 -- Slots freed once per agent (SREM is idempotent: a slot is never freed twice).
 for agent, ids in pairs(slots) do redis.call('SREM', k_agent_tasks(agent), unpack(ids)) end

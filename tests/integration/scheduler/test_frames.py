@@ -220,3 +220,42 @@ async def test_retries_exhausted_then_failed(sched, service, make_agent, clock: 
 async def test_non_retryable_error_fails_at_once(sched, service, make_agent) -> None:
     await _dispatched(sched, service, make_agent("a1"), max_attempts=3)
     assert (await sched.fail("t1", 1, "a1", error="bad_input", message="", retryable=False)).status == "failed"
+
+
+async def test_frames_ack_the_submit_entry_they_are_given_whatever_the_outcome(sched, service, make_agent) -> None:
+    """accept / complete / fail take the submit's inbox entry id and ack and delete it in the same call."""
+    agent = make_agent("a1", concurrency=3)
+    await agent.online()
+    key = sched.keys.inbox("a1")
+    for task_id in ("t1", "t2", "t3"):
+        await sched.enqueue(spec(task_id))
+        await service.run_until_idle()
+    entries = await sched.read_inbox("a1", "c1", block_ms=0, count=10)  # read, not acked
+    ids = {e.task_id: e.entry_id for e in entries if e.kind == "submit"}
+    assert set(ids) == {"t1", "t2", "t3"}
+    assert (await sched._redis.xpending(key, "deliver"))["pending"] == len(ids)
+
+    first, *rest = sorted(ids)
+    accepted = await sched.accept(first, 1, "a1", inbox_entry=ids[first])
+    assert accepted.outcome == Outcome.OK
+    done = await sched.complete(first, 1, "a1", inbox_entry="")  # nothing left to ack
+    assert done.outcome == Outcome.OK
+    # Both in one script call (the same loop turn); a refused frame (wrong attempt) still acks: the agent had
+    # the submit.
+    refused = await asyncio.gather(*(sched.complete(t, 2, "a1", inbox_entry=ids[t]) for t in rest))
+    assert [r.outcome for r in refused] == [Outcome.STALE_ATTEMPT] * len(rest)
+    assert (await sched._redis.xpending(key, "deliver"))["pending"] == 0
+    assert await sched._redis.xlen(key) == 0
+
+
+async def test_fail_acks_the_submit_entry(sched, service, make_agent) -> None:
+    agent = make_agent("a1")
+    await agent.online()
+    await sched.enqueue(spec("t1"))
+    await service.run_until_idle()
+    (entry,) = await sched.read_inbox("a1", "c1", block_ms=0, count=10)
+    failed = await sched.fail("t1", 1, "a1", error="boom", message="m", retryable=False, inbox_entry=entry.entry_id)
+    assert (failed.outcome, failed.status) == (Outcome.OK, "failed")
+    key = sched.keys.inbox("a1")
+    assert (await sched._redis.xpending(key, "deliver"))["pending"] == 0
+    assert await sched._redis.xlen(key) == 0
