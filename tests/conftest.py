@@ -9,6 +9,7 @@ PostgreSQL database per run, dropped at the end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -180,6 +181,17 @@ def drop_postgres_database(admin_url: str, name: str) -> None:
 
     with _pg_connect(admin_url) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextlib.contextmanager
+def private_postgres_database(admin_url: str, name_prefix: str) -> Iterator[str]:
+    """A database `<name_prefix>_<hex>` of the caller's own (async SQLAlchemy URL), dropped on exit."""
+    name = f"{name_prefix}_{secrets.token_hex(5)}"
+    url = create_postgres_database(admin_url, name)
+    try:
+        yield url
+    finally:
+        drop_postgres_database(admin_url, name)
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,8 @@ import pytest
 
 from tests.conftest import (
     DEFAULT_POSTGRES_ADMIN_URL,
-    create_postgres_database,
-    drop_postgres_database,
     postgres_reachable,
+    private_postgres_database,
     services_required,
 )
 from tests.e2e.stack import Stack
@@ -25,12 +24,8 @@ def e2e_database_url(tmp_path: Path) -> Iterator[str]:
     """A database of this test's own: PostgreSQL when present (required in CI), else SQLite."""
     admin_url = os.environ.get("TASKYARD_TEST_POSTGRES_URL") or DEFAULT_POSTGRES_ADMIN_URL
     if postgres_reachable(admin_url):
-        name = f"taskyard_e2e_{secrets.token_hex(6)}"
-        url = create_postgres_database(admin_url, name)
-        try:
+        with private_postgres_database(admin_url, "taskyard_e2e") as url:
             yield url
-        finally:
-            drop_postgres_database(admin_url, name)
         return
     if services_required():
         pytest.fail("TASKYARD_TEST_REQUIRE_SERVICES=1 and PostgreSQL is not reachable")

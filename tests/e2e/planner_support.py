@@ -28,9 +28,8 @@ from protocol.envelope import encode_frame
 from protocol.messages import Subscribe
 from tests.conftest import (
     DEFAULT_POSTGRES_ADMIN_URL,
-    create_postgres_database,
-    drop_postgres_database,
     postgres_reachable,
+    private_postgres_database,
     services_required,
 )
 from tests.e2e.planner_agent import Answer, PlannerAgent, TaskIO
@@ -183,12 +182,8 @@ class Watcher:
 def make_database(name_prefix: str, tmp: Path) -> Iterator[str]:
     admin_url = os.environ.get("TASKYARD_TEST_POSTGRES_URL") or DEFAULT_POSTGRES_ADMIN_URL
     if postgres_reachable(admin_url):
-        name = f"{name_prefix}_{secrets.token_hex(5)}"
-        url = create_postgres_database(admin_url, name)
-        try:
+        with private_postgres_database(admin_url, name_prefix) as url:
             yield url
-        finally:
-            drop_postgres_database(admin_url, name)
         return
     if services_required():
         pytest.fail("TASKYARD_TEST_REQUIRE_SERVICES=1 and PostgreSQL is not reachable")

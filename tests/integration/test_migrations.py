@@ -17,7 +17,7 @@ from sqlalchemy.pool import NullPool
 import api.db.models  # noqa: F401 - registers every table
 from api.db.base import Base
 from taskyard.migrate import alembic_config, current_revision, downgrade, upgrade
-from tests.conftest import create_postgres_database, drop_postgres_database
+from tests.conftest import create_postgres_database, drop_postgres_database, private_postgres_database
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -33,12 +33,8 @@ def blank_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
         yield f"sqlite+aiosqlite:///{tmp_path / 'migrations.db'}"
         return
     admin_url: str = request.getfixturevalue("postgres_admin_url")
-    name = f"taskyard_test_mig_{secrets.token_hex(5)}"
-    url = create_postgres_database(admin_url, name)
-    try:
+    with private_postgres_database(admin_url, "taskyard_test_mig") as url:
         yield url
-    finally:
-        drop_postgres_database(admin_url, name)
 
 
 def _head() -> str:

@@ -4,7 +4,6 @@ finds its rows through the primary key on a young table whose statistics have no
 from __future__ import annotations
 
 import json
-import secrets
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -17,7 +16,7 @@ import api.db.models  # noqa: F401 - registers every table
 from api.db.base import Base
 from api.tasks.outcome_rows import _BULK, Kind
 from taskyard.migrate import upgrade
-from tests.conftest import create_postgres_database, drop_postgres_database
+from tests.conftest import private_postgres_database
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -33,12 +32,8 @@ def _plain(url: str) -> str:
 @pytest.fixture
 def fresh_database(postgres_admin_url: str) -> Iterator[str]:
     """An empty database private to the test (async SQLAlchemy URL)."""
-    name = f"taskyard_test_ix_{secrets.token_hex(5)}"
-    url = create_postgres_database(postgres_admin_url, name)
-    try:
+    with private_postgres_database(postgres_admin_url, "taskyard_test_ix") as url:
         yield url
-    finally:
-        drop_postgres_database(postgres_admin_url, name)
 
 
 def _task_indexes(url: str) -> dict[str, str]:
@@ -53,17 +48,13 @@ def test_migrated_task_indexes_are_the_models(fresh_database: str, postgres_admi
     upgrade(fresh_database, "head")
     migrated = _task_indexes(fresh_database)
 
-    name = f"taskyard_test_ixm_{secrets.token_hex(5)}"
-    models_url = create_postgres_database(postgres_admin_url, name)
-    try:
+    with private_postgres_database(postgres_admin_url, "taskyard_test_ixm") as models_url:
         engine = create_engine(models_url)
         try:
             Base.metadata.create_all(engine)
         finally:
             engine.dispose()
         modelled = _task_indexes(models_url)
-    finally:
-        drop_postgres_database(postgres_admin_url, name)
 
     assert migrated == modelled
     # The indexes a finished task leaves: only the rows where their column is set (or not `done`).
