@@ -194,6 +194,20 @@ def private_postgres_database(admin_url: str, name_prefix: str) -> Iterator[str]
         drop_postgres_database(admin_url, name)
 
 
+def own_database(name_prefix: str, directory: Path) -> Iterator[str]:
+    """A database of the caller's own: PostgreSQL when reachable (required in CI), else a SQLite file in
+    `directory`. A generator, so a fixture can `yield from` it: the first `next` gives the URL, the next
+    one drops the database."""
+    admin_url = os.environ.get("TASKYARD_TEST_POSTGRES_URL") or DEFAULT_POSTGRES_ADMIN_URL
+    if postgres_reachable(admin_url):
+        with private_postgres_database(admin_url, name_prefix) as url:
+            yield url
+        return
+    if services_required():
+        pytest.fail("TASKYARD_TEST_REQUIRE_SERVICES=1 and PostgreSQL is not reachable")
+    yield f"sqlite+aiosqlite:///{directory / (name_prefix + '.db')}"
+
+
 @pytest.fixture(scope="session")
 def postgres_admin_url(request: pytest.FixtureRequest) -> str:
     """A maintenance connection URL (database `postgres`); skips, or fails when services are required."""

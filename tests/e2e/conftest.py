@@ -3,33 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
-    DEFAULT_POSTGRES_ADMIN_URL,
-    postgres_reachable,
-    private_postgres_database,
-    services_required,
-)
+from tests.conftest import own_database
 from tests.e2e.stack import Stack
 
 
 @pytest.fixture
 def e2e_database_url(tmp_path: Path) -> Iterator[str]:
     """A database of this test's own: PostgreSQL when present (required in CI), else SQLite."""
-    admin_url = os.environ.get("TASKYARD_TEST_POSTGRES_URL") or DEFAULT_POSTGRES_ADMIN_URL
-    if postgres_reachable(admin_url):
-        with private_postgres_database(admin_url, "taskyard_e2e") as url:
-            yield url
-        return
-    if services_required():
-        pytest.fail("TASKYARD_TEST_REQUIRE_SERVICES=1 and PostgreSQL is not reachable")
-    yield f"sqlite+aiosqlite:///{tmp_path / 'e2e.db'}"
+    yield from own_database("taskyard_e2e", tmp_path)
 
 
 @pytest.fixture

@@ -10,12 +10,10 @@ import base64
 import contextlib
 import datetime as dt
 import json
-import os
 import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,12 +24,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from protocol.envelope import encode_frame
 from protocol.messages import Subscribe
-from tests.conftest import (
-    DEFAULT_POSTGRES_ADMIN_URL,
-    postgres_reachable,
-    private_postgres_database,
-    services_required,
-)
+from tests.conftest import own_database
 from tests.e2e.planner_agent import Answer, PlannerAgent, TaskIO
 from tests.e2e.stack import Stack
 
@@ -179,17 +172,6 @@ class Watcher:
         return self.recv()
 
 
-def make_database(name_prefix: str, tmp: Path) -> Iterator[str]:
-    admin_url = os.environ.get("TASKYARD_TEST_POSTGRES_URL") or DEFAULT_POSTGRES_ADMIN_URL
-    if postgres_reachable(admin_url):
-        with private_postgres_database(admin_url, name_prefix) as url:
-            yield url
-        return
-    if services_required():
-        pytest.fail("TASKYARD_TEST_REQUIRE_SERVICES=1 and PostgreSQL is not reachable")
-    yield f"sqlite+aiosqlite:///{tmp / 'planner.db'}"
-
-
 PLANNER_ENV = {
     "TASKYARD_API_PLANNER_WAIT_S": str(WAIT_S),
     "TASKYARD_API_PLANNER_APPLY_INTERVAL_S": "0.3",
@@ -207,7 +189,7 @@ PLANNER_ENV = {
 def planner_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlannerStack]:
     """One stack per module: Redis, database, two APIs (normal and 1 s bound), a scheduler."""
     workdir = tmp_path_factory.mktemp("planner-e2e")
-    databases = make_database("taskyard_e2e_planner", workdir)
+    databases = own_database("taskyard_e2e_planner", workdir)
     database_url = next(databases)
     stack = Stack(workdir=workdir, database_url=database_url, extra_env=dict(PLANNER_ENV))
     stack.prefix = f"e2e:{secrets.token_hex(4)}"

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.planner_support import PLAN, PLANNER_ENV, RAW_TEXT, SEAL_KEY, PlannerStack, Watcher, b64, make_database
+from tests.conftest import own_database
+from tests.e2e.planner_support import PLAN, PLANNER_ENV, RAW_TEXT, SEAL_KEY, PlannerStack, Watcher, b64
 from tests.e2e.stack import Stack
 
 llm_support = pytest.importorskip("tests.e2e.llm_support", reason="the LLM worker and fake server (issue 10)")
@@ -29,7 +30,7 @@ QUESTION = "我已经完成了阅读相关文献这一步。"  # the executor's 
 
 @pytest.fixture
 def full(tmp_path: Path) -> Iterator[tuple[PlannerStack, Any]]:
-    databases = make_database("taskyard_e2e_planner_llm", tmp_path)
+    databases = own_database("taskyard_e2e_planner_llm", tmp_path)
     stack = Stack(workdir=tmp_path, database_url=next(databases), extra_env=dict(PLANNER_ENV))
     try:
         stack.start_redis()
