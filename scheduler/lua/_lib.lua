@@ -267,8 +267,9 @@ end
 
 -- Implied accept: a frame of the current attempt found the task still `assigned` (the agent sent no
 -- `task/accept`): record `running` first, as the accept would have. With `writes` false the caller's own
--- HSET stores the status and f[8] (it finishes the task in the same call, so no run deadline either).
-local function implied_accept(id, f, attempt, agent, writes, held)
+-- HSET stores the status and f[8] (it finishes the task in the same call, so no run deadline either), and with
+-- `unstreamed` the event is left out of the events stream (the caller's own entry carries it).
+local function implied_accept(id, f, attempt, agent, writes, held, unstreamed)
   local seq = tonumber(f[8]) + 1
   if writes then
     local h = {}
@@ -276,7 +277,7 @@ local function implied_accept(id, f, attempt, agent, writes, held)
     redis.call('HSET', k_task(id), 'status', 'running', 'seq', int(seq), unpack(h))
     redis.call('ZADD', K_DEADLINES, int(NOW + tonumber(f[6]) * 1000), id)
   else
-    emit_at(id, f[5], seq, 'task/status', 'running', attempt, agent, '', '', held)
+    emit_at(id, f[5], seq, 'task/status', 'running', attempt, agent, '', '', held, unstreamed)
   end
   f[1] = 'running'
   f[8] = int(seq)
@@ -286,10 +287,11 @@ end
 -- `extra` fields (and events' history fields the caller collected in it); the task hash and its history
 -- expire after TASK_TTL (the history stream only exists once the attempt sent progress or stream pieces).
 -- The caller takes the task out of `deadlines` (complete.lua: one ZREM for all the tasks of its call).
-local function finish_fenced(id, f, status, attempt, agent, reason, extra)
+-- `streamed`: more fields for the events stream's entry (emit_at's `extra`).
+local function finish_fenced(id, f, status, attempt, agent, reason, extra, streamed)
   local tkey = k_task(id)
   local seq = tonumber(f[8]) + 1
-  emit_at(id, f[5], seq, 'task/status', status, attempt, agent, reason, '', extra)
+  emit_at(id, f[5], seq, 'task/status', status, attempt, agent, reason, '', extra, false, streamed)
   redis.call('HSET', tkey, 'status', status, 'seq', int(seq), unpack(extra))
   redis.call('EXPIRE', tkey, TASK_TTL)
   if f[9] then redis.call('EXPIRE', k_hist(id), TASK_TTL) end
