@@ -20,6 +20,7 @@ from scheduler.scripts import Scripts, as_str
 from scheduler.settings import SchedulerSettings
 from scheduler.streams import (
     claim_pending,
+    events_of,
     parse_event,
     parse_inbox_entry,
     read_group,
@@ -286,7 +287,7 @@ class SchedulerClient:
         rows = await claim_pending(
             self._redis, self.keys.events(), RECORDER_GROUP, consumer, min_idle_ms=min_idle_ms, count=count
         )
-        return [parse_event(eid, f) for eid, f in rows]
+        return [event for eid, f in rows for event in events_of(eid, f)]
 
     async def ack_events(self, entry_ids: Sequence[str]) -> None:
         if entry_ids:

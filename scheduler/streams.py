@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 __all__ = (
     "ensure_group",
     "event_of",
+    "events_of",
     "parse_event",
     "parse_inbox_entry",
     "read_group",
@@ -76,8 +77,30 @@ def stream_entries(reply: Any) -> list[tuple[str, dict[str, bytes]]]:
 
 
 def stream_events(reply: Any) -> list[TaskEvent]:
-    """The events of an XREADGROUP reply on the events stream (`event_of` each entry)."""
-    return [event_of(entry_id, raw) for entry_id, raw in _raw_entries(reply)]
+    """The events of an XREADGROUP reply on the events stream (`events_of` each entry), in stream order."""
+    out: list[TaskEvent] = []
+    for entry_id, raw in _raw_entries(reply):
+        out += events_of(entry_id, raw)
+    return out
+
+
+def events_of(entry_id: str, raw: Any) -> list[TaskEvent]:
+    """An entry's events: one, or two for a result that implied its attempt's accept. complete.lua then writes
+    one `done` entry whose `running` field holds the implied `running` event's payload (seq one below, same
+    attempt, agent and time): one entry per result instead of two. Both events share the entry id."""
+    if isinstance(raw, dict) and b"task_id" in raw:
+        event = event_of(entry_id, raw)
+        running = raw.get(b"running")
+    else:
+        fields = _fields(raw)
+        event = parse_event(entry_id, fields)
+        running = fields.get("running")
+    if running is None:
+        return [event]
+    implied = msgspec.structs.replace(
+        event, seq=event.seq - 1, status="running", reason=None, payload_json=running, queued_ms=None
+    )
+    return [implied, event]
 
 
 def parse_inbox_entry(entry_id: str, f: dict[str, bytes]) -> InboxEntry:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -77,17 +76,26 @@ class TaskContext(Generic[R_co]):
         self.attempt = attempt
         self.type = task_type
         self.resources = resources
-        self.deadline = datetime.now(UTC) + timedelta(seconds=timeout_s) if timeout_s is not None else None
+        # The wall-clock deadline is built only when read (`deadline`): most handlers never look.
+        self._deadline_wall = time.time() + timeout_s if timeout_s is not None else None
         self._deadline_monotonic = time.monotonic() + timeout_s if timeout_s is not None else None
         self.credentials = credentials
         self._sink = sink
         self._stream_sink = stream_sink or _no_stream
         self._stream = StreamText()
         self._loop = loop
-        # Two flags: a threading.Event for sync handlers polling from their thread, and an asyncio.Event
-        # for async code that wants to await the cancel. Both are set on the loop's thread.
-        self._cancelled = threading.Event()
-        self._cancelled_async = asyncio.Event()
+        # A plain flag, set once on the loop's thread and read from any (a sync handler polls it from its own);
+        # the asyncio.Event for code that awaits the cancel is made only when someone does. Every task used to
+        # build a threading.Event (a Condition and its lock) and an asyncio.Event that nearly none waits on.
+        self._cancelled = False
+        self._cancelled_async: asyncio.Event | None = None
+
+    @property
+    def deadline(self) -> datetime | None:
+        """When the server times the task out (aware UTC), None when unknown."""
+        if self._deadline_wall is None:
+            return None
+        return datetime.fromtimestamp(self._deadline_wall, UTC)
 
     @property
     def cancelled(self) -> bool:
@@ -95,10 +103,14 @@ class TaskContext(Generic[R_co]):
 
         Async handlers are also cancelled through asyncio; sync handlers (run in a thread) must poll this.
         """
-        return self._cancelled.is_set()
+        return self._cancelled
 
     async def wait_cancelled(self) -> None:
         """Return once the task is cancelled."""
+        if self._cancelled_async is None:
+            self._cancelled_async = asyncio.Event()
+            if self._cancelled:
+                self._cancelled_async.set()
         await self._cancelled_async.wait()
 
     def remaining_s(self) -> float | None:
@@ -183,8 +195,9 @@ class TaskContext(Generic[R_co]):
 
     def mark_cancelled(self) -> None:
         """Mark the task cancelled. Called by the runtime on the loop's thread, not by handlers."""
-        self._cancelled.set()
-        self._cancelled_async.set()
+        self._cancelled = True
+        if self._cancelled_async is not None:
+            self._cancelled_async.set()
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

@@ -279,7 +279,8 @@ class Jobs:
             stream_sink=lambda piece: self._send_stream(job, piece),
             credentials=submit.credentials,
         )
-        logger.debug("task started", extra=job.log_extra(self._agent_id))
+        if logger.isEnabledFor(logging.DEBUG):  # not even the record's extra dict per task otherwise
+            logger.debug("task started", extra=job.log_extra(self._agent_id))
         return await execute(self._registry.get(submit.type), msgspec.json.encode(submit.input), job.ctx)
 
     def _late_accept(self, job: Job) -> None:
@@ -326,11 +327,12 @@ class Jobs:
                 retry_delay_s=outcome.retry_delay_s,
             )
             self._track(key, "error", message)
-        logger.debug(
-            "task finished: %s",
-            "result" if isinstance(outcome, Succeeded) else outcome.error,
-            extra={"task_id": task_id, "attempt": attempt, "agent_id": self._agent_id},
-        )
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "task finished: %s",
+                "result" if isinstance(outcome, Succeeded) else outcome.error,
+                extra={"task_id": task_id, "attempt": attempt, "agent_id": self._agent_id},
+            )
 
     def _track(self, key: TaskKey, kind: FrameKind, message: TaskAccept | TaskResult | TaskError) -> str:
         """Send a frame and keep it in the outbox until the server acknowledges it; returns its id."""

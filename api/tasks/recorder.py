@@ -164,7 +164,10 @@ class Recorder(BackgroundLoop):
                 self.consumer, block_ms=0, count=min(self._batch_size, self._max_batch - len(events))
             )
             events.extend(more)
-        if hold and self._hold_s > 0 and len(events) < self._max_batch:
+        if hold and self._hold_s > 0:
+            # Also when the batch filled: a burst of young events is what holding is for (applied now, their
+            # tasks' rows would be updated again by the results a moment later). Events of a real backlog are
+            # old, so none of them is held.
             events, self._held = _split_young(events, time.time() - self._hold_s)
         if not events:
             return 0

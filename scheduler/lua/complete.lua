@@ -9,7 +9,8 @@
 -- two ('' when absent) are the attempt's earlier status events as the task hash keeps them (the `assigned`
 -- one, and the `running` one when this call implied the accept): the result writer puts them on the row
 -- with the outcome, so the recorder finds nothing left to write for a quick task. A repeat of the
--- finishing frame is 'duplicate'. A task still `assigned` records `running` first (the accept the result implies), then `done`.
+-- finishing frame is 'duplicate'. A task still `assigned` records `running` first (the accept the result implies), then `done`;
+-- in the events stream both are the one `done` entry (its `running` field holds the implied event's payload).
 -- A task canceled while this attempt ran (same attempt and agent) takes the attempt's result once, as the
 -- partial output of the canceled task: 'ok' with status 'canceled', no event, the status stays.
 -- Invariant: a task finishes once; the slot is freed exactly once.
@@ -39,12 +40,15 @@ for b = 9, #ARGV, 5 do
     r = { refused, '', f[1] or '', '', '' }
   else
     local extra = { 'fin', attempt .. ':' .. agent .. ':done' }
-    local running = ''
+    local running, streamed = '', nil
     if f[1] == 'assigned' then
-      implied_accept(id, f, attempt, agent, false, extra)
+      -- The implied `running` rides the `done` entry of the events stream (field `running`, its payload; the
+      -- reader makes it the event before `done`): one entry per result, not two.
+      implied_accept(id, f, attempt, agent, false, extra, true)
       running = extra[4]
+      streamed = { 'running', running }
     end
-    local seq = finish_fenced(id, f, 'done', attempt, agent, '', extra)
+    local seq = finish_fenced(id, f, 'done', attempt, agent, '', extra, streamed)
     if keep_ms > 0 and output ~= '' then redis.call('SET', P .. ':out:' .. id, output, 'PX', keep_ms) end
     local freed = slots[agent]
     if freed == nil then

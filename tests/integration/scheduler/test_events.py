@@ -192,3 +192,31 @@ async def test_no_key_without_ttl_after_a_full_cycle(sched, service, make_agent,
     # Every queue, registry and timer index drained with the tasks.
     for empty in (keys.queues(), keys.routes(), keys.delayed(), keys.deadlines()):
         assert empty not in left
+
+
+async def test_a_result_that_implies_the_accept_is_one_stream_entry_read_as_two_events(
+    sched: SchedulerClient, service, make_agent, redis_client
+) -> None:  # type: ignore[no-untyped-def]
+    """complete.lua writes the implied `running` into its `done` entry; readers (the recorder's read and the
+    claim of another replica's unacknowledged entries) get both events, `running` first, as the history has them."""
+    a = make_agent("a")
+    await a.online()
+    await sched.enqueue(spec("t1"))
+    await service.run_until_idle()
+    (entry,) = await a.inbox()
+    applied = await sched.complete(entry.task_id, entry.attempt, "a")  # no accept: the result implies it
+    assert applied.status == "done"
+    assert await redis_client.xlen(sched.keys.events()) == 2  # `assigned`, then `done` carrying `running`
+    read = await sched.read_events("rec-1", block_ms=0, count=100)
+    claimed = await sched.claim_events_pending("rec-2", min_idle_ms=0)
+    history = {e.seq: e for e in await sched.history("t1")}
+    for events in (read, claimed):
+        assert [(e.seq, e.status) for e in events] == [(2, "assigned"), (3, "running"), (4, "done")]
+        running, done = events[1], events[2]
+        assert running.entry_id == done.entry_id
+        assert (running.attempt, running.agent_id, running.at_ms) == (done.attempt, done.agent_id, done.at_ms)
+        assert running.reason is None
+        assert running.queued_ms is None
+        # The implied event's payload is the one watchers got and the replay history keeps.
+        assert running.payload_json == history[3].payload_json
+        assert json.loads(running.payload_json)["status"] == "running"

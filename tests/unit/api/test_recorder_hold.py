@@ -3,7 +3,9 @@ none when its result's write carried them)."""
 
 from __future__ import annotations
 
-from api.tasks.recorder import _split_young
+import time
+
+from api.tasks.recorder import Recorder, _split_young
 from scheduler.types import TaskEvent
 
 NOW_MS = 1_000_000
@@ -53,3 +55,46 @@ def test_a_task_with_stream_pieces_is_never_held() -> None:
     piece = TaskEvent(**{**{f: getattr(piece, f) for f in piece.__slots__}, "type": "task/stream"})
     events = [ev("s", 2, "running", 10), piece]
     assert _split_young(events, (NOW_MS - 200) / 1000) == (events, [])
+
+
+class _Stream:
+    """The scheduler client as the recorder's loop uses it: a stream of events read in batches, acks kept."""
+
+    def __init__(self, events: list[TaskEvent]) -> None:
+        self.events = events
+        self.acked: list[str] = []
+
+    async def read_events(self, consumer: str, *, block_ms: int, count: int) -> list[TaskEvent]:
+        batch, self.events = self.events[:count], self.events[count:]
+        return batch
+
+    async def ack_events(self, entry_ids: list[str]) -> None:
+        self.acked += entry_ids
+
+
+class _Sessions:
+    """Stands in for the sessionmaker: the recorder only needs one to find its process' result writer."""
+
+    kw: dict[str, object] = {}
+
+
+async def test_a_burst_of_young_events_that_fills_the_batch_is_still_held() -> None:
+    """A burst fills the recorder's whole batch with tasks assigned a moment ago: applied at once, each of their
+    rows would be written now and again by its result a moment later. Held, the results' writes carry them."""
+    now_ms = int(time.time() * 1000)
+    young = [
+        TaskEvent(f"{i}-0", f"t{i}", "u", 2, "task/status", "assigned", 1, "a", now_ms, None, b"{}") for i in range(25)
+    ]
+    stream = _Stream(young)
+    recorder = Recorder(stream, _Sessions(), batch_size=10, max_batch=20)  # type: ignore[arg-type]
+    applied: list[TaskEvent] = []
+
+    async def apply(events: list[TaskEvent]) -> None:
+        applied.extend(events)
+
+    recorder.apply = apply  # type: ignore[method-assign]
+    assert await recorder.run_once(hold=True) == 0  # 20 read (a full batch), all young: none applied
+    assert applied == []
+    assert stream.acked == []
+    assert await recorder.run_once(block_ms=0) == 25  # not holding (a drain): the held ones and the rest
+    assert [e.task_id for e in applied] == [f"t{i}" for i in range(25)]
