@@ -35,6 +35,9 @@ MAX_PENDING_FRAMES = 1000
 MAX_PENDING_BYTES = 16 * 1024 * 1024
 """Bytes of those frames; with the count it bounds what one agent can make the server hold."""
 UNAVAILABLE = "temporarily unavailable, resend later"
+MAX_GROUP = 200
+"""Progress items per group call (as many as the scheduler's batched call takes from single frames): a batch frame
+holds up to 1,000 items, and one script call over all of them would hold Redis for every other client meanwhile."""
 
 
 class AgentFrameChains(AgentFrames):
@@ -133,15 +136,17 @@ class AgentFrameChains(AgentFrames):
     def _send_group(self) -> None:
         """Hand the gathered progress items to the scheduler as one group and stop gathering (before any await:
         a gathered item holds its task's chain and its share of the backlog until it is sent)."""
-        group, self._grouped = self._grouped, None
-        if not group:
+        gathered, self._grouped = self._grouped, None
+        if not gathered:
             return
-        frames = [
-            (job.progress.task_id, job.progress.attempt, self.agent_id, progress_json(job.progress))
-            for _, job in group
-            if job.progress is not None
-        ]
-        self._scheduler.progress_many(frames).add_done_callback(partial(self._group_done, group))
+        for start in range(0, len(gathered), MAX_GROUP):
+            group = gathered[start : start + MAX_GROUP]
+            frames = [
+                (job.progress.task_id, job.progress.attempt, self.agent_id, progress_json(job.progress))
+                for _, job in group
+                if job.progress is not None
+            ]
+            self._scheduler.progress_many(frames).add_done_callback(partial(self._group_done, group))
 
     def _group_done(self, group: list[tuple[str, _Job]], future: asyncio.Future[list[Applied]]) -> None:
         """A group's answers, item by item as `_progress_done` gives them; their tasks' next progress frames

@@ -14,6 +14,7 @@ import msgspec
 import pytest
 import redis.exceptions
 
+from api.ws import agent_chains
 from protocol.envelope import encode_batch, encode_payload
 from protocol.messages import Batch, TaskAccept, TaskProgress
 from scheduler.client import SchedulerClient
@@ -122,9 +123,16 @@ async def _answers(peer: Peer, refs: set[str]) -> dict[str, str]:
     return errors
 
 
-async def _messages(stack: Stack, task_id: str) -> list[str]:
-    history = await stack.scheduler.history(task_id)
-    return [msgspec.json.decode(e.payload_json).get("message") for e in history if e.type == "task/progress"]
+async def _messages(stack: Stack, task_id: str, want: list[str]) -> list[str]:
+    """The task's progress messages once they are `want` (or whatever they are after a short wait)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 2.0
+    while True:
+        history = await stack.scheduler.history(task_id)
+        got = [msgspec.json.decode(e.payload_json).get("message") for e in history if e.type == "task/progress"]
+        if got == want or loop.time() > deadline:
+            return got
+        await asyncio.sleep(0.02)
 
 
 def _progress_batch(items: Sequence[tuple[str, int, str]]) -> tuple[list[str], str]:
@@ -154,8 +162,8 @@ async def test_a_batch_frames_progress_goes_as_one_group_with_each_answer_and_or
     await peer.send_raw(frame)
 
     assert await _answers(peer, {refs[2]}) == {refs[2]: "stale_attempt"}
-    assert await _messages(stack, one) == ["a", "b"]
-    assert await _messages(stack, two) == ["x", "y"]
+    assert await _messages(stack, one, ["a", "b"]) == ["a", "b"]
+    assert await _messages(stack, two, ["x", "y"]) == ["x", "y"]
     # The idle tasks' first items in one group, then the next item of each (their chains) in another; "b" goes
     # after the refusal's answer, from the handler that sends it.
     assert groups == [2, 2]
@@ -184,5 +192,25 @@ async def test_a_group_lost_to_a_storage_error_answers_each_item_and_its_tasks_g
 
     assert await _answers(peer, set(refs[:2])) == {refs[0]: "service_unavailable", refs[1]: "service_unavailable"}
     assert failures == 0
-    assert await _messages(stack, one) == ["kept"]
-    assert await _messages(stack, two) == []
+    assert await _messages(stack, one, ["kept"]) == ["kept"]
+    assert await _messages(stack, two, []) == []
+
+
+async def test_a_group_over_its_bound_is_cut_into_calls_in_order(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    peer, attempts = await _two_running(stack)
+    (one, a1), (two, a2) = sorted(attempts.items())
+    groups: list[list[str]] = []
+    original = SchedulerClient.progress_many
+
+    def counted(self: SchedulerClient, frames: Sequence[tuple[str, int, str, bytes]]) -> asyncio.Future[list[Applied]]:
+        groups.append([frame[0] for frame in frames])
+        return original(self, frames)
+
+    monkeypatch.setattr(SchedulerClient, "progress_many", counted)
+    monkeypatch.setattr(agent_chains, "MAX_GROUP", 1)
+    _, frame = _progress_batch([(one, a1, "a"), (two, a2, "x"), (one, a1, "b")])
+    await peer.send_raw(frame)
+
+    assert await _messages(stack, one, ["a", "b"]) == ["a", "b"]
+    assert await _messages(stack, two, ["x"]) == ["x"]
+    assert groups == [[one], [two], [one]]
