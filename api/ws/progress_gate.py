@@ -7,7 +7,6 @@ attempt's result), so the last progress state is never lost. Pure, no I/O.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -33,9 +32,6 @@ class ProgressGate:
         self._max_tracked = max_tracked
         self._buckets: OrderedDict[_Key, tuple[float, float]] = OrderedDict()
         self._held: dict[_Key, TaskProgress] = {}
-        self._next_due = math.inf
-        """No held frame is due before this time: until then `due` answers without a scan (the session's reader
-        asks on every frame it reads while anything is held, and a scan spends a bucket per held attempt)."""
 
     @property
     def holding(self) -> bool:
@@ -49,25 +45,13 @@ class ProgressGate:
         key = (progress.task_id, progress.attempt)
         if key not in self._held and self._spend(key, now):
             return True
-        if key not in self._held:
-            self._next_due = min(self._next_due, self._due_at(key))
         self._held[key] = progress
         return False
 
     def due(self, now: float) -> list[TaskProgress]:
         """Held frames whose token came back; they count as applied now."""
-        if now < self._next_due:
-            return []
         ready = [key for key in self._held if self._spend(key, now)]
-        frames = [self._held.pop(key) for key in ready]
-        self._next_due = min((self._due_at(key) for key in self._held), default=math.inf)
-        return frames
-
-    def _due_at(self, key: _Key) -> float:
-        """When the attempt's bucket holds a whole token again (a held attempt's bucket is below one, so the
-        refill is not capped before then)."""
-        tokens, at = self._buckets[key]
-        return at + (1.0 - tokens) / self._rate
+        return [self._held.pop(key) for key in ready]
 
     def take(self, task_id: str, attempt: int) -> TaskProgress | None:
         """The attempt's held frame (to apply before its result), and forget the attempt."""

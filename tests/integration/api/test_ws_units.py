@@ -77,25 +77,6 @@ def test_progress_gate_rate_zero_admits_every_frame() -> None:
     assert not gate.holding
 
 
-def test_progress_gate_releases_each_held_frame_when_its_token_is_back_and_scans_nothing_before() -> None:
-    gate = ProgressGate(10.0)  # a token every 0.1 s
-    first, second = (TaskProgress(task_id=t, attempt=1, data=t) for t in ("a", "b"))
-    assert gate.admit(TaskProgress(task_id="a", attempt=1, data=0), 0.0)
-    assert gate.admit(TaskProgress(task_id="b", attempt=1, data=0), 0.05)
-    assert not gate.admit(first, 0.01)  # due at 0.1
-    assert not gate.admit(second, 0.06)  # due at 0.15
-    spent: list[tuple[str, int]] = []
-    spend = gate._spend
-    gate._spend = lambda key, now: spent.append(key) or spend(key, now)  # type: ignore[method-assign]
-    assert gate.due(0.09) == []
-    assert spent == []  # before the earliest held frame's time: no bucket looked at
-    assert gate.due(0.101) == [first]
-    assert gate.due(0.12) == []
-    assert gate.due(0.151) == [second]
-    assert not gate.holding
-    assert gate.due(10.0) == []
-
-
 def test_registry_agent_watchers_are_the_all_subscribers() -> None:
     registry = SessionRegistry()
     task_watcher, owner_watcher, admin_watcher = _Session(), _Session(), _Session()
