@@ -138,6 +138,14 @@ class SchedulerClient:
             raise ValueError("payload_json must be a JSON object")
         return self._progress.submit((task_id, attempt, agent_id, payload_json))
 
+    def progress_many(self, frames: Sequence[tuple[str, int, str, bytes]]) -> asyncio.Future[list[Applied]]:
+        """`progress_soon` for several frames (task id, attempt, agent id, payload JSON) with one future for
+        all their answers, in order: one done callback for a batch frame's progress instead of one per item."""
+        for frame in frames:
+            if not frame[3].startswith(b"{"):
+                raise ValueError("payload_json must be a JSON object")
+        return self._progress.submit_many(frames)
+
     async def stream(self, task_id: str, attempt: int, agent_id: str, offset: int, delta: str) -> Applied:
         """Append a `task/stream` piece at `offset` (UTF-8 bytes of the attempt's stream before it).
 

@@ -35,6 +35,9 @@ MAX_PENDING_FRAMES = 1000
 MAX_PENDING_BYTES = 16 * 1024 * 1024
 """Bytes of those frames; with the count it bounds what one agent can make the server hold."""
 UNAVAILABLE = "temporarily unavailable, resend later"
+MAX_GROUP = 200
+"""Progress items per group call (as many as the scheduler's batched call takes from single frames): a batch frame
+holds up to 1,000 items, and one script call over all of them would hold Redis for every other client meanwhile."""
 
 
 class AgentFrameChains(AgentFrames):
@@ -50,6 +53,8 @@ class AgentFrameChains(AgentFrames):
     _wound_down: bool
     _room: asyncio.Event
     _backlogged: bool
+    _grouped: list[tuple[str, _Job]] | None
+    """While a batch frame is routed (or a group's answers handled): progress items gathered for one group call."""
 
     def _has_room(self) -> bool:
         return self._pending < MAX_PENDING_FRAMES and self._pending_bytes < MAX_PENDING_BYTES
@@ -111,10 +116,14 @@ class AgentFrameChains(AgentFrames):
 
     def _start(self, task_id: str, job: _Job) -> None:
         """Start the task's next frame. A progress frame with a free slot joins the turn's batched script
-        call and is answered in a callback; any other frame gets a handler that also runs the ones queued
-        behind it (one task per busy task id, not per frame)."""
+        call and is answered in a callback (while a batch frame is routed, its progress items join as one
+        group: one future and one callback for all); any other frame gets a handler that also runs the ones
+        queued behind it (one task per busy task id, not per frame)."""
         progress = job.progress
         if progress is not None and self._progress_lane.try_acquire():
+            if self._grouped is not None:
+                self._grouped.append((task_id, job))
+                return
             future = self._scheduler.progress_soon(
                 progress.task_id, progress.attempt, self.agent_id, progress_json(progress)
             )
@@ -124,18 +133,53 @@ class AgentFrameChains(AgentFrames):
         self._runners.add(runner)
         runner.add_done_callback(self._runners.discard)
 
-    def _progress_done(self, task_id: str, job: _Job, future: asyncio.Future[Applied]) -> None:
-        """A progress frame applied from a callback: what its handler would do, then the task's next frame.
+    def _send_group(self) -> None:
+        """Hand the gathered progress items to the scheduler as one group and stop gathering (before any await:
+        a gathered item holds its task's chain and its share of the backlog until it is sent)."""
+        gathered, self._grouped = self._grouped, None
+        if not gathered:
+            return
+        for start in range(0, len(gathered), MAX_GROUP):
+            group = gathered[start : start + MAX_GROUP]
+            frames = [
+                (job.progress.task_id, job.progress.attempt, self.agent_id, progress_json(job.progress))
+                for _, job in group
+                if job.progress is not None
+            ]
+            self._scheduler.progress_many(frames).add_done_callback(partial(self._group_done, group))
 
-        A refusal (or the storage error's answer) goes ahead of the task's next frame, as a handler would send it.
-        """
+    def _group_done(self, group: list[tuple[str, _Job]], future: asyncio.Future[list[Applied]]) -> None:
+        """A group's answers, item by item as `_progress_done` gives them; their tasks' next progress frames
+        (if idle otherwise) are sent as a group again."""
+        self._grouped = []
+        try:
+            exc = None if future.cancelled() else future.exception()
+            if future.cancelled() or exc is not None:
+                for task_id, job in group:
+                    self._progress_answered(task_id, job, None, exc)
+            else:
+                for (task_id, job), applied in zip(group, future.result(), strict=True):
+                    self._progress_answered(task_id, job, applied, None)
+        finally:
+            self._send_group()
+
+    def _progress_done(self, task_id: str, job: _Job, future: asyncio.Future[Applied]) -> None:
+        """A progress frame applied from a callback: what its handler would do, then the task's next frame."""
+        if future.cancelled():
+            self._progress_answered(task_id, job, None, None)
+        else:
+            exc = future.exception()
+            self._progress_answered(task_id, job, future.result() if exc is None else None, exc)
+
+    def _progress_answered(self, task_id: str, job: _Job, applied: Applied | None, exc: BaseException | None) -> None:
+        """A refusal (or the storage error's answer) goes ahead of the task's next frame, as a handler would send it;
+        no answer and no exception: cancelled (the session is closing)."""
         self._progress_lane.release()
         progress = job.progress
         answer: ErrorFrame | None = None
-        if progress is not None and not future.cancelled():
-            exc = future.exception()
-            if exc is None:
-                answer = self._progress_applied(job.ref, progress, future.result())
+        if progress is not None:
+            if applied is not None:
+                answer = self._progress_applied(job.ref, progress, applied)
             elif isinstance(exc, TRANSIENT):
                 logger.warning(
                     "frame task/progress not applied (storage error)",
@@ -143,7 +187,7 @@ class AgentFrameChains(AgentFrames):
                     exc_info=exc,
                 )
                 answer = ErrorFrame.of(ErrorCode.SERVICE_UNAVAILABLE, UNAVAILABLE, ref=job.ref)
-            else:
+            elif exc is not None:
                 self._fail(exc)
         self._finished(job)
         waiting = self._chains.get(task_id)

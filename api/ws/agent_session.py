@@ -126,6 +126,7 @@ class AgentSession(AgentFrameChains):
         """Loop time of the last frame received (any frame, well-formed or not)."""
         self._renewed_at = 0.0
         """Loop time of the last presence renewal."""
+        self._grouped = None
         self._backlogged = False
         """True while the reader waits for the backlog of this agent's frames to shrink."""
         self._reconciled = False
@@ -257,11 +258,20 @@ class AgentSession(AgentFrameChains):
         """Each item as if it came alone, in order (its share of the frame's size); a bad item is refused by its id."""
         items = decode_batch(frame, accept=AGENT_SENDS)
         share = self.conn.last_frame_chars // len(items)
-        for item in items:
-            if isinstance(item, ProtocolError):
-                await self.conn.send(ErrorFrame.from_error(item))
-            elif not self._has_room() or not self._take(item, share):
-                await self._route(item, share)
+        # Progress items whose task is idle gather into one group call (`_start`); sent before any await here.
+        self._grouped = []
+        try:
+            for item in items:
+                if isinstance(item, ProtocolError):
+                    self._send_group()
+                    await self.conn.send(ErrorFrame.from_error(item))
+                    self._grouped = []
+                elif not self._has_room() or not self._take(item, share):
+                    self._send_group()
+                    await self._route(item, share)
+                    self._grouped = []
+        finally:
+            self._send_group()
 
     async def _route(self, frame: Frame, size: int | None = None) -> None:
         if size is None:

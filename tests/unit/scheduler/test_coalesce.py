@@ -54,3 +54,29 @@ async def test_a_submitted_item_joins_the_turns_batch_without_awaiting() -> None
     assert batches == [[1, 2]]  # the submitted item and the awaited call share one batch
     await asyncio.sleep(0)  # done callbacks run on the next turn
     assert answered == [2]
+
+
+async def test_items_submitted_together_get_one_future_of_their_results_in_turn_order() -> None:
+    batches: list[list[int]] = []
+
+    async def run(items: Sequence[int]) -> list[int]:
+        batches.append(list(items))
+        return [i * 2 for i in items]
+
+    coalescer: Coalescer[int, int] = Coalescer(run, max_batch=3)
+    alone = coalescer.submit(1)
+    together = coalescer.submit_many([2, 3, 4])
+    last = coalescer.submit(5)
+    assert await together == [4, 6, 8]
+    assert (await alone, await last) == (2, 10)
+    # Cut at callers' boundaries: the group is never split, so its items stay in one call, in order.
+    assert batches == [[1], [2, 3, 4], [5]]
+
+
+async def test_a_wrong_number_of_results_fails_the_callers_instead_of_leaving_them_waiting() -> None:
+    async def run(items: Sequence[int]) -> list[int]:
+        return [0]
+
+    coalescer: Coalescer[int, int] = Coalescer(run)
+    outcomes = await asyncio.gather(coalescer.submit_many([1, 2]), coalescer.submit(3), return_exceptions=True)
+    assert all(isinstance(o, ValueError) for o in outcomes)
