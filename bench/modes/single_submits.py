@@ -66,7 +66,7 @@ def submitter_cpu_s(children: list[Child]) -> float:
 
 
 def client_figures(children: list[Child], cpu_before_s: float, submits: int, http_client: str) -> dict[str, Any]:
-    """The load generator's own cost: its CPU per submit and its share of a core (the `client` cost role
+    """The load generator's own cost over the submitting window: its CPU per submit (the `client` cost role
     also holds the driver and, in open_loop, the watcher)."""
     used_s = submitter_cpu_s(children) - cpu_before_s
     return {"http_client": http_client, "cpu_ms_per_submit": round(used_s * 1000 / max(1, submits), 3)}
