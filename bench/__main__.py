@@ -96,6 +96,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="streaming: the agents send a loop turn's frames as one `batch` frame, as taskyard's worker does "
         "(default), or one WebSocket frame each, as an agent of the base protocol",
     )
+    parser.add_argument(
+        "--http-client",
+        choices=("lean", "httpx"),
+        default="lean",
+        help="submit_seq, submit_concurrent, open_loop: taskyard's submitters send over a lean keep-alive client "
+        "under uvloop (`lean`, default: a load generator's cost) or over httpx (`httpx`: a Python user's client, "
+        "several times the API's CPU per POST); the peers always use their own enqueue call",
+    )
     parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "bench" / "results")
     for flag, default, _quick, text in SIZES:
         kind = float if isinstance(default, float) else int

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from bench.children import go_all, start_all, stop_all
 from bench.figures import open_loop_figures
 from bench.modes import ALL_SYSTEMS, TASKYARD, Metric, Mode
-from bench.modes.single_submits import submitters
+from bench.modes.single_submits import client_figures, submitter_cpu_s, submitters
 from bench.peers.driver import peer_action
 from bench.ty.pgview import DoneCounter
 from bench.ty.system import describe, setup_text, taskyard_system
@@ -34,13 +34,15 @@ async def _taskyard(ctx: RunContext, log_dir: Path, procs: int) -> dict[str, Any
         await watcher.start()
         try:
             params = [{"rate": a.rate / procs, "duration_s": a.duration_s, "warmup": CLIENT_WARMUP}] * procs
-            children = submitters(ty, "open_loop", params)
+            children = submitters(ty, "open_loop", params, a.http_client)
             await start_all(children, ready_timeout_s=60)
             async with DoneCounter(ty.db) as done:
                 await done.wait_for(CLIENT_WARMUP * procs, timeout_s=60)
             before = await ty.meter.open_window()
+            client_cpu_s = submitter_cpu_s(children)
             results = await go_all(children, timeout_s=a.duration_s + a.timeout_s)
             samples = [s for r in results for s in r["samples"]]
+            client = client_figures(children, client_cpu_s, len(samples), a.http_client)
             watcher.track([s[4] for s in samples if s[4] is not None])
             with contextlib.suppress(TimeoutError):
                 await watcher.wait_tracked(a.drain_s)
@@ -56,12 +58,14 @@ async def _taskyard(ctx: RunContext, log_dir: Path, procs: int) -> dict[str, Any
                 refused[status] = refused.get(status, 0) + count
         result = {
             "refused": refused,
+            "client": client,
             **open_loop_figures([s[:4] for s in samples], rate=a.rate, duration_s=a.duration_s),
             "not_done": sum(
                 1 for s in samples if s[4] is not None and watcher.ended_status.get(s[4], "done") != "done"
             ),
             "setup": setup_text(ctx, a.workers, a.concurrency)
-            + f"; POST /api/tasks from {procs} process(es); results from a watcher socket",
+            + f"; POST /api/tasks from {procs} process(es) ({a.http_client} HTTP client)"
+            + "; results from a watcher socket",
             "cost": cost,
         }
         return describe(result, ty)
@@ -102,6 +106,7 @@ MODE = Mode(
         Metric("backlog slope /s", ("backlog_slope_per_s",), has_ratio=False),
         Metric("late submits", ("late_submits",), has_ratio=False),
         Metric("CPU ms/task (system)", ("cost", "cpu_ms_per_unit_system")),
+        Metric("submitter CPU ms/submit", ("client", "cpu_ms_per_submit"), has_ratio=False),
     ),
     run=run,
     note="due->result counts from when a submit was due by the schedule; backlog = due but not finished, "

@@ -11,6 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from bench.children import Child, go_all, start_all, stop_all
+from bench.cpu import cpu_by_pid, group_pids
 from bench.figures import merge_submits, submit_figures
 from bench.modes import TASKYARD
 from bench.peers.driver import peer_action
@@ -40,11 +41,13 @@ def _refused(results: list[dict[str, Any]]) -> dict[str, int]:
     return out
 
 
-def submitters(ty: TySystem, action: str, params: list[dict[str, Any]]) -> list[Child]:
+def submitters(ty: TySystem, action: str, params: list[dict[str, Any]], http_client: str) -> list[Child]:
     """Client processes of the project's venv running `bench.ty.submitter` (token in the environment)."""
     children = []
     for i, p in enumerate(params):
-        argv = ty.child_argv("bench.ty.submitter", "--base-url", ty.stack.base_url, "--action", action)
+        argv = ty.child_argv(
+            "bench.ty.submitter", "--base-url", ty.stack.base_url, "--action", action, "--http-client", http_client
+        )
         child = Child(
             f"submitter-{i}",
             [*argv, "--params", json.dumps(p)],
@@ -57,6 +60,18 @@ def submitters(ty: TySystem, action: str, params: list[dict[str, Any]]) -> list[
     return children
 
 
+def submitter_cpu_s(children: list[Child]) -> float:
+    """CPU seconds the submitter processes (and anything they forked) have used so far."""
+    return sum(cpu_by_pid([pid for child in children for pid in group_pids(child.pid)]).values())
+
+
+def client_figures(children: list[Child], cpu_before_s: float, submits: int, http_client: str) -> dict[str, Any]:
+    """The load generator's own cost over the submitting window: its CPU per submit (the `client` cost role
+    also holds the driver and, in open_loop, the watcher)."""
+    used_s = submitter_cpu_s(children) - cpu_before_s
+    return {"http_client": http_client, "cpu_ms_per_submit": round(used_s * 1000 / max(1, submits), 3)}
+
+
 async def _taskyard(ctx: RunContext, log_dir: Path, n: int, clients: int, procs: int) -> dict[str, Any]:
     a = ctx.args
     async with taskyard_system(ctx, log_dir, workers=a.workers, concurrency=a.concurrency) as ty:
@@ -64,13 +79,15 @@ async def _taskyard(ctx: RunContext, log_dir: Path, n: int, clients: int, procs:
             {"n": count, "clients": share, "warmup": CLIENT_WARMUP}
             for count, share in zip(_shares(n, procs), _shares(clients, procs), strict=True)
         ]
-        children = submitters(ty, "submits", params)
+        children = submitters(ty, "submits", params, a.http_client)
         readies = await start_all(children, ready_timeout_s=60)
         async with DoneCounter(ty.db) as done:
             await done.wait_for(sum(r["warm"] for r in readies), timeout_s=60)
             base = await done.count()
             before = await ty.meter.open_window()
+            client_cpu_s = submitter_cpu_s(children)
             results = await go_all(children, timeout_s=a.timeout_s)
+            client = client_figures(children, client_cpu_s, n, a.http_client)
             refused = _refused(results)
             accepted = n - sum(refused.values())
             drained = await done.wait_for(base + accepted, timeout_s=a.timeout_s)
@@ -82,8 +99,10 @@ async def _taskyard(ctx: RunContext, log_dir: Path, n: int, clients: int, procs:
         result = {
             **submit_figures(raw),
             "refused": refused,
+            "client": client,
             "setup": setup_text(ctx, a.workers, a.concurrency)
-            + f"; {clients} client(s) in {procs} process(es), one POST /api/tasks at a time each",
+            + f"; {clients} client(s) in {procs} process(es), one POST /api/tasks at a time each"
+            + f" ({a.http_client} HTTP client)",
             "cost": cost,
         }
         return describe(result, ty)

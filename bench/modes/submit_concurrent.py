@@ -31,7 +31,9 @@ MODE = Mode(
         Metric("answer p99 ms", ("answer_ms", "p99")),
         Metric("CPU ms/task (system)", ("cost", "cpu_ms_per_unit_system")),
         Metric("Redis cmds/task", ("cost", "redis_commands_per_unit")),
+        Metric("submitter CPU ms/submit", ("client", "cpu_ms_per_submit"), has_ratio=False),
     ),
     run=run,
-    note="client CPU is the bench's own (cost line `client`); check it stays below a core per process",
+    note="client CPU is the bench's own (cost line `client`; the submitters alone: `submitter CPU`); check it "
+    "stays below a core per process",
 )

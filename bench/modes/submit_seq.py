@@ -27,6 +27,7 @@ MODE = Mode(
         Metric("answer p99 ms", ("answer_ms", "p99")),
         Metric("CPU ms/task (system)", ("cost", "cpu_ms_per_unit_system")),
         Metric("Redis cmds/task", ("cost", "redis_commands_per_unit")),
+        Metric("submitter CPU ms/submit", ("client", "cpu_ms_per_submit"), has_ratio=False),
     ),
     run=run,
     note="taskyard: POST /api/tasks answered after the row is committed; peers: their enqueue call returned",
