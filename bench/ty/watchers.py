@@ -22,12 +22,14 @@ from typing import Any
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosedOK
 
 from bench.childio import emit, wait_command
 
 TERMINAL = {"done", "failed", "canceled"}
 WATCHED = {"task/status", "task/progress"}
 CONNECTS_IN_FLIGHT = 50
+PARSE_CACHE_FRAMES = 256
 
 
 class Data(msgspec.Struct):
@@ -71,6 +73,84 @@ class TaskTrack:
     gaps: int = 0
     out_of_order: int = 0
 
+    def take(self, seqs: list[int]) -> None:
+        """The task's seqs in one frame, in arrival order, one by one."""
+        for seq in seqs:
+            if seq == self.last + 1:
+                self.received += 1
+                self.last = seq
+            elif seq <= self.last:
+                self.out_of_order += 1
+            else:
+                self.gaps += seq - self.last - 1
+                self.received += 1
+                self.last = seq
+
+
+@dataclass(slots=True)
+class Parsed:
+    """What one received frame carries, per task, for the order checks of every socket that gets it.
+
+    `runs`: per task (first seen first), its seqs in arrival order, and whether they count up by one
+    (then a socket checks only the first against what it had: the same answer as one by one).
+    """
+
+    runs: list[tuple[str, int, int, list[int] | None]]
+    """(task id, first seq, last seq, the seqs when they do not simply count up by one, else None)."""
+    sent_at: list[float]
+    """The agent's send time of each progress event carrying one (`data.t`)."""
+    events: int
+    progress: int
+    terminal: list[tuple[str, int]]
+
+
+def parse(raw: bytes | str) -> Parsed:
+    msg = _decode(raw)
+    # Negotiated `batch`: the server sends what waits for this socket as one frame, items in order.
+    items = (msg.payload.frames or []) if msg.type == "batch" and msg.payload is not None else (msg,)
+    seqs: dict[str, list[int]] = {}
+    sent_at: list[float] = []
+    terminal: list[tuple[str, int]] = []
+    events = progress = 0
+    for item in items:
+        payload = item.payload
+        if item.type not in WATCHED or payload is None:
+            continue
+        events += 1
+        seqs.setdefault(payload.task_id, []).append(payload.seq)
+        if item.type == "task/progress":
+            progress += 1
+            if payload.data is not None and payload.data.t is not None:
+                sent_at.append(payload.data.t)
+        elif payload.status in TERMINAL:
+            terminal.append((payload.task_id, payload.seq))
+    runs = [
+        (task_id, run[0], run[-1], None if run == list(range(run[0], run[0] + len(run))) else run)
+        for task_id, run in seqs.items()
+    ]
+    return Parsed(runs, sent_at, events, progress, terminal)
+
+
+class ParseCache:
+    """Parsed frames by their bytes: the server sends the same shared chunk (same text, same envelope id)
+    to every socket watching the same tasks, so a process parses it once, not once per socket.
+    Bounded: the frames of one delivery round arrive close together."""
+
+    def __init__(self, size: int = PARSE_CACHE_FRAMES) -> None:
+        self._size = size
+        self._parsed: dict[bytes | str, Parsed] = {}
+        self.hits = 0
+
+    def get(self, raw: bytes | str) -> Parsed:
+        parsed = self._parsed.get(raw)
+        if parsed is not None:
+            self.hits += 1
+            return parsed
+        parsed = self._parsed[raw] = parse(raw)
+        if len(self._parsed) > self._size:
+            del self._parsed[next(iter(self._parsed))]
+        return parsed
+
 
 @dataclass
 class Tally:
@@ -78,7 +158,9 @@ class Tally:
 
     tracks: list[dict[str, TaskTrack]] = field(default_factory=list)
     final_seq: dict[str, int] = field(default_factory=dict)
-    latencies_us: list[int] = field(default_factory=list)
+    arrivals: list[tuple[float, list[float]]] = field(default_factory=list)
+    """(arrival time, the agent send times of its progress events) per frame: latencies are worked out at
+    report time, off the receiving path."""
     progress: int = 0
     events: int = 0
     frames: int = 0
@@ -87,28 +169,28 @@ class Tally:
     last_progress_at: float | None = None
     closed: list[str] = field(default_factory=list)
 
-    def on_event(self, tracks: dict[str, TaskTrack], kind: str, payload: Payload, now: float) -> None:
-        task_id, seq = payload.task_id, payload.seq
-        self.events += 1
-        track = tracks.setdefault(task_id, TaskTrack())
-        if seq == track.last + 1:
-            track.received += 1
-            track.last = seq
-        elif seq <= track.last:
-            track.out_of_order += 1
-        else:
-            track.gaps += seq - track.last - 1
-            track.received += 1
-            track.last = seq
-        if kind == "task/progress":
-            self.progress += 1
-            data = payload.data
-            if data is not None and data.t is not None:
-                self.latencies_us.append(int((now - data.t) * 1e6))
+    def on_frame(self, tracks: dict[str, TaskTrack], parsed: Parsed, now: float) -> None:
+        """One socket's frame: every task's seqs checked against what this socket had (exactly as one by one)."""
+        self.frames += 1
+        self.events += parsed.events
+        for task_id, first, last, irregular in parsed.runs:
+            track = tracks.get(task_id)
+            if track is None:
+                track = tracks[task_id] = TaskTrack()
+            if irregular is None and first == track.last + 1:
+                track.received += last - first + 1
+                track.last = last
+            else:
+                track.take(irregular if irregular is not None else list(range(first, last + 1)))
+        if parsed.progress:
+            self.progress += parsed.progress
+            if parsed.sent_at:
+                self.arrivals.append((now, parsed.sent_at))
             self.first_progress_at = self.first_progress_at or now
             self.last_progress_at = now
-        elif payload.status in TERMINAL:
-            self.final_seq[task_id] = max(self.final_seq.get(task_id, 0), seq)
+        for task_id, seq in parsed.terminal:
+            if seq > self.final_seq.get(task_id, 0):
+                self.final_seq[task_id] = seq
 
     def report(self) -> dict[str, Any]:
         """Per socket and task: missing = the task's last seq (its terminal event) minus what arrived in order."""
@@ -133,7 +215,7 @@ class Tally:
             "incomplete_socket_tasks": incomplete,
             "first_progress_at": self.first_progress_at,
             "last_progress_at": self.last_progress_at,
-            "latencies_us": self.latencies_us,
+            "latencies_us": [int((now - t) * 1e6) for now, sent in self.arrivals for t in sent],
             "closed": self.closed,
         }
 
@@ -160,21 +242,16 @@ async def open_watcher(url: str, token: str) -> ClientConnection:
                 raise RuntimeError(f"subscribe refused: {item['payload']}")
 
 
-async def read(conn: ClientConnection, tally: Tally, tracks: dict[str, TaskTrack]) -> None:
+async def read(conn: ClientConnection, tally: Tally, tracks: dict[str, TaskTrack], cache: ParseCache) -> None:
     try:
-        async for raw in conn:
-            now = time.perf_counter()
-            msg = _decode(raw)
-            tally.frames += 1
-            # Negotiated `batch`: the server sends what waits for this socket as one frame, items in order.
-            items = (msg.payload.frames or []) if msg.type == "batch" and msg.payload is not None else (msg,)
-            for item in items:
-                if item.type in WATCHED and item.payload is not None:
-                    tally.on_event(tracks, item.type, item.payload, now)
+        while True:
+            raw = await conn.recv(decode=False)  # bytes: no UTF-8 decode of what msgspec parses anyway
+            now = time.perf_counter()  # arrival, before any parsing
+            tally.on_frame(tracks, cache.get(raw), now)
+    except ConnectionClosedOK:
+        tally.closed.append(f"closed {conn.close_code}")
     except Exception as exc:  # the socket is the boundary: keep the reason for the report
         tally.closed.append(repr(exc)[:200])
-    else:
-        tally.closed.append(f"closed {conn.close_code}")
 
 
 async def run(url: str, params: dict[str, Any]) -> None:
@@ -187,11 +264,12 @@ async def run(url: str, params: dict[str, Any]) -> None:
 
     conns = await asyncio.gather(*(opened() for _ in range(int(params["sockets"]))))
     tally = Tally()
+    cache = ParseCache()
     readers = []
     for conn in conns:
         tracks: dict[str, TaskTrack] = {}
         tally.tracks.append(tracks)
-        readers.append(asyncio.create_task(read(conn, tally, tracks)))
+        readers.append(asyncio.create_task(read(conn, tally, tracks, cache)))
     emit({"ready": {"sockets": len(conns)}})
     await asyncio.to_thread(wait_command, "report")
     for reader in readers:
