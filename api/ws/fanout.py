@@ -53,8 +53,10 @@ _RETRY_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 WATCHING_TTL_S = 30.0
 """How long this process' `{P}:watching` entry lasts unless refreshed."""
 WATCHING_REFRESH_S = 10.0
-SLICE_SESSIONS = 32
-"""Sessions handed events per loop turn (so other work, an agent's frames first, runs between slices)."""
+SLICE_SESSIONS = 8
+"""Sessions handed events per loop turn (so other work, an agent's frames first, runs between slices).
+Each woken writer sends its chunk in the next turn; 8 against 32 halved the agent's result-ack p99 while
+1,000 sockets were fed (docs/benchmarks.md), at some cost to the fan-out's own latency; 4 was worse on both."""
 
 
 class WatchMessage(msgspec.Struct, rename="camel", frozen=True):
