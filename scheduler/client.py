@@ -52,6 +52,12 @@ __all__ = ("SchedulerClient",)
 ENQUEUE_CHUNK = 200
 
 
+def _require_object(payload_json: bytes) -> None:
+    """The progress script splices `seq` after the payload's opening brace: anything but an object is a bug."""
+    if not payload_json.startswith(b"{"):
+        raise ValueError("payload_json must be a JSON object")
+
+
 class SchedulerClient:
     """The API's handle on queues, agent frames, presence, inboxes and events.
 
@@ -134,16 +140,14 @@ class SchedulerClient:
 
     def progress_soon(self, task_id: str, attempt: int, agent_id: str, payload_json: bytes) -> asyncio.Future[Applied]:
         """`progress` without the await: the future of this frame's share of the turn's batched call."""
-        if not payload_json.startswith(b"{"):
-            raise ValueError("payload_json must be a JSON object")
+        _require_object(payload_json)
         return self._progress.submit((task_id, attempt, agent_id, payload_json))
 
     def progress_many(self, frames: Sequence[tuple[str, int, str, bytes]]) -> asyncio.Future[list[Applied]]:
         """`progress_soon` for several frames (task id, attempt, agent id, payload JSON) with one future for
         all their answers, in order: one done callback for a batch frame's progress instead of one per item."""
         for frame in frames:
-            if not frame[3].startswith(b"{"):
-                raise ValueError("payload_json must be a JSON object")
+            _require_object(frame[3])
         return self._progress.submit_many(frames)
 
     async def stream(self, task_id: str, attempt: int, agent_id: str, offset: int, delta: str) -> Applied:

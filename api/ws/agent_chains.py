@@ -35,6 +35,8 @@ MAX_PENDING_FRAMES = 1000
 MAX_PENDING_BYTES = 16 * 1024 * 1024
 """Bytes of those frames; with the count it bounds what one agent can make the server hold."""
 UNAVAILABLE = "temporarily unavailable, resend later"
+ProgressFrame = tuple[str, int, str, bytes]
+"""What the scheduler's progress call takes per frame: task id, attempt, agent id, payload JSON."""
 MAX_GROUP = 200
 """Progress items per group call (as many as the scheduler's batched call takes from single frames): a batch frame
 holds up to 1,000 items, and one script call over all of them would hold Redis for every other client meanwhile."""
@@ -53,7 +55,7 @@ class AgentFrameChains(AgentFrames):
     _wound_down: bool
     _room: asyncio.Event
     _backlogged: bool
-    _grouped: list[tuple[str, _Job]] | None
+    _grouped: list[tuple[str, _Job, ProgressFrame]] | None
     """While a batch frame is routed (or a group's answers handled): progress items gathered for one group call."""
 
     def _has_room(self) -> bool:
@@ -122,7 +124,9 @@ class AgentFrameChains(AgentFrames):
         progress = job.progress
         if progress is not None and self._progress_lane.try_acquire():
             if self._grouped is not None:
-                self._grouped.append((task_id, job))
+                self._grouped.append(
+                    (task_id, job, (progress.task_id, progress.attempt, self.agent_id, progress_json(progress)))
+                )
                 return
             future = self._scheduler.progress_soon(
                 progress.task_id, progress.attempt, self.agent_id, progress_json(progress)
@@ -141,24 +145,20 @@ class AgentFrameChains(AgentFrames):
             return
         for start in range(0, len(gathered), MAX_GROUP):
             group = gathered[start : start + MAX_GROUP]
-            frames = [
-                (job.progress.task_id, job.progress.attempt, self.agent_id, progress_json(job.progress))
-                for _, job in group
-                if job.progress is not None
-            ]
+            frames = [frame for _, _, frame in group]
             self._scheduler.progress_many(frames).add_done_callback(partial(self._group_done, group))
 
-    def _group_done(self, group: list[tuple[str, _Job]], future: asyncio.Future[list[Applied]]) -> None:
+    def _group_done(self, group: list[tuple[str, _Job, ProgressFrame]], future: asyncio.Future[list[Applied]]) -> None:
         """A group's answers, item by item as `_progress_done` gives them; their tasks' next progress frames
         (if idle otherwise) are sent as a group again."""
         self._grouped = []
         try:
             exc = None if future.cancelled() else future.exception()
             if future.cancelled() or exc is not None:
-                for task_id, job in group:
+                for task_id, job, _ in group:
                     self._progress_answered(task_id, job, None, exc)
             else:
-                for (task_id, job), applied in zip(group, future.result(), strict=True):
+                for (task_id, job, _), applied in zip(group, future.result(), strict=True):
                     self._progress_answered(task_id, job, applied, None)
         finally:
             self._send_group()
