@@ -174,6 +174,8 @@ class FrameSocket:
             if direct is not None:
                 if direct.paused():
                     await direct.wait_writable()
+                    if self.closed:  # closed while the peer was not reading
+                        return
                 if not direct.write(wire if wire is not None else text_frame(text.encode())):
                     self.closed = True
                     raise PeerGoneError
