@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import redis.exceptions
 from sqlalchemy import select
@@ -147,20 +147,24 @@ class ClientSession(Session):
             del self._last_seq[next(iter(self._last_seq))]
         self._enqueue(event.frame)
 
-    def take_chunk(self, chunk: EventChunk) -> bool:
-        """Take a chunk of live events from the fan-out as one outbox entry; False: deliver them one by one.
+    def take_chunk(self, chunk: EventChunk, wire: bytes | None = None) -> Literal["queued", "written"] | None:
+        """Take a chunk of live events from the fan-out as one outbox entry; None: deliver them one by one.
 
         Only while this session watches `all` and nothing else, with `batch` negotiated: then it wants
         every event the fan-out groups for it, and none can be a duplicate (see the module docstring).
+        With `wire` (the chunk's frame bytes, built once for every socket) and nothing queued before it,
+        the chunk is written to the transport now: no outbox entry, no writer woken.
         """
         if not (self._simple and self._all and not self._tasks and self._batches()):
-            return False
+            return None
         last = self._last_seq
         last.update(chunk.last_seq)
         while len(last) > MAX_TRACKED_TASKS:
             del last[next(iter(last))]
+        if wire is not None and not self._outbox and self.conn.write_now(wire):
+            return "written"
         self._enqueue(chunk, len(chunk.frames))
-        return True
+        return "queued"
 
     def _batches(self) -> bool:
         return self.features is not None and FEATURE_BATCH in self.features

@@ -33,6 +33,7 @@ import redis.asyncio
 import redis.exceptions
 
 from api.ws.control import apply_control
+from api.ws.direct import text_frame
 from api.ws.events import EventChunk, WatchEvent, chunk_events
 from api.ws.framing import CloseCode
 from api.ws.pubsub import PubSubReader
@@ -54,9 +55,12 @@ WATCHING_TTL_S = 30.0
 """How long this process' `{P}:watching` entry lasts unless refreshed."""
 WATCHING_REFRESH_S = 10.0
 SLICE_SESSIONS = 8
-"""Sessions handed events per loop turn (so other work, an agent's frames first, runs between slices).
+"""Session writers woken per loop turn (so other work, an agent's frames first, runs between slices).
 Each woken writer sends its chunk in the next turn; 8 against 32 halved the agent's result-ack p99 while
-1,000 sockets were fed (docs/benchmarks.md), at some cost to the fan-out's own latency; 4 was worse on both."""
+1,000 sockets were fed through the ASGI send (docs/benchmarks.md); 4 was worse on both."""
+SLICE_S = 0.001
+"""Time one loop turn may spend writing chunks straight to transports (api/ws/direct.py) before the
+loop's other work (an agent's frames) gets its turn."""
 
 
 class WatchMessage(msgspec.Struct, rename="camel", frozen=True):
@@ -279,13 +283,14 @@ class Fanout:
 
     # --- delivery rounds --------------------------------------------------------------------
     #
-    # Why rounds and slices: every session handed events wakes its writer, and a writer's send costs tens of
-    # microseconds. Handing a thousand sessions their events at once makes one loop turn of a thousand
-    # sends, and every await of an agent's frame (its script call, its commit, its ack) waits behind such
-    # turns. So a round hands out at most SLICE_SESSIONS sessions' worth per loop turn, and events read
-    # meanwhile wait for the next round, which takes them all: the busier the fan-out, the larger its
-    # chunks, the fewer its sends. Rounds run in order, so each session still gets each task's events in
-    # order.
+    # Why rounds and slices: a socket write costs microseconds (straight to the transport) to tens of them
+    # (through a woken writer and the ASGI send). Handing a thousand sessions their events at once makes one
+    # loop turn of a thousand writes, and every await of an agent's frame (its script call, its commit, its
+    # ack) waits behind such turns. So a round hands out per loop turn what fits in SLICE_S, or until
+    # SLICE_SESSIONS writers were woken, and events read meanwhile wait for the next round, which takes
+    # them all: the busier the fan-out, the larger its chunks, the fewer its writes. Rounds run in order,
+    # and a session writes directly only when nothing of its own is queued, so each session still gets
+    # each task's events in order.
 
     def _schedule_pump(self) -> None:
         if not self._pump_scheduled:
@@ -308,18 +313,35 @@ class Fanout:
         self._round.extend(self._group(events))
         self._hand_out(None)
 
-    def _hand_out(self, budget: int | None) -> None:
-        """Give up to `budget` sessions (None: all) their share of the current round."""
-        while self._round and (budget is None or budget > 0):
+    def _hand_out(self, woken_budget: int | None) -> None:
+        """Give sessions their share of the current round: all of them (budget None), or until
+        `woken_budget` writers were woken or SLICE_S of this turn went by, whichever comes first."""
+        if woken_budget is None:
+            while self._round:
+                delivery = self._round.popleft()
+                for session in delivery.sessions[delivery.next :]:
+                    _give(session, delivery)
+            return
+        clock = time.perf_counter
+        deadline = clock() + SLICE_S
+        woken = 0
+        while self._round:
             delivery = self._round[0]
-            stop = len(delivery.sessions) if budget is None else min(len(delivery.sessions), delivery.next + budget)
-            for session in delivery.sessions[delivery.next : stop]:
-                _give(session, delivery.events, delivery.chunks)
-            if budget is not None:
-                budget -= stop - delivery.next
-            delivery.next = stop
-            if stop == len(delivery.sessions):
+            sessions = delivery.sessions
+            index = delivery.next
+            end = len(sessions)
+            while index < end:
+                woken += _give(sessions[index], delivery)
+                index += 1
+                # A write to a loopback socket costs ~2 us per KiB in the kernel (the peer's receive path
+                # runs in ours): a round's chunk of tens of KiB makes each write far dearer than the clock.
+                if woken >= woken_budget or clock() > deadline:
+                    break
+            delivery.next = index
+            if index == end:
                 self._round.popleft()
+            if woken >= woken_budget or clock() > deadline:
+                return
 
     def _group(self, events: list[WatchEvent]) -> list[_Delivery]:
         """Events (in publish order) grouped by who wants them.
@@ -364,14 +386,30 @@ class _Delivery:
     events: list[WatchEvent]
     chunks: list[EventChunk]
     next: int = 0
+    wires: list[bytes] | None = None
+    """Each chunk's WebSocket frame bytes, built on first use and written as is to every direct socket."""
+
+    def wire(self, index: int) -> bytes:
+        if self.wires is None:  # once per group, for all its sessions
+            self.wires = [text_frame(chunk.text().encode()) for chunk in self.chunks]
+        return self.wires[index]
 
 
-def _give(session: Watcher, events: list[WatchEvent], chunks: list[EventChunk]) -> None:
-    """A session that takes chunks gets the group's chunks; any other its events one by one."""
+def _give(session: Watcher, delivery: _Delivery) -> bool:
+    """A session that takes chunks gets the group's chunks; any other its events one by one.
+
+    True when the session's writer was woken (it sends on a later loop turn); False when everything
+    went straight to its transport.
+    """
     take = getattr(session, "take_chunk", None)
-    if take is not None and take(chunks[0]):
-        for chunk in chunks[1:]:
-            take(chunk)
-    else:
-        for event in events:
-            session.deliver(event)
+    chunks = delivery.chunks
+    if take is not None:
+        taken = take(chunks[0], delivery.wire(0))
+        if taken is not None:
+            woken: bool = taken == "queued"
+            for index in range(1, len(chunks)):
+                woken = take(chunks[index], delivery.wire(index)) == "queued" or woken
+            return woken
+    for event in delivery.events:
+        session.deliver(event)
+    return True

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from litestar.exceptions import WebSocketDisconnect
 
+from api.ws.direct import direct_writer, text_frame
 from protocol.envelope import Frame, decode_frame, encode_frame
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import ErrorFrame
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
     from litestar import WebSocket
 
+    from api.ws.direct import DirectWriter
     from protocol.messages import Message
 
 __all__ = ("CloseCode", "FrameSocket", "PeerGoneError", "SessionClosed", "ViolationBudget")
@@ -87,7 +89,11 @@ def _utf8_len_over(text: str, limit: int) -> bool:
 
 
 class FrameSocket:
-    """A Litestar WebSocket seen as a stream of decoded frames, with one lock around sends."""
+    """A Litestar WebSocket seen as a stream of decoded frames, with one lock around sends.
+
+    Sends go straight to the transport when the server offers it (`api.ws.direct`), else through the
+    ASGI `send`; either way one frame at a time, in the order sent.
+    """
 
     def __init__(
         self,
@@ -108,6 +114,7 @@ class FrameSocket:
         """Length of the last text frame received (what a caller holding decoded frames accounts for)."""
         self.closed = False
         self.close_code: int | None = None
+        self.direct: DirectWriter | None = direct_writer(getattr(socket, "scope", {}))
 
     async def receive(self, timeout_s: float | None = None) -> Frame | None:
         """The next well-formed frame, or None after a bad one was answered with an `error` frame.
@@ -154,8 +161,8 @@ class FrameSocket:
         """Encode and send one frame (dropped silently once the socket is closing)."""
         await self.send_text(encode_frame(message).decode())
 
-    async def send_text(self, text: str) -> None:
-        """Send one already-encoded frame.
+    async def send_text(self, text: str, wire: bytes | None = None) -> None:
+        """Send one already-encoded frame (`wire`: its WebSocket frame bytes when already built).
 
         Raises:
             PeerGoneError: the connection is gone.
@@ -163,12 +170,30 @@ class FrameSocket:
         async with self._send_lock:
             if self.closed:
                 return
+            direct = self.direct
+            if direct is not None:
+                if direct.paused():
+                    await direct.wait_writable()
+                    if self.closed:  # closed while the peer was not reading
+                        return
+                if not direct.write(wire if wire is not None else text_frame(text.encode())):
+                    self.closed = True
+                    raise PeerGoneError
+                return
             try:
                 await self.socket.send_text(text)
             except (WebSocketDisconnect, OSError, RuntimeError) as exc:
                 # uvicorn raises ClientDisconnected (an OSError) or RuntimeError after the peer left.
                 self.closed = True
                 raise PeerGoneError from exc
+
+    def write_now(self, wire: bytes) -> bool:
+        """Write whole frames now, without waiting, when nothing stands before them: a direct writer, no
+        send in progress, the transport not paused. False: nothing written (send it the usual way)."""
+        direct = self.direct
+        if direct is None or self.closed or self._send_lock.locked() or direct.paused():
+            return False
+        return direct.write(wire)
 
     async def close(self, code: int, reason: str = "", *, timeout_s: float = 2.0) -> None:
         """Close once; later calls and a peer that already left are no-ops.
