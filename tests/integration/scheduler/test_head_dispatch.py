@@ -201,7 +201,9 @@ async def test_a_paused_task_type_makes_the_head_call_decline_and_stays_queued(
     assert [e.task_id for e in await agent.inbox()][-1] == "paused"
 
 
-async def test_the_head_call_of_a_lone_task_reads_no_hold_set(private_redis: redis.asyncio.Redis) -> None:
+async def test_the_head_call_of_a_lone_task_reads_no_hold_set(
+    private_redis: redis.asyncio.Redis,  # noqa: F811  (the fixture imported above)
+) -> None:
     """With no operator hold, the head call's one EXISTS covers every hold key: no SCARD of the paused task
     types, SCARD only for the one agent re-checked."""
     clock = FakeClock()
@@ -220,4 +222,5 @@ async def test_the_head_call_of_a_lone_task_reads_no_hold_set(private_redis: red
         assert delta.get("evalsha", 0) == 1, delta  # the head call: no ordinary pass behind it
         assert delta.get("exists", 0) == 1, delta
         assert delta.get("scard", 0) == 1, delta
-        assert "sismember" not in delta and "smembers" not in delta, delta
+        assert "sismember" not in delta, delta
+        assert "smembers" not in delta, delta
