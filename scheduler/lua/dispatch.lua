@@ -7,8 +7,8 @@
 -- cannot know the queue yet): ARGV[8] '', KEYS[8] unused, ARGV[11] the presence version the candidates come from,
 -- ARGV[12] unused; ARGV[2] '' takes the time from the server (a real clock moved while the wake was awaited).
 -- The queue is the registry's first; its route info comes from the routes hash; the next queue's head is the
--- stop score. Returns {0, 'stale'} without a change when presence moved on or an operator hold exists (the
--- caller then makes an ordinary pass), and 'more' in place of 'empty'/'full' while other queues are registered.
+-- stop score. Returns {0, 'stale'} without a change when presence moved on or an operator hold exists (a
+-- drained agent, a paused route or task type; the caller then makes an ordinary pass), and 'more' in place of 'empty'/'full' while other queues are registered.
 -- ARGV[13..] candidate agent ids, least loaded first (the caller's guess; each is re-checked here: online
 --   lease, accepting, pin or capabilities, free slot; only as many as it takes to seat the heads read)
 -- Returns {dispatched count, why it stopped: 'empty' | 'full' | 'yield' | 'batch' (more may follow),
@@ -20,16 +20,19 @@
 -- event (one SISMEMBER more while some task type is paused).
 local route, qkey, info = ARGV[8], KEYS[8], ARGV[12]
 local max_n, ack_ms, stop = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local others = false
+local others, head = false, false
 if route == '' then
   if NOW == nil then
     local t = redis.call('TIME')
     NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   end
+  -- Any operator hold, paused task types included, leaves the call to the ordinary pass: so here no task type
+  -- is paused, and the per-call check of that set below is skipped (one command less per lone task).
   if (redis.call('GET', P .. ':presence') or '') ~= ARGV[11]
-    or redis.call('EXISTS', P .. ':ops:drained', P .. ':ops:paused_routes') > 0 then
+    or redis.call('EXISTS', P .. ':ops:drained', P .. ':ops:paused_routes', P .. ':ops:paused_types') > 0 then
     return { 0, 'stale' }
   end
+  head = true
   local reg = redis.call('ZRANGE', K_QUEUES, 0, 1, 'WITHSCORES')
   if #reg == 0 then return { 0, 'empty' } end
   route, qkey, others = reg[1], k_queue(reg[1]), #reg > 2
@@ -81,7 +84,7 @@ if want <= 0 then return reply(0, checked_all and 'full' or 'batch') end
 -- Paused task types (an operator hold) stay queued in place; up to MAX_SKIP of them are passed over
 -- per call to reach the tasks behind them.
 local K_PAUSED, MAX_SKIP = P .. ':ops:paused_types', 200
-local any_paused = redis.call('SCARD', K_PAUSED) > 0
+local any_paused = not head and redis.call('SCARD', K_PAUSED) > 0
 local limit = want + (any_paused and MAX_SKIP or 0)
 local heads = redis.call('ZRANGE', qkey, 0, limit - 1, 'WITHSCORES')
 if #heads == 0 then return reply(0, 'empty') end

@@ -8,6 +8,7 @@ Round trips are counted on the client's connections (one send per command or pip
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,10 +18,12 @@ from redis.asyncio.connection import Connection
 
 from scheduler.client import SchedulerClient
 from scheduler.clock import FakeClock, SystemClock
+from scheduler.keys import route_id
 from scheduler.service import SchedulerService
 from scheduler.settings import SchedulerSettings
+from scheduler.types import AgentSpec
 from tests.integration.scheduler.conftest import FakeAgent, spec
-from tests.integration.scheduler.test_command_count import private_redis  # noqa: F401  (a fixture)
+from tests.integration.scheduler.test_command_count import _commands, _delta, private_redis  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.redis
 
@@ -169,3 +172,55 @@ async def test_a_server_without_the_script_gets_an_ordinary_pass(private_redis: 
     await sched.enqueue(spec("after-flush"))  # (its own script object loads enqueue.lua again)
     assert await service.dispatch_on_wake() == 1  # the same call: no error reached the loop's back-off
     assert [e.task_id for e in await agent.inbox()] == ["warm-up", "after-flush"]
+
+
+async def test_a_paused_task_type_makes_the_head_call_decline_and_stays_queued(
+    sched: SchedulerClient,
+    sched_settings: SchedulerSettings,
+    clock: FakeClock,
+    make_agent,
+    counting,
+    redis_client: redis.asyncio.Redis,
+) -> None:
+    """A paused task type is an operator hold like the others: the head call, which does not check task types,
+    declines, and the ordinary pass leaves that type's tasks queued while it dispatches the rest."""
+    agent = make_agent("a1", concurrency=5)
+    await agent.online()
+    service = _service(counting, sched_settings, clock)
+    await sched.enqueue(spec("warm-up"))
+    assert await service.dispatch_once() == 1
+    await redis_client.sadd(sched.keys.paused_types(), "held")
+    await sched.enqueue(dataclasses.replace(spec("paused"), type="held"))
+    await sched.enqueue(spec("free"))
+    assert await service.dispatch_on_wake() == 1
+    assert [e.task_id for e in await agent.inbox()] == ["warm-up", "free"]
+    assert await redis_client.zcard(sched.keys.queue(route_id(None, ()))) == 1
+    await redis_client.srem(sched.keys.paused_types(), "held")
+    await redis_client.lpush(sched.keys.wake(), "1")  # as resuming a type wakes the dispatcher
+    assert await service.dispatch_on_wake() == 1
+    assert [e.task_id for e in await agent.inbox()][-1] == "paused"
+
+
+async def test_the_head_call_of_a_lone_task_reads_no_hold_set(
+    private_redis: redis.asyncio.Redis,  # noqa: F811  (the fixture imported above)
+) -> None:
+    """With no operator hold, the head call's one EXISTS covers every hold key: no SCARD of the paused task
+    types, SCARD only for the one agent re-checked."""
+    clock = FakeClock()
+    settings = SchedulerSettings(prefix="head", task_ttl_s=600, inbox_ttl_s=600)
+    sched = SchedulerClient(private_redis, prefix="head", clock=clock, settings=settings)
+    service = SchedulerService(private_redis, settings, clock, blocking_redis=private_redis)
+    for agent_id in ("a1", "a2"):
+        await sched.agent_online(AgentSpec(agent_id, "owner-1", (), 10, True), lease_s=600)
+    await sched.enqueue(spec("warm-up"))
+    assert await service.dispatch_once() == 1  # loads the scripts, reads presence
+    for i in range(5):
+        await sched.enqueue(spec(f"lone-{i}"))  # pushes the wake
+        before = await _commands(private_redis)
+        assert await service.dispatch_on_wake() == 1
+        delta = _delta(before, await _commands(private_redis))
+        assert delta.get("evalsha", 0) == 1, delta  # the head call: no ordinary pass behind it
+        assert delta.get("exists", 0) == 1, delta
+        assert delta.get("scard", 0) == 1, delta
+        assert "sismember" not in delta, delta
+        assert "smembers" not in delta, delta
