@@ -97,6 +97,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default), or one WebSocket frame each, as an agent of the base protocol",
     )
     parser.add_argument(
+        "--stream-beats",
+        choices=("lockstep", "both"),
+        default="both",
+        help="streaming: `lockstep` streams every task on one shared beat (all tasks start at once: ~K events "
+        "arrive together every 1/R s, the headline figures); `both` (default) then streams the same load again "
+        "with each task's beat at its own random phase, as independent agents send, reported as `staggered`",
+    )
+    parser.add_argument(
         "--http-client",
         choices=("lean", "httpx"),
         default="lean",

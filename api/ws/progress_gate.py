@@ -1,8 +1,9 @@
 """Coalescing of an agent's progress flood: per task attempt, a token bucket of `rate_per_s` frames a second
-(holding at most one second's worth) decides which progress frames reach the scheduler at once. A stream at or
-below the rate (jitter included) passes untouched, so the gate adds nothing when idle; only past the rate are
-frames held, and of those only the latest is kept and applied when a token comes back (or just before the
-attempt's result), so the last progress state is never lost. Pure, no I/O.
+(holding at most one second's worth, and full when the attempt starts) decides which progress frames reach the
+scheduler at once. A stream at or below the rate (jitter included) passes untouched, so the gate adds nothing
+when idle; only past the rate (once the first second's worth is spent) are frames held, and of those only the
+latest is kept and applied when a token comes back (or just before the attempt's result), so the last progress
+state is never lost. Pure, no I/O.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ class ProgressGate:
         self._rate = rate_per_s if rate_per_s > 0 else 0.0
         self.interval_s = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
         """Time for one token to come back: how soon a held frame may become due."""
-        # A new attempt starts with one token (its first frame goes out at once) and may save up to one
-        # second's worth while quiet, which absorbs the jitter of a stream running at the rate.
+        # A new attempt starts with a full bucket, one second's worth, and refills to it while quiet. The slack
+        # is what absorbs the jitter of a stream running at the rate: it spends a token as one comes back, so
+        # starting with one token left it none, and every frame a little early (after a late one) was held
+        # for a window, ~1/rate of added latency (docs/benchmarks.md, slice `stream` of 2026-11-29).
         self._burst = max(1.0, self._rate)
         self._max_tracked = max_tracked
         self._buckets: OrderedDict[_Key, tuple[float, float]] = OrderedDict()
@@ -63,7 +66,7 @@ class ProgressGate:
         """Take one token from the attempt's bucket if it has one (refilled for the time since its last use)."""
         state = self._buckets.get(key)
         if state is None:
-            tokens = 1.0
+            tokens = self._burst
         else:
             tokens, at = state
             tokens = min(self._burst, tokens + max(0.0, now - at) * self._rate)

@@ -2,6 +2,8 @@
 
 On each `task/submit` it accepts, sends `events` progress frames at `rate` per second (each carrying
 its send time, `data.t`, perf_counter: one clock for every process on the machine), then the result.
+With `"stagger": true` in the task's input each task starts its beat at a random point of one interval
+(`1/rate`), as independent agents would, instead of every task sending on the same beat (`stream_phase`).
 With `"batch": true` in its params it negotiates the `batch` feature and, like taskyard's own worker, sends
 what its tasks produced in one loop turn as one `batch` frame; without it, one WebSocket frame per frame
 (an agent written against the base protocol).
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import sys
 import time
 import traceback
@@ -31,6 +34,15 @@ from bench.childio import emit
 
 MAX_BATCH = 1000
 """Items per `batch` frame (docs/protocol.md)."""
+
+
+def stream_phase(spec: dict[str, Any], rng: random.Random) -> float:
+    """Seconds a task waits before its first progress frame: 0 on the shared beat (every task of a submit
+    starts at once, so their frames come in bursts), else a uniform point of one interval (`1/rate`)."""
+    rate = float(spec.get("rate", 1.0))
+    if not spec.get("stagger") or rate <= 0:
+        return 0.0
+    return rng.random() / rate
 
 
 def frame_item(type_: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -60,6 +72,7 @@ class StreamAgent:
         self.unacked_results = 0
         self.tasks_seen_before = 0
         self.cancels = 0
+        self._rng = random.Random()
 
     async def send(self, type_: str, payload: dict[str, Any], *, track: bool = False) -> asyncio.Future[None] | None:
         item = frame_item(type_, payload)
@@ -130,7 +143,7 @@ class StreamAgent:
         self.running[task_id] = attempt
         await self.send("task/accept", ref, track=True)
         events, rate = int(spec.get("events", 0)), float(spec.get("rate", 1.0))
-        started = time.perf_counter()
+        started = time.perf_counter() + stream_phase(spec, self._rng)
         for i in range(events):
             delay = started + i / rate - time.perf_counter()
             if delay > 0:

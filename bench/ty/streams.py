@@ -78,9 +78,12 @@ async def start_watchers(ty: TySystem, sockets: int, procs: int, token: str) -> 
     return children
 
 
-async def stream_tasks(rest: RestClient, count: int, *, events: int, rate: float) -> list[str]:
-    """Submit `count` streaming tasks (batches of 500); each streams `events` progress at `rate`/s."""
-    spec = {"events": events, "rate": rate}
+async def stream_tasks(rest: RestClient, count: int, *, events: int, rate: float, stagger: bool = False) -> list[str]:
+    """Submit `count` streaming tasks (batches of 500); each streams `events` progress at `rate`/s.
+    `stagger`: each task's beat starts at its own random point of one interval (`bench.ty.streamer`)."""
+    spec: dict[str, Any] = {"events": events, "rate": rate}
+    if stagger:
+        spec["stagger"] = True
     ids: list[str] = []
     for offset in range(0, count, 500):
         size = min(500, count - offset)

@@ -51,15 +51,24 @@ def test_violation_budget_allows_ten_per_window_and_forgets_old_ones() -> None:
 
 
 def test_progress_gate_coalesces_to_the_latest_frame() -> None:
-    gate = ProgressGate(10.0)  # one every 0.1 s
-    frames = [TaskProgress(task_id="t", attempt=1, data=i) for i in range(5)]
-    assert gate.admit(frames[0], 0.0)
-    assert not any(gate.admit(f, 0.01 * i) for i, f in enumerate(frames[1:], start=1))
+    gate = ProgressGate(10.0)  # one every 0.1 s, and a new attempt's first second's worth at once
+    frames = [TaskProgress(task_id="t", attempt=1, data=i) for i in range(15)]
+    assert all(gate.admit(f, 0.001 * i) for i, f in enumerate(frames[:10]))
+    assert not any(gate.admit(f, 0.001 * i) for i, f in enumerate(frames[10:], start=10))
     assert gate.holding
     assert gate.due(0.05) == []
-    assert gate.due(0.2) == [frames[4]]  # only the latest survives
+    assert gate.due(0.2) == [frames[14]]  # only the latest survives
     assert not gate.holding
     assert gate.admit(TaskProgress(task_id="t", attempt=2, data="other attempt"), 0.2)
+
+
+def test_progress_gate_holds_nothing_of_a_jittery_stream_at_the_rate() -> None:
+    """A stream sending exactly at the rate, each frame a few ms late or early: a bucket that started with one
+    token had none to spare, so an early frame after a late one waited a whole interval; a full one absorbs it."""
+    gate = ProgressGate(20.0)
+    times = [i * 0.05 + (0.004 if i % 2 else -0.004) for i in range(1, 200)]
+    assert all(gate.admit(TaskProgress(task_id="t", attempt=1, data=i), t) for i, t in enumerate(times))
+    assert not gate.holding
 
 
 def test_progress_gate_hands_over_the_held_frame_before_an_outcome() -> None:
