@@ -14,7 +14,6 @@ import redis.asyncio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from api.auth.identity import CurrentUser
-
 from api.db.base import utcnow
 from api.db.models.tasks import Task
 from api.db.session import DirectExecutor
