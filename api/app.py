@@ -156,6 +156,9 @@ def _core_lifespan(settings: ApiSettings, redis_url: str) -> Any:
             logger.info("api started env=%s", settings.env)
             yield
         finally:
+            group: SubmitGroup | None = getattr(app.state, "submit_group", None)
+            if group is not None:  # rows answered and committed, not yet enqueued
+                await group.drain()
             await app.state.redis_blocking.aclose()
             await app.state.redis.aclose()
             if app.state.db_direct is not None:

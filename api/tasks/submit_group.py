@@ -1,4 +1,5 @@
-"""Group commit for keyless single submits: concurrent POSTs share one multi-row INSERT and one enqueue."""
+"""Group commit for keyless single submits: concurrent POSTs share one multi-row INSERT and one enqueue,
+which follows their answers (`SubmitGroup`)."""
 
 from __future__ import annotations
 
@@ -97,10 +98,15 @@ class SubmitGroup:
 
     A submit arriving while no group is being written writes its own row at once (a sequential client
     waits for nothing). Those arriving while one is in flight wait and are written together when it
-    ends: one multi-row INSERT (its own transaction) and one enqueue call, each submit answered only
-    after both. A group INSERT the database refuses is retried row by row, so one bad row fails no
-    other; a row that still fails, or every row of a group whose connection failed, is reported for
-    its submit to retry alone through a session, with the same task id.
+    ends: one multi-row INSERT (its own transaction). A group INSERT the database refuses is retried row
+    by row, so one bad row fails no other; a row that still fails, or every row of a group whose
+    connection failed, is reported for its submit to retry alone through a session, with the same task id.
+
+    Each submit is answered once its row is committed; the enqueue follows (`enqueue_soon`), in commit
+    order, one script call for whatever committed meanwhile, and overlaps the next group's INSERT. A 2xx
+    still means a committed row: were the process to die before the enqueue, the reconciler enqueues the
+    row (api/tasks/reconciler.py). A cancel that reaches Redis first leaves a terminal task hash there
+    (scheduler/lua/cancel.lua), which the late enqueue finds and skips, so it cannot revive the task.
     """
 
     def __init__(
@@ -113,6 +119,9 @@ class SubmitGroup:
         self._busy = False
         self._waiting: list[_Member] = []
         self._flushes: set[asyncio.Task[None]] = set()
+        self._to_enqueue: list[Task] = []
+        """Committed rows not yet handed to the scheduler, in commit order."""
+        self._enqueuer: asyncio.Task[None] | None = None
 
     def params(self, task: Task, input_json: bytes | None = None) -> list[Any]:
         """The row's INSERT parameters (`input_json`: the task's input, already encoded)."""
@@ -125,7 +134,7 @@ class SubmitGroup:
         ]
 
     async def insert(self, task: Task, params: list[Any]) -> bool:
-        """True once the row is committed and the task enqueued; False when its INSERT failed."""
+        """True once the row is committed (its enqueue follows); False when its INSERT failed."""
         if self._busy:
             answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             self._waiting.append(_Member(task, params, answer))
@@ -161,8 +170,32 @@ class SubmitGroup:
 
     async def _flush(self, group: list[_Member]) -> list[bool]:
         committed = await self._insert(group)
-        await enqueue_committed(self._scheduler(), [m.task for m, ok in zip(group, committed, strict=True) if ok])
+        self.enqueue_soon([m.task for m, ok in zip(group, committed, strict=True) if ok])
         return committed
+
+    def enqueue_soon(self, tasks: list[Task]) -> None:
+        """Enqueue committed rows after the current step (the answer) goes out, in the order given here."""
+        if not tasks:
+            return
+        self._to_enqueue.extend(tasks)
+        if self._enqueuer is None:
+            self._enqueuer = asyncio.create_task(self._enqueue_pending(), name="submit-enqueue")
+
+    async def _enqueue_pending(self) -> None:
+        try:
+            while self._to_enqueue:
+                tasks, self._to_enqueue = self._to_enqueue, []
+                try:
+                    await enqueue_committed(self._scheduler(), tasks)  # logs a Redis failure itself
+                except Exception:  # no submit waits on it to see an error: log; the reconciler enqueues
+                    logger.exception("enqueue after commit failed count=%d", len(tasks))
+        finally:
+            self._enqueuer = None
+
+    async def drain(self) -> None:
+        """Wait until every committed row handed over so far went to the scheduler (shutdown, tests)."""
+        while self._enqueuer is not None:
+            await asyncio.shield(self._enqueuer)
 
     async def _insert(self, group: list[_Member]) -> list[bool]:
         try:

@@ -1,5 +1,6 @@
 """Group commit of keyless single submits (`SubmitGroup`) on real PostgreSQL and Redis: submits that
-arrive while a group is written share the next INSERT; a bad row fails alone. Counts, never timings."""
+arrive while a group is written share the next INSERT; a bad row fails alone; the enqueue follows the
+answer, and a cancel that comes first is not undone by it. Counts, never timings."""
 
 from __future__ import annotations
 
@@ -9,20 +10,26 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy.ext.asyncio import create_async_engine
+import redis.asyncio
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
+from api.auth.identity import CurrentUser
 from api.db.base import utcnow
 from api.db.models.tasks import Task
 from api.db.session import DirectExecutor
 from api.tasks import history
+from api.tasks.service import TaskService
 from api.tasks.submit_group import SubmitGroup
 from scheduler.client import SchedulerClient
+from scheduler.settings import SchedulerSettings
+from scheduler.types import TaskSpec
 from tests.integration.api.test_tasks_support import (  # noqa: F401 - fixtures, used by name
     Env,
     env_fixture,
     make_env_fixture,
     sched_fixture,
     sched_settings_fixture,
+    sessionmaker_fixture,
 )
 
 pytestmark = pytest.mark.redis
@@ -74,6 +81,7 @@ async def _submit_together(
     group = SubmitGroup(direct, lambda: sched)
     try:
         answers = await asyncio.gather(*(group.insert(t, group.params(t)) for t in tasks))
+        await group.drain()  # the enqueue follows the answers
     finally:
         await direct.close()
         await engine.dispose()
@@ -119,3 +127,58 @@ async def test_a_group_whose_connection_fails_sends_each_submit_back_alone(env: 
     assert sent == [1, 9]
     assert {row[0] for row in env.rows("SELECT id FROM tasks WHERE owner_id = :o", o=user.id)} == {tasks[0].id}
     assert await sched.known_task_ids({t.id for t in tasks}) == {tasks[0].id}
+
+
+class _HeldEnqueue(SchedulerClient):
+    """The scheduler client, its enqueue held until `release` is set (the window between answer and enqueue)."""
+
+    def __init__(self, redis_client: redis.asyncio.Redis, settings: SchedulerSettings) -> None:
+        super().__init__(redis_client, prefix=settings.prefix, settings=settings)
+        self.release = asyncio.Event()
+        self.enqueued: list[bool] = []
+
+    async def enqueue(self, spec: TaskSpec) -> bool:
+        await self.release.wait()
+        added = await super().enqueue(spec)
+        self.enqueued.append(added)
+        return added
+
+
+async def test_the_answer_comes_before_the_enqueue_and_a_cancel_in_between_holds(
+    env: Env,
+    sched: SchedulerClient,
+    redis_client: redis.asyncio.Redis,
+    sched_settings: SchedulerSettings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    if not env.database_url.startswith("postgresql"):
+        pytest.skip("the direct INSERT is PostgreSQL only")
+    caller = env.user()
+    user = CurrentUser(id=caller.id, email=caller.email, name="T", role="user", jti="j", token_exp=2**40)
+    task = _task(user.id, 1)
+    held = _HeldEnqueue(redis_client, sched_settings)
+    engine = create_async_engine(env.database_url)
+    direct = DirectExecutor(engine)
+    group = SubmitGroup(direct, lambda: held)
+    try:
+        assert await group.insert(task, group.params(task))  # answered: the row is committed ...
+        assert env.rows("SELECT status FROM tasks WHERE id = :i", i=task.id) == [("queued",)]
+        assert await sched.known_task_ids({task.id}) == set()  # ... and Redis has not heard of it yet
+
+        # The client cancels at once: Redis does not know the task, so the database records the cancel alone.
+        async with sessionmaker() as session:
+            await TaskService(session, sched).cancel(user, task.id)
+            await session.commit()
+
+        held.release.set()
+        await group.drain()
+    finally:
+        await direct.close()
+        await engine.dispose()
+
+    assert held.enqueued == [False]  # the late enqueue ran and found the task known: it stored nothing
+    assert await redis_client.hget(sched.keys.task(task.id), "status") == b"canceled"
+    assert set((await sched.queue_depths()).values()) == {0}
+    status, history = env.rows("SELECT status, history FROM tasks WHERE id = :i", i=task.id)[0]
+    assert status == "canceled"
+    assert [(entry[0], entry[1]) for entry in history] == [(1, "queued"), (2, "canceled")]
