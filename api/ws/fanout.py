@@ -25,7 +25,6 @@ import logging
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -33,8 +32,8 @@ import redis.asyncio
 import redis.exceptions
 
 from api.ws.control import apply_control
-from api.ws.direct import text_frame
-from api.ws.events import EventChunk, WatchEvent, chunk_events
+from api.ws.delivery import Delivery, give
+from api.ws.events import WatchEvent, chunk_events
 from api.ws.framing import CloseCode
 from api.ws.pubsub import PubSubReader
 from protocol.envelope import MESSAGE_TYPES, encode_raw_frame
@@ -131,7 +130,7 @@ class Fanout:
         self._marking: set[asyncio.Task[None]] = set()
         self._pending: list[WatchEvent] = []
         """Events read since the current delivery round started; the next round takes them all."""
-        self._round: deque[_Delivery] = deque()
+        self._round: deque[Delivery] = deque()
         """What the current round still has to hand to sessions, in order."""
         self._pump_scheduled = False
         self._ids = _FrameIds()
@@ -320,7 +319,7 @@ class Fanout:
             while self._round:
                 delivery = self._round.popleft()
                 for session in delivery.sessions[delivery.next :]:
-                    _give(session, delivery)
+                    give(session, delivery)
             return
         clock = time.perf_counter
         deadline = clock() + SLICE_S
@@ -331,7 +330,7 @@ class Fanout:
             index = delivery.next
             end = len(sessions)
             while index < end:
-                woken += _give(sessions[index], delivery)
+                woken += give(sessions[index], delivery)
                 index += 1
                 # A write to a loopback socket costs ~2 us per KiB in the kernel (the peer's receive path
                 # runs in ours): a round's chunk of tens of KiB makes each write far dearer than the clock.
@@ -343,7 +342,7 @@ class Fanout:
             if woken >= woken_budget or clock() > deadline:
                 return
 
-    def _group(self, events: list[WatchEvent]) -> list[_Delivery]:
+    def _group(self, events: list[WatchEvent]) -> list[Delivery]:
         """Events (in publish order) grouped by who wants them.
 
         A task's events share their targets, so they sit in one group, in order; a group's events are
@@ -365,7 +364,7 @@ class Fanout:
                 of_task[event.task_id] = targets
             if targets:
                 groups.setdefault(targets, []).append(event)
-        return [_Delivery(list(targets), grouped, chunk_events(grouped)) for targets, grouped in groups.items()]
+        return [Delivery(list(targets), grouped, chunk_events(grouped)) for targets, grouped in groups.items()]
 
     def dispatch_raw(self, raw: bytes) -> int:
         """Deliver one published watch message now, after whatever was read before it; returns how many want it."""
@@ -376,40 +375,3 @@ class Fanout:
         self._pending.append(event)
         self._flush_all()
         return wanted
-
-
-@dataclass(eq=False, slots=True)
-class _Delivery:
-    """One group of a round: its sessions, how far the round got through them, and what each gets."""
-
-    sessions: list[Watcher]
-    events: list[WatchEvent]
-    chunks: list[EventChunk]
-    next: int = 0
-    wires: list[bytes] | None = None
-    """Each chunk's WebSocket frame bytes, built on first use and written as is to every direct socket."""
-
-    def wire(self, index: int) -> bytes:
-        if self.wires is None:  # once per group, for all its sessions
-            self.wires = [text_frame(chunk.text().encode()) for chunk in self.chunks]
-        return self.wires[index]
-
-
-def _give(session: Watcher, delivery: _Delivery) -> bool:
-    """A session that takes chunks gets the group's chunks; any other its events one by one.
-
-    True when the session's writer was woken (it sends on a later loop turn); False when everything
-    went straight to its transport.
-    """
-    take = getattr(session, "take_chunk", None)
-    chunks = delivery.chunks
-    if take is not None:
-        taken = take(chunks[0], delivery.wire(0))
-        if taken is not None:
-            woken: bool = taken == "queued"
-            for index in range(1, len(chunks)):
-                woken = take(chunks[index], delivery.wire(index)) == "queued" or woken
-            return woken
-    for event in delivery.events:
-        session.deliver(event)
-    return True
