@@ -9,6 +9,7 @@ staleness (api/auth/cache.py), so an emptied Redis revives a revoked token for a
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -230,13 +231,17 @@ def _cached_user(state: State, claims: AccessClaims) -> CurrentUser | None:
 
 
 async def _user_from_database(state: State, claims: AccessClaims) -> CurrentUser:
+    """The database check, cached; concurrent misses of one token share it (`UserCache.load_once`)."""
+    cache: UserCache | None = getattr(state.auth, "users", None)
+    if cache is None:
+        return await _load_user(state, claims)
+    return await cache.load_once(claims.jti, functools.partial(_load_user, state, claims))
+
+
+async def _load_user(state: State, claims: AccessClaims) -> CurrentUser:
     maker: async_sessionmaker[AsyncSession] = state.db
     async with maker() as session:
-        user = await load_current_user(session, claims)
-    cache: UserCache | None = getattr(state.auth, "users", None)
-    if cache is not None:
-        cache.put(user)
-    return user
+        return await load_current_user(session, claims)
 
 
 async def authenticate_access_token(state: State, token: str) -> CurrentUser:
