@@ -242,11 +242,11 @@ class Submitter:
         if not attempt.rate_counted:
             await self._check_rate(user)
             attempt.rate_counted = True
-        task = self._new_row(user, prepared, utcnow())
-        attempt.task = task
-        if not await self._group.insert(task, self._group.params(task, prepared.input_json)):
+        row = new_fields(user, prepared, utcnow())  # no ORM object: the session path builds one if needed
+        if not await self._group.insert(row, prepared.input_json):
+            attempt.task = Task(**row)
             return None
-        return task_view(task), True
+        return new_view(row), True
 
     async def _submit_in_session(
         self, user: CurrentUser, prepared: Prepared, attempt: _Attempt

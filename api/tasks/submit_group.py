@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import redis.exceptions
 
 from api.db.models.tasks import Task
+from api.tasks.submit_rows import BATCH_INSERT_SQL, batch_rows_json, new_spec
 from api.tasks.views import spec_for
 
 if TYPE_CHECKING:
@@ -50,16 +51,21 @@ NEW_ROW_KEYS = (
 )
 _JSON_KEYS = frozenset({"input", "capabilities", "history"})
 GROUP_MAX_ROWS = 100
-"""Most rows one group INSERT carries (18 parameters each)."""
+"""Most rows one group INSERT carries."""
 
 
-@functools.lru_cache(maxsize=GROUP_MAX_ROWS)
-def _group_insert(rows: int) -> str:
-    """The INSERT of `rows` new rows for `DirectExecutor` (psycopg placeholders, `NEW_ROW_KEYS` order)."""
-    one = "({})".format(", ".join(["%s"] * len(NEW_ROW_KEYS)))
-    return "INSERT INTO {} ({}) VALUES {}".format(  # noqa: S608 - fixed identifiers; values bound
-        Task.__tablename__, ", ".join(NEW_ROW_KEYS), ", ".join([one] * rows)
+@functools.lru_cache(maxsize=1)
+def _one_row_insert() -> str:
+    """The INSERT of one new row for `DirectExecutor` (psycopg placeholders, `NEW_ROW_KEYS` order)."""
+    return "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608 - fixed identifiers; values bound
+        Task.__tablename__, ", ".join(NEW_ROW_KEYS), ", ".join(["%s"] * len(NEW_ROW_KEYS))
     )
+
+
+_GROUP_INSERT = BATCH_INSERT_SQL.replace(":rows", "%s")
+"""A group's rows as one INSERT of one JSON parameter, as a batch submit writes them. One statement text
+whatever the group's size: psycopg caches its parse of a statement of up to 50 parameters, so the
+multi-row VALUES form (18 parameters a row) was parsed again on every group."""
 
 
 async def enqueue_committed(scheduler: SchedulerClient, tasks: list[Task]) -> None:
@@ -87,8 +93,9 @@ async def enqueue_specs(scheduler: SchedulerClient, specs: list[TaskSpec]) -> No
 
 @dataclass(slots=True)
 class _Member:
-    task: Task
-    params: list[Any]
+    row: dict[str, Any]
+    """The new row's columns (`api.tasks.submit_rows.new_fields`)."""
+    input_json: bytes
     answer: asyncio.Future[bool] | None
     """Set when the group's rows are committed and enqueued; None for the submit that runs the flush."""
 
@@ -119,29 +126,30 @@ class SubmitGroup:
         self._busy = False
         self._waiting: list[_Member] = []
         self._flushes: set[asyncio.Task[None]] = set()
-        self._to_enqueue: list[Task] = []
+        self._to_enqueue: list[TaskSpec] = []
         """Committed rows not yet handed to the scheduler, in commit order."""
         self._enqueuer: asyncio.Task[None] | None = None
 
-    def params(self, task: Task, input_json: bytes | None = None) -> list[Any]:
-        """The row's INSERT parameters (`input_json`: the task's input, already encoded)."""
-        direct = self.direct
+    def _params(self, member: _Member) -> list[Any]:
+        """One row's INSERT parameters, in `NEW_ROW_KEYS` order."""
+        direct, row = self.direct, member.row
         return [
-            (direct.json(task.input, input_json) if k == "input" else direct.json(getattr(task, k)))
+            (direct.json(None, member.input_json) if k == "input" else direct.json(row[k]))
             if k in _JSON_KEYS
-            else getattr(task, k)
+            else row[k]
             for k in NEW_ROW_KEYS
         ]
 
-    async def insert(self, task: Task, params: list[Any]) -> bool:
-        """True once the row is committed (its enqueue follows); False when its INSERT failed."""
+    async def insert(self, row: dict[str, Any], input_json: bytes) -> bool:
+        """True once `row` (`new_fields`) is committed (its enqueue follows); False when its INSERT failed.
+        `input_json`: the task's input as `prepare` encoded it."""
         if self._busy:
             answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-            self._waiting.append(_Member(task, params, answer))
+            self._waiting.append(_Member(row, input_json, answer))
             return await answer
         self._busy = True
         try:
-            return (await self._flush([_Member(task, params, None)]))[0]
+            return (await self._flush([_Member(row, input_json, None)]))[0]
         finally:
             self._next()
 
@@ -170,25 +178,25 @@ class SubmitGroup:
 
     async def _flush(self, group: list[_Member]) -> list[bool]:
         committed = await self._insert(group)
-        self.enqueue_soon([m.task for m, ok in zip(group, committed, strict=True) if ok])
+        self.enqueue_soon([new_spec(m.row, m.input_json) for m, ok in zip(group, committed, strict=True) if ok])
         return committed
 
-    def enqueue_soon(self, tasks: list[Task]) -> None:
+    def enqueue_soon(self, specs: list[TaskSpec]) -> None:
         """Enqueue committed rows after the current step (the answer) goes out, in the order given here."""
-        if not tasks:
+        if not specs:
             return
-        self._to_enqueue.extend(tasks)
+        self._to_enqueue.extend(specs)
         if self._enqueuer is None:
             self._enqueuer = asyncio.create_task(self._enqueue_pending(), name="submit-enqueue")
 
     async def _enqueue_pending(self) -> None:
         try:
             while self._to_enqueue:
-                tasks, self._to_enqueue = self._to_enqueue, []
+                specs, self._to_enqueue = self._to_enqueue, []
                 try:
-                    await enqueue_committed(self._scheduler(), tasks)  # logs a Redis failure itself
+                    await enqueue_specs(self._scheduler(), specs)  # logs a Redis failure itself
                 except Exception:  # no submit waits on it to see an error: log; the reconciler enqueues
-                    logger.exception("enqueue after commit failed count=%d", len(tasks))
+                    logger.exception("enqueue after commit failed count=%d", len(specs))
         finally:
             self._enqueuer = None
 
@@ -199,7 +207,11 @@ class SubmitGroup:
 
     async def _insert(self, group: list[_Member]) -> list[bool]:
         try:
-            await self.direct.execute(_group_insert(len(group)), [p for m in group for p in m.params])
+            if len(group) == 1:
+                await self.direct.execute(_one_row_insert(), self._params(group[0]))
+            else:
+                rows = batch_rows_json([m.row for m in group], [m.input_json for m in group])
+                await self.direct.execute(_GROUP_INSERT, [rows])
         except Exception as error:  # the session path (or the next try) decides what it means
             if len(group) == 1:
                 logger.warning("direct submit INSERT failed (%s); running it through the session", type(error).__name__)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "BATCH_INSERT",
+    "BATCH_INSERT_SQL",
     "Prepared",
     "batch_rows_json",
     "new_fields",
@@ -186,7 +187,7 @@ def new_spec(row: dict[str, Any], input_json: bytes) -> TaskSpec:
     )
 
 
-BATCH_INSERT = text(
+BATCH_INSERT_SQL = (
     "INSERT INTO tasks (id, owner_id, type, input, priority, agent_id, capabilities, timeout_s, max_attempts, "
     "run_at, idempotency_key, request_hash, status, attempt, seq, created_at, updated_at, history) "
     "SELECT id, owner_id, type, COALESCE(input, 'null'::jsonb), priority, agent_id, capabilities, timeout_s, "
@@ -196,6 +197,7 @@ BATCH_INSERT = text(
     "idempotency_key varchar, request_hash varchar, status varchar, attempt int, seq int, created_at timestamptz, "
     "updated_at timestamptz, history jsonb)"
 )
+BATCH_INSERT = text(BATCH_INSERT_SQL)
 """A batch's rows as one INSERT of one JSON parameter (PostgreSQL): one encode in C for the whole batch instead
 of psycopg dumping some twenty parameters per row and sending an execution per row. (A JSON `null` input is a
 missing value to `jsonb_to_recordset`, hence the COALESCE back to JSON `null`, as the ORM stores it.)"""

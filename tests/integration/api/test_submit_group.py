@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 import redis.asyncio
@@ -15,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 
 from api.auth.identity import CurrentUser
 from api.db.base import utcnow
-from api.db.models.tasks import Task
 from api.db.session import DirectExecutor
 from api.tasks import history
 from api.tasks.service import TaskService
@@ -35,32 +35,46 @@ from tests.integration.api.test_tasks_support import (  # noqa: F401 - fixtures,
 pytestmark = pytest.mark.redis
 
 
-def _task(owner_id: str, n: int) -> Task:
-    now = utcnow()
-    return Task(
-        id=str(uuid.uuid4()),
-        owner_id=owner_id,
-        type="echo",
-        input={"n": n},
-        priority=0,
-        agent_id=None,
-        capabilities=[],
-        timeout_s=60,
-        max_attempts=1,
-        run_at=None,
-        idempotency_key=None,
-        request_hash="0" * 64,
-        status="queued",
-        attempt=0,
-        seq=1,
-        created_at=now,
-        updated_at=now,
-        history=[history.entry(1, "queued", attempt=0, agent_id=None, data=None, at=now)],
-    )
+class _Row:
+    """A new row as a submit hands it to the group: its columns and its input's JSON."""
+
+    def __init__(self, owner_id: str, n: int) -> None:
+        now = utcnow()
+        self.id = str(uuid.uuid4())
+        self.input_json = msgspec.json.encode({"n": n})
+        self.fields: dict[str, Any] = {
+            "id": self.id,
+            "owner_id": owner_id,
+            "type": "echo",
+            "input": {"n": n},
+            "priority": 0,
+            "agent_id": None,
+            "capabilities": [],
+            "timeout_s": 60,
+            "max_attempts": 1,
+            "run_at": None,
+            "idempotency_key": None,
+            "request_hash": None,
+            "status": "queued",
+            "attempt": 0,
+            "seq": 1,
+            "created_at": now,
+            "updated_at": now,
+            "history": [history.entry(1, "queued", attempt=0, agent_id=None, data=None, at=now)],
+        }
+
+
+def _task(owner_id: str, n: int) -> _Row:
+    return _Row(owner_id, n)
+
+
+def _rows_sent(params: Any) -> int:
+    """How many rows one INSERT carried: one row's parameters, or a group's JSON array."""
+    return 1 if len(params) > 1 else len(msgspec.json.decode(params[0]))
 
 
 async def _submit_together(
-    env: Env, sched: SchedulerClient, tasks: list[Task], *, group_connection_dies: bool = False
+    env: Env, sched: SchedulerClient, tasks: list[_Row], *, group_connection_dies: bool = False
 ) -> tuple[list[bool], list[int]]:
     """Every task handed to one group in the same loop turn; the answers and the rows of each INSERT sent.
     `group_connection_dies`: a multi-row INSERT fails as on a dropped connection (nothing sent)."""
@@ -72,7 +86,7 @@ async def _submit_together(
     execute = direct.execute
 
     async def counting(sql: str, params: Any) -> None:
-        sent.append(sql.count("), (") + 1)
+        sent.append(_rows_sent(params))
         if group_connection_dies and sent[-1] > 1:
             raise psycopg.OperationalError("server closed the connection unexpectedly")
         await execute(sql, params)
@@ -80,7 +94,7 @@ async def _submit_together(
     direct.execute = counting  # type: ignore[method-assign]
     group = SubmitGroup(direct, lambda: sched)
     try:
-        answers = await asyncio.gather(*(group.insert(t, group.params(t)) for t in tasks))
+        answers = await asyncio.gather(*(group.insert(t.fields, t.input_json) for t in tasks))
         await group.drain()  # the enqueue follows the answers
     finally:
         await direct.close()
@@ -161,7 +175,7 @@ async def test_the_answer_comes_before_the_enqueue_and_a_cancel_in_between_holds
     direct = DirectExecutor(engine)
     group = SubmitGroup(direct, lambda: held)
     try:
-        assert await group.insert(task, group.params(task))  # answered: the row is committed ...
+        assert await group.insert(task.fields, task.input_json)  # answered: the row is committed ...
         assert env.rows("SELECT status FROM tasks WHERE id = :i", i=task.id) == [("queued",)]
         assert await sched.known_task_ids({task.id}) == set()  # ... and Redis has not heard of it yet
 
