@@ -73,6 +73,7 @@ def run(settings: ApiSettings, *, host: str, port: int, graceful_shutdown_s: int
     import uvicorn
 
     from api.app import create_app
+    from api.http.joined_writes import JoinedHeadHttpProtocol
     from api.ws.direct import DirectWebSocketProtocol
     from protocol.limits import MAX_AGENT_FRAME_BYTES
 
@@ -85,6 +86,8 @@ def run(settings: ApiSettings, *, host: str, port: int, graceful_shutdown_s: int
         "ws_per_message_deflate": False,
         # uvicorn's sans-I/O websockets protocol, plus a hook for writing frames to the transport directly.
         "ws": DirectWebSocketProtocol,
+        # uvicorn's httptools protocol, writing a response's head and body in one write.
+        "http": JoinedHeadHttpProtocol,
         "timeout_graceful_shutdown": graceful_shutdown_s,
         # X-Forwarded-For is resolved by the app, from TASKYARD_API_TRUSTED_PROXIES only.
         "proxy_headers": False,

@@ -24,6 +24,7 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from api.http.joined_writes import JoinedHeadHttpProtocol
 from api.ws.direct import DirectWebSocketProtocol
 from protocol.envelope import Frame, decode_frame, encode_frame
 from protocol.limits import MAX_AGENT_FRAME_BYTES
@@ -73,6 +74,7 @@ class ServerThread:
             # The agent frame limit; the handler checks the smaller client limit itself.
             ws_max_size=MAX_AGENT_FRAME_BYTES,
             ws=DirectWebSocketProtocol,  # as `taskyard api`
+            http=JoinedHeadHttpProtocol,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name=f"uvicorn-{self.port}", daemon=True)
