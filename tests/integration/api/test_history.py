@@ -367,3 +367,66 @@ async def test_history_appends_and_merges_on_sqlite(tmp_path: Path) -> None:
         assert history.merge(task.history, [again])[0][4] == {"r": 1}  # the newer copy of a seq wins
     finally:
         await engine.dispose()
+
+
+def _finished_rows(owner_id: str, now: dt.datetime) -> dict[str, dict[str, Any]]:
+    """Finished rows whose history does or does not carry their status, by what the reconciler should see."""
+
+    def row(task_id: str, status: str, entries: Any) -> dict[str, Any]:
+        return {
+            "id": task_id,
+            "owner_id": owner_id,
+            "type": "echo",
+            "input": {},
+            "priority": 5,
+            "capabilities": [],
+            "timeout_s": 60,
+            "max_attempts": 1,
+            "status": status,
+            "attempt": 1,
+            "seq": 4,
+            "created_at": now,
+            "updated_at": now,
+            "finished_at": now,
+            "history": entries,
+        }
+
+    queued = history.entry(1, "queued", attempt=0, agent_id=None, data=None, at=now)
+    done = history.entry(4, "done", attempt=1, agent_id="a", data=None, at=now)
+    suffix = uuid.uuid4().hex[:8]
+    return {
+        f"complete-{suffix}": row(f"complete-{suffix}", "done", [queued, done]),
+        f"lacking-{suffix}": row(f"lacking-{suffix}", "failed", [queued, done]),
+        f"short-{suffix}": row(f"short-{suffix}", "failed", [queued, [5]]),  # an entry without a status
+        f"odd-{suffix}": row(f"odd-{suffix}", "done", ["done", [1, "queued"]]),  # a stray scalar: no entry
+    }
+
+
+async def _ids_lacking_their_status(maker: Any, rows: dict[str, dict[str, Any]]) -> set[str]:
+    from api.tasks.reconciler import _lacks_own_status
+
+    async with maker() as session:
+        await session.execute(insert(Task), list(rows.values()))
+        await session.commit()
+        lacks = _lacks_own_status(session.get_bind().dialect.name)
+        found = await session.execute(select(Task.id).where(Task.id.in_(list(rows)), lacks))
+        return set(found.scalars())
+
+
+async def test_the_database_returns_only_finished_rows_lacking_their_status(env: Env, sessionmaker: Any) -> None:
+    """The reconciler's filter runs in SQL (it used to read the whole window's rows into Python each round)."""
+    rows = _finished_rows(env.user().id, dt.datetime.now(dt.UTC))
+    lacking = await _ids_lacking_their_status(sessionmaker, rows)
+    assert lacking == {i for i in rows if not i.startswith("complete-")}
+
+
+async def test_the_filter_for_rows_lacking_their_status_on_sqlite(tmp_path: Path) -> None:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'f.db'}")
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        rows = _finished_rows("u1", dt.datetime.now(dt.UTC))
+        lacking = await _ids_lacking_their_status(async_sessionmaker(engine, expire_on_commit=False), rows)
+        assert lacking == {i for i in rows if not i.startswith("complete-")}
+    finally:
+        await engine.dispose()
