@@ -330,6 +330,27 @@ async def test_the_rebuild_derives_a_final_status_the_database_missed(
     assert len(await recorded(sessionmaker, task_id)) == 2
 
 
+def _row(task_id: str, owner_id: str, status: str, entries: Any, at: dt.datetime) -> dict[str, Any]:
+    """A `tasks` row at attempt 1, seq 4, created, updated and finished at `at`."""
+    return {
+        "id": task_id,
+        "owner_id": owner_id,
+        "type": "echo",
+        "input": {},
+        "priority": 5,
+        "capabilities": [],
+        "timeout_s": 60,
+        "max_attempts": 1,
+        "status": status,
+        "attempt": 1,
+        "seq": 4,
+        "created_at": at,
+        "updated_at": at,
+        "finished_at": at,
+        "history": entries,
+    }
+
+
 async def test_history_appends_and_merges_on_sqlite(tmp_path: Path) -> None:
     engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'h.db'}")
     try:
@@ -337,22 +358,10 @@ async def test_history_appends_and_merges_on_sqlite(tmp_path: Path) -> None:
             await conn.run_sync(Base.metadata.create_all)
         maker = async_sessionmaker(engine, expire_on_commit=False)
         now = dt.datetime.now(dt.UTC)
-        row = {
-            "id": "t1",
-            "owner_id": "u1",
-            "type": "echo",
-            "input": {},
-            "priority": 5,
-            "capabilities": [],
-            "timeout_s": 60,
-            "max_attempts": 1,
-            "status": "running",
-            "attempt": 1,
-            "seq": 3,
-            "created_at": now,
-            "updated_at": now,
-            "history": [history.entry(1, "queued", attempt=0, agent_id=None, data=None, at=now)],
-        }
+        row = _row(
+            "t1", "u1", "running", [history.entry(1, "queued", attempt=0, agent_id=None, data=None, at=now)], now
+        )
+        row.update(seq=3, finished_at=None)
         async with maker() as session:
             await session.execute(insert(Task), [row])
             done = history.entry(4, "done", attempt=1, agent_id="a", data=None, at=now)
@@ -373,23 +382,7 @@ def _finished_rows(owner_id: str, now: dt.datetime) -> dict[str, dict[str, Any]]
     """Finished rows whose history does or does not carry their status, by what the reconciler should see."""
 
     def row(task_id: str, status: str, entries: Any) -> dict[str, Any]:
-        return {
-            "id": task_id,
-            "owner_id": owner_id,
-            "type": "echo",
-            "input": {},
-            "priority": 5,
-            "capabilities": [],
-            "timeout_s": 60,
-            "max_attempts": 1,
-            "status": status,
-            "attempt": 1,
-            "seq": 4,
-            "created_at": now,
-            "updated_at": now,
-            "finished_at": now,
-            "history": entries,
-        }
+        return _row(task_id, owner_id, status, entries, now)
 
     queued = history.entry(1, "queued", attempt=0, agent_id=None, data=None, at=now)
     done = history.entry(4, "done", attempt=1, agent_id="a", data=None, at=now)

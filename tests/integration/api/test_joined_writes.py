@@ -105,12 +105,17 @@ class _Server:
             yield sock
 
 
-def _read_response(sock: socket.socket) -> tuple[bytes, bytes]:
-    """One response with a content-length: (head, body)."""
+def _read_head(sock: socket.socket) -> bytes:
+    """What the socket holds up to the end of a response head (with whatever came after it)."""
     data = b""
     while b"\r\n\r\n" not in data:
         data += sock.recv(65536)
-    head, _, body = data.partition(b"\r\n\r\n")
+    return data
+
+
+def _read_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One response with a content-length: (head, body)."""
+    head, _, body = _read_head(sock).partition(b"\r\n\r\n")
     length = int(
         next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")).split(b":")[1]
     )
@@ -155,9 +160,7 @@ def test_a_streamed_head_is_not_held_waiting_for_its_body() -> None:
 
     with _Server(streaming) as server, server.connect() as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += sock.recv(65536)
+        data = _read_head(sock)
         assert data.startswith(b"HTTP/1.1 200")
         assert b"transfer-encoding: chunked" in data
         body_may_go.set()
@@ -169,9 +172,7 @@ def test_a_streamed_head_is_not_held_waiting_for_its_body() -> None:
 def test_100_continue_goes_out_before_the_request_body() -> None:
     with _Server(_echo) as server, server.connect() as sock:
         sock.sendall(b"POST /c HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n")
-        interim = b""
-        while b"\r\n\r\n" not in interim:
-            interim += sock.recv(65536)
+        interim = _read_head(sock)
         assert interim.startswith(b"HTTP/1.1 100 Continue")
         sock.sendall(b"ok")
         head, body = _read_response(sock)
