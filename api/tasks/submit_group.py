@@ -4,7 +4,6 @@ which follows their answers (`SubmitGroup`)."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -54,13 +53,10 @@ GROUP_MAX_ROWS = 100
 """Most rows one group INSERT carries."""
 
 
-@functools.lru_cache(maxsize=1)
-def _one_row_insert() -> str:
-    """The INSERT of one new row for `DirectExecutor` (psycopg placeholders, `NEW_ROW_KEYS` order)."""
-    return "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608 - fixed identifiers; values bound
-        Task.__tablename__, ", ".join(NEW_ROW_KEYS), ", ".join(["%s"] * len(NEW_ROW_KEYS))
-    )
-
+_ONE_ROW_INSERT = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608 - fixed identifiers; values bound
+    Task.__tablename__, ", ".join(NEW_ROW_KEYS), ", ".join(["%s"] * len(NEW_ROW_KEYS))
+)
+"""The INSERT of one new row for `DirectExecutor` (psycopg placeholders, `NEW_ROW_KEYS` order)."""
 
 _GROUP_INSERT = BATCH_INSERT_SQL.replace(":rows", "%s")
 """A group's rows as one INSERT of one JSON parameter, as a batch submit writes them. One statement text
@@ -208,7 +204,7 @@ class SubmitGroup:
     async def _insert(self, group: list[_Member]) -> list[bool]:
         try:
             if len(group) == 1:
-                await self.direct.execute(_one_row_insert(), self._params(group[0]))
+                await self.direct.execute(_ONE_ROW_INSERT, self._params(group[0]))
             else:
                 rows = batch_rows_json([m.row for m in group], [m.input_json for m in group])
                 await self.direct.execute(_GROUP_INSERT, [rows])

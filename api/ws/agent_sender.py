@@ -116,7 +116,7 @@ class AgentSender(Session):
         """Frames in order: one `batch` frame per `MAX_BATCH_OUT_BYTES` when the agent negotiated batches."""
         if not self._batch:
             for message_type, payload in outgoing:
-                await self.conn.send_text(encode_raw_frame(message_type, payload).decode())
+                await self.conn.send_encoded(encode_raw_frame(message_type, payload))
             return
         chunk: list[tuple[MessageType, bytes, str | None]] = []
         size = 0
@@ -131,9 +131,9 @@ class AgentSender(Session):
 
     async def _send_chunk(self, chunk: list[tuple[MessageType, bytes, str | None]]) -> None:
         if len(chunk) == 1:
-            await self.conn.send_text(encode_raw_frame(chunk[0][0], chunk[0][1]).decode())
+            await self.conn.send_encoded(encode_raw_frame(chunk[0][0], chunk[0][1]))
         else:
-            await self.conn.send_text(encode_batch(chunk).decode())
+            await self.conn.send_encoded(encode_batch(chunk))
 
     def _remember(self, task_id: str, attempt: int, entry_id: str) -> None:
         self._unaccepted[(task_id, attempt)] = entry_id

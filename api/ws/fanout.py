@@ -329,17 +329,17 @@ class Fanout:
             sessions = delivery.sessions
             index = delivery.next
             end = len(sessions)
-            while index < end:
+            spent = False
+            while index < end and not spent:
                 woken += give(sessions[index], delivery)
                 index += 1
                 # A write to a loopback socket costs ~2 us per KiB in the kernel (the peer's receive path
                 # runs in ours): a round's chunk of tens of KiB makes each write far dearer than the clock.
-                if woken >= woken_budget or clock() > deadline:
-                    break
+                spent = woken >= woken_budget or clock() > deadline
             delivery.next = index
             if index == end:
                 self._round.popleft()
-            if woken >= woken_budget or clock() > deadline:
+            if spent:
                 return
 
     def _group(self, events: list[WatchEvent]) -> list[Delivery]:

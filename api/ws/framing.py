@@ -159,14 +159,23 @@ class FrameSocket:
 
     async def send(self, message: Message) -> None:
         """Encode and send one frame (dropped silently once the socket is closing)."""
-        await self.send_text(encode_frame(message).decode())
+        await self.send_encoded(encode_frame(message))
 
-    async def send_text(self, text: str, wire: bytes | None = None) -> None:
-        """Send one already-encoded frame (`wire`: its WebSocket frame bytes when already built).
+    async def send_text(self, text: str) -> None:
+        """Send one already-encoded frame.
 
         Raises:
             PeerGoneError: the connection is gone.
         """
+        await self._send(text)
+
+    async def send_encoded(self, payload: bytes) -> None:
+        """`send_text` for a frame as the protocol's encoders return it (UTF-8 bytes): the direct path frames
+        the bytes as they are, with no decode and encode again."""
+        await self._send(payload)
+
+    async def _send(self, frame: str | bytes) -> None:
+        """One frame, as text or as its UTF-8 bytes."""
         async with self._send_lock:
             if self.closed:
                 return
@@ -176,12 +185,12 @@ class FrameSocket:
                     await direct.wait_writable()
                     if self.closed:  # closed while the peer was not reading
                         return
-                if not direct.write(wire if wire is not None else text_frame(text.encode())):
+                if not direct.write(text_frame(frame if isinstance(frame, bytes) else frame.encode())):
                     self.closed = True
                     raise PeerGoneError
                 return
             try:
-                await self.socket.send_text(text)
+                await self.socket.send_text(frame if isinstance(frame, str) else frame.decode())
             except (WebSocketDisconnect, OSError, RuntimeError) as exc:
                 # uvicorn raises ClientDisconnected (an OSError) or RuntimeError after the peer left.
                 self.closed = True
